@@ -1,0 +1,352 @@
+"""The application: configuration, the task registry, and the way to the database."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from . import db
+from .config import Settings, load_object, resolve_dsn, resolve_schema
+from .exceptions import ConfigurationError, NotRegistered
+from .producer import build_rows, insert_jobs
+from .queries import Queries
+from .signals import Signal
+from .task import Task, check_task_options, make_task_class
+from .utils import import_object
+
+if TYPE_CHECKING:
+    from .control import Control
+    from .result import AsyncResult, ResultWaiter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current_app: App | None = None
+_all_apps: weakref.WeakSet[App] = weakref.WeakSet()
+_shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+
+
+def current_app() -> App:
+    """The most recently created app (Celery's ``current_app``)."""
+    if _current_app is None:
+        raise ConfigurationError("no pgqueue App has been created yet")
+    return _current_app
+
+
+class App:
+    """A pgqueue application. ``Celery`` is an alias, so ported code keeps working.
+
+    ``App("proj", dsn="postgresql://...")``; ``broker=``/``backend=`` accept the same
+    Postgres URL. Without a DSN, ``PGQUEUE_DSN`` then ``DATABASE_URL`` are used.
+    """
+
+    Task: type[Task] = Task
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        dsn: str | None = None,
+        broker: str | None = None,
+        backend: str | None = None,
+        schema: str | None = None,
+        include: Sequence[str] | None = None,
+        config_source: Any = None,
+        set_as_current: bool = True,
+        task_cls: type[Task] | str | None = None,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings()
+        if config_source is not None:
+            self.config_from_object(config_source)
+        for url in (backend, broker, dsn):  # the most specific wins
+            if url:
+                self.conf.dsn = url
+        if schema:
+            self.conf.schema = schema
+        self.conf.update(settings)
+        if isinstance(task_cls, str):
+            task_cls = import_object(task_cls)
+        if task_cls is not None:
+            self.Task = task_cls  # type: ignore[assignment]
+        self.include = list(include or ())
+        self.tasks: dict[str, Task] = {}
+        self.on_after_configure = Signal("on_after_configure")
+        self.on_after_finalize = Signal("on_after_finalize")
+        self._configured = False
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool_pid = 0
+        self._lock = threading.RLock()
+        self._queries: Queries | None = None
+        self._waiter: ResultWaiter | None = None
+        self._control: Control | None = None
+        self.periodic_tasks: list[dict[str, Any]] = []
+        global _current_app
+        if set_as_current:
+            _current_app = self
+        _all_apps.add(self)
+        for fun, options in _shared_tasks:
+            self._register(fun, dict(options))
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.App {self.main or '__main__'}>"
+
+    # -- configuration ----------------------------------------------------------------
+    def config_from_object(
+        self, obj: Any, namespace: str | None = None, silent: bool = False
+    ) -> None:
+        """Load settings from a module, class, dict or dotted path (``namespace='CELERY'``
+        reads ``CELERY_BROKER_URL`` as ``broker_url``)."""
+        try:
+            self.conf.update(load_object(obj, namespace))
+        except ConfigurationError:
+            if not silent:
+                raise
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False) -> None:
+        module = os.environ.get(variable_name)
+        if not module:
+            if silent:
+                return
+            raise ConfigurationError(f"environment variable {variable_name} is not set")
+        self.config_from_object(module, silent=silent)
+
+    @property
+    def dsn(self) -> str:
+        return resolve_dsn(self.conf.dsn)
+
+    @property
+    def schema(self) -> str:
+        return resolve_schema(self.conf)
+
+    @property
+    def queries(self) -> Queries:
+        schema = self.schema
+        if self._queries is None or self._queries.schema != schema:
+            self._queries = Queries(schema)
+        return self._queries
+
+    def finalize(self) -> None:
+        """Import ``include`` modules and fire ``on_after_configure`` once."""
+        with self._lock:
+            if self._configured:
+                return
+            self._configured = True
+        for module in self.include:
+            import_object(module)
+        self.on_after_configure.send(sender=self)
+        self.on_after_finalize.send(sender=self)
+
+    def autodiscover_tasks(
+        self, packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks", force: bool = True,
+    ) -> None:
+        """Import ``<package>.tasks`` for each package that has one."""
+        import importlib
+
+        names = packages() if callable(packages) else (packages or ())
+        for package in names:
+            try:
+                importlib.import_module(f"{package}.{related_name}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{package}.{related_name}":
+                    raise
+
+    # -- tasks ------------------------------------------------------------------------
+    @overload
+    def task(self, fun: F) -> Task: ...
+    @overload
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+    def task(self, fun: Any = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        if fun is not None and callable(fun) and not options:
+            return self._register(fun, {})
+        if fun is not None:
+            raise TypeError("use @app.task or @app.task(option=...), with keyword options only")
+
+        def decorator(f: F) -> Task:
+            return self._register(f, dict(options))
+
+        return decorator
+
+    def _register(self, fun: Callable[..., Any], options: dict[str, Any]) -> Task:
+        check_task_options(options, f"@task {getattr(fun, '__qualname__', fun)!r}")
+        name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
+        if name in self.tasks and getattr(self.tasks[name], "__wrapped__", None) is fun:
+            return self.tasks[name]
+        task = make_task_class(self, fun, options, name)()
+        self.tasks[name] = task
+        return task
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def register_task(self, task: Task) -> Task:
+        """Register an instance of a Task subclass written by hand."""
+        if not task.name:
+            task.name = self.gen_task_name(type(task).__name__, type(task).__module__)
+        task.app = self
+        self.tasks[task.name] = task
+        return task
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(
+                f"Task of kind {name!r} never registered, please make sure it's imported."
+            ) from None
+
+    # -- sending ----------------------------------------------------------------------
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        _task: Task | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Enqueue task ``name`` (which this process need not import)."""
+        from .result import AsyncResult
+
+        task = _task or self.tasks.get(name)
+        rows, connection = build_rows(self, name, task, [(args or (), kwargs or {})], options)
+        inserted = insert_jobs(self, rows, connection)
+        job_id = inserted[0] if inserted else rows[0]["id"]
+        return AsyncResult(str(job_id), app=self, task_name=name)
+
+    def send_many(
+        self,
+        name: str,
+        calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
+        _task: Task | None = None,
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """Enqueue many calls of task ``name`` with one INSERT and one NOTIFY."""
+        from .result import AsyncResult
+
+        task = _task or self.tasks.get(name)
+        rows, connection = build_rows(self, name, task, calls, options)
+        insert_jobs(self, rows, connection)
+        return [AsyncResult(str(row["id"]), app=self, task_name=name) for row in rows]
+
+    def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
+        from .result import AsyncResult
+
+        return AsyncResult(task_id, app=self, task_name=task_name)
+
+    @property
+    def control(self) -> Control:
+        from .control import Control
+
+        if self._control is None:
+            self._control = Control(self)
+        return self._control
+
+    @property
+    def result_waiter(self) -> ResultWaiter:
+        from .result import ResultWaiter
+
+        with self._lock:
+            if self._waiter is None or not self._waiter.is_alive():
+                self._waiter = ResultWaiter(self)
+                self._waiter.start()
+            return self._waiter
+
+    # -- database ---------------------------------------------------------------------
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new dedicated connection (autocommit), with a clear error when it fails."""
+        return db.connect(self.dsn, **kwargs)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection; errors come out as pgqueue's clear ones."""
+        pool = self._get_pool()
+        try:
+            with db.translate_errors(self.schema), pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
+            raise
+
+    def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                dsn = self.dsn
+                db.connect(dsn).close()  # fail fast with the server's own reason
+                self._pool = ConnectionPool(
+                    dsn,
+                    min_size=1,
+                    max_size=max(1, int(self.conf.producer_pool_size)),
+                    kwargs={"autocommit": True},
+                    timeout=10,
+                    name=f"pgqueue:{self.main or 'app'}",
+                    check=ConnectionPool.check_connection,
+                    open=True,
+                )
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        """Close the connection pool and the result listener."""
+        with self._lock:
+            if self._waiter is not None:
+                self._waiter.stop()
+                self._waiter = None
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+    # -- running ------------------------------------------------------------------------
+    def Worker(self, **options: Any) -> Any:  # noqa: N802 - Celery's name
+        from .worker import Worker
+
+        return Worker(self, **options)
+
+
+Celery = App
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """A task for reusable apps: registered with every App, present and future."""
+
+    def create(fun: Callable[..., Any]) -> Any:
+        _shared_tasks.append((fun, dict(options)))
+        for app in list(_all_apps):
+            app._register(fun, dict(options))
+        return _SharedTaskProxy(fun, options)
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return create(args[0])
+    return create
+
+
+class _SharedTaskProxy:
+    """Resolves to the task of the current app at each use."""
+
+    def __init__(self, fun: Callable[..., Any], options: dict[str, Any]) -> None:
+        self._fun = fun
+        self._name = options.get("name")
+
+    def _task(self) -> Task:
+        app = current_app()
+        name = self._name or app.gen_task_name(self._fun.__name__, self._fun.__module__)
+        return app.tasks[name]
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._task(), item)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<@shared_task: {self._fun.__module__}.{self._fun.__name__}>"

@@ -1,0 +1,248 @@
+"""Settings: pgqueue's own, Celery's names where they apply, and DSN resolution."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
+from datetime import timedelta
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+DEFAULTS: dict[str, Any] = {
+    # where the queue lives
+    "dsn": None,
+    "schema": "pgqueue",
+    "timezone": "UTC",
+    "enable_utc": True,
+    # producing
+    "task_default_queue": "default",
+    "task_default_priority": 0,
+    "task_default_max_retries": 3,
+    "task_default_retry_delay": 180,
+    "task_routes": None,
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "task_ignore_result": False,
+    "task_track_started": False,
+    "task_time_limit": None,
+    "task_soft_time_limit": None,
+    "task_always_eager": False,
+    "task_eager_propagates": True,
+    "producer_pool_size": 4,
+    # results
+    "result_expires": timedelta(days=1),
+    "result_extended": True,
+    # workers
+    "worker_concurrency": None,
+    "worker_pool": "threads",
+    "worker_lease_seconds": 30.0,
+    "worker_poll_interval": 1.0,
+    "worker_shutdown_timeout": 30.0,
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,
+    "worker_finish_batch_size": 100,
+    "worker_claim_batch_size": 100,
+    "worker_hijack_root_logger": True,
+    "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    "worker_task_log_format": None,
+    # maintenance and beat
+    "leader_ttl_seconds": 15.0,
+    "maintenance_interval": 1.0,
+    "stage_interval": 0.5,
+    "beat_schedule": {},
+    "beat_max_loop_interval": 5.0,
+    "beat_catch_up": True,
+}
+
+# Settings a Celery app may carry that have no meaning on Postgres. They are accepted,
+# so a ported config loads, and each is reported once with the reason.
+CELERY_IGNORED: dict[str, str] = {
+    "broker_connection_retry": "pgqueue always reconnects with capped backoff",
+    "broker_connection_retry_on_startup": "pgqueue always reconnects with capped backoff",
+    "broker_connection_max_retries": "pgqueue always reconnects with capped backoff",
+    "broker_transport_options": "there is no broker transport; jobs are rows in Postgres",
+    "broker_pool_limit": "use producer_pool_size",
+    "broker_heartbeat": "leases replace broker heartbeats (worker_lease_seconds)",
+    "task_acks_late": "jobs are always acknowledged when they finish (leases, not acks)",
+    "task_reject_on_worker_lost": "lost jobs are always requeued until max_retries",
+    "task_acks_on_failure_or_timeout": "a failed job always ends FAILURE or is retried",
+    "worker_prefetch_multiplier": "workers claim exactly as many jobs as they have free slots",
+    "worker_send_task_events": "the jobs and results tables are the event log",
+    "task_send_sent_event": "the jobs and results tables are the event log",
+    "result_backend_transport_options": "results are rows in Postgres",
+    "result_persistent": "results are rows in Postgres",
+    "task_create_missing_queues": "queues are just names; any queue works",
+    "worker_redirect_stdouts": "stdout is left alone",
+    "worker_redirect_stdouts_level": "stdout is left alone",
+    "task_compression": "arguments are stored as jsonb, uncompressed",
+    "result_compression": "results are stored as jsonb, uncompressed",
+    "worker_cancel_long_running_tasks_on_connection_loss": "leases decide ownership",
+}
+
+# Celery names that mean a pgqueue setting.
+ALIASES: dict[str, str] = {
+    "broker_url": "dsn",
+    "result_backend": "dsn",
+    "database_url": "dsn",
+}
+
+UNSUPPORTED: dict[str, str] = {
+    "task_default_rate_limit": "rate limits are not implemented yet",
+    "task_annotations": "task annotations are not supported; set options on @app.task",
+}
+
+_warned: set[str] = set()
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def normalise_key(key: str) -> str | None:
+    """Map a setting name to its pgqueue key, or None when it is accepted but ignored."""
+    key = key.lower()
+    if key in UNSUPPORTED:
+        raise ConfigurationError(f"setting {key!r} is not supported: {UNSUPPORTED[key]}")
+    if key in ALIASES:
+        return ALIASES[key]
+    if key in CELERY_IGNORED:
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(
+                f"pgqueue ignores the Celery setting {key!r}: {CELERY_IGNORED[key]}",
+                stacklevel=4,
+            )
+        return None
+    if key not in DEFAULTS:
+        raise ConfigurationError(
+            f"unknown setting {key!r}{_suggest(key, list(DEFAULTS) + list(ALIASES))}"
+        )
+    return key
+
+
+class Settings(MutableMapping[str, Any]):
+    """``app.conf``: a mapping with attribute access that refuses unknown names."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(DEFAULTS))
+        object.__setattr__(self, "changed", set())
+        if values:
+            self.update(values)
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key.lower()]
+        except KeyError:
+            raise KeyError(f"unknown setting {key!r}{_suggest(key, list(DEFAULTS))}") from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        name = normalise_key(key)
+        if name is None:
+            return
+        if name == "dsn" and value is not None:
+            value = validate_dsn(str(value))
+        self._data[name] = value
+        self.changed.add(name)
+
+    def __delitem__(self, key: str) -> None:
+        self._data[key] = DEFAULTS[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as e:
+            raise AttributeError(str(e)) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def seconds(self, key: str) -> float | None:
+        """A duration setting in seconds (accepts numbers and timedeltas)."""
+        value = self[key]
+        if value is None:
+            return None
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        return float(value)
+
+
+def load_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
+    """Settings from a module, class, dict or dotted path, Celery's ``config_from_object``."""
+    if isinstance(obj, str):
+        from .utils import import_object
+
+        obj = import_object(obj)
+    items = obj.items() if isinstance(obj, Mapping) else ((k, getattr(obj, k)) for k in dir(obj))
+    prefix = f"{namespace}_" if namespace else ""
+    found: dict[str, Any] = {}
+    for key, value in items:
+        if key.startswith("_"):
+            continue
+        if prefix:
+            if not key.startswith(prefix):
+                continue
+            key = key[len(prefix) :]
+        elif not key.islower():
+            continue  # a module's constants and classes are not settings
+        found[key.lower()] = value
+    return found
+
+
+_SCHEMES = ("postgresql://", "postgres://")
+
+
+def validate_dsn(dsn: str) -> str:
+    """Accept a Postgres URL or libpq key=value string; refuse other brokers clearly."""
+    text = dsn.strip()
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in ("postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg"):
+            return "postgresql://" + text.split("://", 1)[1]  # SQLAlchemy-style URL
+        if not text.lower().startswith(_SCHEMES):
+            raise ConfigurationError(
+                f"{scheme}:// URLs are not supported: pgqueue's broker and result store is "
+                "PostgreSQL. Point the URL at your database, e.g. "
+                "postgresql://user:password@host:5432/dbname"
+            )
+    elif "=" not in text:
+        raise ConfigurationError(
+            f"{dsn!r} is not a PostgreSQL connection string; expected a URL like "
+            "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
+        )
+    return text
+
+
+def resolve_dsn(explicit: str | None) -> str:
+    """The DSN to use: explicit setting, then PGQUEUE_DSN, then DATABASE_URL."""
+    for source, value in (
+        ("dsn setting", explicit),
+        ("PGQUEUE_DSN", os.environ.get("PGQUEUE_DSN")),
+        ("DATABASE_URL", os.environ.get("DATABASE_URL")),
+    ):
+        if value:
+            try:
+                return validate_dsn(value)
+            except ConfigurationError as e:
+                raise ConfigurationError(f"{source}: {e}") from None
+    raise ConfigurationError(
+        "no database configured: pass App(dsn=...), set app.conf.dsn, or set the "
+        "PGQUEUE_DSN (or DATABASE_URL) environment variable to a PostgreSQL URL"
+    )
+
+
+def resolve_schema(settings: Settings) -> str:
+    """The schema: set in code, else PGQUEUE_SCHEMA, else the default ``pgqueue``."""
+    if "schema" in settings.changed:
+        return str(settings["schema"])
+    return os.environ.get("PGQUEUE_SCHEMA") or str(settings["schema"])

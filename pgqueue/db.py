@@ -1,0 +1,135 @@
+"""Connections, and the translation of driver errors into messages a user can act on."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from .exceptions import DatabaseUnavailable, SchemaMissing
+
+logger = logging.getLogger("pgqueue.db")
+
+CONNECT_TIMEOUT = 10
+
+
+def describe(dsn: str) -> str:
+    """``user@host:port/dbname`` of a DSN, never its password."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    host = info.get("host") or "localhost (socket)"
+    port = info.get("port") or 5432
+    return f"{info.get('user') or '<default user>'}@{host}:{port}/{info.get('dbname') or '?'}"
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A new autocommit connection; a clear :class:`DatabaseUnavailable` when it fails."""
+    kwargs.setdefault("autocommit", True)
+    kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.ProgrammingError as e:
+        raise DatabaseUnavailable(f"invalid database DSN: {e}") from None
+    except psycopg.OperationalError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {reason}"
+        ) from None
+
+
+@contextmanager
+def translate_errors(schema: str) -> Iterator[None]:
+    """Turn 'relation does not exist' into an instruction to run ``pgqueue migrate``."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as e:
+        raise missing_schema(schema, e) from None
+
+
+def missing_schema(schema: str, error: Exception | None = None) -> SchemaMissing:
+    detail = f" ({str(error).splitlines()[0]})" if error else ""
+    return SchemaMissing(
+        f"the pgqueue tables are not in schema {schema!r} of this database{detail}: "
+        f"run `pgqueue migrate` (with the same DSN and --schema {schema})"
+    )
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """True for errors that mean the connection is gone (retry after reconnecting)."""
+    if isinstance(error, DatabaseUnavailable):
+        return True
+    if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    return False
+
+
+class Outage:
+    """Capped exponential backoff that logs one line when an outage starts and one when
+    it ends, however many attempts fail in between."""
+
+    def __init__(self, role: str, first_delay: float = 0.1, max_delay: float = 5.0) -> None:
+        self.role = role
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.delay = first_delay
+        self.since: float | None = None
+
+    def failed(self, error: BaseException) -> float:
+        """Record a failure; returns how long to wait before the next attempt."""
+        if self.since is None:
+            self.since = time.monotonic()
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            logger.warning("%s: database connection lost (%s); reconnecting with backoff",
+                           self.role, reason)
+            self.delay = self.first_delay
+        else:
+            self.delay = min(self.max_delay, self.delay * 2)
+        return self.delay
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            logger.warning("%s: reconnected after %.1fs", self.role, time.monotonic() - self.since)
+        self.since = None
+        self.delay = self.first_delay
+
+
+class Dedicated:
+    """One connection owned by one thread of a worker, reconnected after any fault."""
+
+    def __init__(self, dsn: str, schema: str, role: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.outage = Outage(role)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def execute(self, query: bytes, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement; returns its rows (empty for statements without any)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.dsn)
+        try:
+            with translate_errors(self.schema):
+                cur = self._conn.execute(query, params)
+                rows = cur.fetchall() if cur.description else []
+        except BaseException:
+            if self._conn.broken or self._conn.closed:
+                self.close()
+            raise
+        self.outage.recovered()
+        return rows
+
+    def failed(self, error: BaseException) -> float:
+        """Drop the connection after ``error``; returns the backoff delay to wait."""
+        self.close()
+        return self.outage.failed(error)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,99 @@
+"""Exceptions, under the names Celery users already catch."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class PgQueueError(Exception):
+    """Base class of pgqueue's own errors."""
+
+
+class ConfigurationError(PgQueueError):
+    """A setting, DSN or option is wrong; the message says which and how to fix it."""
+
+
+class DatabaseUnavailable(PgQueueError):
+    """The database cannot be reached (wrong DSN, server down)."""
+
+
+class SchemaMissing(PgQueueError):
+    """The pgqueue tables are not there: run `pgqueue migrate`."""
+
+
+class NotRegistered(PgQueueError, KeyError):
+    """A job names a task this process does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class Retry(PgQueueError):
+    """Raised by ``Task.retry()``: the job is to run again later.
+
+    Raise it (``raise self.retry(...)``) so that the code after it cannot run.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | datetime | None = None,
+        args_override: list[Any] | None = None,
+        kwargs_override: dict[str, Any] | None = None,
+    ) -> None:
+        self.message = message
+        self.exc = exc
+        self.when = when
+        self.args_override = args_override
+        self.kwargs_override = kwargs_override
+        super().__init__(message, exc, when)
+
+    def humanize(self) -> str:
+        if isinstance(self.when, (int, float)):
+            return f"in {self.when}s"
+        return f"at {self.when}"
+
+    def __str__(self) -> str:
+        if self.message:
+            return self.message
+        if self.exc is not None:
+            return f"Retry {self.humanize()}: {self.exc!r}"
+        return f"Retry {self.humanize()}"
+
+
+class MaxRetriesExceededError(PgQueueError):
+    """The task asked to retry but has no retries left."""
+
+
+class TaskRevokedError(PgQueueError):
+    """The job was revoked (by a user, or because it expired) and did not complete."""
+
+
+class TimeoutError(PgQueueError):  # noqa: A001 - Celery's name
+    """``AsyncResult.get()`` waited longer than its timeout."""
+
+
+class SoftTimeLimitExceeded(PgQueueError):
+    """Raised inside a task when it runs past its ``soft_time_limit``."""
+
+
+class TimeLimitExceeded(PgQueueError):
+    """The task ran past its hard ``time_limit`` and was stopped."""
+
+
+class WorkerLostError(PgQueueError):
+    """The worker running the job died (its lease ran out)."""
+
+
+class TaskError(PgQueueError):
+    """Stands in for a task's exception whose class cannot be imported here."""
+
+    def __init__(self, exc_type: str, message: Any) -> None:
+        self.exc_type = exc_type
+        super().__init__(f"{exc_type}: {message}")
+
+
+class ImproperlyConfigured(ConfigurationError):
+    """Celery's name for a configuration error."""

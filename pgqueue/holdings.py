@@ -1,0 +1,70 @@
+"""The jobs one worker holds: claimed in the database and not yet finished there.
+
+Heartbeats extend the leases of every held job; shutdown hands them back. An outcome is
+accepted once per attempt (:meth:`Holdings.settle`), so a late outcome of a job already
+failed for its time limit is dropped instead of finishing the job twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+CLAIMED, RUNNING, SETTLED = "claimed", "running", "settled"
+
+
+@dataclass(slots=True)
+class Held:
+    attempt: int
+    status: str = CLAIMED
+
+
+class Holdings:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Held] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str, attempt: int) -> None:
+        with self._lock:
+            self._jobs[job_id] = Held(attempt)
+
+    def start(self, job_id: str) -> None:
+        with self._lock:
+            held = self._jobs.get(job_id)
+            if held is not None and held.status == CLAIMED:
+                held.status = RUNNING
+
+    def settle(self, job_id: str, attempt: int) -> bool:
+        """Claim the right to finish this attempt; False if it was settled already."""
+        with self._lock:
+            held = self._jobs.get(job_id)
+            if held is None or held.attempt != attempt or held.status == SETTLED:
+                return False
+            held.status = SETTLED
+            return True
+
+    def forget(self, job_ids: list[str]) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                self._jobs.pop(job_id, None)
+
+    def snapshot(self) -> tuple[list[str], list[int], list[bool]]:
+        """Ids, attempts, and whether each started running (for heartbeat and release)."""
+        with self._lock:
+            items = list(self._jobs.items())
+        return ([job_id for job_id, _ in items], [h.attempt for _, h in items],
+                [h.status != CLAIMED for _, h in items])
+
+    def unsettled(self) -> tuple[list[str], list[int], list[bool]]:
+        with self._lock:
+            items = [(i, h) for i, h in self._jobs.items() if h.status != SETTLED]
+        return ([i for i, _ in items], [h.attempt for _, h in items],
+                [h.status == RUNNING for _, h in items])
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            return job_id in self._jobs
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)

@@ -1,0 +1,330 @@
+"""Enqueueing: turn calls into job rows and insert them in one statement."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
+
+from .exceptions import ConfigurationError, PgQueueError
+from .utils import check_json, json_dumps, utcnow, uuid
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+#: Options ``apply_async`` and ``send_task`` accept.
+SEND_OPTIONS = frozenset({
+    "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
+    "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
+    "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
+    "headers", "shadow", "retry", "retry_policy", "exchange",
+})
+_UNSUPPORTED_SEND_OPTIONS = {
+    "link": "callbacks are not supported yet; call the next task from inside the task",
+    "link_error": "error callbacks are not supported yet",
+    "chain": "chains are not supported yet",
+    "add_to_parent": "task trees are not tracked yet",
+    "compression": "arguments are stored as jsonb, uncompressed",
+}
+
+
+def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
+    for key in options:
+        if key in _UNSUPPORTED_SEND_OPTIONS:
+            raise TypeError(f"{task_name}: option {key!r} is not supported: "
+                            f"{_UNSUPPORTED_SEND_OPTIONS[key]}")
+        if key not in SEND_OPTIONS:
+            close = difflib.get_close_matches(key, SEND_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{task_name}: unknown apply_async option {key!r}{hint}")
+
+
+def _as_utc(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{what} must be timezone-aware (got naive datetime {value!r}); "
+                         "use datetime.now(timezone.utc) + timedelta(...)")
+    return value.astimezone(timezone.utc)
+
+
+def _expires_at(expires: Any, now: datetime) -> datetime | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return _as_utc(expires, "expires")
+    if isinstance(expires, timedelta):
+        return now + expires
+    if isinstance(expires, (int, float)):
+        return now + timedelta(seconds=float(expires))
+    raise TypeError(f"expires must be seconds, a timedelta or a datetime, not {expires!r}")
+
+
+def _route(app: App, task_name: str) -> dict[str, Any]:
+    routes = app.conf.task_routes
+    if not routes:
+        return {}
+    for router in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if callable(router):
+            found = router(task_name, (), {}, {})
+            if found:
+                return {"queue": found} if isinstance(found, str) else dict(found)
+            continue
+        for pattern, route in router.items():
+            if pattern == task_name or fnmatch.fnmatchcase(task_name, pattern):
+                return {"queue": route} if isinstance(route, str) else dict(route)
+    return {}
+
+
+class JobBuilder:
+    """Validates one set of options once, then turns each call into a row."""
+
+    def __init__(
+        self, app: App, task_name: str, task: Task | None, options: dict[str, Any]
+    ) -> None:
+        _check_send_options(task_name, options)
+        conf = app.conf
+        self.task_name = task_name
+        routed = _route(app, task_name)
+
+        def pick(key: str, task_attr: Any, default: Any) -> Any:
+            if options.get(key) is not None:
+                return options[key]
+            if routed.get(key) is not None:
+                return routed[key]
+            if task_attr is not None:
+                return task_attr
+            return default
+
+        self.queue: str = pick("queue", getattr(task, "queue", None), conf.task_default_queue)
+        if not isinstance(self.queue, str) or not self.queue:
+            raise ValueError(f"{task_name}: queue must be a non-empty string, got {self.queue!r}")
+        self.priority: int = pick(
+            "priority", getattr(task, "priority", None), conf.task_default_priority
+        )
+        if not isinstance(self.priority, int) or not 0 <= self.priority <= 9:
+            raise ValueError(f"{task_name}: priority must be an integer from 0 to 9, "
+                             f"got {self.priority!r}")
+        self.ignore_result = bool(
+            pick("ignore_result", getattr(task, "ignore_result", None), conf.task_ignore_result)
+        )
+        self.max_retries = (
+            options["max_retries"] if "max_retries" in options
+            else task.max_retries if task is not None
+            else conf.task_default_max_retries
+        )
+        self.now = utcnow()
+        countdown, eta = options.get("countdown"), options.get("eta")
+        if countdown is not None and eta is not None:
+            raise ValueError(f"{task_name}: give countdown or eta, not both")
+        self.run_at: datetime | None = None
+        if countdown is not None:
+            if not isinstance(countdown, (int, float)):
+                raise TypeError(f"{task_name}: countdown must be a number of seconds")
+            self.run_at = self.now + timedelta(seconds=countdown) if countdown > 0 else None
+        elif eta is not None:
+            if not isinstance(eta, datetime):
+                raise TypeError(f"{task_name}: eta must be a datetime, not {eta!r}")
+            self.run_at = _as_utc(eta, "eta")
+        self.expires_at = _expires_at(
+            pick("expires", getattr(task, "expires", None), None), self.now
+        )
+        self.unique_key: str | None = options.get("unique_key")
+        self.task_id: str | None = options.get("task_id")
+        self.parent_id = options.get("parent_id")
+        self.root_id = options.get("root_id")
+        self.group_id = options.get("group_id")
+        self.job_options = self._job_options(app, task, options, eta)
+
+    def _job_options(
+        self, app: App, task: Task | None, options: dict[str, Any], eta: datetime | None
+    ) -> dict[str, Any]:
+        conf = app.conf
+        opts: dict[str, Any] = {}
+        time_limit = options.get("time_limit") or getattr(task, "time_limit", None) \
+            or conf.task_time_limit
+        soft = options.get("soft_time_limit") or getattr(task, "soft_time_limit", None) \
+            or conf.task_soft_time_limit
+        lease = options.get("lease") or getattr(task, "lease", None)
+        track = options.get("track_started")
+        if track is None:
+            track = getattr(task, "track_started", None)
+        if track is None:
+            track = conf.task_track_started
+        if time_limit:
+            opts["time_limit"] = float(time_limit)
+        if soft:
+            opts["soft_time_limit"] = float(soft)
+        # A claim must outlive the longest legitimate run, or a healthy job gets rescued.
+        lease_needed = max(float(lease or 0), float(time_limit or 0) + 5 if time_limit else 0)
+        if lease_needed:
+            opts["lease"] = lease_needed
+        if track:
+            opts["track_started"] = True
+        if eta is not None:
+            opts["eta"] = eta.isoformat()
+        return opts
+
+    def row(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        if args is None:
+            args = []
+        elif not isinstance(args, (list, tuple)):
+            raise TypeError(f"{self.task_name}: args must be a list or tuple, "
+                            f"not {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise TypeError(f"{self.task_name}: kwargs must be a dict, "
+                            f"not {type(kwargs).__name__}")
+        return {
+            "id": self.task_id or uuid(),
+            "queue": self.queue,
+            "task": self.task_name,
+            "args": list(args),
+            "kwargs": kwargs,
+            "priority": self.priority,
+            "run_at": self.run_at.isoformat() if self.run_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "max_retries": self.max_retries,
+            "unique_key": self.unique_key,
+            "parent_id": self.parent_id,
+            "root_id": self.root_id,
+            "group_id": self.group_id,
+            "ignore_result": self.ignore_result,
+            "options": self.job_options,
+        }
+
+
+def serialize_rows(rows: list[dict[str, Any]]) -> str:
+    """All rows as one JSON document; on failure, name the task and argument at fault."""
+    try:
+        return json_dumps(rows)
+    except (TypeError, ValueError):
+        for row in rows:
+            for i, arg in enumerate(row["args"]):
+                check_json(arg, f"{row['task']}: argument {i} ({type(arg).__name__})")
+            for key, value in row["kwargs"].items():
+                if not isinstance(key, str):
+                    raise TypeError(f"{row['task']}: keyword names must be strings, "
+                                    f"got {key!r}") from None
+                check_json(value, f"{row['task']}: keyword argument {key!r} "
+                                  f"({type(value).__name__})")
+        raise
+
+
+def insert_jobs(app: App, rows: list[dict[str, Any]], connection: Any = None) -> list[str]:
+    """Insert the rows with one statement and one NOTIFY per queue; returns inserted ids.
+
+    With ``connection`` the insert joins that connection's transaction: the jobs exist
+    only if it commits, and workers are notified on commit.
+    """
+    if not rows:
+        return []
+    params = {"jobs": serialize_rows(rows), "jobs_channel": app.queries.jobs_channel}
+    query = app.queries["job_insert"]
+    if connection is None:
+        with app.connection() as conn:
+            result = _execute(conn, query, params, rows)
+    else:
+        result = _execute_on(connection, query, params, rows)
+    return [str(r[0]) for r in result]
+
+
+def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any],
+             rows: list[dict[str, Any]]) -> list[Any]:
+    try:
+        cur = conn.execute(query, params)
+        return cur.fetchall()
+    except psycopg.errors.UniqueViolation as e:
+        raise _duplicate_id(e, rows) from None
+
+
+def _duplicate_id(error: Exception, rows: list[dict[str, Any]]) -> PgQueueError:
+    ids = ", ".join(str(r["id"]) for r in rows[:3])
+    return PgQueueError(f"a job with this task_id already exists and has not finished "
+                        f"({ids}{'...' if len(rows) > 3 else ''}): {error}")
+
+
+def _execute_on(connection: Any, query: bytes, params: dict[str, Any],
+                rows: list[dict[str, Any]]) -> list[Any]:
+    """Run the insert on a caller's connection, inside the caller's transaction."""
+    if isinstance(connection, psycopg.Connection):
+        with connection.cursor(row_factory=tuple_row) as cur:
+            try:
+                cur.execute(query, params)
+            except psycopg.errors.UniqueViolation as e:
+                raise _duplicate_id(e, rows) from None
+            return cur.fetchall()
+    dbapi = _dbapi_connection(connection)
+    cur = dbapi.cursor()
+    try:
+        cur.execute(query.decode(), params)
+        return [r if isinstance(r, (tuple, list)) else (r,) for r in cur.fetchall()]
+    finally:
+        cur.close()
+
+
+def _dbapi_connection(connection: Any) -> Any:
+    """The DB-API connection behind a SQLAlchemy Connection/Session or Django connection."""
+    module = type(connection).__module__
+    if module.startswith("sqlalchemy"):
+        if hasattr(connection, "get_bind"):  # Session: joins its current transaction
+            connection = connection.connection()
+        raw = connection.connection  # the pool's proxy of the DB-API connection
+        return getattr(raw, "driver_connection", raw)
+    if module.startswith("django"):
+        connection.ensure_connection()
+        return connection.connection
+    if hasattr(connection, "cursor"):
+        return connection
+    raise ConfigurationError(
+        f"connection={type(connection).__name__} is not supported: pass a psycopg "
+        "connection, a SQLAlchemy Connection or Session, or django.db.connection"
+    )
+
+
+def build_rows(
+    app: App,
+    task_name: str,
+    task: Task | None,
+    calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
+    options: dict[str, Any],
+) -> tuple[list[dict[str, Any]], Any]:
+    options = dict(options)
+    connection = options.pop("connection", None)
+    builder = JobBuilder(app, task_name, task, options)
+    rows = []
+    for call in calls:
+        if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
+                and isinstance(call[0], (list, tuple))):
+            rows.append(builder.row(call[0], call[1]))
+        else:
+            rows.append(builder.row(call, None))
+    if builder.task_id is not None and len(rows) > 1:
+        raise ValueError(f"{task_name}: task_id cannot be shared by {len(rows)} jobs")
+    return rows, connection
+
+
+def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:
+    """Write a custom state and its metadata for the running job (fenced on its attempt)."""
+    request = task.request
+    if meta is not None:
+        check_json(meta, f"{task.name}: update_state meta")
+    job_id = task_id or request.id
+    if job_id is None or request.called_directly and task_id is None:
+        return  # called outside a worker: nothing to record, like Celery's eager mode
+    app = task.app
+    params = {
+        "id": job_id,
+        "state": state,
+        "meta": Jsonb(meta) if meta is not None else None,
+        "attempt": request.attempt,
+        "worker": request.worker,
+    }
+    with app.connection() as conn:
+        conn.execute(app.queries["job_progress"], params)

@@ -1,0 +1,322 @@
+"""Every SQL statement pgqueue runs, by name.
+
+Runtime code never builds SQL: it asks a :class:`Queries` for a statement by name
+(noun first, so names sort by table). The schema is composed in with
+``psycopg.sql.Identifier``; everything else is a bound parameter. Templates use
+``str.format`` syntax for the schema, so a literal brace is written ``{{`` ``}}``.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+# Columns moved from jobs to results when a job ends. Shared by every statement that
+# finishes jobs (worker finish, revoke, rescue) so they cannot drift apart.
+_RESULT_COLUMNS = (
+    "id, queue, task, state, result, error, traceback, args, kwargs, priority, attempt,"
+    " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at"
+)
+_RESULT_UPSERT = f"""
+    ON CONFLICT (id) DO UPDATE SET
+        queue = EXCLUDED.queue, task = EXCLUDED.task, state = EXCLUDED.state,
+        result = EXCLUDED.result, error = EXCLUDED.error, traceback = EXCLUDED.traceback,
+        args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority,
+        attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, unique_key = EXCLUDED.unique_key,
+        parent_id = EXCLUDED.parent_id, root_id = EXCLUDED.root_id,
+        group_id = EXCLUDED.group_id, meta = EXCLUDED.meta, created_at = EXCLUDED.created_at,
+        started_at = EXCLUDED.started_at, finished_at = now()
+"""
+# Notify waiters of finished ids, in chunks that stay below NOTIFY's 8000-byte payload.
+_NOTIFY_DONE = """
+    SELECT pg_notify(%(done_channel)s, string_agg(id::text, ','))
+      FROM (SELECT id, (row_number() OVER ()) / 150 AS chunk FROM {finished}) f
+     GROUP BY chunk
+"""
+_NOTIFY_QUEUES = """
+    SELECT pg_notify(%(jobs_channel)s, queue)
+      FROM (SELECT DISTINCT queue FROM {woken}) q
+"""
+
+TEMPLATES: dict[str, str] = {
+    # -- jobs -----------------------------------------------------------------------
+    "job_insert": f"""
+        WITH new AS (
+            INSERT INTO {{schema}}.jobs AS j (
+                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
+                max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options)
+            SELECT r.id, r.queue, r.task, r.args, r.kwargs,
+                   CASE WHEN r.run_at IS NULL OR r.run_at <= now()
+                        THEN 'queued' ELSE 'scheduled' END,
+                   r.priority, coalesce(r.run_at, now()), r.expires_at, r.max_retries,
+                   r.unique_key, r.parent_id, r.root_id, r.group_id, r.ignore_result,
+                   r.options
+              FROM jsonb_to_recordset(%(jobs)s::jsonb) AS r(
+                   id uuid, queue text, task text, args jsonb, kwargs jsonb,
+                   priority smallint, run_at timestamptz, expires_at timestamptz,
+                   max_retries integer, unique_key text, parent_id uuid, root_id uuid,
+                   group_id uuid, ignore_result boolean, options jsonb)
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING j.id, j.queue, j.state
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        SELECT id, (SELECT count(*) FROM woken) FROM new
+    """,
+    "job_claim": """
+        WITH claimable AS (
+            SELECT id FROM {schema}.jobs
+             WHERE state = 'queued' AND queue = ANY(%(queues)s)
+             ORDER BY priority DESC, run_at, id
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {schema}.jobs AS j
+           SET state = 'started', attempt = j.attempt + 1, worker = %(worker)s,
+               started_at = now(), progress_state = NULL, meta = NULL,
+               lease_expires_at = now() + make_interval(secs => greatest(
+                   %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
+          FROM claimable c
+         WHERE j.id = c.id
+     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
+               j.attempt, j.max_retries, j.ignore_result, j.options, j.parent_id, j.root_id,
+               j.group_id, j.created_at, now() AS claimed_at
+    """,
+    "job_heartbeat": """
+        UPDATE {schema}.jobs AS j
+           SET lease_expires_at = now() + make_interval(secs => greatest(
+                   %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
+          FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt)
+         WHERE j.id = h.id AND j.attempt = h.attempt AND j.worker = %(worker)s
+           AND j.state = 'started'
+    """,
+    # Final outcomes (SUCCESS, FAILURE, REVOKED) of a batch, fenced on the claimed attempt.
+    "job_finish": f"""
+        WITH outcome AS (
+            SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
+                id uuid, attempt integer, state text, result jsonb, error text,
+                traceback text)
+        ), moved AS (
+            DELETE FROM {{schema}}.jobs AS j USING outcome o
+             WHERE j.id = o.id AND j.attempt = o.attempt AND j.worker = %(worker)s
+               AND j.state = 'started'
+            RETURNING j.*, o.state AS final_state, o.result AS final_result,
+                      o.error AS final_error, o.traceback AS final_traceback
+        ), stored AS (
+            INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
+            SELECT id, queue, task, final_state, final_result, final_error, final_traceback,
+                   args, kwargs, priority, attempt, worker, unique_key, parent_id, root_id,
+                   group_id, meta, created_at, started_at
+              FROM moved
+             WHERE NOT (ignore_result AND final_state = 'SUCCESS')
+            {_RESULT_UPSERT}
+        ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
+        SELECT id, (SELECT count(*) FROM notified) FROM moved
+    """,
+    # Failed attempts that will run again, fenced like job_finish.
+    "job_retry": f"""
+        WITH retry AS (
+            SELECT * FROM jsonb_to_recordset(%(retries)s::jsonb) AS r(
+                id uuid, attempt integer, run_at timestamptz, error text, args jsonb,
+                kwargs jsonb)
+        ), moved AS (
+            UPDATE {{schema}}.jobs AS j
+               SET state = CASE WHEN r.run_at <= now() THEN 'queued' ELSE 'retry' END,
+                   run_at = greatest(r.run_at, now()), last_error = r.error,
+                   worker = NULL, lease_expires_at = NULL, progress_state = NULL,
+                   args = coalesce(r.args, j.args), kwargs = coalesce(r.kwargs, j.kwargs)
+              FROM retry r
+             WHERE j.id = r.id AND j.attempt = r.attempt AND j.worker = %(worker)s
+               AND j.state = 'started'
+            RETURNING j.id, j.queue, j.state
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="moved WHERE state = 'queued'")})
+        SELECT id, (SELECT count(*) FROM woken) FROM moved
+    """,
+    # Hand claimed jobs back at shutdown. A job that never started does not spend an attempt.
+    "job_release": f"""
+        WITH released AS (
+            UPDATE {{schema}}.jobs AS j
+               SET state = 'queued', worker = NULL, lease_expires_at = NULL,
+                   attempt = CASE WHEN r.started THEN j.attempt ELSE j.attempt - 1 END,
+                   last_error = CASE WHEN r.started
+                       THEN 'WorkerLostError: worker shut down while the task ran'
+                       ELSE j.last_error END
+              FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(started)s::boolean[])
+                   AS r(id, attempt, started)
+             WHERE j.id = r.id AND j.attempt = r.attempt AND j.worker = %(worker)s
+               AND j.state = 'started'
+            RETURNING j.id, j.queue
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="released")})
+        SELECT id, (SELECT count(*) FROM woken) FROM released
+    """,
+    "job_progress": """
+        UPDATE {schema}.jobs SET progress_state = %(state)s, meta = %(meta)s::jsonb
+         WHERE id = %(id)s AND attempt = %(attempt)s AND worker = %(worker)s
+           AND state = 'started'
+    """,
+    # Promote due scheduled and retry jobs so the claim index sees them.
+    "job_stage": f"""
+        WITH due AS (
+            SELECT id FROM {{schema}}.jobs
+             WHERE state IN ('scheduled', 'retry') AND run_at <= now()
+             ORDER BY run_at
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
+        ), staged AS (
+            UPDATE {{schema}}.jobs AS j SET state = 'queued'
+              FROM due WHERE j.id = due.id
+            RETURNING j.queue
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="staged")})
+        SELECT (SELECT count(*) FROM staged), (SELECT count(*) FROM woken),
+               (SELECT min(run_at) FROM {{schema}}.jobs
+                 WHERE state IN ('scheduled', 'retry') AND run_at > now())
+    """,
+    # Started jobs whose lease ran out: their worker is gone. Requeue them while retries
+    # remain, otherwise end them FAILURE with WorkerLostError.
+    "job_rescue": f"""
+        WITH lost AS (
+            SELECT id FROM {{schema}}.jobs
+             WHERE state = 'started' AND lease_expires_at < now()
+             ORDER BY lease_expires_at
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
+        ), requeued AS (
+            UPDATE {{schema}}.jobs AS j
+               SET state = 'queued', worker = NULL, lease_expires_at = NULL,
+                   last_error = 'WorkerLostError: worker ' || coalesce(j.worker, '?')
+                                || ' stopped renewing its lease'
+              FROM lost
+             WHERE j.id = lost.id AND (j.max_retries IS NULL OR j.attempt <= j.max_retries)
+            RETURNING j.id, j.queue
+        ), failed AS (
+            DELETE FROM {{schema}}.jobs AS j USING lost
+             WHERE j.id = lost.id AND j.max_retries IS NOT NULL
+               AND j.attempt > j.max_retries
+            RETURNING j.*
+        ), stored AS (
+            INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
+            SELECT id, queue, task, 'FAILURE',
+                   jsonb_build_object('exc_type', 'WorkerLostError',
+                                      'exc_module', 'pgqueue.exceptions',
+                                      'exc_message', jsonb_build_array(
+                                          'Worker exited prematurely: ' || coalesce(worker, '?'))),
+                   'WorkerLostError: worker ' || coalesce(worker, '?')
+                       || ' stopped renewing its lease (attempt ' || attempt || ')',
+                   NULL, args, kwargs, priority, attempt, worker, unique_key, parent_id,
+                   root_id, group_id, meta, created_at, started_at
+              FROM failed
+            {_RESULT_UPSERT}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="requeued")}
+        ), notified AS ({_NOTIFY_DONE.format(finished="failed")})
+        SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
+               (SELECT count(*) FROM woken), (SELECT count(*) FROM notified)
+    """,
+    # Jobs that have not started end REVOKED at once; started ones are left to their worker.
+    "job_revoke": f"""
+        WITH moved AS (
+            DELETE FROM {{schema}}.jobs
+             WHERE id = ANY(%(ids)s::uuid[]) AND state <> 'started'
+            RETURNING *
+        ), stored AS (
+            INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
+            SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
+                   attempt, worker, unique_key, parent_id, root_id, group_id, meta,
+                   created_at, started_at
+              FROM moved
+            {_RESULT_UPSERT}
+        ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
+        SELECT id, (SELECT count(*) FROM notified) FROM moved
+    """,
+    "job_purge": """
+        DELETE FROM {schema}.jobs
+         WHERE state IN ('queued', 'scheduled', 'retry')
+           AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    """,
+    "job_counts": """
+        SELECT queue, state, count(*), min(run_at) FROM {schema}.jobs
+         GROUP BY queue, state ORDER BY queue, state
+    """,
+    "job_list_started": """
+        SELECT id, task, worker, attempt, started_at, lease_expires_at, progress_state, meta
+          FROM {schema}.jobs WHERE state = 'started' ORDER BY started_at
+    """,
+    # -- results ----------------------------------------------------------------------
+    # One round trip answers for a job wherever it is: final in results, or live in jobs.
+    "result_get": """
+        SELECT true AS final, state, result, error, traceback, finished_at, meta,
+               NULL::text AS progress_state, attempt, task, args, kwargs, worker,
+               NULL::jsonb AS options
+          FROM {schema}.results WHERE id = %(id)s
+        UNION ALL
+        SELECT false, state, NULL, last_error, NULL, NULL, meta, progress_state, attempt,
+               task, args, kwargs, worker, options
+          FROM {schema}.jobs WHERE id = %(id)s
+    """,
+    "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
+    "result_prune": """
+        DELETE FROM {schema}.results WHERE id IN (
+            SELECT id FROM {schema}.results
+             WHERE finished_at < now() - make_interval(secs => %(older_than)s)
+             LIMIT %(limit)s)
+    """,
+    # -- workers ----------------------------------------------------------------------
+    "worker_register": """
+        INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, pool)
+        VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(pool)s)
+        ON CONFLICT (id) DO UPDATE SET last_seen_at = now()
+    """,
+    "worker_heartbeat": "UPDATE {schema}.workers SET last_seen_at = now() WHERE id = %(id)s",
+    "worker_deregister": "DELETE FROM {schema}.workers WHERE id = %(id)s",
+    "worker_prune": """
+        DELETE FROM {schema}.workers
+         WHERE last_seen_at < now() - make_interval(secs => %(older_than)s)
+    """,
+    "worker_list": """
+        SELECT id, hostname, pid, queues, concurrency, pool, started_at, last_seen_at
+          FROM {schema}.workers ORDER BY started_at
+    """,
+    # -- leader -----------------------------------------------------------------------
+    # Take the lease if it is free or expired, or renew it if we hold it. Returns the term
+    # when we lead, no row when someone else does.
+    "leader_acquire": """
+        INSERT INTO {schema}.leader AS l (id, holder, term, expires_at)
+        VALUES (1, %(holder)s, 1, now() + make_interval(secs => %(ttl)s))
+        ON CONFLICT (id) DO UPDATE SET
+            term = CASE WHEN l.holder = EXCLUDED.holder THEN l.term ELSE l.term + 1 END,
+            elected_at = CASE WHEN l.holder = EXCLUDED.holder THEN l.elected_at ELSE now() END,
+            holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+         WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+        RETURNING term
+    """,
+    "leader_release": """
+        UPDATE {schema}.leader SET expires_at = now() - interval '1 second'
+         WHERE holder = %(holder)s
+    """,
+    "leader_get": "SELECT holder, term, elected_at, expires_at FROM {schema}.leader",
+}
+
+PING = sql.SQL("SELECT 1")
+
+
+def listen(channel: str) -> sql.Composed:
+    """``LISTEN "channel"``; channel names are identifiers, so they are composed, not bound."""
+    return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+
+
+class Queries:
+    """The named statements of :data:`TEMPLATES`, composed for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        ident = sql.Identifier(schema)
+        # Kept as bytes: psycopg sends them as they are, with no re-composition per call.
+        self._statements = {
+            name: sql.SQL(text).format(schema=ident).as_bytes(None)  # type: ignore[arg-type]
+            for name, text in TEMPLATES.items()
+        }
+        self.jobs_channel = f"{schema}.jobs"
+        self.done_channel = f"{schema}.done"
+        self.control_channel = f"{schema}.control"
+
+    def __getitem__(self, name: str) -> bytes:
+        return self._statements[name]
+
+    def channels(self) -> dict[str, str]:
+        return {"jobs_channel": self.jobs_channel, "done_channel": self.done_channel}

@@ -1,0 +1,297 @@
+"""Results: ``AsyncResult`` reads a job's state and waits for it on a notification."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .exceptions import TaskError, TaskRevokedError, TimeoutError
+from .listener import Listener
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+@dataclass(slots=True)
+class ResultMeta:
+    """One reading of a job: ``result_get`` mapped to Celery's vocabulary."""
+
+    state: str
+    result: Any = None
+    traceback: str | None = None
+    date_done: datetime | None = None
+    name: str | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    retries: int = 0
+    worker: str | None = None
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+
+def meta_from_row(row: tuple[Any, ...] | None) -> ResultMeta:
+    if row is None:
+        return ResultMeta(states.PENDING)
+    (final, state, result, error, traceback, finished_at, meta, progress_state, attempt,
+     task, args, kwargs, worker, options) = row
+    common = {"name": task, "args": args, "kwargs": kwargs, "worker": worker,
+              "retries": max(0, attempt - 1), "error": error}
+    if final:
+        if state == states.FAILURE:
+            result = rebuild_exception(result, error)
+        elif state == states.REVOKED:
+            result = TaskRevokedError(error or "revoked")
+        return ResultMeta(state, result, traceback, finished_at, **common)
+    if state == "started":
+        if progress_state:
+            return ResultMeta(progress_state, meta, **common)
+        started = states.STARTED if (options or {}).get("track_started") else states.PENDING
+        return ResultMeta(started, meta, **common)
+    if state == "retry" or attempt > 0 and error:
+        return ResultMeta(states.RETRY, TaskError("Retry", error), **common)
+    return ResultMeta(states.PENDING, **common)
+
+
+def rebuild_exception(payload: Any, error: str | None) -> BaseException:
+    """The task's exception from its stored form; a :class:`TaskError` when its class is
+    not importable here. Only modules already imported are searched, so reading a result
+    never imports code named by the database."""
+    if not isinstance(payload, dict):
+        return TaskError("Exception", error or payload)
+    name = str(payload.get("exc_type") or "Exception")
+    module_name = str(payload.get("exc_module") or "builtins")
+    message = payload.get("exc_message") or []
+    args = message if isinstance(message, list) else [message]
+    module = sys.modules.get(module_name)
+    if module is None and module_name == "pgqueue.exceptions":
+        module = importlib.import_module(module_name)
+    cls: Any = module
+    for part in name.split("."):
+        cls = getattr(cls, part, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(*args)
+        except Exception:
+            pass
+    return TaskError(f"{module_name}.{name}", error or args)
+
+
+class AsyncResult:
+    """A handle on a job by id: its state, its result, and a way to wait for it."""
+
+    def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
+                 backend: Any = None) -> None:
+        from .app import current_app
+
+        self.id = str(id)
+        self.app = app or current_app()
+        self.task_name = task_name
+        self._final: ResultMeta | None = None
+
+    task_id = property(lambda self: self.id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        return isinstance(other, str) and other == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _meta(self) -> ResultMeta:
+        if self._final is not None:
+            return self._final
+        app = self.app
+        with app.connection() as conn:
+            row = conn.execute(app.queries["result_get"], {"id": self.id}).fetchone()
+        meta = meta_from_row(row)
+        if meta.ready:
+            self._final = meta  # a final state never changes again
+        return meta
+
+    @property
+    def state(self) -> str:
+        return self._meta().state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """The return value, the exception of a failure, or progress metadata."""
+        return self._meta().result
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._meta().traceback
+
+    @property
+    def date_done(self) -> datetime | None:
+        return self._meta().date_done
+
+    @property
+    def name(self) -> str | None:
+        return self._meta().name or self.task_name
+
+    @property
+    def args(self) -> list[Any] | None:
+        return self._meta().args
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        return self._meta().kwargs
+
+    @property
+    def retries(self) -> int:
+        return self._meta().retries
+
+    @property
+    def worker(self) -> str | None:
+        return self._meta().worker
+
+    def ready(self) -> bool:
+        return self._meta().ready
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 1.0, disable_sync_subtasks: bool = True,
+            **kwargs: Any) -> Any:
+        """Wait until the job is final and return its result.
+
+        Wakes on the completion notification of the finishing worker; ``interval`` only
+        bounds how long it trusts silence before re-reading the row. Raises the task's
+        exception when it failed (``propagate=True``) and :class:`TimeoutError` after
+        ``timeout`` seconds.
+        """
+        from .execution import inside_task
+
+        if disable_sync_subtasks and inside_task.get():
+            raise RuntimeError("Never call result.get() within a task: it can deadlock the "
+                               "worker. Chain the work or pass disable_sync_subtasks=False.")
+        meta = self._wait(timeout, interval)
+        if propagate and meta.state in states.PROPAGATE_STATES:
+            assert isinstance(meta.result, BaseException)
+            raise meta.result
+        return meta.result
+
+    wait = get
+
+    def _wait(self, timeout: float | None, interval: float) -> ResultMeta:
+        if self._final is not None:
+            return self._final
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = self.app.result_waiter
+        event = waiter.register(self.id)
+        try:
+            while True:
+                event.clear()
+                meta = self._meta()
+                if meta.ready:
+                    return meta
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"the job {self.id} did not finish within {timeout}s "
+                                       f"(state {meta.state})")
+                event.wait(interval if remaining is None else min(interval, remaining))
+        finally:
+            waiter.unregister(self.id, event)
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        with self.app.connection() as conn:
+            conn.execute(self.app.queries["result_forget"], {"id": self.id})
+        self._final = None
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM", **kwargs: Any) -> None:
+        """Stop the job: not yet started, it ends REVOKED and never runs."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+        self._final = None
+
+
+class EagerResult(AsyncResult):
+    """The result of ``task.apply()``, already known, with no database behind it."""
+
+    def __init__(self, id: str, state: str, result: Any, traceback: str | None,
+                 app: App) -> None:
+        self.id = id
+        self.app = app
+        self.task_name = None
+        if state == states.FAILURE:
+            result = rebuild_exception(result, None)
+        self._final = ResultMeta(state, result, traceback)
+
+    def forget(self) -> None:
+        pass
+
+
+class ResultWaiter:
+    """One LISTEN connection per process, waking every ``get()`` waiting on a finished id."""
+
+    def __init__(self, app: App) -> None:
+        self._events: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._listener = Listener(
+            app.dsn, [app.queries.done_channel], self._on_notify, self._wake_all,
+            name="pgqueue-results",
+        )
+
+    def start(self) -> None:
+        self._listener.start()
+
+    def is_alive(self) -> bool:
+        return self._listener.is_alive()
+
+    def stop(self) -> None:
+        self._listener.stop()
+
+    def register(self, job_id: str) -> threading.Event:
+        # Listening must be in place before the caller reads the row, or a job finishing
+        # between the read and the LISTEN would be waited on for a full interval.
+        self._listener.ready.wait(10)
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(job_id, set()).add(event)
+        return event
+
+    def unregister(self, job_id: str, event: threading.Event) -> None:
+        with self._lock:
+            waiting = self._events.get(job_id)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self._events[job_id]
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        with self._lock:
+            if not self._events:
+                return
+            for job_id in payload.split(","):
+                for event in self._events.get(job_id, ()):
+                    event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            for events in self._events.values():
+                for event in events:
+                    event.set()

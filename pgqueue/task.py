@@ -1,0 +1,274 @@
+"""Tasks: ``@app.task`` turns a function into a :class:`Task` that can be sent to workers."""
+
+from __future__ import annotations
+
+import difflib
+import random
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from . import states
+from .exceptions import MaxRetriesExceededError, Retry
+from .request import Request
+
+if TYPE_CHECKING:
+    from .app import App
+    from .canvas import Signature
+    from .result import AsyncResult
+
+#: Options ``@app.task`` accepts. Celery's names, plus ``lease`` (seconds a claim lasts).
+TASK_OPTIONS = frozenset({
+    "name", "bind", "base", "queue", "priority", "max_retries", "default_retry_delay",
+    "autoretry_for", "dont_autoretry_for", "retry_kwargs", "retry_backoff",
+    "retry_backoff_max", "retry_jitter", "ignore_result", "expires", "time_limit",
+    "soft_time_limit", "track_started", "lease", "serializer", "acks_late", "typing",
+    "shared", "trail", "reject_on_worker_lost", "store_errors_even_if_ignored",
+})
+_UNSUPPORTED_TASK_OPTIONS = {
+    "rate_limit": "rate limits are not implemented yet",
+    "throws": "expected exceptions are not supported yet; they end FAILURE like any other",
+}
+
+
+def check_task_options(options: dict[str, Any], where: str) -> None:
+    for key in options:
+        if key in _UNSUPPORTED_TASK_OPTIONS:
+            raise TypeError(f"{where}: option {key!r} is not supported: "
+                            f"{_UNSUPPORTED_TASK_OPTIONS[key]}")
+        if key not in TASK_OPTIONS:
+            close = difflib.get_close_matches(key, TASK_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{where}: unknown task option {key!r}{hint}")
+    serializer = options.get("serializer", "json")
+    if serializer != "json":
+        raise TypeError(f"{where}: serializer {serializer!r} is not supported; pgqueue stores "
+                        "arguments and results as JSON (jsonb)")
+    priority = options.get("priority")
+    if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
+        raise ValueError(f"{where}: priority must be an integer from 0 to 9, got {priority!r}")
+
+
+def exponential_backoff(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:
+    """Celery's backoff: ``factor * 2**retries`` capped at ``maximum``, optionally jittered."""
+    countdown = min(maximum, factor * (2**retries))
+    if full_jitter:
+        countdown = random.uniform(0, countdown)
+    return max(0.0, countdown)
+
+
+class Task:
+    """A unit of work; subclass it (``base=``) to share behaviour between tasks."""
+
+    name: str = ""
+    app: App
+    typing: bool = True
+    queue: str | None = None
+    priority: int | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 180
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: dict[str, Any] = {}
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    ignore_result: bool | None = None
+    expires: float | timedelta | datetime | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    track_started: bool | None = None
+    lease: float | None = None
+    acks_late: bool = True
+    serializer: str = "json"
+
+    abstract: ClassVar[bool] = True
+    _request_var: ContextVar[Request]
+
+    def __init__(self) -> None:
+        self._request_var = ContextVar(f"pgqueue.request:{self.name}")
+
+    # -- calling ------------------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"task {self.name!r} has no run() method")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task here and now, like calling the function."""
+        return self.run(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+    @property
+    def request(self) -> Request:
+        try:
+            return self._request_var.get()
+        except LookupError:
+            return Request(task=self.name)
+
+    def push_request(self, request: Request) -> Any:
+        return self._request_var.set(request)
+
+    def pop_request(self, token: Any) -> None:
+        self._request_var.reset(token)
+
+    # -- sending ------------------------------------------------------------------------
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the task to a worker with these arguments (``apply_async`` shortcut)."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send the task. Options: ``countdown``, ``eta``, ``expires``, ``priority``,
+        ``queue``, ``task_id``, ``ignore_result``, ``connection`` (enqueue inside that
+        transaction), ``unique_key``, ``lease``, ``time_limit``, ``soft_time_limit``."""
+        if self.app.conf.task_always_eager and options.get("connection") is None:
+            return self.apply(args, kwargs, task_id=options.get("task_id"))
+        return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+
+    def apply_many(
+        self,
+        calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """Send many calls in one statement: ``[(args, kwargs), ...]`` or ``[args, ...]``."""
+        return self.app.send_many(self.name, calls, _task=self, **options)
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Run the task in this process, as a worker would, and return its result."""
+        from .execution import run_eagerly
+
+        return run_eagerly(self, list(args or ()), dict(kwargs or {}), task_id)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task with these arguments (for schedules and canvas)."""
+        from .canvas import Signature
+
+        return Signature(self.name, args, kwargs, app=self.app)
+
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        from .canvas import Signature
+
+        return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        return self.s(*args, **kwargs)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        from .result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app, task_name=self.name)
+
+    # -- inside a running task ------------------------------------------------------------
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Ask for this job to run again later; ``raise self.retry(exc=exc)``.
+
+        Raises ``exc`` (or :class:`MaxRetriesExceededError`) when no retries are left.
+        """
+        request = self.request
+        if request.called_directly:
+            if exc is not None:
+                raise exc
+            raise RuntimeError(f"{self.name}.retry() called outside a worker")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}: max_retries={limit} reached"
+            )
+        when: float | datetime
+        if eta is not None:
+            when = eta
+        elif countdown is not None:
+            when = countdown
+        else:
+            when = self.default_retry_delay
+        signal = Retry(
+            exc=exc,
+            when=when,
+            args_override=list(args) if args is not None else None,
+            kwargs_override=dict(kwargs) if kwargs is not None else None,
+        )
+        if throw:
+            raise signal
+        return signal
+
+    def autoretry_countdown(self) -> float:
+        """Countdown before the next automatic retry, from the backoff options."""
+        if "countdown" in self.retry_kwargs:
+            return float(self.retry_kwargs["countdown"])
+        if self.retry_backoff:
+            factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
+            return exponential_backoff(
+                factor, self.request.retries, self.retry_backoff_max, self.retry_jitter
+            )
+        return float(self.default_retry_delay)
+
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Publish progress (``state='PROGRESS', meta={...}``), visible to ``AsyncResult``."""
+        from .producer import update_progress
+
+        update_progress(self, task_id, state or states.STARTED, meta)
+
+    def send_event(self, *args: Any, **kwargs: Any) -> None:
+        """Accepted for Celery compatibility; progress lives in ``update_state``."""
+
+
+def make_task_class(
+    app: App, fun: Callable[..., Any], options: dict[str, Any], name: str
+) -> type[Task]:
+    """Build the Task subclass for ``fun`` (Celery builds one class per task too)."""
+    base: type[Task] = options.pop("base", None) or app.Task
+    bind = options.pop("bind", False)
+    attrs: dict[str, Any] = {
+        "name": name,
+        "app": app,
+        "run": fun if bind else staticmethod(fun),
+        "abstract": False,
+        "__doc__": fun.__doc__,
+        "__module__": fun.__module__,
+        "__wrapped__": fun,
+        "__qualname__": fun.__qualname__,
+    }
+    for key in ("shared", "typing", "trail", "reject_on_worker_lost",
+                "store_errors_even_if_ignored"):
+        options.pop(key, None)
+    for key in ("autoretry_for", "dont_autoretry_for"):
+        if key in options:
+            options[key] = tuple(options[key])
+    attrs.update(options)
+    return type(fun.__name__, (base,), attrs)

@@ -1,0 +1,76 @@
+"""Small helpers with no pgqueue state: ids, imports, JSON, time."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import time
+import uuid as _uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+
+def uuid7() -> _uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of the index."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64
+    value |= (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    return _uuid.UUID(int=value)
+
+
+def uuid() -> str:
+    """A new task id as a string, like ``celery.utils.uuid``."""
+    return str(uuid7())
+
+
+def import_object(path: str) -> Any:
+    """Import ``pkg.module:attr``, ``pkg.module.attr`` or ``pkg.module``."""
+    module_name, _, attr = path.partition(":")
+    try:
+        if attr:
+            module = importlib.import_module(module_name)
+        else:
+            try:
+                return importlib.import_module(module_name)
+            except ModuleNotFoundError as e:
+                if "." not in module_name or e.name != module_name:
+                    raise
+                module_name, _, attr = module_name.rpartition(".")
+                module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ConfigurationError(f"cannot import {path!r}: no module named {e.name!r}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"cannot import {path!r}: module {module.__name__!r} has no attribute {part!r}"
+            ) from None
+    return obj
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise a TypeError naming ``what`` when ``value`` is not plain JSON."""
+    try:
+        json_dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} is not JSON-serializable ({e}); pass plain JSON values "
+                        "(str, int, float, bool, None, list, dict with str keys)") from None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hostname() -> str:
+    return os.uname().nodename

