@@ -18,7 +18,8 @@ from .exceptions import ConfigurationError, NotRegistered
 from .producer import build_rows, insert_jobs
 from .queries import Queries
 from .signals import Signal
-from .task import Task, check_task_options, make_task_class
+from .task import Task as BaseTask
+from .task import check_task_options, make_task_class
 from .utils import import_object
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class App:
     Postgres URL. Without a DSN, ``PGQUEUE_DSN`` then ``DATABASE_URL`` are used.
     """
 
-    Task: type[Task] = Task
+    Task: type[BaseTask] = BaseTask
 
     def __init__(
         self,
@@ -59,7 +60,7 @@ class App:
         include: Sequence[str] | None = None,
         config_source: Any = None,
         set_as_current: bool = True,
-        task_cls: type[Task] | str | None = None,
+        task_cls: type[BaseTask] | str | None = None,
         **settings: Any,
     ) -> None:
         self.main = main
@@ -77,7 +78,7 @@ class App:
         if task_cls is not None:
             self.Task = task_cls  # type: ignore[assignment]
         self.include = list(include or ())
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, BaseTask] = {}
         self.on_after_configure = Signal("on_after_configure")
         self.on_after_finalize = Signal("on_after_finalize")
         self._configured = False
@@ -87,6 +88,10 @@ class App:
         self._queries: Queries | None = None
         self._waiter: ResultWaiter | None = None
         self._control: Control | None = None
+        # Returns the connection whose transaction an enqueue without ``connection=`` joins,
+        # or None for pgqueue's own pool. Framework integrations set it (Django: inside
+        # ``transaction.atomic()``, its connection).
+        self.connection_provider: Callable[[], Any] | None = None
         self.periodic_tasks: list[dict[str, Any]] = []
         global _current_app
         if set_as_current:
@@ -161,9 +166,9 @@ class App:
 
     # -- tasks ------------------------------------------------------------------------
     @overload
-    def task(self, fun: F) -> Task: ...
+    def task(self, fun: F) -> BaseTask: ...
     @overload
-    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], BaseTask]: ...
     def task(self, fun: Any = None, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         if fun is not None and callable(fun) and not options:
@@ -171,12 +176,12 @@ class App:
         if fun is not None:
             raise TypeError("use @app.task or @app.task(option=...), with keyword options only")
 
-        def decorator(f: F) -> Task:
+        def decorator(f: F) -> BaseTask:
             return self._register(f, dict(options))
 
         return decorator
 
-    def _register(self, fun: Callable[..., Any], options: dict[str, Any]) -> Task:
+    def _register(self, fun: Callable[..., Any], options: dict[str, Any]) -> BaseTask:
         check_task_options(options, f"@task {getattr(fun, '__qualname__', fun)!r}")
         name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
         if name in self.tasks and getattr(self.tasks[name], "__wrapped__", None) is fun:
@@ -190,7 +195,7 @@ class App:
             module = self.main
         return f"{module}.{name}"
 
-    def register_task(self, task: Task) -> Task:
+    def register_task(self, task: BaseTask) -> BaseTask:
         """Register an instance of a Task subclass written by hand."""
         if not task.name:
             task.name = self.gen_task_name(type(task).__name__, type(task).__module__)
@@ -198,7 +203,7 @@ class App:
         self.tasks[task.name] = task
         return task
 
-    def get_task(self, name: str) -> Task:
+    def get_task(self, name: str) -> BaseTask:
         try:
             return self.tasks[name]
         except KeyError:
@@ -212,14 +217,14 @@ class App:
         name: str,
         args: Sequence[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
-        _task: Task | None = None,
+        _task: BaseTask | None = None,
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
         from .result import AsyncResult
 
         task = _task or self.tasks.get(name)
-        rows, connection = build_rows(self, name, task, [(args or (), kwargs or {})], options)
+        rows, connection = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         inserted = insert_jobs(self, rows, connection)
         job_id = inserted[0] if inserted else rows[0]["id"]
         return AsyncResult(str(job_id), app=self, task_name=name)
@@ -228,7 +233,7 @@ class App:
         self,
         name: str,
         calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
-        _task: Task | None = None,
+        _task: BaseTask | None = None,
         **options: Any,
     ) -> list[AsyncResult]:
         """Enqueue many calls of task ``name`` with one INSERT and one NOTIFY."""
@@ -337,7 +342,7 @@ class _SharedTaskProxy:
         self._fun = fun
         self._name = options.get("name")
 
-    def _task(self) -> Task:
+    def _task(self) -> BaseTask:
         app = current_app()
         name = self._name or app.gen_task_name(self._fun.__name__, self._fun.__module__)
         return app.tasks[name]

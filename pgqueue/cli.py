@@ -139,8 +139,11 @@ def _queues(value: str | None) -> list[str] | None:
 @schema_option
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
               help="Jobs run at once. Default: worker_concurrency, else 4 per CPU (max 32).")
-@click.option("-P", "--pool", type=click.Choice(["threads", "solo"]),
-              help="threads (default): a thread per slot; solo: jobs run in the main thread.")
+@click.option("-P", "--pool", type=click.Choice(["threads", "processes", "solo", "asyncio"]),
+              help="threads (default): a thread per slot, for I/O-bound tasks; processes: a "
+                   "forked child per slot, for CPU-bound tasks and hard time limits; solo: "
+                   "jobs run one by one in the main thread; asyncio: async def tasks as "
+                   "coroutines on one event loop.")
 @click.option("-Q", "--queues", metavar="A,B",
               help="Comma-separated queues to consume. Default: task_default_queue.")
 @click.option("-n", "--hostname", "name", metavar="NAME",
@@ -157,10 +160,23 @@ def _queues(value: str | None) -> list[str] | None:
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="On SIGTERM, how long running jobs may finish before they are handed "
                    "back. Default: 30.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Hard limit for tasks without their own: the job ends FAILURE "
+                   "(TimeLimitExceeded); with -P processes the child is killed and replaced.")
+@click.option("--soft-time-limit", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS",
+              help="Soft limit for tasks without their own: SoftTimeLimitExceeded is raised "
+                   "inside the task, which may catch it to clean up.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
+              help="With -P processes: replace a child after it ran N jobs.")
+@click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
+              help="With -P processes: replace a child after a job leaves its peak resident "
+                   "memory above KIB kilobytes.")
 def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrency: int | None,
            pool: str | None, queues: str | None, name: str | None, loglevel: str, beat: bool,
-           lease: float | None, poll_interval: float | None,
-           shutdown_timeout: float | None) -> None:
+           lease: float | None, poll_interval: float | None, shutdown_timeout: float | None,
+           time_limit: float | None, soft_time_limit: float | None,
+           max_tasks_per_child: int | None, max_memory_per_child: int | None) -> None:
     """Run a worker: claim jobs, run them, record their results."""
     setup_logging(loglevel)
     if not app_path:
@@ -171,7 +187,9 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
 
     Worker(app, queues=_queues(queues), concurrency=concurrency, pool=pool, name=name,
            lease=lease, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
-           beat=beat).run()
+           beat=beat, time_limit=time_limit, soft_time_limit=soft_time_limit,
+           max_tasks_per_child=max_tasks_per_child,
+           max_memory_per_child=max_memory_per_child).run()
 
 
 @main.command()
@@ -225,12 +243,13 @@ def _text(value: Any) -> str:
 
 def _print_rows(headers: list[str], rows: list[Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([dict(zip(headers, map(_text, r))) for r in rows], indent=2))
+        records = [dict(zip(headers, map(_text, r), strict=True)) for r in rows]
+        click.echo(json.dumps(records, indent=2))
         return
     table = [headers] + [[_text(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for i, row in enumerate(table):
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             click.echo("  ".join("-" * w for w in widths))
     if not rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,10 @@ class Control:
                signal: str = "SIGTERM", **kwargs: Any) -> list[str]:
         """End jobs that have not started as REVOKED; they will never run.
 
-        Returns the ids that were revoked. A job already running is not stopped.
+        With ``terminate=True`` a running job is stopped too: its child process is killed
+        (``-P processes``), its coroutine cancelled (``-P asyncio``), or, in a thread, it
+        is recorded REVOKED at once and interrupted at its next bytecode. Without it, a
+        running job runs to its end, as in Celery. Returns the ids revoked before start.
         """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         app = self.app
@@ -25,7 +29,13 @@ class Control:
             rows = conn.execute(app.queries["job_revoke"], {
                 "ids": ids, "reason": "revoked by request", **app.queries.channels()
             }).fetchall()
-        return [str(r[0]) for r in rows]
+            revoked = [str(r[0]) for r in rows]
+            running = [i for i in ids if i not in revoked]
+            if terminate and running:
+                payload = json.dumps({"action": "terminate", "ids": running, "signal": signal})
+                conn.execute(app.queries["control_send"], {
+                    "payload": payload, **app.queries.channels()})
+        return revoked
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every job waiting in ``queues`` (all queues when None); returns the count."""

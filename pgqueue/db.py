@@ -63,11 +63,8 @@ def missing_schema(schema: str, error: Exception | None = None) -> SchemaMissing
 
 def is_connection_error(error: BaseException) -> bool:
     """True for errors that mean the connection is gone (retry after reconnecting)."""
-    if isinstance(error, DatabaseUnavailable):
-        return True
-    if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return True
-    return False
+    return isinstance(
+        error, (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError))
 
 
 class Outage:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
 import traceback as tb
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import states
+from . import aborts, states
 from .exceptions import NotRegistered, Retry, TaskRevokedError
 from .request import Request
 from .utils import json_dumps, utcnow, uuid
@@ -124,8 +128,8 @@ def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
     )
 
 
-def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
-    """Run the job's task and return its outcome; never raises for the task's errors."""
+def prepare(app: App, job: ClaimedJob) -> Task | Outcome:
+    """The task to run, or the outcome when the job must not run (expired, unknown)."""
     if job.expires_at is not None and job.expires_at <= utcnow():
         logger.info("Task %s[%s] expired at %s; revoked without running",
                     job.task, job.id, job.expires_at.isoformat())
@@ -138,38 +142,94 @@ def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome
         )
         logger.error("Received unregistered task of type %r [%s]", job.task, job.id)
         return failure(job, exc, with_traceback=False)
-    outcome = run_task(task, job, make_request(job, worker_id, hostname))
+    return task
+
+
+def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
+    """Run the job's task and return its outcome; never raises for the task's errors.
+
+    An ``async def`` task runs on an event loop of its own here; the asyncio pool uses
+    :func:`execute_async` instead.
+    """
+    task = prepare(app, job)
+    if isinstance(task, Outcome):
+        return task
+    request = make_request(job, worker_id, hostname)
+    if inspect.iscoroutinefunction(task.run):
+        outcome = asyncio.run(run_task_async(task, job, request))
+    else:
+        outcome = run_task(task, job, request)
+    return conclude(app, task, job, outcome)
+
+
+async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
+    task = prepare(app, job)
+    if isinstance(task, Outcome):
+        return task
+    request = make_request(job, worker_id, hostname)
+    if inspect.iscoroutinefunction(task.run):
+        outcome = await run_task_async(task, job, request)
+    else:  # a plain function must not block the loop
+        outcome = await asyncio.to_thread(run_task, task, job, request)
+    return conclude(app, task, job, outcome)
+
+
+def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome:
+    """Apply an abort requested while the job ran, then log the one line per job."""
+    if task.abortable and outcome.state != states.REVOKED and aborts.is_aborted(app, job.id):
+        outcome = Outcome(job.id, job.attempt, states.REVOKED, error="aborted by request",
+                          result=outcome.result if outcome.state == states.SUCCESS else None,
+                          runtime=outcome.runtime)
     log_outcome(job, outcome)
     return outcome
 
 
-def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
+@contextmanager
+def _running(task: Task, request: Request) -> Iterator[None]:
     token = task.push_request(request)
     inside = inside_task.set(True)
-    started = time.perf_counter()
     try:
-        try:
-            value = task.run(*job.args, **job.kwargs)
-        except Retry as signal:
-            return _retry_outcome(job, signal, time.perf_counter() - started)
-        except Exception as exc:
-            return _failed(task, job, exc, time.perf_counter() - started)
-        runtime = time.perf_counter() - started
-        try:
-            json_dumps(value)
-        except (TypeError, ValueError) as e:
-            exc = TypeError(f"the return value of task {task.name} is not JSON-serializable "
-                            f"({e}): return plain JSON values")
-            outcome = failure(job, exc, with_traceback=False)
-            outcome.runtime = runtime
-            return outcome
-        return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime)
+        yield
     finally:
         inside_task.reset(inside)
         task.pop_request(token)
 
 
-def _failed(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
+def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
+    with _running(task, request):
+        started = time.perf_counter()
+        try:
+            value = task.run(*job.args, **job.kwargs)
+        except Exception as exc:
+            return _raised(task, job, exc, time.perf_counter() - started)
+        return _succeeded(task, job, value, time.perf_counter() - started)
+
+
+async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outcome:
+    with _running(task, request):
+        started = time.perf_counter()
+        try:
+            value = await task.run(*job.args, **job.kwargs)
+        except Exception as exc:
+            return _raised(task, job, exc, time.perf_counter() - started)
+        return _succeeded(task, job, value, time.perf_counter() - started)
+
+
+def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outcome:
+    try:
+        json_dumps(value)
+    except (TypeError, ValueError) as e:
+        exc = TypeError(f"the return value of task {task.name} is not JSON-serializable "
+                        f"({e}): return plain JSON values")
+        outcome = failure(job, exc, with_traceback=False)
+        outcome.runtime = runtime
+        return outcome
+    return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime)
+
+
+def _raised(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
+    if isinstance(exc, Retry):
+        return _retry_outcome(job, exc, runtime)
     if isinstance(exc, task.autoretry_for) and not isinstance(exc, task.dont_autoretry_for):
         try:
             options = {k: v for k, v in task.retry_kwargs.items() if k != "countdown"}
@@ -225,7 +285,10 @@ def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
                          None, utcnow(), utcnow())
         request = make_request(job, "eager", "localhost")
         request.is_eager = True
-        outcome = run_task(task, job, request)
+        if inspect.iscoroutinefunction(task.run):
+            outcome = asyncio.run(run_task_async(task, job, request))
+        else:
+            outcome = run_task(task, job, request)
         if outcome.state != states.RETRY:
             break
         attempt += 1  # eager retries run at once, as in Celery

@@ -8,6 +8,7 @@ all of them are idempotent, so two leaders overlapping for a moment do no harm.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -111,7 +112,7 @@ class Stager:
             return 0.0  # more are due right now
         if next_due is None:
             return self.interval
-        return max(0.0, min(self.interval, (next_due - utcnow()).total_seconds()))
+        return float(max(0.0, min(self.interval, (next_due - utcnow()).total_seconds())))
 
 
 class Rescuer:
@@ -187,10 +188,8 @@ class Maintenance(threading.Thread):
                 continue
             next_due = min(self._due.values())
             self._stopping.wait(max(0.0, min(1.0, next_due - time.monotonic())))
-        try:
+        with contextlib.suppress(Exception):
             self.election.release(self.db)
-        except Exception:
-            pass
         self.db.close()
 
     def tick(self) -> None:

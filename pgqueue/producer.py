@@ -113,11 +113,8 @@ class JobBuilder:
         self.ignore_result = bool(
             pick("ignore_result", getattr(task, "ignore_result", None), conf.task_ignore_result)
         )
-        self.max_retries = (
-            options["max_retries"] if "max_retries" in options
-            else task.max_retries if task is not None
-            else conf.task_default_max_retries
-        )
+        default_max = task.max_retries if task is not None else conf.task_default_max_retries
+        self.max_retries = options.get("max_retries", default_max)
         self.now = utcnow()
         countdown, eta = options.get("countdown"), options.get("eta")
         if countdown is not None and eta is not None:
@@ -276,7 +273,9 @@ def _dbapi_connection(connection: Any) -> Any:
         if hasattr(connection, "get_bind"):  # Session: joins its current transaction
             connection = connection.connection()
         raw = connection.connection  # the pool's proxy of the DB-API connection
-        return getattr(raw, "driver_connection", raw)
+        # dbapi_connection, not driver_connection: under an AsyncSession (``run_sync``) only
+        # SQLAlchemy's adapter offers a blocking cursor; for sync drivers they are the same.
+        return getattr(raw, "dbapi_connection", raw)
     if module.startswith("django"):
         connection.ensure_connection()
         return connection.connection
@@ -294,14 +293,18 @@ def build_rows(
     task: Task | None,
     calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
     options: dict[str, Any],
+    pairs: bool = False,
 ) -> tuple[list[dict[str, Any]], Any]:
+    """Rows for ``calls``; with ``pairs`` each call is exactly ``(args, kwargs)``."""
     options = dict(options)
     connection = options.pop("connection", None)
+    if connection is None and app.connection_provider is not None:
+        connection = app.connection_provider()
     builder = JobBuilder(app, task_name, task, options)
     rows = []
     for call in calls:
-        if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
-                and isinstance(call[0], (list, tuple))):
+        if pairs or (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
+                     and isinstance(call[0], (list, tuple))):
             rows.append(builder.row(call[0], call[1]))
         else:
             rows.append(builder.row(call, None))

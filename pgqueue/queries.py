@@ -16,7 +16,7 @@ _RESULT_COLUMNS = (
     "id, queue, task, state, result, error, traceback, args, kwargs, priority, attempt,"
     " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at"
 )
-_RESULT_UPSERT = f"""
+_RESULT_UPSERT = """
     ON CONFLICT (id) DO UPDATE SET
         queue = EXCLUDED.queue, task = EXCLUDED.task, state = EXCLUDED.state,
         result = EXCLUDED.result, error = EXCLUDED.error, traceback = EXCLUDED.traceback,
@@ -224,6 +224,25 @@ TEMPLATES: dict[str, str] = {
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
+    # Flag running jobs as aborted and tell their workers; see pgqueue.contrib.abortable.
+    "job_abort": """
+        WITH flagged AS (
+            UPDATE {schema}.jobs
+               SET options = options || jsonb_build_object('aborted', true)
+             WHERE id = ANY(%(ids)s::uuid[]) AND state = 'started'
+            RETURNING id
+        ), notified AS (
+            SELECT pg_notify(%(control_channel)s, json_build_object(
+                       'action', 'abort', 'ids', array_agg(id))::text)
+              FROM flagged HAVING count(*) > 0
+        )
+        SELECT id, (SELECT count(*) FROM notified) FROM flagged
+    """,
+    "job_aborted": """
+        SELECT id FROM {schema}.jobs
+         WHERE id = ANY(%(ids)s::uuid[]) AND (options->>'aborted')::boolean
+    """,
+    "control_send": "SELECT pg_notify(%(control_channel)s, %(payload)s)",
     "job_purge": """
         DELETE FROM {schema}.jobs
          WHERE state IN ('queued', 'scheduled', 'retry')
@@ -308,7 +327,7 @@ class Queries:
         ident = sql.Identifier(schema)
         # Kept as bytes: psycopg sends them as they are, with no re-composition per call.
         self._statements = {
-            name: sql.SQL(text).format(schema=ident).as_bytes(None)  # type: ignore[arg-type]
+            name: sql.SQL(text).format(schema=ident).as_bytes(None)
             for name, text in TEMPLATES.items()
         }
         self.jobs_channel = f"{schema}.jobs"
@@ -319,4 +338,5 @@ class Queries:
         return self._statements[name]
 
     def channels(self) -> dict[str, str]:
-        return {"jobs_channel": self.jobs_channel, "done_channel": self.done_channel}
+        return {"jobs_channel": self.jobs_channel, "done_channel": self.done_channel,
+                "control_channel": self.control_channel}

@@ -52,7 +52,7 @@ def check_task_options(options: dict[str, Any], where: str) -> None:
 
 def exponential_backoff(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:
     """Celery's backoff: ``factor * 2**retries`` capped at ``maximum``, optionally jittered."""
-    countdown = min(maximum, factor * (2**retries))
+    countdown = float(min(maximum, factor * (2**retries)))
     if full_jitter:
         countdown = random.uniform(0, countdown)
     return max(0.0, countdown)
@@ -83,6 +83,8 @@ class Task:
     acks_late: bool = True
     serializer: str = "json"
 
+    #: Whether an abort request can end this task REVOKED (``AbortableTask`` sets it).
+    abortable: ClassVar[bool] = False
     abstract: ClassVar[bool] = True
     _request_var: ContextVar[Request]
 

@@ -10,6 +10,7 @@ Threads of one worker process:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,14 +20,14 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, db
+from . import __version__, aborts, db
 from .db import Dedicated, is_connection_error
-from .execution import ClaimedJob, execute
+from .execution import ClaimedJob, Outcome
 from .finisher import Finisher
 from .holdings import Holdings
 from .listener import Listener
 from .maintenance import Heartbeat, Maintenance, Pruner, Rescuer, Stager
-from .pools import Pool, SoloPool, ThreadPool
+from .pools import JobContext, Pool, SoloPool, ThreadPool
 from .utils import hostname, uuid7
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pgqueue.worker")
 
-POOLS = ("threads", "solo")
+POOLS = ("threads", "processes", "solo", "asyncio")
 
 
 class Worker:
@@ -52,6 +53,10 @@ class Worker:
         poll_interval: float | None = None,
         shutdown_timeout: float | None = None,
         beat: bool = False,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
         install_signal_handlers: bool = True,
     ) -> None:
         conf = app.conf
@@ -76,6 +81,13 @@ class Worker:
         self.beat = beat
         self.install_signal_handlers = install_signal_handlers
         self.claim_batch = int(conf.worker_claim_batch_size)
+        self.time_limit = time_limit or conf.task_time_limit
+        self.soft_time_limit = soft_time_limit or conf.task_soft_time_limit
+        if self.time_limit:
+            # a claim must outlive the longest run this worker allows
+            self.lease = max(self.lease, float(self.time_limit) + 5)
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
 
         self.holdings = Holdings()
         self._wake = threading.Event()
@@ -102,8 +114,9 @@ class Worker:
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
-        self.listener = Listener(dsn, [queries.jobs_channel], self._on_notify,
-                                 self._wake.set, name="pgqueue-listener")
+        self.listener = Listener(dsn, [queries.jobs_channel, queries.control_channel],
+                                 self._on_notify, self._on_listen, name="pgqueue-listener")
+        aborts.track_locally()
         self.maintenance = Maintenance(app, self.worker_id, self._services())
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -134,9 +147,20 @@ class Worker:
         return services
 
     def _make_pool(self) -> Pool:
+        context = JobContext(self.app, self.worker_id, self.hostname, self._job_started,
+                             self._job_finished, self.time_limit, self.soft_time_limit)
         if self.pool_name == "solo":
-            return SoloPool(self._process)
-        return ThreadPool(self.concurrency, self._process)
+            return SoloPool(context)
+        if self.pool_name == "processes":
+            from .prefork import ProcessPool
+
+            return ProcessPool(self.concurrency, context, self.max_tasks_per_child,
+                               self.max_memory_per_child)
+        if self.pool_name == "asyncio":
+            from .aiopool import AsyncioPool
+
+            return AsyncioPool(self.concurrency, context)
+        return ThreadPool(self.concurrency, context)
 
     def _register(self) -> None:
         self.claimer.execute(self.app.queries["worker_register"], {
@@ -162,9 +186,38 @@ class Worker:
                        self.shutdown_timeout)
         self.stop()
 
-    def _on_notify(self, channel: str, queue: str) -> None:
-        if queue in self.queues:
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == self.app.queries.control_channel:
+            self._on_control(payload)
+        elif payload in self.queues:
             self._wake.set()
+
+    def _on_listen(self) -> None:
+        """After every (re)connect: claim at once, and pick up aborts we may have missed."""
+        self._wake.set()
+        ids, _, _ = self.holdings.snapshot()
+        try:
+            aborts.mark(aborts.aborted_among(self.app, ids))
+        except Exception as error:
+            logger.warning("could not re-read abort requests: %s", error)
+
+    def _on_control(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            action, ids = message["action"], [str(i) for i in message["ids"]]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring malformed control message %r", payload)
+            return
+        held = [i for i in ids if i in self.holdings]
+        if not held:
+            return
+        if action == "abort":
+            logger.info("Abort requested for %s", ", ".join(held))
+            aborts.mark(held)
+        elif action == "terminate":
+            for job_id in held:
+                logger.warning("Terminating job %s on request", job_id)
+                self.pool.terminate(job_id)
 
     # -- the loop ---------------------------------------------------------------------------
     def _claim_loop(self) -> None:
@@ -200,11 +253,14 @@ class Worker:
             self.holdings.add(job.id, job.attempt)
         return jobs
 
-    def _process(self, job: ClaimedJob) -> None:
+    def _job_started(self, job: ClaimedJob) -> None:
         self.holdings.start(job.id)
-        outcome = execute(self.app, job, self.worker_id, self.hostname)
-        self.finisher.put(outcome)
+
+    def _job_finished(self, outcome: Outcome) -> bool:
+        accepted = self.finisher.put(outcome)
+        aborts.discard(outcome.job_id)
         self.processed += 1
+        return accepted
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -212,7 +268,7 @@ class Worker:
         if unstarted:
             self._release([j.id for j in unstarted], [j.attempt for j in unstarted],
                           [False] * len(unstarted))
-        if not self.pool.join(self.shutdown_timeout):
+        if not self._wait_for_running_jobs():
             logger.warning("Shutdown timeout (%.0fs): handing running jobs back to the queue",
                            self.shutdown_timeout)
         self.pool.shutdown()
@@ -228,6 +284,15 @@ class Worker:
             logger.warning("could not deregister worker: %s", error)
         self.claimer.close()
         logger.info("Worker %s stopped after %d jobs", self.worker_id, self.processed)
+
+    def _wait_for_running_jobs(self) -> bool:
+        """Wait until every held job has an outcome. A thread still running a job that
+        was already settled (past its hard time limit, or terminated) is not waited for."""
+        deadline = time.monotonic() + self.shutdown_timeout
+        while time.monotonic() < deadline:
+            if self.pool.join(0.05) or not self.holdings.unsettled()[0]:
+                return True
+        return not self.holdings.unsettled()[0]
 
     def _release(self, ids: list[str], attempts: list[int], started: list[bool]) -> None:
         deadline = time.monotonic() + 5

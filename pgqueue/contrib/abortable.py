@@ -1,0 +1,52 @@
+"""Cooperative abort, with Celery's names (``celery.contrib.abortable``).
+
+A task based on :class:`AbortableTask` checks ``self.is_aborted()`` now and then and
+returns early when asked. ``AbortableAsyncResult(id).abort()`` asks: a job that has not
+started ends REVOKED at once; a running one is told through NOTIFY within milliseconds.
+An aborted job ends **REVOKED** (error "aborted by request"), whatever it returns or
+raises, and is never retried. pgqueue has no separate ABORTED state: REVOKED is the one
+final state that means "stopped on request", so ``ready()`` and ``get()`` behave.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .. import aborts
+from ..result import AsyncResult
+from ..task import Task
+
+ABORTED = "REVOKED"
+
+
+class AbortableTask(Task):
+    """Base for tasks that can be asked to stop: ``@app.task(bind=True, base=AbortableTask)``."""
+
+    abortable: ClassVar[bool] = True
+
+    def is_aborted(self, **kwargs: Any) -> bool:
+        """True once an abort was requested for the running job."""
+        job_id = self.request.id
+        if job_id is None or self.request.called_directly:
+            return False
+        return aborts.is_aborted(self.app, job_id)
+
+    def AsyncResult(self, task_id: str) -> AbortableAsyncResult:  # noqa: N802 - Celery's name
+        return AbortableAsyncResult(task_id, app=self.app, task_name=self.name)
+
+
+class AbortableAsyncResult(AsyncResult):
+    """An ``AsyncResult`` that can ask its job to abort."""
+
+    def is_aborted(self) -> bool:
+        return self.state == ABORTED and "abort" in str(self.result)
+
+    def abort(self) -> None:
+        """Ask the job to stop: revoked if it has not started, flagged if it runs."""
+        app = self.app
+        with app.connection() as conn:
+            conn.execute(app.queries["job_revoke"], {
+                "ids": [self.id], "reason": "aborted by request", **app.queries.channels()})
+            conn.execute(app.queries["job_abort"], {
+                "ids": [self.id], **app.queries.channels()})
+        self._final = None
