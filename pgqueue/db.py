@@ -29,6 +29,11 @@ def describe(dsn: str) -> str:
     return f"{info.get('user') or '<default user>'}@{host}:{port}/{info.get('dbname') or '?'}"
 
 
+def application_name(schema: str, role: str) -> str:
+    """How a connection shows in pg_stat_activity: ``pgqueue:<schema>:<role>``."""
+    return f"pgqueue:{schema}:{role}"[:63]
+
+
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """A new autocommit connection; a clear :class:`DatabaseUnavailable` when it fails."""
     kwargs.setdefault("autocommit", True)
@@ -103,13 +108,15 @@ class Dedicated:
     def __init__(self, dsn: str, schema: str, role: str) -> None:
         self.dsn = dsn
         self.schema = schema
+        self.role = role
         self.outage = Outage(role)
         self._conn: psycopg.Connection[Any] | None = None
 
     def execute(self, query: bytes, params: dict[str, Any] | None = None) -> list[Any]:
         """Run one statement; returns its rows (empty for statements without any)."""
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.dsn)
+            self._conn = connect(self.dsn, application_name=application_name(self.schema,
+                                                                              self.role))
         try:
             with translate_errors(self.schema):
                 cur = self._conn.execute(query, params)

@@ -31,6 +31,7 @@ class Listener(threading.Thread):
         on_connect: Callable[[], None] | None = None,
         name: str = "pgqueue-listener",
         ping_interval: float = 5.0,
+        application_name: str = "pgqueue:listener",
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.dsn = dsn
@@ -38,6 +39,7 @@ class Listener(threading.Thread):
         self.on_notify = on_notify
         self.on_connect = on_connect
         self.ping_interval = ping_interval
+        self.application_name = application_name
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
@@ -61,7 +63,7 @@ class Listener(threading.Thread):
                     self._conn = None
 
     def _listen(self) -> None:
-        conn = self._conn = db.connect(self.dsn)
+        conn = self._conn = db.connect(self.dsn, application_name=self.application_name)
         for channel in self.channels:
             conn.execute(queries.listen(channel))
         self._outage.recovered()

@@ -41,9 +41,13 @@ class JobContext:
     soft_time_limit: float | None = None
 
     def limits(self, job: ClaimedJob) -> tuple[float | None, float | None]:
-        """(hard, soft) limits in seconds: the job's own, else the worker's defaults."""
-        return (job.options.get("time_limit") or self.time_limit,
-                job.options.get("soft_time_limit") or self.soft_time_limit)
+        """(hard, soft) limits in seconds: set when sending, else the task's (a producer
+        that sends by name does not know them), else the worker's defaults."""
+        task = self.app.tasks.get(job.task)
+        return (job.options.get("time_limit") or getattr(task, "time_limit", None)
+                or self.time_limit,
+                job.options.get("soft_time_limit") or getattr(task, "soft_time_limit", None)
+                or self.soft_time_limit)
 
     def run(self, job: ClaimedJob) -> Outcome:
         return execute(self.app, job, self.worker_id, self.hostname)

@@ -254,6 +254,7 @@ class ResultWaiter:
         self._listener = Listener(
             app.dsn, [app.queries.done_channel], self._on_notify, self._wake_all,
             name="pgqueue-results",
+            application_name=f"pgqueue:{app.schema}:results",
         )
 
     def start(self) -> None:

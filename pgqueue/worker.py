@@ -115,7 +115,8 @@ class Worker:
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
         self.listener = Listener(dsn, [queries.jobs_channel, queries.control_channel],
-                                 self._on_notify, self._on_listen, name="pgqueue-listener")
+                                 self._on_notify, self._on_listen, name="pgqueue-listener",
+                                 application_name=db.application_name(app.schema, "listener"))
         aborts.track_locally()
         self.maintenance = Maintenance(app, self.worker_id, self._services())
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
