@@ -46,15 +46,11 @@ def is_aborted(app: App, job_id: str) -> bool:
     with _lock:
         if _local is not None:
             return job_id in _local
-    with app.connection() as conn:
-        rows = conn.execute(app.queries["job_aborted"], {"ids": [job_id]}).fetchall()
-    return bool(rows)
+    return bool(app.execute("job_aborted", {"ids": [job_id]}))
 
 
 def aborted_among(app: App, job_ids: list[str]) -> list[str]:
     """The ids among ``job_ids`` flagged as aborted in the database."""
     if not job_ids:
         return []
-    with app.connection() as conn:
-        rows = conn.execute(app.queries["job_aborted"], {"ids": job_ids}).fetchall()
-    return [str(r[0]) for r in rows]
+    return [str(r[0]) for r in app.execute("job_aborted", {"ids": job_ids})]

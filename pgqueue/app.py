@@ -296,11 +296,35 @@ class App:
                             "application_name": db.application_name(self.schema, "app")},
                     timeout=10,
                     name=f"pgqueue:{self.main or 'app'}",
-                    check=ConnectionPool.check_connection,
                     open=True,
                 )
                 self._pool_pid = os.getpid()
             return self._pool
+
+    def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run the named statement on a pooled connection and return its rows.
+
+        For statements that are safe to repeat: if the connection turns out dead (the
+        server restarted while it sat in the pool), the pool is checked and it runs again.
+        """
+        query = self.queries[name]
+        for attempt in (1, 2):
+            try:
+                with self.connection() as conn:
+                    cur = conn.execute(query, params)
+                    return cur.fetchall() if cur.description else []
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                self.check_pool()
+        raise AssertionError("unreachable")
+
+    def check_pool(self) -> None:
+        """Replace the pooled connections that died (e.g. with a server restart)."""
+        with self._lock:
+            pool = self._pool if self._pool_pid == os.getpid() else None
+        if pool is not None:
+            pool.check()
 
     def close(self) -> None:
         """Close the connection pool and the result listener."""

@@ -228,9 +228,7 @@ def inspect(what: str, app_path: str | None, dsn: str | None, schema: str | None
         "workers": ["id", "hostname", "pid", "queues", "concurrency", "pool", "started_at",
                     "last_seen_at"],
     }[what]
-    with app.connection() as conn:
-        rows = conn.execute(app.queries[query[what]]).fetchall()
-    _print_rows(headers, rows, as_json)
+    _print_rows(headers, app.execute(query[what]), as_json)
 
 
 def _text(value: Any) -> str:

@@ -24,23 +24,17 @@ class Control:
         running job runs to its end, as in Celery. Returns the ids revoked before start.
         """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        app = self.app
-        with app.connection() as conn:
-            rows = conn.execute(app.queries["job_revoke"], {
-                "ids": ids, "reason": "revoked by request", **app.queries.channels()
-            }).fetchall()
-            revoked = [str(r[0]) for r in rows]
-            running = [i for i in ids if i not in revoked]
-            if terminate and running:
-                payload = json.dumps({"action": "terminate", "ids": running, "signal": signal})
-                conn.execute(app.queries["control_send"], {
-                    "payload": payload, **app.queries.channels()})
+        channels = self.app.queries.channels()
+        rows = self.app.execute("job_revoke",
+                                {"ids": ids, "reason": "revoked by request", **channels})
+        revoked = [str(r[0]) for r in rows]
+        running = [i for i in ids if i not in revoked]
+        if terminate and running:
+            payload = json.dumps({"action": "terminate", "ids": running, "signal": signal})
+            self.app.execute("control_send", {"payload": payload, **channels})
         return revoked
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every job waiting in ``queues`` (all queues when None); returns the count."""
-        app = self.app
-        with app.connection() as conn:
-            cur = conn.execute(app.queries["job_purge"],
-                               {"queues": list(queues) if queues else None})
-            return cur.rowcount
+        rows = self.app.execute("job_purge", {"queues": list(queues) if queues else None})
+        return int(rows[0][0])

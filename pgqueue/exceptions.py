@@ -22,6 +22,10 @@ class SchemaMissing(PgQueueError):
     """The pgqueue tables are not there: run `pgqueue migrate`."""
 
 
+class DuplicateJob(PgQueueError):
+    """A job with this ``task_id`` exists and has not finished."""
+
+
 class NotRegistered(PgQueueError, KeyError):
     """A job names a task this process does not know."""
 

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from .exceptions import ConfigurationError, PgQueueError
+from .exceptions import ConfigurationError, DuplicateJob
 from .utils import check_json, json_dumps, utcnow, uuid
 
 if TYPE_CHECKING:
@@ -225,11 +225,31 @@ def insert_jobs(app: App, rows: list[dict[str, Any]], connection: Any = None) ->
     params = {"jobs": serialize_rows(rows), "jobs_channel": app.queries.jobs_channel}
     query = app.queries["job_insert"]
     if connection is None:
-        with app.connection() as conn:
-            result = _execute(conn, query, params, rows)
+        result = _insert_pooled(app, query, params, rows)
     else:
         result = _execute_on(connection, query, params, rows)
     return [str(r[0]) for r in result]
+
+
+def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
+                   rows: list[dict[str, Any]]) -> list[Any]:
+    """Insert on a pooled connection, once more on a checked pool if the first was dead.
+
+    Pooled connections are not pinged before use (that would cost a round trip per
+    enqueue); one that died idle (server restart) fails here instead. Retrying is safe:
+    ids are made here, so if the first insert did land, the retry meets its own rows,
+    and that counts as success.
+    """
+    try:
+        with app.connection() as conn:
+            return _execute(conn, query, params, rows)
+    except psycopg.OperationalError:
+        app.check_pool()  # after a server restart every idle connection is dead
+    try:
+        with app.connection() as conn:
+            return _execute(conn, query, params, rows)
+    except DuplicateJob:
+        return [(row["id"], 0) for row in rows]
 
 
 def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any],
@@ -241,9 +261,9 @@ def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any]
         raise _duplicate_id(e, rows) from None
 
 
-def _duplicate_id(error: Exception, rows: list[dict[str, Any]]) -> PgQueueError:
+def _duplicate_id(error: Exception, rows: list[dict[str, Any]]) -> DuplicateJob:
     ids = ", ".join(str(r["id"]) for r in rows[:3])
-    return PgQueueError(f"a job with this task_id already exists and has not finished "
+    return DuplicateJob(f"a job with this task_id already exists and has not finished "
                         f"({ids}{'...' if len(rows) > 3 else ''}): {error}")
 
 
@@ -272,6 +292,8 @@ def _dbapi_connection(connection: Any) -> Any:
     if module.startswith("sqlalchemy"):
         if hasattr(connection, "get_bind"):  # Session: joins its current transaction
             connection = connection.connection()
+        elif not connection.in_transaction():
+            connection.begin()  # as SQLAlchemy's autobegin would: conn.commit() commits the job
         raw = connection.connection  # the pool's proxy of the DB-API connection
         # dbapi_connection, not driver_connection: under an AsyncSession (``run_sync``) only
         # SQLAlchemy's adapter offers a blocking cursor; for sync drivers they are the same.
@@ -321,13 +343,10 @@ def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> N
     job_id = task_id or request.id
     if job_id is None or request.called_directly and task_id is None:
         return  # called outside a worker: nothing to record, like Celery's eager mode
-    app = task.app
-    params = {
+    task.app.execute("job_progress", {
         "id": job_id,
         "state": state,
         "meta": Jsonb(meta) if meta is not None else None,
         "attempt": request.attempt,
         "worker": request.worker,
-    }
-    with app.connection() as conn:
-        conn.execute(app.queries["job_progress"], params)
+    })

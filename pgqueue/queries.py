@@ -37,6 +37,32 @@ _NOTIFY_QUEUES = """
       FROM (SELECT DISTINCT queue FROM {woken}) q
 """
 
+# The job of a schedule, inserted only if the statement's `touched` CTE updated the
+# schedule row (the compare-and-set that makes each fire insert once). A job whose key
+# already finished (it is in results) is not inserted again.
+_SCHEDULE_JOB = """
+    INSERT INTO {schema}.jobs AS j (
+        id, queue, task, args, kwargs, state, priority, run_at, expires_at,
+        max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options)
+    SELECT r.id, r.queue, r.task, r.args, r.kwargs,
+           CASE WHEN r.run_at IS NULL OR r.run_at <= now() THEN 'queued' ELSE 'scheduled' END,
+           r.priority, coalesce(r.run_at, now()), r.expires_at, r.max_retries,
+           r.unique_key, r.parent_id, r.root_id, r.group_id, r.ignore_result, r.options
+      FROM jsonb_to_recordset(%(jobs)s::jsonb) AS r(
+           id uuid, queue text, task text, args jsonb, kwargs jsonb,
+           priority smallint, run_at timestamptz, expires_at timestamptz,
+           max_retries integer, unique_key text, parent_id uuid, root_id uuid,
+           group_id uuid, ignore_result boolean, options jsonb)
+     WHERE EXISTS (SELECT 1 FROM touched)
+       AND NOT EXISTS (SELECT 1 FROM {schema}.results res WHERE res.unique_key = r.unique_key)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING j.id, j.queue, j.state
+"""
+_SCHEDULE_COLUMNS = """
+    name, task, args, kwargs, options, cron, extract(epoch FROM every)::float8 AS every,
+    timezone, enabled, catch_up, next_run_at, last_run_at, total_run_count, source
+"""
+
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     "job_insert": f"""
@@ -244,9 +270,13 @@ TEMPLATES: dict[str, str] = {
     """,
     "control_send": "SELECT pg_notify(%(control_channel)s, %(payload)s)",
     "job_purge": """
-        DELETE FROM {schema}.jobs
-         WHERE state IN ('queued', 'scheduled', 'retry')
-           AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+        WITH purged AS (
+            DELETE FROM {schema}.jobs
+             WHERE state IN ('queued', 'scheduled', 'retry')
+               AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+            RETURNING 1
+        )
+        SELECT count(*) FROM purged
     """,
     "job_counts": """
         SELECT queue, state, count(*), min(run_at) FROM {schema}.jobs
@@ -309,6 +339,133 @@ TEMPLATES: dict[str, str] = {
          WHERE holder = %(holder)s
     """,
     "leader_get": "SELECT holder, term, elected_at, expires_at FROM {schema}.leader",
+    # -- schedules --------------------------------------------------------------------
+    # The clock (the database's unless a test passes one), the due schedules, and when the
+    # next one is due. Always one row; schedule columns are NULL when nothing is due.
+    "schedule_due": """
+        WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
+        SELECT clock.now, s.name, s.task, s.args, s.kwargs, s.options, s.cron,
+               extract(epoch FROM s.every)::float8, s.timezone, s.catch_up, s.next_run_at,
+               (SELECT min(n.next_run_at) FROM {schema}.schedules n
+                 WHERE n.enabled AND n.next_run_at > clock.now)
+          FROM clock
+          LEFT JOIN LATERAL (
+              SELECT * FROM {schema}.schedules
+               WHERE enabled AND (next_run_at <= clock.now OR next_run_at IS NULL)
+               ORDER BY next_run_at NULLS FIRST
+               LIMIT %(limit)s) s ON true
+    """,
+    # One fire: move next_run_at on only if it still holds the due time we read, and
+    # insert the job in the same statement. Two schedulers racing: one updates, one waits
+    # for its row lock, re-reads next_run_at, matches nothing and inserts nothing.
+    "schedule_fire": f"""
+        WITH touched AS (
+            UPDATE {{schema}}.schedules
+               SET next_run_at = %(next_run_at)s::timestamptz,
+                   last_run_at = %(now)s::timestamptz,
+                   total_run_count = total_run_count + 1, updated_at = now()
+             WHERE name = %(name)s::text AND enabled AND next_run_at = %(due)s::timestamptz
+            RETURNING name
+        ), new AS ({_SCHEDULE_JOB}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        SELECT (SELECT count(*) FROM touched), (SELECT id FROM new),
+               (SELECT count(*) FROM woken)
+    """,
+    # Move next_run_at on without a job: skipped fires, or a first computation.
+    "schedule_advance": """
+        UPDATE {schema}.schedules
+           SET next_run_at = %(next_run_at)s::timestamptz, updated_at = now()
+         WHERE name = %(name)s::text AND enabled
+           AND next_run_at IS NOT DISTINCT FROM %(due)s::timestamptz
+    """,
+    # Send a schedule's job now, outside its timetable (`pgqueue schedule run-now`).
+    "schedule_run_now": f"""
+        WITH touched AS (
+            UPDATE {{schema}}.schedules
+               SET last_run_at = now(), total_run_count = total_run_count + 1,
+                   updated_at = now()
+             WHERE name = %(name)s::text
+            RETURNING name
+        ), new AS ({_SCHEDULE_JOB}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        SELECT (SELECT count(*) FROM touched), (SELECT id FROM new),
+               (SELECT count(*) FROM woken)
+    """,
+    # Write the code's schedules: new ones get their first fire time; a changed timetable
+    # gets a new one; others keep theirs, and their enabled flag (an operator's choice).
+    # Code schedules no longer in the code are removed.
+    "schedule_sync": """
+        WITH defined AS (
+            SELECT * FROM jsonb_to_recordset(%(schedules)s::jsonb) AS d(
+                name text, task text, args jsonb, kwargs jsonb, options jsonb, cron text,
+                every float8, timezone text, catch_up boolean, next_run_at timestamptz)
+        ), upserted AS (
+            INSERT INTO {schema}.schedules AS s (
+                name, task, args, kwargs, options, cron, every, timezone, catch_up,
+                next_run_at, source)
+            SELECT name, task, args, kwargs, options, cron, make_interval(secs => every),
+                   timezone, catch_up, next_run_at, 'code'
+              FROM defined
+            ON CONFLICT (name) DO UPDATE SET
+                task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+                options = EXCLUDED.options, cron = EXCLUDED.cron, every = EXCLUDED.every,
+                timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up,
+                source = 'code', updated_at = now(),
+                next_run_at = CASE
+                    WHEN s.next_run_at IS NULL OR s.cron IS DISTINCT FROM EXCLUDED.cron
+                      OR s.every IS DISTINCT FROM EXCLUDED.every
+                      OR s.timezone <> EXCLUDED.timezone
+                    THEN EXCLUDED.next_run_at ELSE s.next_run_at END
+             WHERE s.next_run_at IS NULL
+                OR (s.task, s.args, s.kwargs, s.options, s.cron, s.every, s.timezone,
+                    s.catch_up, s.source)
+                   IS DISTINCT FROM (EXCLUDED.task, EXCLUDED.args, EXCLUDED.kwargs,
+                                     EXCLUDED.options, EXCLUDED.cron, EXCLUDED.every,
+                                     EXCLUDED.timezone, EXCLUDED.catch_up, 'code')
+            RETURNING s.name
+        ), removed AS (
+            DELETE FROM {schema}.schedules
+             WHERE source = 'code' AND name NOT IN (SELECT name FROM defined)
+            RETURNING name
+        )
+        SELECT (SELECT array_agg(name ORDER BY name) FROM upserted),
+               (SELECT array_agg(name ORDER BY name) FROM removed)
+    """,
+    # `pgqueue schedule add`; with replace=false an existing name returns no row.
+    "schedule_insert": """
+        INSERT INTO {schema}.schedules AS s (
+            name, task, args, kwargs, options, cron, every, timezone, catch_up, enabled,
+            next_run_at, source)
+        VALUES (%(name)s::text, %(task)s::text, %(args)s::jsonb, %(kwargs)s::jsonb,
+                %(options)s::jsonb, %(cron)s::text, make_interval(secs => %(every)s::float8),
+                %(timezone)s::text, %(catch_up)s::boolean, %(enabled)s::boolean,
+                %(next_run_at)s::timestamptz, 'db')
+        ON CONFLICT (name) DO UPDATE SET
+            task = EXCLUDED.task, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+            options = EXCLUDED.options, cron = EXCLUDED.cron, every = EXCLUDED.every,
+            timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up,
+            enabled = EXCLUDED.enabled, next_run_at = EXCLUDED.next_run_at,
+            source = 'db', updated_at = now()
+         WHERE %(replace)s::boolean
+        RETURNING name
+    """,
+    "schedule_list": f"SELECT {_SCHEDULE_COLUMNS} FROM {{schema}}.schedules ORDER BY name",
+    "schedule_get": f"""
+        SELECT {_SCHEDULE_COLUMNS} FROM {{schema}}.schedules WHERE name = %(name)s::text
+    """,
+    "schedule_delete": """
+        DELETE FROM {schema}.schedules WHERE name = %(name)s::text RETURNING source
+    """,
+    # Enabling sets a fresh next_run_at, so a schedule paused for a week does not fire at
+    # once for the fires it missed while paused.
+    "schedule_set_enabled": """
+        UPDATE {schema}.schedules
+           SET next_run_at = CASE WHEN enabled THEN next_run_at
+                                  ELSE coalesce(%(next_run_at)s::timestamptz, next_run_at) END,
+               enabled = %(enabled)s::boolean, updated_at = now()
+         WHERE name = %(name)s::text
+        RETURNING name
+    """,
 }
 
 PING = sql.SQL("SELECT 1")

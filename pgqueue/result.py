@@ -116,10 +116,8 @@ class AsyncResult:
     def _meta(self) -> ResultMeta:
         if self._final is not None:
             return self._final
-        app = self.app
-        with app.connection() as conn:
-            row = conn.execute(app.queries["result_get"], {"id": self.id}).fetchone()
-        meta = meta_from_row(row)
+        rows = self.app.execute("result_get", {"id": self.id})
+        meta = meta_from_row(rows[0] if rows else None)
         if meta.ready:
             self._final = meta  # a final state never changes again
         return meta
@@ -219,8 +217,7 @@ class AsyncResult:
 
     def forget(self) -> None:
         """Delete the stored result."""
-        with self.app.connection() as conn:
-            conn.execute(self.app.queries["result_forget"], {"id": self.id})
+        self.app.execute("result_forget", {"id": self.id})
         self._final = None
 
     def revoke(self, terminate: bool = False, signal: str = "SIGTERM", **kwargs: Any) -> None:

@@ -43,10 +43,8 @@ class AbortableAsyncResult(AsyncResult):
 
     def abort(self) -> None:
         """Ask the job to stop: revoked if it has not started, flagged if it runs."""
-        app = self.app
-        with app.connection() as conn:
-            conn.execute(app.queries["job_revoke"], {
-                "ids": [self.id], "reason": "aborted by request", **app.queries.channels()})
-            conn.execute(app.queries["job_abort"], {
-                "ids": [self.id], **app.queries.channels()})
+        channels = self.app.queries.channels()
+        self.app.execute("job_revoke",
+                         {"ids": [self.id], "reason": "aborted by request", **channels})
+        self.app.execute("job_abort", {"ids": [self.id], **channels})
         self._final = None

@@ -126,8 +126,7 @@ def test_postgres_restart_mid_run(tmp_path: Any) -> None:
         _prepare(cluster.dsn, schema)
         app = App("restart", dsn=cluster.dsn, schema=schema, set_as_current=False)
         total = 300
-        app.send_many("faulty.work", [((i, 20), {}) for i in range(total)])
-        app.close()
+        app.send_many("faulty.work", [((i, 20), {}) for i in range(total - 1)])
         done = lambda: _count(cluster.dsn, schema, "SELECT count(*) FROM results")  # noqa: E731
         with workers() as procs:
             w = WorkerProcess(cluster.dsn, schema, "faulty", "-c", "4")
@@ -135,6 +134,9 @@ def test_postgres_restart_mid_run(tmp_path: Any) -> None:
             w.wait_ready()
             wait_until(lambda: done() >= 30, timeout=30, message="first results")
             cluster.restart()
+            # The producer's pooled connection died with the server: sending still works.
+            app.send_task("faulty.work", [total - 1, 20])
+            app.close()
             wait_until(lambda: done() == total, timeout=90, interval=0.2,
                        message="all jobs done after the restart")
             assert w.proc.poll() is None, "the worker died with the server"
