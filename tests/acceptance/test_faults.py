@@ -180,8 +180,9 @@ def test_shutdown_timeout_hands_running_jobs_back_at_once(pg_dsn: str, schema: s
         assert w.wait(30) == 0
         waited = time.monotonic() - signalled
         # Back in the queue now, not after the 30 s lease; the attempt counts.
-        assert _count(pg_dsn, schema, "SELECT count(*) FROM jobs WHERE state = 'queued' "
-                                      "AND attempt = 1 AND last_error LIKE 'WorkerLostError%%'") == 2
+        handed_back = ("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempt = 1 "
+                       "AND last_error LIKE 'WorkerLostError%%'")
+        assert _count(pg_dsn, schema, handed_back) == 2
         assert waited < 3.5, f"shutdown took {waited:.1f}s"
         w2 = WorkerProcess(pg_dsn, schema, "faulty", "-c", "2")
         procs.append(w2)
