@@ -11,8 +11,11 @@ import psycopg
 from psycopg import sql
 
 from . import db
+from .queries import Queries
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Statements that create the schema before any migration runs, in order.
+_PREAMBLE = ("schema_create", "schema_search_path", "migration_table_create")
 
 
 def migrations_dir() -> Path:
@@ -44,24 +47,17 @@ def available() -> list[Migration]:
     return found
 
 
-def _preamble(schema: str) -> list[sql.Composed]:
-    ident = sql.Identifier(schema)
-    return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident),
-        sql.SQL("SET LOCAL search_path TO {}").format(ident),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {}.schema_version ("
-                "version integer PRIMARY KEY, name text NOT NULL, "
-                "applied_at timestamptz NOT NULL DEFAULT now())").format(ident),
-    ]
+def _version_table(schema: str) -> str:
+    return sql.Identifier(schema, "schema_version").as_string(None)
 
 
 def applied(conn: psycopg.Connection[Any], schema: str) -> set[int]:
-    exists = conn.execute("SELECT to_regclass(%s)",
-                          [f"{sql.Identifier(schema).as_string(conn)}.schema_version"]).fetchone()
-    if not exists or exists[0] is None:
+    queries = Queries(schema)
+    table = _version_table(schema)
+    exists = conn.execute(queries["migration_table_exists"], {"table": table}).fetchone()
+    if not exists or not exists[0]:
         return set()
-    rows = conn.execute(sql.SQL("SELECT version FROM {}.schema_version").format(
-        sql.Identifier(schema))).fetchall()
+    rows = conn.execute(queries["migration_versions"]).fetchall()
     return {r[0] for r in rows}
 
 
@@ -75,34 +71,33 @@ def migrate(dsn: str, schema: str) -> list[Migration]:
 
     Concurrent runs wait for each other; the second finds nothing to do.
     """
+    queries = Queries(schema)
     with db.connect(dsn, autocommit=False) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                         [f"pgqueue.migrate:{schema}"])
+            conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
             todo = pending(conn, schema)
             if not todo:
                 return []
-            for statement in _preamble(schema):
-                conn.execute(statement)
+            for name in _PREAMBLE:
+                conn.execute(queries[name])
             for migration in todo:
                 conn.execute(migration.sql.encode())
-                conn.execute(sql.SQL("INSERT INTO {}.schema_version (version, name) "
-                                     "VALUES (%s, %s)").format(sql.Identifier(schema)),
-                             [migration.version, migration.name])
+                conn.execute(queries["migration_record"],
+                             {"version": migration.version, "name": migration.name})
         return todo
 
 
 def render_sql(schema: str, todo: list[Migration] | None = None) -> str:
     """The SQL ``migrate`` would run, for teams that apply migrations with their own tool."""
     todo = available() if todo is None else todo
+    queries = Queries(schema)
     parts = ["BEGIN;"]
-    parts += [f"{s.as_string(None)};" for s in _preamble(schema)]
+    parts += [queries[name].decode().strip() + ";" for name in _PREAMBLE]
     for migration in todo:
         parts.append(f"\n-- {migration.path.name}\n{migration.sql.strip()}")
-        parts.append(sql.SQL("INSERT INTO {}.schema_version (version, name) "
-                             "VALUES ({}, {});").format(
-            sql.Identifier(schema), sql.Literal(migration.version),
-            sql.Literal(migration.name)).as_string(None))
+        record = queries["migration_record"].decode().strip()
+        parts.append(record.replace("%(version)s", str(migration.version)).replace(
+            "%(name)s", sql.Literal(migration.name).as_string(None)) + ";")
     parts.append("COMMIT;")
     return "\n".join(parts) + "\n"
 

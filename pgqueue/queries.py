@@ -339,6 +339,20 @@ TEMPLATES: dict[str, str] = {
          WHERE holder = %(holder)s
     """,
     "leader_get": "SELECT holder, term, elected_at, expires_at FROM {schema}.leader",
+    # -- migrations (pgqueue.migrations) -------------------------------------------------
+    "migration_lock": "SELECT pg_advisory_xact_lock(hashtext(%(key)s))",
+    "migration_versions": "SELECT version FROM {schema}.schema_version",
+    "migration_table_exists": "SELECT to_regclass(%(table)s) IS NOT NULL",
+    "schema_create": "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "schema_search_path": "SET LOCAL search_path TO {schema}",
+    "migration_table_create": """
+        CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+            version integer PRIMARY KEY, name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())
+    """,
+    "migration_record": """
+        INSERT INTO {schema}.schema_version (version, name) VALUES (%(version)s, %(name)s)
+    """,
     # -- schedules --------------------------------------------------------------------
     # The clock (the database's unless a test passes one), the due schedules, and when the
     # next one is due. Always one row; schedule columns are NULL when nothing is due.
