@@ -86,13 +86,20 @@ TEMPLATES: dict[str, str] = {
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
         SELECT id, (SELECT count(*) FROM woken) FROM new
     """,
+    # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
+    # planner read and sort the whole backlog), then the best ``limit`` of those.
     "job_claim": """
         WITH claimable AS (
-            SELECT id FROM {schema}.jobs
-             WHERE state = 'queued' AND queue = ANY(%(queues)s)
-             ORDER BY priority DESC, run_at, id
+            SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name)
+             CROSS JOIN LATERAL (
+                SELECT id, priority, run_at FROM {schema}.jobs
+                 WHERE state = 'queued' AND queue = q.name
+                 ORDER BY priority DESC, run_at, id
+                 LIMIT %(limit)s
+                   FOR UPDATE SKIP LOCKED
+             ) c
+             ORDER BY c.priority DESC, c.run_at, c.id
              LIMIT %(limit)s
-               FOR UPDATE SKIP LOCKED
         )
         UPDATE {schema}.jobs AS j
            SET state = 'started', attempt = j.attempt + 1, worker = %(worker)s,
