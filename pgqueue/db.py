@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from . import queries
 from .exceptions import DatabaseUnavailable, SchemaMissing
 
 logger = logging.getLogger("pgqueue.db")
@@ -103,12 +104,21 @@ class Outage:
 
 
 class Dedicated:
-    """One connection owned by one thread of a worker, reconnected after any fault."""
+    """One connection owned by one thread of a worker, reconnected after any fault.
 
-    def __init__(self, dsn: str, schema: str, role: str) -> None:
+    ``durable=False`` makes its commits return before the WAL flush. That is right for
+    claims, heartbeats, staging and rescue: a crash can only undo them back to a state
+    the system recovers from (a claim undone puts the job back in the queue, and the
+    stale finish of that attempt is fenced off). Any later durable commit, such as the
+    finish of a claimed job, flushes the WAL up to itself and so the claim before it.
+    Finishes and enqueues stay durable.
+    """
+
+    def __init__(self, dsn: str, schema: str, role: str, durable: bool = True) -> None:
         self.dsn = dsn
         self.schema = schema
         self.role = role
+        self.durable = durable
         self.outage = Outage(role)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -117,6 +127,8 @@ class Dedicated:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.dsn, application_name=application_name(self.schema,
                                                                               self.role))
+            if not self.durable:
+                self._conn.execute(queries.ASYNC_COMMIT)
         try:
             with translate_errors(self.schema):
                 cur = self._conn.execute(query, params)

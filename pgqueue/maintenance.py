@@ -169,7 +169,7 @@ class Maintenance(threading.Thread):
         conf = app.conf
         self.election = LeaderElection(app.queries, holder, float(conf.leader_ttl_seconds))
         self.services: list[Any] = [self.election, *services]
-        self.db = Dedicated(app.dsn, app.schema, "maintenance")
+        self.db = Dedicated(app.dsn, app.schema, "maintenance", durable=False)
         self._due = {id(s): 0.0 for s in self.services}
         self._stopping = threading.Event()
 

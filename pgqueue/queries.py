@@ -32,6 +32,9 @@ _NOTIFY_DONE = """
       FROM (SELECT id, (row_number() OVER ()) / 150 AS chunk FROM {finished}) f
      GROUP BY chunk
 """
+# Finished jobs that leave a result row. Only those are announced: nobody can wait for the
+# rest, and every NOTIFY takes a cluster-wide lock until its transaction's WAL is flushed.
+_STORED = "moved WHERE NOT (ignore_result AND final_state = 'SUCCESS')"
 _NOTIFY_QUEUES = """
     SELECT pg_notify(%(jobs_channel)s, queue)
       FROM (SELECT DISTINCT queue FROM {woken}) q
@@ -137,10 +140,9 @@ TEMPLATES: dict[str, str] = {
             SELECT id, queue, task, final_state, final_result, final_error, final_traceback,
                    args, kwargs, priority, attempt, worker, unique_key, parent_id, root_id,
                    group_id, meta, created_at, started_at
-              FROM moved
-             WHERE NOT (ignore_result AND final_state = 'SUCCESS')
+              FROM {_STORED}
             {_RESULT_UPSERT}
-        ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
+        ), notified AS ({_NOTIFY_DONE.format(finished=_STORED)})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
     # Failed attempts that will run again, fenced like job_finish.
@@ -490,6 +492,8 @@ TEMPLATES: dict[str, str] = {
 }
 
 PING = sql.SQL("SELECT 1")
+# For sessions whose commits need not wait for the WAL flush (see db.Dedicated).
+ASYNC_COMMIT = sql.SQL("SET synchronous_commit TO off")
 
 
 def listen(channel: str) -> sql.Composed:

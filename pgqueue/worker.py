@@ -109,7 +109,7 @@ class Worker:
         app.finalize()
         queries = app.queries
         dsn = app.dsn
-        self.claimer = Dedicated(dsn, app.schema, "claimer")
+        self.claimer = Dedicated(dsn, app.schema, "claimer", durable=False)
         self._register()
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
