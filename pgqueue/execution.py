@@ -10,7 +10,7 @@ import traceback as tb
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -73,11 +73,13 @@ class Outcome:
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
     runtime: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The worker's task does not keep results (the producer may not have known).
+    ignore_result: bool = False
 
     def finish_record(self) -> dict[str, Any]:
         return {"id": self.job_id, "attempt": self.attempt, "state": self.state,
-                "result": self.result, "error": self.error, "traceback": self.traceback}
+                "result": self.result, "error": self.error, "traceback": self.traceback,
+                "ignore_result": self.ignore_result}
 
     def retry_record(self) -> dict[str, Any]:
         assert self.run_at is not None
@@ -155,6 +157,7 @@ def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome
     if isinstance(task, Outcome):
         return task
     request = make_request(job, worker_id, hostname)
+    announce_start(app, task, job, request)
     if inspect.iscoroutinefunction(task.run):
         outcome = asyncio.run(run_task_async(task, job, request))
     else:
@@ -167,11 +170,28 @@ async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str
     if isinstance(task, Outcome):
         return task
     request = make_request(job, worker_id, hostname)
+    if _tracks_start(app, task, job):
+        await asyncio.to_thread(announce_start, app, task, job, request)
     if inspect.iscoroutinefunction(task.run):
         outcome = await run_task_async(task, job, request)
     else:  # a plain function must not block the loop
         outcome = await asyncio.to_thread(run_task, task, job, request)
     return conclude(app, task, job, outcome)
+
+
+def _tracks_start(app: App, task: Task, job: ClaimedJob) -> bool:
+    """The task wants STARTED shown but the producer's row does not say so."""
+    track = task.track_started if task.track_started is not None \
+        else app.conf.task_track_started
+    return bool(track) and not job.options.get("track_started")
+
+
+def announce_start(app: App, task: Task, job: ClaimedJob, request: Request) -> None:
+    """Publish STARTED for a task with ``track_started`` sent by a producer that did not
+    know it (a job sent by name); otherwise the row already says so, at no cost."""
+    if _tracks_start(app, task, job):
+        app.execute("job_progress", {"id": job.id, "state": states.STARTED, "meta": None,
+                                     "attempt": job.attempt, "worker": request.worker})
 
 
 def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome:
@@ -180,6 +200,8 @@ def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome
         outcome = Outcome(job.id, job.attempt, states.REVOKED, error="aborted by request",
                           result=outcome.result if outcome.state == states.SUCCESS else None,
                           runtime=outcome.runtime)
+    if task.ignore_result:
+        outcome.ignore_result = True
     log_outcome(job, outcome)
     return outcome
 

@@ -34,7 +34,8 @@ _NOTIFY_DONE = """
 """
 # Finished jobs that leave a result row. Only those are announced: nobody can wait for the
 # rest, and every NOTIFY takes a cluster-wide lock until its transaction's WAL is flushed.
-_STORED = "moved WHERE NOT (ignore_result AND final_state = 'SUCCESS')"
+# ``ignore_result`` may come from the producer (the row) or the worker's task (the outcome).
+_STORED = "moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS')"
 _NOTIFY_QUEUES = """
     SELECT pg_notify(%(jobs_channel)s, queue)
       FROM (SELECT DISTINCT queue FROM {woken}) q
@@ -128,13 +129,14 @@ TEMPLATES: dict[str, str] = {
         WITH outcome AS (
             SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
                 id uuid, attempt integer, state text, result jsonb, error text,
-                traceback text)
+                traceback text, ignore_result boolean)
         ), moved AS (
             DELETE FROM {{schema}}.jobs AS j USING outcome o
              WHERE j.id = o.id AND j.attempt = o.attempt AND j.worker = %(worker)s
                AND j.state = 'started'
             RETURNING j.*, o.state AS final_state, o.result AS final_result,
-                      o.error AS final_error, o.traceback AS final_traceback
+                      o.error AS final_error, o.traceback AS final_traceback,
+                      coalesce(o.ignore_result, false) AS task_ignores_result
         ), stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, final_state, final_result, final_error, final_traceback,

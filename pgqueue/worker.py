@@ -148,7 +148,7 @@ class Worker:
         return services
 
     def _make_pool(self) -> Pool:
-        context = JobContext(self.app, self.worker_id, self.hostname, self._job_started,
+        context = JobContext(self.app, self.worker_id, self.nodename, self._job_started,
                              self._job_finished, self.time_limit, self.soft_time_limit)
         if self.pool_name == "solo":
             return SoloPool(context)
