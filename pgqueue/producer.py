@@ -7,6 +7,7 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -46,18 +47,19 @@ def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
             raise TypeError(f"{task_name}: unknown apply_async option {key!r}{hint}")
 
 
-def _as_utc(value: datetime, what: str) -> datetime:
+def _as_utc(value: datetime, zone: str) -> datetime:
+    """A naive datetime is read in the app's ``timezone`` (UTC by default), as Celery
+    does, so ported ``datetime.utcnow() + ...`` code keeps its meaning."""
     if value.tzinfo is None:
-        raise ValueError(f"{what} must be timezone-aware (got naive datetime {value!r}); "
-                         "use datetime.now(timezone.utc) + timedelta(...)")
+        value = value.replace(tzinfo=timezone.utc if zone == "UTC" else ZoneInfo(zone))
     return value.astimezone(timezone.utc)
 
 
-def _expires_at(expires: Any, now: datetime) -> datetime | None:
+def _expires_at(expires: Any, now: datetime, zone: str) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, datetime):
-        return _as_utc(expires, "expires")
+        return _as_utc(expires, zone)
     if isinstance(expires, timedelta):
         return now + expires
     if isinstance(expires, (int, float)):
@@ -127,9 +129,9 @@ class JobBuilder:
         elif eta is not None:
             if not isinstance(eta, datetime):
                 raise TypeError(f"{task_name}: eta must be a datetime, not {eta!r}")
-            self.run_at = _as_utc(eta, "eta")
+            self.run_at = _as_utc(eta, str(conf.timezone))
         self.expires_at = _expires_at(
-            pick("expires", getattr(task, "expires", None), None), self.now
+            pick("expires", getattr(task, "expires", None), None), self.now, str(conf.timezone)
         )
         self.unique_key: str | None = options.get("unique_key")
         self.task_id: str | None = options.get("task_id")
