@@ -1,4 +1,4 @@
-"""Small helpers with no pgqueue state: ids, imports, JSON, time."""
+"""Small helpers: ids, imports, JSON, time."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import secrets
+import threading
 import time
 import uuid as _uuid
 from datetime import datetime, timezone
@@ -13,13 +14,28 @@ from typing import Any
 
 from .exceptions import ConfigurationError
 
+_uuid7_lock = threading.Lock()
+_uuid7_last = (0, 0)  # (milliseconds, 74-bit tail) of the last id made here
+
 
 def uuid7() -> _uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of the index."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64
-    value |= (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of the index.
+
+    Monotonic within a process (RFC 9562 method 1, a counter seeded at random each
+    millisecond): ids made in one millisecond still sort in creation order, which is
+    what keeps the jobs of one bulk insert first-in first-out.
+    """
+    global _uuid7_last
+    with _uuid7_lock:
+        ms, tail = time.time_ns() // 1_000_000, secrets.randbits(73)
+        last_ms, last_tail = _uuid7_last
+        if ms <= last_ms:  # same millisecond, or the clock stepped back
+            ms, tail = last_ms, last_tail + 1
+            if tail >= 1 << 74:
+                ms, tail = last_ms + 1, secrets.randbits(73)
+        _uuid7_last = (ms, tail)
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76) | (tail >> 62) << 64
+    value |= (0b10 << 62) | (tail & 0x3FFF_FFFF_FFFF_FFFF)
     return _uuid.UUID(int=value)
 
 

@@ -1,0 +1,1 @@
+"""Task modules that acceptance tests run with real `pgqueue worker -A ...` processes."""

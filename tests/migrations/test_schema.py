@@ -1,0 +1,356 @@
+"""A fresh `pgqueue migrate` gives exactly the schema the code expects.
+
+The expected description below is written by hand from DESIGN.md section 2. A migration
+that changes the schema must change it too, on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgqueue import migrations
+from pgqueue.queries import TEMPLATES, Queries
+
+PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
+
+TS = "timestamp with time zone"
+# table -> [(column, type, NOT NULL, default)]
+EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
+    "jobs": [
+        ("id", "uuid", True, None),
+        ("queue", "text", True, None),
+        ("task", "text", True, None),
+        ("args", "jsonb", True, "'[]'::jsonb"),
+        ("kwargs", "jsonb", True, "'{}'::jsonb"),
+        ("state", "text", True, "'queued'::text"),
+        ("priority", "smallint", True, "0"),
+        ("run_at", TS, True, "now()"),
+        ("expires_at", TS, False, None),
+        ("attempt", "integer", True, "0"),
+        ("max_retries", "integer", False, None),
+        ("lease_expires_at", TS, False, None),
+        ("worker", "text", False, None),
+        ("unique_key", "text", False, None),
+        ("parent_id", "uuid", False, None),
+        ("root_id", "uuid", False, None),
+        ("group_id", "uuid", False, None),
+        ("ignore_result", "boolean", True, "false"),
+        ("progress_state", "text", False, None),
+        ("meta", "jsonb", False, None),
+        ("last_error", "text", False, None),
+        ("options", "jsonb", True, "'{}'::jsonb"),
+        ("created_at", TS, True, "now()"),
+        ("started_at", TS, False, None),
+    ],
+    "results": [
+        ("id", "uuid", True, None),
+        ("queue", "text", True, None),
+        ("task", "text", True, None),
+        ("state", "text", True, None),
+        ("result", "jsonb", False, None),
+        ("error", "text", False, None),
+        ("traceback", "text", False, None),
+        ("args", "jsonb", True, "'[]'::jsonb"),
+        ("kwargs", "jsonb", True, "'{}'::jsonb"),
+        ("priority", "smallint", True, "0"),
+        ("attempt", "integer", True, "0"),
+        ("worker", "text", False, None),
+        ("unique_key", "text", False, None),
+        ("parent_id", "uuid", False, None),
+        ("root_id", "uuid", False, None),
+        ("group_id", "uuid", False, None),
+        ("meta", "jsonb", False, None),
+        ("created_at", TS, True, None),
+        ("started_at", TS, False, None),
+        ("finished_at", TS, True, "now()"),
+    ],
+    "schedules": [
+        ("name", "text", True, None),
+        ("task", "text", True, None),
+        ("args", "jsonb", True, "'[]'::jsonb"),
+        ("kwargs", "jsonb", True, "'{}'::jsonb"),
+        ("options", "jsonb", True, "'{}'::jsonb"),
+        ("cron", "text", False, None),
+        ("every", "interval", False, None),
+        ("timezone", "text", True, "'UTC'::text"),
+        ("enabled", "boolean", True, "true"),
+        ("catch_up", "boolean", True, "true"),
+        ("next_run_at", TS, False, None),
+        ("last_run_at", TS, False, None),
+        ("total_run_count", "bigint", True, "0"),
+        ("source", "text", True, "'db'::text"),
+        ("created_at", TS, True, "now()"),
+        ("updated_at", TS, True, "now()"),
+    ],
+    "workers": [
+        ("id", "text", True, None),
+        ("hostname", "text", True, None),
+        ("pid", "integer", True, None),
+        ("queues", "text[]", True, None),
+        ("concurrency", "integer", True, None),
+        ("pool", "text", True, None),
+        ("started_at", TS, True, "now()"),
+        ("last_seen_at", TS, True, "now()"),
+    ],
+    "leader": [
+        ("id", "smallint", True, "1"),
+        ("holder", "text", True, None),
+        ("term", "bigint", True, None),
+        ("elected_at", TS, True, "now()"),
+        ("expires_at", TS, True, None),
+    ],
+    "schema_version": [
+        ("version", "integer", True, None),
+        ("name", "text", True, None),
+        ("applied_at", TS, True, "now()"),
+    ],
+}
+# `workers` holds nothing that must survive a crash of the server.
+EXPECTED_UNLOGGED = {"workers"}
+
+# index -> definition, with the schema written as SCHEMA
+EXPECTED_INDEXES = {
+    "jobs_pkey": "CREATE UNIQUE INDEX jobs_pkey ON SCHEMA.jobs USING btree (id)",
+    "jobs_claim_idx": "CREATE INDEX jobs_claim_idx ON SCHEMA.jobs USING btree "
+                      "(queue, priority DESC, run_at, id) WHERE (state = 'queued'::text)",
+    "jobs_due_idx": "CREATE INDEX jobs_due_idx ON SCHEMA.jobs USING btree (run_at) "
+                    "WHERE (state = ANY (ARRAY['scheduled'::text, 'retry'::text]))",
+    "jobs_lease_idx": "CREATE INDEX jobs_lease_idx ON SCHEMA.jobs USING btree "
+                      "(lease_expires_at) WHERE (state = 'started'::text)",
+    "jobs_unique_key_idx": "CREATE UNIQUE INDEX jobs_unique_key_idx ON SCHEMA.jobs USING "
+                           "btree (unique_key) WHERE (unique_key IS NOT NULL)",
+    "results_pkey": "CREATE UNIQUE INDEX results_pkey ON SCHEMA.results USING btree (id)",
+    "results_finished_at_idx": "CREATE INDEX results_finished_at_idx ON SCHEMA.results "
+                               "USING btree (finished_at)",
+    "results_unique_key_idx": "CREATE INDEX results_unique_key_idx ON SCHEMA.results USING "
+                              "btree (unique_key) WHERE (unique_key IS NOT NULL)",
+    "schedules_pkey": "CREATE UNIQUE INDEX schedules_pkey ON SCHEMA.schedules USING btree "
+                      "(name)",
+    "schedules_due_idx": "CREATE INDEX schedules_due_idx ON SCHEMA.schedules USING btree "
+                         "(next_run_at) WHERE enabled",
+    "workers_pkey": "CREATE UNIQUE INDEX workers_pkey ON SCHEMA.workers USING btree (id)",
+    "leader_pkey": "CREATE UNIQUE INDEX leader_pkey ON SCHEMA.leader USING btree (id)",
+    "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
+                           "USING btree (version)",
+}
+
+EXPECTED_CHECKS = {
+    ("jobs", "CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, "
+             "'started'::text, 'retry'::text])))"),
+    ("jobs", "CHECK (((priority >= 0) AND (priority <= 9)))"),
+    ("results", "CHECK ((state = ANY (ARRAY['SUCCESS'::text, 'FAILURE'::text, "
+                "'REVOKED'::text])))"),
+    ("schedules", "CHECK (((cron IS NULL) <> (every IS NULL)))"),
+    ("schedules", "CHECK ((source = ANY (ARRAY['code'::text, 'db'::text])))"),
+    ("leader", "CHECK ((id = 1))"),
+}
+
+# The view every state can be read from with plain SQL, in Celery's vocabulary.
+EXPECTED_VIEW_COLUMNS = [
+    ("id", "uuid"), ("queue", "text"), ("task", "text"), ("state", "text"),
+    ("job_state", "text"), ("priority", "smallint"), ("args", "jsonb"), ("kwargs", "jsonb"),
+    ("result", "jsonb"), ("error", "text"), ("attempt", "integer"), ("worker", "text"),
+    ("run_at", TS), ("created_at", TS), ("started_at", TS), ("finished_at", TS),
+]
+
+
+def describe(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    """Everything about a schema that the code depends on, in comparable form."""
+    relations = {
+        name: (kind, persistence)
+        for name, kind, persistence in conn.execute(
+            """SELECT c.relname, c.relkind, c.relpersistence FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'S', 'f')""",
+            [schema]).fetchall()
+    }
+    columns: dict[str, list[tuple[str, str, bool, str | None]]] = {}
+    for table, column, typ, not_null, default in conn.execute(
+        """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                  pg_get_expr(d.adbin, d.adrelid)
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE n.nspname = %s AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY c.relname, a.attnum""", [schema]).fetchall():
+        columns.setdefault(table, []).append((column, typ, not_null, default))
+    indexes = {
+        name: definition.replace(f"{schema}.", "SCHEMA.")
+        for name, definition in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s",
+            [schema]).fetchall()
+    }
+    checks = set(conn.execute(
+        """SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint
+            WHERE connamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)
+              AND contype = 'c'""", [schema]).fetchall())
+    checks = {(table.rpartition(".")[2], definition) for table, definition in checks}
+    return {"relations": relations, "columns": columns, "indexes": indexes, "checks": checks}
+
+
+@pytest.fixture
+def fresh_schema(pg_dsn: str) -> Iterator[str]:
+    """A schema name nobody has created yet; dropped afterwards."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    found = describe(conn, schema)
+    tables = {name for name, (kind, _) in found["relations"].items() if kind == "r"}
+    views = {name for name, (kind, _) in found["relations"].items() if kind == "v"}
+    assert tables == set(EXPECTED_TABLES)
+    assert views == {"all_jobs"}
+    assert set(found["relations"]) == tables | views  # no sequences or other strays
+    for table, expected in EXPECTED_TABLES.items():
+        assert found["columns"][table] == expected, f"columns of {table}"
+    unlogged = {name for name, (_, persistence) in found["relations"].items()
+                if persistence == "u"}
+    assert unlogged == EXPECTED_UNLOGGED
+    assert found["indexes"] == EXPECTED_INDEXES
+    assert found["checks"] == EXPECTED_CHECKS
+    view_columns = [(c, t) for c, t, _, _ in found["columns"]["all_jobs"]]
+    assert view_columns == EXPECTED_VIEW_COLUMNS
+
+
+def test_fresh_migrate_gives_exactly_the_expected_schema(pg_dsn: str, fresh_schema: str) -> None:
+    applied = migrations.migrate(pg_dsn, fresh_schema)
+    assert [m.version for m in applied] == [m.version for m in migrations.available()]
+    with psycopg.connect(pg_dsn) as conn:
+        assert_expected_schema(conn, fresh_schema)
+        versions = conn.execute(sql.SQL("SELECT version, name FROM {}.schema_version ORDER BY 1")
+                                .format(sql.Identifier(fresh_schema))).fetchall()
+    assert versions == [(m.version, m.name) for m in migrations.available()]
+
+
+def test_rerunning_migrate_is_a_no_op(pg_dsn: str, fresh_schema: str) -> None:
+    migrations.migrate(pg_dsn, fresh_schema)
+    with psycopg.connect(pg_dsn) as conn:
+        before = describe(conn, fresh_schema)
+    assert migrations.migrate(pg_dsn, fresh_schema) == []
+    with psycopg.connect(pg_dsn) as conn:
+        assert describe(conn, fresh_schema) == before
+        count = conn.execute(sql.SQL("SELECT count(*) FROM {}.schema_version")
+                             .format(sql.Identifier(fresh_schema))).fetchone()
+    assert count == (len(migrations.available()),)
+
+
+def test_migrate_command_reports_and_is_a_no_op_the_second_time(
+    pg_dsn: str, fresh_schema: str
+) -> None:
+    command = [PGQUEUE, "migrate", "--dsn", pg_dsn, "--schema", fresh_schema]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_initial.sql" in first.stdout
+    second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "up to date" in second.stdout and "applied" not in second.stdout
+
+
+def test_migrate_sql_output_applies_with_psql_and_gives_the_same_schema(
+    pg_dsn: str, fresh_schema: str
+) -> None:
+    printed = subprocess.run([PGQUEUE, "migrate", "--sql", "--dsn", pg_dsn, "--schema",
+                              fresh_schema], capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    with psycopg.connect(pg_dsn) as conn:  # --sql changes nothing by itself
+        assert describe(conn, fresh_schema)["relations"] == {}
+    applied = subprocess.run(["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-q", pg_dsn],
+                             input=printed.stdout, capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    assert "ERROR" not in applied.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        assert_expected_schema(conn, fresh_schema)
+    # pgqueue recognises the result as migrated: nothing left to do.
+    assert migrations.migrate(pg_dsn, fresh_schema) == []
+
+
+def test_migrate_sql_without_a_database_prints_every_migration(fresh_schema: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PGQUEUE_DSN", "DATABASE_URL")}
+    printed = subprocess.run(
+        [PGQUEUE, "migrate", "--sql", "--dsn", "postgresql://nobody@127.0.0.1:1/none",
+         "--schema", fresh_schema], capture_output=True, text=True, timeout=60, env=env)
+    assert printed.returncode == 0, printed.stderr
+    for migration in migrations.available():
+        assert f"-- {migration.path.name}" in printed.stdout
+    assert printed.stdout.startswith("BEGIN;") and printed.stdout.rstrip().endswith("COMMIT;")
+
+
+def test_migrate_sql_of_an_up_to_date_schema_has_nothing_to_apply(
+    pg_dsn: str, fresh_schema: str
+) -> None:
+    migrations.migrate(pg_dsn, fresh_schema)
+    printed = subprocess.run([PGQUEUE, "migrate", "--sql", "--dsn", pg_dsn, "--schema",
+                              fresh_schema], capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert "CREATE TABLE jobs" not in printed.stdout
+
+
+def test_concurrent_migrates_apply_each_migration_once(pg_dsn: str, fresh_schema: str) -> None:
+    barrier = threading.Barrier(6)
+    outcomes: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(migrations.migrate(pg_dsn, fresh_schema))
+        except BaseException as error:  # reported by the assertions below
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert not errors
+    assert len(outcomes) == 6
+    assert sorted(len(o) for o in outcomes) == [0] * 5 + [len(migrations.available())]
+    with psycopg.connect(pg_dsn) as conn:
+        assert_expected_schema(conn, fresh_schema)
+
+
+def test_concurrent_migrate_commands_all_succeed(pg_dsn: str, fresh_schema: str) -> None:
+    command = [PGQUEUE, "migrate", "--dsn", pg_dsn, "--schema", fresh_schema]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    results = [(p.wait(60), *p.communicate()) for p in procs]
+    assert [rc for rc, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+    assert sum("applied 0001_initial.sql" in out for _, out, _ in results) == 1
+
+
+def _positional(query: bytes) -> tuple[bytes, int]:
+    """``%(name)s`` placeholders as ``$n``, as psycopg sends them."""
+    names: dict[bytes, int] = {}
+
+    def number(match: re.Match[bytes]) -> bytes:
+        return b"$%d" % names.setdefault(match.group(1), len(names) + 1)
+
+    return re.sub(rb"%\((\w+)\)s", number, query), len(names)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_named_query_prepares_against_a_fresh_schema(
+    pg_dsn: str, schema: str, name: str
+) -> None:
+    """The code's statements and the migrated schema agree (tables, columns, types)."""
+    query, _ = _positional(Queries(schema)[name])
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        result = conn.pgconn.prepare(b"", query)
+        assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, (
+            result.error_message.decode())
