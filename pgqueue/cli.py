@@ -68,7 +68,8 @@ app_option = click.option(
     help="Where your App is: 'proj.tasks', 'proj.tasks:app' or 'proj' (finds proj.app).")
 dsn_option = click.option(
     "--dsn", envvar="PGQUEUE_DSN", metavar="URL",
-    help="PostgreSQL URL. Default: the app's setting, then $PGQUEUE_DSN, then $DATABASE_URL.")
+    help="PostgreSQL URL. Default: the app's setting, then $PGQUEUE_DSN, then $DATABASE_URL, "
+         "then the embedded server of pgqueue[embedded] when installed.")
 schema_option = click.option(
     "--schema", envvar="PGQUEUE_SCHEMA", metavar="NAME",
     help="Schema holding pgqueue's tables. Default: the app's setting, $PGQUEUE_SCHEMA or "
@@ -152,7 +153,7 @@ def _queues(value: str | None) -> list[str] | None:
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Logging level; DEBUG also prints tracebacks of errors.")
 @click.option("-B", "--beat", is_flag=True,
-              help="Also run the periodic-task scheduler (one leader fires; safe on many).")
+              help="Also run the periodic-task scheduler (safe on many: each fire runs once).")
 @click.option("--lease", type=click.FloatRange(min=1), metavar="SECONDS",
               help="How long a claim lasts without a heartbeat. Default: 30.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), metavar="SECONDS",

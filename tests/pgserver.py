@@ -1,15 +1,19 @@
 """Find a PostgreSQL server for the tests (DESIGN.md section 6).
 
 Order: $PGQUEUE_TEST_DSN; a server answering on 127.0.0.1:5432; testcontainers when a
-Docker engine answers a real ping; the embedded server of ``pgqueue[embedded]``; else the
-tests are skipped with one message saying how to provide a server.
+Docker engine answers a real ping; the embedded server of ``pgqueue[embedded]`` (the same
+one ``pgqueue db`` manages; the tests use a database of their own in it); else the tests
+are skipped with one message saying how to provide a server.
+
+``PGQUEUE_TEST_NO_LOCAL=1`` skips the probe of 127.0.0.1:5432, to check the other ways on a
+machine that has a server there.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg
 from psycopg import sql
@@ -46,7 +50,7 @@ def server_dsn() -> Iterator[tuple[str, str]]:
     if explicit:
         yield explicit, "PGQUEUE_TEST_DSN"
         return
-    if _answers(LOCAL_DSN):
+    if not os.environ.get("PGQUEUE_TEST_NO_LOCAL") and _answers(LOCAL_DSN):
         yield LOCAL_DSN, "127.0.0.1:5432"
         return
     if _docker_answers():
@@ -55,12 +59,11 @@ def server_dsn() -> Iterator[tuple[str, str]]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url(), "testcontainers"
         return
-    try:
-        from pgqueue import embedded  # type: ignore[attr-defined]
-    except ImportError:
-        embedded = None
-    if embedded is not None and embedded.available():
-        yield embedded.ensure_server(), "embedded"
+    from pgqueue import embedded
+
+    if embedded.available():
+        # Its own database is the app's; the tests create theirs from the maintenance one.
+        yield embedded.maintenance_dsn(embedded.ensure_server()), "embedded"
         return
     yield "", HOW_TO
 
@@ -73,8 +76,6 @@ def test_database_dsn(server: str) -> str:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                               [TEST_DATABASE]).fetchone()
         if not exists:
-            try:
+            with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                pass
     return make_conninfo(server, dbname=TEST_DATABASE)
