@@ -21,6 +21,7 @@ from .exceptions import (
     WorkerLostError,
 )
 from .result import AsyncResult
+from .schedules import crontab, schedule
 from .task import Task
 from .utils import uuid
 
@@ -37,6 +38,9 @@ __all__ = [
     "signature",
     "uuid",
     "states",
+    # periodic tasks
+    "crontab",
+    "schedule",
     # errors
     "PgQueueError",
     "ConfigurationError",

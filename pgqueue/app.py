@@ -211,6 +211,38 @@ class App:
                 f"Task of kind {name!r} never registered, please make sure it's imported."
             ) from None
 
+    # -- periodic tasks -----------------------------------------------------------------
+    def add_periodic_task(
+        self, schedule: Any, sig: Any, args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None, name: str | None = None, **opts: Any,
+    ) -> str:
+        """Send ``sig`` on ``schedule`` (seconds, a timedelta, ``crontab(...)``), Celery's
+        way; ``opts`` are send options (``queue=``, ``expires=``...) plus ``timezone=`` and
+        ``catch_up=``. Checked now; returns the schedule's name."""
+        from .beat import remember, signature_spec
+
+        spec = signature_spec(schedule, sig, args, kwargs or {}, name, dict(opts))
+        remember(self.periodic_tasks, spec)
+        return str(spec["name"])
+
+    def periodic(
+        self, cron: Any = None, every: Any = None, name: str | None = None,
+        timezone: str | None = None, catch_up: bool | None = None, **task_options: Any,
+    ) -> Callable[[F], BaseTask]:
+        """Register a task that runs on a schedule: ``@app.periodic(cron="0 6 * * 4")`` or
+        ``@app.periodic(every=30)``; other keywords are ``@app.task`` options."""
+        from .beat import periodic_spec, remember
+
+        spec = periodic_spec(cron, every, timezone, catch_up)
+
+        def decorator(fun: F) -> BaseTask:
+            options = {**task_options, **({"name": name} if name else {})}
+            task = self._register(fun, options)
+            remember(self.periodic_tasks, {**spec, "name": task.name, "task": task.name})
+            return task
+
+        return decorator
+
     # -- sending ----------------------------------------------------------------------
     def send_task(
         self,

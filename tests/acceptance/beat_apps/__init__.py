@@ -1,0 +1,1 @@
+"""Apps for the periodic-task acceptance tests (`pgqueue beat`, `worker --beat`)."""
