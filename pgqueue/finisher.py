@@ -98,11 +98,10 @@ class Finisher(threading.Thread):
             rows = self.db.execute(self.queries["job_retry"], {
                 "retries": json_dumps(retries), "worker": self.worker_id, **channels})
             matched.update(str(r[0]) for r in rows)
-        ids = [o.job_id for o in batch]
         for outcome in batch:
             if outcome.job_id not in matched:
                 logger.warning("Job %s attempt %d was no longer ours (rescued or revoked); "
                                "its %s outcome was not recorded",
                                outcome.job_id, outcome.attempt, outcome.state)
-        self.holdings.forget(ids)
+        self.holdings.forget([(o.job_id, o.attempt) for o in batch])
         self.flushed += len(batch)

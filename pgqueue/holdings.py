@@ -43,10 +43,14 @@ class Holdings:
             held.status = SETTLED
             return True
 
-    def forget(self, job_ids: list[str]) -> None:
+    def forget(self, attempts: list[tuple[str, int]]) -> None:
+        """Drop these (job id, attempt) pairs. A job retried at once may be held again
+        under its next attempt by the time the previous one is forgotten: keep that."""
         with self._lock:
-            for job_id in job_ids:
-                self._jobs.pop(job_id, None)
+            for job_id, attempt in attempts:
+                held = self._jobs.get(job_id)
+                if held is not None and held.attempt == attempt:
+                    del self._jobs[job_id]
 
     def snapshot(self) -> tuple[list[str], list[int], list[bool]]:
         """Ids, attempts, and whether each started running (for heartbeat and release)."""

@@ -303,7 +303,7 @@ class Worker:
                     "ids": ids, "attempts": attempts, "started": started,
                     "worker": self.worker_id, **self.app.queries.channels()})
                 logger.info("Handed %d claimed jobs back to the queue", len(rows))
-                self.holdings.forget(ids)
+                self.holdings.forget(list(zip(ids, attempts, strict=True)))
                 return
             except Exception as error:
                 delay = self.claimer.failed(error)

@@ -194,3 +194,13 @@ def test_process_pool_recycles_children(app: App) -> None:
     with running_worker(app, pool="processes", concurrency=1, max_tasks_per_child=2):
         pids = [pid.delay().get(timeout=20) for _ in range(6)]
     assert len(set(pids)) == 3, pids
+
+
+def test_forgetting_an_attempt_keeps_the_next_one() -> None:
+    holdings = Holdings()
+    holdings.add("job", 2)
+    holdings.settle("job", 2)
+    holdings.add("job", 3)  # re-claimed before attempt 2's retry was forgotten
+    holdings.forget([("job", 2)])
+    assert "job" in holdings
+    assert holdings.settle("job", 3)
