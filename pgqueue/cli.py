@@ -322,18 +322,9 @@ def call(task_name: str, app_path: str | None, dsn: str | None, schema: str | No
     click.echo(res.id)
 
 
-def _register_optional_commands() -> None:
-    """Commands of optional modules (beat, embedded database) join when present."""
-    import importlib
+# Commands kept beside their feature (periodic tasks, the embedded server). Imported
+# last because they build on the options and helpers defined above.
+from . import beat_cli, embedded_cli  # noqa: E402
 
-    for module_name in ("pgqueue.beat_cli", "pgqueue.embedded_cli"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue
-        module.register(main)
-
-
-_register_optional_commands()
+beat_cli.register(main)
+embedded_cli.register(main)
