@@ -10,6 +10,7 @@ from psycopg.conninfo import make_conninfo
 from ...app import App
 from ...config import resolve_dsn
 from ...exceptions import ConfigurationError
+from .connections import DjangoTask
 
 #: Settings of this integration itself; every other ``PGQUEUE_X`` setting is pgqueue's ``x``.
 INTEGRATION_SETTINGS: dict[str, Any] = {
@@ -84,6 +85,7 @@ class DjangoApp(App):
     when it swaps in the test database.
     """
 
+    Task = DjangoTask
     database: str = "default"
 
     @property

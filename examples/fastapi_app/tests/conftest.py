@@ -1,0 +1,56 @@
+"""The FastAPI example on a schema of its own (one per test process), with a real worker."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+EXAMPLE = Path(__file__).resolve().parent.parent
+REPO = EXAMPLE.parent.parent
+for path in (str(EXAMPLE), str(REPO)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+pytest.importorskip("fastapi", reason="the FastAPI example needs `pip install fastapi`")
+
+from pgqueue import migrations  # noqa: E402
+from tests.pgserver import server_dsn, test_database_dsn  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def api_schema() -> Iterator[tuple[str, str]]:
+    with server_dsn() as (server, how):
+        if not server:
+            pytest.skip(how)
+        dsn = test_database_dsn(server)
+        schema = f"fastapi_example_{uuid.uuid4().hex[:10]}"
+        migrations.migrate(dsn, schema)  # creates the schema; the app adds its table there
+        yield dsn, schema
+        from api_app import queue
+
+        queue.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def client(api_schema: tuple[str, str]) -> Iterator[Any]:
+    """A TestClient on the example, its tables and the queue on the test schema, emptied."""
+    import api_app
+    from fastapi.testclient import TestClient
+
+    dsn, schema = api_schema
+    api_app.settings.update(url=dsn, search_path=schema)
+    api_app.queue.conf.update(dsn=dsn, schema=schema)
+    with TestClient(api_app.create_app()) as test_client:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("TRUNCATE {s}.signups, {s}.jobs, {s}.results").format(
+                s=sql.Identifier(schema)))
+        yield test_client
