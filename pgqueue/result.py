@@ -122,6 +122,22 @@ class AsyncResult:
             self._final = meta  # a final state never changes again
         return meta
 
+    def read(self) -> ResultMeta:
+        """One consistent reading: state, result or progress, traceback, date_done...
+
+        ``state`` and ``info`` each read the row anew, so a status page reading both can
+        pair a PROGRESS state with the final result; read once and use its fields.
+        """
+        return self._meta()
+
+    def _get_task_meta(self) -> dict[str, Any]:
+        """Celery's form of :meth:`read`, for ported code that calls it."""
+        meta = self._meta()
+        return {"task_id": self.id, "status": meta.state, "result": meta.result,
+                "traceback": meta.traceback, "date_done": meta.date_done,
+                "name": meta.name, "args": meta.args, "kwargs": meta.kwargs,
+                "retries": meta.retries, "worker": meta.worker}
+
     @property
     def state(self) -> str:
         return self._meta().state

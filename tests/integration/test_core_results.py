@@ -271,3 +271,16 @@ def test_all_jobs_view_reads_every_job_in_celery_states(
     assert rows(db, "SELECT result, error FROM all_jobs WHERE id = %s", done.id) == [(3, None)]
     assert rows(db, "SELECT error FROM all_jobs WHERE id = %s", retrying.id) == [
         ("OSError: not yet",)]
+
+
+def test_read_gives_one_consistent_reading(app: App) -> None:
+    @app.task
+    def answer() -> int:
+        return 42
+
+    with running_worker(app):
+        result = answer.delay()
+        result.get(timeout=10)
+    reading = result.read()
+    assert (reading.state, reading.result, reading.ready) == ("SUCCESS", 42, True)
+    assert result._get_task_meta()["status"] == "SUCCESS"
