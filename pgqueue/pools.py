@@ -125,22 +125,12 @@ class _Running:
                 raise_in_thread(self.thread_id, exc_type)
 
 
-class ThreadPool(Slots):
-    """``-P threads``: ``size`` threads share the process (I/O-bound work)."""
+class QueuePool(Slots):
+    """Slots fed by an in-memory queue that ``size`` threads of the worker drain."""
 
-    def __init__(self, size: int, context: JobContext) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__(size)
-        self.context = context
         self._queue: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
-        self._running: dict[str, _Running] = {}
-        self._threads = [
-            threading.Thread(target=self._work, name=f"pgqueue-exec-{i}", daemon=True)
-            for i in range(size)
-        ]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
 
     def submit(self, job: ClaimedJob) -> None:
         self.take()
@@ -158,6 +148,27 @@ class ThreadPool(Slots):
         self.give(len(taken))
         return taken
 
+    def shutdown(self) -> None:
+        for _ in range(self.size):
+            self._queue.put(None)
+
+
+class ThreadPool(QueuePool):
+    """``-P threads``: ``size`` threads share the process (I/O-bound work)."""
+
+    def __init__(self, size: int, context: JobContext) -> None:
+        super().__init__(size)
+        self.context = context
+        self._running: dict[str, _Running] = {}
+        self._threads = [
+            threading.Thread(target=self._work, name=f"pgqueue-exec-{i}", daemon=True)
+            for i in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
     def terminate(self, job_id: str) -> bool:
         running = self._running.get(job_id)
         if running is None or running.job is None:
@@ -166,10 +177,6 @@ class ThreadPool(Slots):
         self.context.finished(terminated_outcome(job))
         running.interrupt(job, TaskRevokedError)
         return True
-
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
 
     def _work(self) -> None:
         slot = _Running()

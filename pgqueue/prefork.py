@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import queue
 import resource
 import signal
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 from . import aborts, states
 from .exceptions import SoftTimeLimitExceeded, WorkerLostError
 from .execution import ClaimedJob, Outcome, failure
-from .pools import JobContext, Slots, terminated_outcome, time_limit_outcome
+from .pools import JobContext, QueuePool, terminated_outcome, time_limit_outcome
 from .utils import utcnow
 
 logger = logging.getLogger("pgqueue.worker")
@@ -82,7 +81,7 @@ class _Child:
         self.conn.close()
 
 
-class ProcessPool(Slots):
+class ProcessPool(QueuePool):
     def __init__(self, size: int, context: JobContext, max_tasks_per_child: int | None = None,
                  max_memory_per_child: int | None = None) -> None:
         super().__init__(size)
@@ -90,7 +89,6 @@ class ProcessPool(Slots):
         self.max_tasks = max_tasks_per_child
         self.max_memory = max_memory_per_child
         self._mp = multiprocessing.get_context("fork")
-        self._queue: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self._terminate: set[str] = set()
         self._lock = threading.Lock()
         self._supervisors = [
@@ -102,30 +100,10 @@ class ProcessPool(Slots):
         for thread in self._supervisors:
             thread.start()
 
-    def submit(self, job: ClaimedJob) -> None:
-        self.take()
-        self._queue.put(job)
-
-    def take_unstarted(self) -> list[ClaimedJob]:
-        taken = []
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                taken.append(job)
-        self.give(len(taken))
-        return taken
-
     def terminate(self, job_id: str) -> bool:
         with self._lock:
             self._terminate.add(job_id)
         return True
-
-    def shutdown(self) -> None:
-        for _ in self._supervisors:
-            self._queue.put(None)
 
     def _spawn(self) -> _Child:
         parent_end, child_end = self._mp.Pipe()

@@ -41,11 +41,12 @@ _NOTIFY_QUEUES = """
       FROM (SELECT DISTINCT queue FROM {woken}) q
 """
 
-# The job of a schedule, inserted only if the statement's `touched` CTE updated the
-# schedule row (the compare-and-set that makes each fire insert once). A job whose key
-# already finished (it is in results) is not inserted again.
-_SCHEDULE_JOB = """
-    INSERT INTO {schema}.jobs AS j (
+
+
+def _insert_jobs(where: str = "") -> str:
+    """INSERT of the rows in the JSON parameter ``jobs``; every enqueue path uses it."""
+    return f"""
+    INSERT INTO {{schema}}.jobs AS j (
         id, queue, task, args, kwargs, state, priority, run_at, expires_at,
         max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options)
     SELECT r.id, r.queue, r.task, r.args, r.kwargs,
@@ -57,11 +58,19 @@ _SCHEDULE_JOB = """
            priority smallint, run_at timestamptz, expires_at timestamptz,
            max_retries integer, unique_key text, parent_id uuid, root_id uuid,
            group_id uuid, ignore_result boolean, options jsonb)
-     WHERE EXISTS (SELECT 1 FROM touched)
-       AND NOT EXISTS (SELECT 1 FROM {schema}.results res WHERE res.unique_key = r.unique_key)
+    {where}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING j.id, j.queue, j.state
 """
+
+
+# The job of a schedule, inserted only if the statement's `touched` CTE updated the
+# schedule row (the compare-and-set that makes each fire insert once). A job whose key
+# already finished (it is in results) is not inserted again.
+_SCHEDULE_JOB = _insert_jobs("""
+     WHERE EXISTS (SELECT 1 FROM touched)
+       AND NOT EXISTS (SELECT 1 FROM {schema}.results res WHERE res.unique_key = r.unique_key)""")
+
 _SCHEDULE_COLUMNS = """
     name, task, args, kwargs, options, cron, extract(epoch FROM every)::float8 AS every,
     timezone, enabled, catch_up, next_run_at, last_run_at, total_run_count, source
@@ -70,23 +79,7 @@ _SCHEDULE_COLUMNS = """
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     "job_insert": f"""
-        WITH new AS (
-            INSERT INTO {{schema}}.jobs AS j (
-                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
-                max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options)
-            SELECT r.id, r.queue, r.task, r.args, r.kwargs,
-                   CASE WHEN r.run_at IS NULL OR r.run_at <= now()
-                        THEN 'queued' ELSE 'scheduled' END,
-                   r.priority, coalesce(r.run_at, now()), r.expires_at, r.max_retries,
-                   r.unique_key, r.parent_id, r.root_id, r.group_id, r.ignore_result,
-                   r.options
-              FROM jsonb_to_recordset(%(jobs)s::jsonb) AS r(
-                   id uuid, queue text, task text, args jsonb, kwargs jsonb,
-                   priority smallint, run_at timestamptz, expires_at timestamptz,
-                   max_retries integer, unique_key text, parent_id uuid, root_id uuid,
-                   group_id uuid, ignore_result boolean, options jsonb)
-            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING j.id, j.queue, j.state
+        WITH new AS ({_insert_jobs()}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
         SELECT id, (SELECT count(*) FROM woken) FROM new
     """,
