@@ -256,10 +256,9 @@ class App:
         from .result import AsyncResult
 
         task = _task or self.tasks.get(name)
-        rows, connection = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
-        inserted = insert_jobs(self, rows, connection)
-        job_id = inserted[0] if inserted else rows[0]["id"]
-        return AsyncResult(str(job_id), app=self, task_name=name)
+        batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
+        insert_jobs(self, batch)
+        return AsyncResult(batch.rows[0]["id"], app=self, task_name=name)
 
     def send_many(
         self,
@@ -272,9 +271,9 @@ class App:
         from .result import AsyncResult
 
         task = _task or self.tasks.get(name)
-        rows, connection = build_rows(self, name, task, calls, options)
-        insert_jobs(self, rows, connection)
-        return [AsyncResult(str(row["id"]), app=self, task_name=name) for row in rows]
+        batch = build_rows(self, name, task, calls, options)
+        insert_jobs(self, batch)
+        return [AsyncResult(job_id, app=self, task_name=name) for job_id in batch.ids]
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         from .result import AsyncResult

@@ -29,7 +29,7 @@ from . import __version__, db
 from .db import Dedicated
 from .exceptions import ConfigurationError, PgQueueError
 from .maintenance import Maintenance, Pruner, Rescuer, Stager
-from .producer import SEND_OPTIONS, build_rows, serialize_rows
+from .producer import SEND_OPTIONS, build_rows
 from .schedules import (
     UTC,
     Schedule,
@@ -202,7 +202,7 @@ def code_entries(app: App) -> list[Entry]:
                                  f"registered{hint} (import its module, e.g. with "
                                  "App(include=[...]), or fix the name)")
             build_rows(app, entry.task, app.tasks[entry.task],
-                       [(entry.args, entry.kwargs)], entry.options)
+                       [(entry.args, entry.kwargs)], entry.options).params()
         except (ValueError, TypeError, PgQueueError) as error:
             message = str(error)
             if not message.startswith("periodic task"):
@@ -295,9 +295,8 @@ class Scheduler:
             return following
         key = f"beat:{name}:{fire.astimezone(UTC).isoformat()}"
         try:
-            jobs, _ = build_rows(self.app, task, self.app.tasks.get(task),
-                                 [(args, kwargs)], {**options, "unique_key": key})
-            payload = serialize_rows(jobs)
+            job = build_rows(self.app, task, self.app.tasks.get(task),
+                             [(args, kwargs)], {**options, "unique_key": key}).params()
         except (ValueError, TypeError, PgQueueError) as error:
             logger.error("Schedule %r: cannot build its job, fire at %s skipped: %s",
                          name, fire.isoformat(), error)
@@ -305,7 +304,7 @@ class Scheduler:
             return following
         result = db.execute(self.queries["schedule_fire"], {
             "name": name, "due": due, "next_run_at": following, "now": now,
-            "jobs": payload, "jobs_channel": self.queries.jobs_channel})
+            **job, "jobs_channel": self.queries.jobs_channel})
         touched, job_id, _ = result[0]
         if touched and job_id is not None:
             missed = f" (coalescing the fires missed since {due.isoformat()})" \

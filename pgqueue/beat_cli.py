@@ -20,7 +20,7 @@ from .cli import (
     setup_logging,
 )
 from .exceptions import ConfigurationError
-from .producer import build_rows, serialize_rows
+from .producer import build_rows
 from .schedules import check_timezone
 from .utils import json_dumps, utcnow, uuid
 
@@ -143,7 +143,8 @@ def add(name: str, task_name: str, app_path: str | None, dsn: str | None, schema
         "options": options, "timezone": zone_name, "catch_up": catch_up,
     }, timezone=check_timezone(app.conf.timezone), catch_up=bool(app.conf.beat_catch_up))
     _check_task(app, app_path, task_name)
-    build_rows(app, task_name, app.tasks.get(task_name), [(entry.args, entry.kwargs)], options)
+    build_rows(app, task_name, app.tasks.get(task_name), [(entry.args, entry.kwargs)],
+               options).params()  # checks the options and that the arguments are JSON
     row = entry.row(utcnow())
     params = {**row, "args": json_dumps(row["args"]), "kwargs": json_dumps(row["kwargs"]),
               "options": json_dumps(row["options"]), "enabled": not disabled,
@@ -227,12 +228,11 @@ def run_now(name: str, app_path: str | None, dsn: str | None, schema: str | None
     app = make_app(app_path, dsn, schema)
     row = _get(app, name)
     task, args, kwargs, options = row[1], row[2], row[3], row[4]
-    jobs, _ = build_rows(app, task, app.tasks.get(task), [(args, kwargs)],
-                         {**options, "unique_key": f"beat:{name}:run-now:{uuid()}"})
+    job = build_rows(app, task, app.tasks.get(task), [(args, kwargs)],
+                     {**options, "unique_key": f"beat:{name}:run-now:{uuid()}"}).params()
     with app.connection() as conn:
         result = conn.execute(app.queries["schedule_run_now"], {
-            "name": name, "jobs": serialize_rows(jobs),
-            "jobs_channel": app.queries.jobs_channel}).fetchone()
+            "name": name, **job, "jobs_channel": app.queries.jobs_channel}).fetchone()
     if result is None or result[1] is None:
         raise ConfigurationError(f"schedule {name!r} disappeared before its job was sent")
     click.echo(str(result[1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -180,12 +181,15 @@ class JobBuilder:
         elif not isinstance(kwargs, dict):
             raise TypeError(f"{self.task_name}: kwargs must be a dict, "
                             f"not {type(kwargs).__name__}")
+        return {"id": self.task_id or uuid(), "args": list(args), "kwargs": kwargs}
+
+    def shared(self) -> dict[str, Any]:
+        """The values every job of this call shares, as statement parameters. Plain
+        strings and numbers, so that any DB-API driver (psycopg 2 under Django, say)
+        binds them."""
         return {
-            "id": self.task_id or uuid(),
             "queue": self.queue,
             "task": self.task_name,
-            "args": list(args),
-            "kwargs": kwargs,
             "priority": self.priority,
             "run_at": self.run_at.isoformat() if self.run_at else None,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
@@ -195,46 +199,65 @@ class JobBuilder:
             "root_id": self.root_id,
             "group_id": self.group_id,
             "ignore_result": self.ignore_result,
-            "options": self.job_options,
+            "options": json_dumps(self.job_options),
         }
 
 
-def serialize_rows(rows: list[dict[str, Any]]) -> str:
+@dataclass
+class JobBatch:
+    """The jobs of one call: what they share, and each one's id and arguments."""
+
+    task: str
+    shared: dict[str, Any]
+    rows: list[dict[str, Any]]
+    connection: Any = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [row["id"] for row in self.rows]
+
+    def params(self) -> dict[str, Any]:
+        """Parameters of the statements built on ``queries._insert_jobs``."""
+        return {"jobs": serialize_rows(self.task, self.rows), **self.shared}
+
+
+def serialize_rows(task: str, rows: list[dict[str, Any]]) -> str:
     """All rows as one JSON document; on failure, name the task and argument at fault."""
     try:
         return json_dumps(rows)
     except (TypeError, ValueError):
         for row in rows:
             for i, arg in enumerate(row["args"]):
-                check_json(arg, f"{row['task']}: argument {i} ({type(arg).__name__})")
+                check_json(arg, f"{task}: argument {i} ({type(arg).__name__})")
             for key, value in row["kwargs"].items():
                 if not isinstance(key, str):
-                    raise TypeError(f"{row['task']}: keyword names must be strings, "
+                    raise TypeError(f"{task}: keyword names must be strings, "
                                     f"got {key!r}") from None
-                check_json(value, f"{row['task']}: keyword argument {key!r} "
+                check_json(value, f"{task}: keyword argument {key!r} "
                                   f"({type(value).__name__})")
         raise
 
 
-def insert_jobs(app: App, rows: list[dict[str, Any]], connection: Any = None) -> list[str]:
-    """Insert the rows with one statement and one NOTIFY per queue; returns inserted ids.
+def insert_jobs(app: App, batch: JobBatch) -> int:
+    """Insert the batch with one statement and one NOTIFY per queue; returns how many
+    went in (a job whose ``unique_key`` exists already is skipped).
 
-    With ``connection`` the insert joins that connection's transaction: the jobs exist
+    With a connection the insert joins that connection's transaction: the jobs exist
     only if it commits, and workers are notified on commit.
     """
-    if not rows:
-        return []
-    params = {"jobs": serialize_rows(rows), "jobs_channel": app.queries.jobs_channel}
+    if not batch.rows:
+        return 0
+    params = {**batch.params(), "jobs_channel": app.queries.jobs_channel}
     query = app.queries["job_insert"]
-    if connection is None:
-        result = _insert_pooled(app, query, params, rows)
+    if batch.connection is None:
+        result = _insert_pooled(app, query, params, batch)
     else:
-        result = _execute_on(connection, query, params, rows)
-    return [str(r[0]) for r in result]
+        result = _execute_on(batch.connection, query, params, batch)
+    return int(result[0][0])
 
 
 def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
-                   rows: list[dict[str, Any]]) -> list[Any]:
+                   batch: JobBatch) -> list[Any]:
     """Insert on a pooled connection, once more on a checked pool if the first was dead.
 
     Pooled connections are not pinged before use (that would cost a round trip per
@@ -244,40 +267,40 @@ def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
     """
     try:
         with app.connection() as conn:
-            return _execute(conn, query, params, rows)
+            return _execute(conn, query, params, batch)
     except psycopg.OperationalError:
         app.check_pool()  # after a server restart every idle connection is dead
     try:
         with app.connection() as conn:
-            return _execute(conn, query, params, rows)
+            return _execute(conn, query, params, batch)
     except DuplicateJob:
-        return [(row["id"], 0) for row in rows]
+        return [(len(batch.rows), 0)]
 
 
 def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any],
-             rows: list[dict[str, Any]]) -> list[Any]:
+             batch: JobBatch) -> list[Any]:
     try:
         cur = conn.execute(query, params)
         return cur.fetchall()
     except psycopg.errors.UniqueViolation as e:
-        raise _duplicate_id(e, rows) from None
+        raise _duplicate_id(e, batch.ids) from None
 
 
-def _duplicate_id(error: Exception, rows: list[dict[str, Any]]) -> DuplicateJob:
-    ids = ", ".join(str(r["id"]) for r in rows[:3])
+def _duplicate_id(error: Exception, job_ids: list[str]) -> DuplicateJob:
+    ids = ", ".join(job_ids[:3])
     return DuplicateJob(f"a job with this task_id already exists and has not finished "
-                        f"({ids}{'...' if len(rows) > 3 else ''}): {error}")
+                        f"({ids}{'...' if len(job_ids) > 3 else ''}): {error}")
 
 
 def _execute_on(connection: Any, query: bytes, params: dict[str, Any],
-                rows: list[dict[str, Any]]) -> list[Any]:
+                batch: JobBatch) -> list[Any]:
     """Run the insert on a caller's connection, inside the caller's transaction."""
     if isinstance(connection, psycopg.Connection):
         with connection.cursor(row_factory=tuple_row) as cur:
             try:
                 cur.execute(query, params)
             except psycopg.errors.UniqueViolation as e:
-                raise _duplicate_id(e, rows) from None
+                raise _duplicate_id(e, batch.ids) from None
             return cur.fetchall()
     dbapi = _dbapi_connection(connection)
     cur = dbapi.cursor()
@@ -318,8 +341,8 @@ def build_rows(
     calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
     options: dict[str, Any],
     pairs: bool = False,
-) -> tuple[list[dict[str, Any]], Any]:
-    """Rows for ``calls``; with ``pairs`` each call is exactly ``(args, kwargs)``."""
+) -> JobBatch:
+    """The jobs for ``calls``; with ``pairs`` each call is exactly ``(args, kwargs)``."""
     options = dict(options)
     connection = options.pop("connection", None)
     if connection is None and app.connection_provider is not None:
@@ -332,9 +355,10 @@ def build_rows(
             rows.append(builder.row(call[0], call[1]))
         else:
             rows.append(builder.row(call, None))
-    if builder.task_id is not None and len(rows) > 1:
-        raise ValueError(f"{task_name}: task_id cannot be shared by {len(rows)} jobs")
-    return rows, connection
+    for option in ("task_id", "unique_key"):
+        if getattr(builder, option) is not None and len(rows) > 1:
+            raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs")
+    return JobBatch(task_name, builder.shared(), rows, connection)
 
 
 def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:

@@ -44,20 +44,21 @@ _NOTIFY_QUEUES = """
 
 
 def _insert_jobs(where: str = "") -> str:
-    """INSERT of the rows in the JSON parameter ``jobs``; every enqueue path uses it."""
+    """INSERT of the jobs of one call: what they share comes once, as parameters; each row
+    of the JSON parameter ``jobs`` brings only its id and arguments. Every enqueue path
+    (producer, scheduler) uses it; see ``producer.JobBatch.params``."""
     return f"""
     INSERT INTO {{schema}}.jobs AS j (
         id, queue, task, args, kwargs, state, priority, run_at, expires_at,
         max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options)
-    SELECT r.id, r.queue, r.task, r.args, r.kwargs,
-           CASE WHEN r.run_at IS NULL OR r.run_at <= now() THEN 'queued' ELSE 'scheduled' END,
-           r.priority, coalesce(r.run_at, now()), r.expires_at, r.max_retries,
-           r.unique_key, r.parent_id, r.root_id, r.group_id, r.ignore_result, r.options
-      FROM jsonb_to_recordset(%(jobs)s::jsonb) AS r(
-           id uuid, queue text, task text, args jsonb, kwargs jsonb,
-           priority smallint, run_at timestamptz, expires_at timestamptz,
-           max_retries integer, unique_key text, parent_id uuid, root_id uuid,
-           group_id uuid, ignore_result boolean, options jsonb)
+    SELECT r.id, %(queue)s::text, %(task)s::text, r.args, r.kwargs,
+           CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= now()
+                THEN 'queued' ELSE 'scheduled' END,
+           %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
+           %(expires_at)s::timestamptz, %(max_retries)s::integer, %(unique_key)s::text,
+           %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
+           %(ignore_result)s::boolean, %(options)s::jsonb
+      FROM jsonb_to_recordset(%(jobs)s::jsonb) AS r(id uuid, args jsonb, kwargs jsonb)
     {where}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING j.id, j.queue, j.state
@@ -69,7 +70,8 @@ def _insert_jobs(where: str = "") -> str:
 # already finished (it is in results) is not inserted again.
 _SCHEDULE_JOB = _insert_jobs("""
      WHERE EXISTS (SELECT 1 FROM touched)
-       AND NOT EXISTS (SELECT 1 FROM {schema}.results res WHERE res.unique_key = r.unique_key)""")
+       AND NOT EXISTS (SELECT 1 FROM {schema}.results res
+                        WHERE res.unique_key = %(unique_key)s::text)""")
 
 _SCHEDULE_COLUMNS = """
     name, task, args, kwargs, options, cron, extract(epoch FROM every)::float8 AS every,
@@ -78,10 +80,11 @@ _SCHEDULE_COLUMNS = """
 
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
+    # Returns how many rows went in (fewer than sent when a unique_key already existed).
     "job_insert": f"""
         WITH new AS ({_insert_jobs()}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
-        SELECT id, (SELECT count(*) FROM woken) FROM new
+        SELECT count(*), (SELECT count(*) FROM woken) FROM new
     """,
     # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
     # planner read and sort the whole backlog), then the best ``limit`` of those.

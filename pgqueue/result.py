@@ -90,10 +90,12 @@ class AsyncResult:
 
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
-        from .app import current_app
+        if app is None:
+            from .app import current_app
 
+            app = current_app()
         self.id = str(id)
-        self.app = app or current_app()
+        self.app = app
         self.task_name = task_name
         self._final: ResultMeta | None = None
 

@@ -25,23 +25,29 @@ def uuid7() -> _uuid.UUID:
     millisecond): ids made in one millisecond still sort in creation order, which is
     what keeps the jobs of one bulk insert first-in first-out.
     """
+    return _uuid.UUID(int=_uuid7_int())
+
+
+def _uuid7_int() -> int:
     global _uuid7_last
+    ms = time.time_ns() // 1_000_000
     with _uuid7_lock:
-        ms, tail = time.time_ns() // 1_000_000, secrets.randbits(73)
         last_ms, last_tail = _uuid7_last
-        if ms <= last_ms:  # same millisecond, or the clock stepped back
+        if ms > last_ms:  # a new millisecond: a new random start (the only syscall)
+            tail = secrets.randbits(73)
+        else:  # same millisecond, or the clock stepped back: count on
             ms, tail = last_ms, last_tail + 1
             if tail >= 1 << 74:
                 ms, tail = last_ms + 1, secrets.randbits(73)
         _uuid7_last = (ms, tail)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76) | (tail >> 62) << 64
-    value |= (0b10 << 62) | (tail & 0x3FFF_FFFF_FFFF_FFFF)
-    return _uuid.UUID(int=value)
+    return value | (0b10 << 62) | (tail & 0x3FFF_FFFF_FFFF_FFFF)
 
 
 def uuid() -> str:
-    """A new task id as a string, like ``celery.utils.uuid``."""
-    return str(uuid7())
+    """A new task id as a string, like ``celery.utils.uuid`` (time-ordered, version 7)."""
+    h = f"{_uuid7_int():032x}"  # formatted here: str(UUID(...)) costs more than the id
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def import_object(path: str) -> Any:
