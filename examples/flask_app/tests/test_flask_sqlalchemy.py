@@ -23,12 +23,17 @@ def notes(flask_schema: tuple[str, str]) -> Iterator[tuple[Any, Any, Any, Any]]:
 
     dsn, schema = flask_schema
     params = conninfo_to_dict(dsn)
+    host = str(params.get("host") or "") or None
+    # A Unix-socket directory (the embedded server) cannot be a URL's host: it goes in
+    # the query, which the driver reads as the libpq keyword.
+    socket_dir = {"host": host} if host and host.startswith("/") else {}
     app = Flask("notes")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=URL.create(
             "postgresql+psycopg", username=params.get("user"), password=params.get("password"),
-            host=params.get("host"), port=int(params.get("port") or 5432),
-            database=params.get("dbname")).render_as_string(hide_password=False),
+            host=None if socket_dir else host, port=int(params.get("port") or 5432),
+            database=params.get("dbname"), query=socket_dir,
+        ).render_as_string(hide_password=False),
         SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-c search_path={schema}"}},
         PGQUEUE_SCHEMA=schema)
     db = flask_sqlalchemy.SQLAlchemy(app)
