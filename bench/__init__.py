@@ -1,0 +1,1 @@
+"""The benchmark: pgqueue against Celery (Redis), Procrastinate and PgQueuer. See README.md."""

@@ -1,0 +1,273 @@
+"""Scale checks (``python -m bench --scale``).
+
+1. **Backlog**: drain rate, enqueue→start latency and the claim statement's time on an
+   empty schema, then again with ``backlog`` future (``scheduled``) jobs in ``jobs`` and
+   ``backlog`` finished rows in ``results``. They should stay flat: the claim index holds
+   runnable rows only, and finished jobs live in another table.
+2. **Open transaction** (pgqueue, and the Postgres peers named with ``--systems``): drain
+   rounds while another session keeps a transaction (with an xid, REPEATABLE READ) open for
+   ``hold`` seconds. Dead tuples of finished jobs cannot be
+   vacuumed behind it; the rounds show how much the drain rate degrades, and the table
+   and index sizes show what piles up.
+
+The scenarios run inside pgqueue's interpreter (via ``bench.scenario``); :func:`main`
+runs in the orchestrator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from . import env
+from .measure import median
+
+BACKLOG_TASK = "backlog"
+
+
+# -- inside the pgqueue interpreter -------------------------------------------------------
+def _schema_sql(text: str, schema: str) -> sql.Composed:
+    return sql.SQL(text).format(s=sql.Identifier(schema))
+
+
+def add_backlog(adapter: Any, rows: int) -> dict[str, float]:
+    """Insert ``rows`` future jobs and ``rows`` finished results; VACUUM ANALYZE both."""
+    from .systems.pgqueue_sys import SCHEMA
+
+    db = adapter.db
+    timings = {}
+    started = time.perf_counter()
+    for offset in range(0, rows, 250_000):
+        n = min(250_000, rows - offset)
+        db.execute(_schema_sql(
+            "INSERT INTO {s}.jobs (id, queue, task, state, run_at) "
+            "SELECT gen_random_uuid(), 'default', %(task)s, 'scheduled', "
+            "       now() + interval '30 days' + i * interval '1 second' "
+            "  FROM generate_series(1, %(n)s) AS i", SCHEMA), {"task": BACKLOG_TASK, "n": n})
+        db.execute(_schema_sql(
+            "INSERT INTO {s}.results (id, queue, task, state, created_at, started_at,"
+            "                         finished_at) "
+            "SELECT gen_random_uuid(), 'default', %(task)s, 'SUCCESS', now() - interval '1 hour',"
+            "       now() - interval '1 hour', now() - interval '1 hour' + i * interval '1 ms'"
+            "  FROM generate_series(1, %(n)s) AS i", SCHEMA), {"task": BACKLOG_TASK, "n": n})
+    timings["insert_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    db.execute(_schema_sql("VACUUM ANALYZE {s}.jobs", SCHEMA))
+    db.execute(_schema_sql("VACUUM ANALYZE {s}.results", SCHEMA))
+    timings["vacuum_s"] = time.perf_counter() - started
+    return timings
+
+
+def claim_statement_ms(adapter: Any, queued: int = 1_000, limit: int = 10,
+                       samples: int = 30) -> dict[str, float]:
+    """Time pgqueue's own claim statement (rolled back) with ``queued`` runnable jobs."""
+    from .apps import pgqueue_app
+
+    adapter.reset()
+    adapter.prefill(queued)
+    adapter.analyze()
+    statement = pgqueue_app.app.queries["job_claim"]
+    params = {"queues": ["default"], "limit": limit, "worker": "bench-probe", "lease": 30.0}
+    times = []
+    with psycopg.connect(adapter.dsn) as conn:  # not autocommit: every claim is rolled back
+        for _ in range(samples):
+            started = time.perf_counter()
+            rows = conn.execute(statement, params).fetchall()
+            times.append((time.perf_counter() - started) * 1000)
+            conn.rollback()
+            assert len(rows) == limit, f"claim returned {len(rows)} rows, expected {limit}"
+        executions = []
+        for _ in range(10):
+            plan = conn.execute(b"EXPLAIN (ANALYZE, BUFFERS) " + statement, params).fetchall()
+            conn.rollback()
+            executions.extend(float(line[0].split()[-2]) for line in plan
+                              if line[0].startswith("Execution Time"))
+    adapter.reset()
+    return {"claim_roundtrip_ms": median(times), "claim_execution_ms": median(executions)}
+
+
+def measure_once(adapter: Any, config: str, jobs: int, probes: int, tag: str) -> dict[str, Any]:
+    from .systems.base import drain, scenario_latency
+
+    return {
+        "drain": drain(adapter, config, jobs, "noop", label=f"scale-{tag}"),
+        "drain_stored": drain(adapter, config, jobs, "noop_stored", label=f"scale-{tag}"),
+        "latency": scenario_latency(adapter, config, probes),
+        "claim": claim_statement_ms(adapter),
+    }
+
+
+def scenario_backlog(adapter: Any, config: str, jobs: int, backlog: int,
+                     probes: int) -> dict[str, Any]:
+    adapter.setup()
+    adapter.keep_backlog = True  # reset() then spares the backlog rows
+    empty = measure_once(adapter, config, jobs, probes, "empty")
+    env.log(f"adding {backlog:,} future jobs and {backlog:,} results")
+    loading = add_backlog(adapter, backlog)
+    loaded = measure_once(adapter, config, jobs, probes, "backlog")
+    sizes = table_sizes(adapter)
+    adapter.setup()  # leave no million-row tables behind
+    return {"empty": empty, "loaded": loaded, "backlog": backlog, "loading": loading,
+            "sizes": sizes}
+
+
+def table_sizes(adapter: Any) -> dict[str, Any]:
+    """Heap size, index size and dead/live rows (statistics) of the system's hot tables."""
+    sizes = {}
+    for table in adapter.hot_tables():
+        row = adapter.db.execute(
+            "SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid), "
+            "       coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0) "
+            "  FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            " WHERE c.oid = %s::regclass", [table]).fetchone()
+        sizes[table] = {"bytes": row[0], "index_bytes": row[1], "dead": row[2], "live": row[3]}
+    return sizes
+
+
+def scenario_hold(adapter: Any, config: str, jobs: int, hold: float,
+                  baseline_rounds: int = 2) -> dict[str, Any]:
+    from .systems.base import drain
+
+    adapter.setup()
+    # No TRUNCATE between rounds: it would throw away the very dead tuples we measure.
+    adapter.reset_by_truncate = False
+    baseline = [drain(adapter, config, jobs, "noop", label="hold-baseline")
+                for _ in range(baseline_rounds)]
+    holder = psycopg.connect(adapter.dsn)
+    holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    holder.execute("SELECT txid_current()")
+    opened = time.monotonic()
+    rounds = []
+    try:
+        while time.monotonic() - opened < hold:
+            # A degraded round can take long: allow it, and count it as one round.
+            result = drain(adapter, config, jobs, "noop", label="hold",
+                           timeout=max(300.0, 2 * hold))
+            result["at_s"] = time.monotonic() - opened
+            result["sizes"] = table_sizes(adapter)
+            rounds.append(result)
+    finally:
+        holder.rollback()
+        holder.close()
+    held_for = time.monotonic() - opened
+    # Right after the release the dead rows are still there (autovacuum has not run yet);
+    # then a VACUUM shows what the table gets back to.
+    after = drain(adapter, config, jobs, "noop", label="hold-after",
+                  timeout=max(300.0, 2 * hold))
+    after["sizes"] = table_sizes(adapter)
+    for table in adapter.hot_tables():
+        schema, _, name = table.partition(".")
+        adapter.db.execute(sql.SQL("VACUUM {}.{}").format(sql.Identifier(schema),
+                                                         sql.Identifier(name)))
+    vacuumed = drain(adapter, config, jobs, "noop", label="hold-vacuumed")
+    adapter.reset_by_truncate = True
+    vacuumed["sizes"] = table_sizes(adapter)
+    adapter.setup()
+    return {"baseline": baseline, "rounds": rounds, "after": after, "vacuumed": vacuumed,
+            "held_s": held_for, "system": adapter.name, "config": config}
+
+
+SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "scale_backlog": scenario_backlog,
+    "scale_hold": scenario_hold,
+}
+
+
+# -- in the orchestrator ------------------------------------------------------------------
+def _pct(new: float, old: float) -> str:
+    return f"{(new / old - 1) * 100:+.0f}%" if old else "n/a"
+
+
+def report_backlog(result: dict[str, Any]) -> str:
+    empty, loaded = result["empty"], result["loaded"]
+    lines = [f"Backlog check: {result['backlog']:,} future jobs + {result['backlog']:,} "
+             "finished results "
+             f"(loaded in {result['loading']['insert_s']:.0f}s, "
+             f"VACUUM ANALYZE {result['loading']['vacuum_s']:.0f}s)",
+             "| figure | empty tables | with backlog | change |", "|---|---|---|---|"]
+    figures = [
+        ("drain /s (ignore_result)", empty["drain"]["rate"], loaded["drain"]["rate"]),
+        ("drain /s (results stored)", empty["drain_stored"]["rate"],
+         loaded["drain_stored"]["rate"]),
+        ("enqueue→start p50 ms", empty["latency"]["p50_ms"], loaded["latency"]["p50_ms"]),
+        ("enqueue→start p99 ms", empty["latency"]["p99_ms"], loaded["latency"]["p99_ms"]),
+        ("claim statement, round trip ms", empty["claim"]["claim_roundtrip_ms"],
+         loaded["claim"]["claim_roundtrip_ms"]),
+        ("claim statement, server execution ms", empty["claim"]["claim_execution_ms"],
+         loaded["claim"]["claim_execution_ms"]),
+    ]
+    for name, before, after in figures:
+        lines.append(f"| {name} | {before:,.2f} | {after:,.2f} | {_pct(after, before)} |")
+    return "\n".join(lines)
+
+
+def report_hold(result: dict[str, Any]) -> str:
+    base = median([r["rate"] for r in result["baseline"]])
+    table = next(iter(result["rounds"][0]["sizes"]), "?") if result["rounds"] else "?"
+    lines = [f"Open-transaction check, {result['system']} ({result['config']}): held "
+             f"{result['held_s']:.0f}s; baseline drain {base:,.0f}/s (median of "
+             f"{len(result['baseline'])}); sizes of {table}",
+             "| round | at s | drain /s | vs baseline | table | indexes | dead rows |",
+             "|---|---|---|---|---|---|---|"]
+
+    def sizes(r: dict[str, Any]) -> tuple[str, str, str]:
+        table = next(iter(r["sizes"].values()), {})
+        return (f"{table.get('bytes', 0) / 1e6:.1f} MB",
+                f"{table.get('index_bytes', 0) / 1e6:.1f} MB", f"{table.get('dead', 0):,}")
+
+    for i, r in enumerate(result["rounds"], 1):
+        lines.append(f"| {i} | {r['at_s']:.0f} | {r['rate']:,.0f} | {_pct(r['rate'], base)} | "
+                     + " | ".join(sizes(r)) + " |")
+    for label, key in (("after release", "after"), ("after VACUUM", "vacuumed")):
+        r = result.get(key)
+        if r:
+            lines.append(f"| {label} | | {r['rate']:,.0f} | {_pct(r['rate'], base)} | "
+                         + " | ".join(sizes(r)) + " |")
+    return "\n".join(lines)
+
+
+HOLD_CONFIGS = {"pgqueue": "threads-c10", "pgqueuer": "b10", "procrastinate": "c10"}
+
+
+def main(plan_quick: bool, hold: float | None, backlog: int | None,
+         run_scenario: Callable[..., dict[str, Any]], config: str | None = None,
+         systems: list[str] | None = None) -> int:
+    """The backlog check (pgqueue), then the open-transaction check for each system."""
+    import json
+
+    config = config or HOLD_CONFIGS["pgqueue"]
+    jobs = 3_000 if plan_quick else 20_000
+    backlog = backlog or (100_000 if plan_quick else 1_000_000)
+    hold = hold if hold is not None else (30.0 if plan_quick else 300.0)
+    probes = 60 if plan_quick else 200
+    backlog_result = run_scenario("pgqueue", "scale_backlog", {
+        "config": config, "jobs": jobs, "backlog": backlog, "probes": probes})
+    hold_results = []
+    for name in systems or ["pgqueue"]:
+        if name not in HOLD_CONFIGS:
+            env.log(f"{name}: no open-transaction check (it does not keep its jobs in Postgres)")
+            continue
+        hold_results.append(run_scenario(name, "scale_hold", {
+            "config": config if name == "pgqueue" else HOLD_CONFIGS[name], "jobs": jobs,
+            "hold": hold}))
+    env.RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (env.RESULTS_DIR / f"scale-{stamp}.json").write_text(json.dumps(
+        {"backlog": backlog_result, "hold": hold_results}, indent=1))
+    out = []
+    out.append(report_backlog(backlog_result) if "error" not in backlog_result
+               else f"Backlog check failed: {backlog_result['error']}")
+    for result in hold_results:
+        out.append(report_hold(result) if "error" not in result
+                   else f"Open-transaction check failed: {result['error']}")
+    text = "\n\n".join(out)
+    (env.RESULTS_DIR / "latest-scale.md").write_text(text + "\n")
+    print()
+    print(text)
+    print(f"\nBacklog check worker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
+          f"bench/results/scale-{stamp}.json")
+    return 0

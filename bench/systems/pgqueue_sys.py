@@ -1,0 +1,112 @@
+"""pgqueue: ``delay()`` / ``apply_many()``, and ``pgqueue worker`` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from psycopg import sql
+
+from .. import env
+from .base import System
+
+SCHEMA = os.environ.get("BENCH_PGQ_SCHEMA", env.SCHEMAS["pgqueue"])
+# The producer side runs in this process: tag its connections as the harness's.
+os.environ["BENCH_DSN"] = env.database_dsn(harness=True)
+os.environ["BENCH_PGQ_SCHEMA"] = SCHEMA
+
+from pgqueue import migrations  # noqa: E402
+
+from ..apps import pgqueue_app  # noqa: E402
+
+_CONFIG = re.compile(r"^(?:(\d+)x-)?(threads|solo|processes|prefork|asyncio)-c(\d+)$")
+
+
+class Adapter(System):
+    name = "pgqueue"
+    #: Set by the backlog check: reset() spares the backlog rows.
+    keep_backlog = False
+
+    def setup(self) -> None:
+        self.db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        migrations.migrate(env.database_dsn(), SCHEMA)
+
+    def reset(self) -> None:
+        if self.keep_backlog or not self.reset_by_truncate:
+            for table in ("jobs", "results"):
+                self.db.execute(sql.SQL("DELETE FROM {}.{} WHERE task <> 'backlog'").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(table)))
+            return
+        self.db.execute(sql.SQL("TRUNCATE {}.jobs, {}.results").format(
+            sql.Identifier(SCHEMA), sql.Identifier(SCHEMA)))
+
+    def analyze(self) -> None:
+        self.db.execute(sql.SQL("ANALYZE {}.jobs").format(sql.Identifier(SCHEMA)))
+
+    def hot_tables(self) -> list[str]:
+        """Tables whose size and dead rows the open-transaction check reports."""
+        return [f"{SCHEMA}.jobs"]
+
+    def _warm(self) -> None:
+        """Open the producer's connection pool before any clock starts."""
+        pgqueue_app.noop.delay()
+        self.reset()
+
+    def enqueue_single(self, n: int) -> float:
+        self._warm()
+        delay = pgqueue_app.noop.delay
+        started = time.perf_counter()
+        for _ in range(n):
+            delay()
+        return time.perf_counter() - started
+
+    def enqueue_bulk(self, n: int, batch: int) -> float:
+        self._warm()
+        apply_many = pgqueue_app.noop.apply_many
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            apply_many([((), {})] * min(batch, n - start))
+        return time.perf_counter() - started
+
+    def prefill(self, n: int, variant: str = "noop") -> None:
+        task = pgqueue_app.noop_stored if variant == "noop_stored" else pgqueue_app.noop
+        for start in range(0, n, 5000):
+            task.apply_many([((), {})] * min(5000, n - start))
+        # pgqueue names its pooled connections itself, so they would not carry the harness
+        # tag: close them, or an idle producer backend would count as the worker's server.
+        pgqueue_app.app.close()
+
+    @contextmanager
+    def latency_sender(self) -> Iterator[Callable[[float], None]]:
+        self._warm()
+        delay = pgqueue_app.mark.delay
+
+        def send(sent_at: float) -> None:
+            delay(sent_at)
+
+        yield send
+
+    def remaining(self) -> int:
+        # Two partial-index counts: future (scheduled) jobs of the scale checks stay out.
+        row = self.db.execute(sql.SQL(
+            "SELECT (SELECT count(*) FROM {s}.jobs WHERE state = 'queued')"
+            " + (SELECT count(*) FROM {s}.jobs WHERE state = 'started')").format(
+                s=sql.Identifier(SCHEMA))).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def worker_commands(self, config: str) -> list[list[str]]:
+        match = _CONFIG.match(config)
+        if not match:
+            raise ValueError(f"unknown pgqueue worker config {config!r}")
+        processes, pool, concurrency = int(match.group(1) or 1), match.group(2), match.group(3)
+        script = Path(sys.executable).with_name("pgqueue")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "pgqueue"]
+        argv = command + ["worker", "-A", "bench.apps.pgqueue_app:app", "-P", pool,
+                          "-c", concurrency, "-Q", "default", "-l", "warning"]
+        return [argv] * processes
