@@ -202,13 +202,15 @@ def sql_costs(samples: int) -> str:
             started = time.perf_counter()
             claimed = auto.execute(queries["job_claim"], claim).fetchall()
             claim_times.append(time.perf_counter() - started)
-            finish = {"outcomes": _outcomes(claimed), "worker": worker, **channels}
+            finish = {"outcomes": _outcomes(claimed), "ids": [str(r[0]) for r in claimed],
+                      "worker": worker, **channels}
             started = time.perf_counter()
             auto.execute(queries["job_finish"], finish).fetchall()
             finish_times.append(time.perf_counter() - started)
         claim_server = median([_explain_ms(txn, queries["job_claim"], claim) for _ in range(5)])
         claimed = auto.execute(queries["job_claim"], claim).fetchall()  # a batch to finish
-        finish = {"outcomes": _outcomes(claimed), "worker": worker, **channels}
+        finish = {"outcomes": _outcomes(claimed), "ids": [str(r[0]) for r in claimed],
+                  "worker": worker, **channels}
         finish_server = median([_explain_ms(txn, queries["job_finish"], finish)
                                 for _ in range(5)])
         add("job_claim", n, claim_times, claim_server)

@@ -54,9 +54,7 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:
-        job = cls(*row)
-        job.id = str(job.id)
-        return job
+        return cls(*row)  # job_claim returns the id as text already
 
 
 @dataclass(slots=True)

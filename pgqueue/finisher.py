@@ -92,11 +92,13 @@ class Finisher(threading.Thread):
         matched: set[str] = set()
         if finals:
             rows = self.db.execute(self.queries["job_finish"], {
-                "outcomes": json_dumps(finals), "worker": self.worker_id, **channels})
+                "outcomes": json_dumps(finals), "ids": [f["id"] for f in finals],
+                "worker": self.worker_id, **channels})
             matched.update(str(r[0]) for r in rows)
         if retries:
             rows = self.db.execute(self.queries["job_retry"], {
-                "retries": json_dumps(retries), "worker": self.worker_id, **channels})
+                "retries": json_dumps(retries), "ids": [r["id"] for r in retries],
+                "worker": self.worker_id, **channels})
             matched.update(str(r[0]) for r in rows)
         for outcome in batch:
             if outcome.job_id not in matched:

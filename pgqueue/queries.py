@@ -108,7 +108,7 @@ TEMPLATES: dict[str, str] = {
                    %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
           FROM claimable c
          WHERE j.id = c.id
-     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
+     RETURNING j.id::text, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
                j.attempt, j.max_retries, j.ignore_result, j.options, j.parent_id, j.root_id,
                j.group_id, j.created_at, now() AS claimed_at
     """,
@@ -117,10 +117,13 @@ TEMPLATES: dict[str, str] = {
            SET lease_expires_at = now() + make_interval(secs => greatest(
                    %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
           FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt)
-         WHERE j.id = h.id AND j.attempt = h.attempt AND j.worker = %(worker)s
-           AND j.state = 'started'
+         WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = h.id AND j.attempt = h.attempt
+           AND j.worker = %(worker)s
     """,
     # Final outcomes (SUCCESS, FAILURE, REVOKED) of a batch, fenced on the claimed attempt.
+    # ``id = ANY(ids)`` makes the plan look the rows up by primary key. There is no
+    # ``state = 'started'`` test: the worker match implies it (a CHECK of the table), and
+    # with it the planner may prefer jobs_lease_idx and read every running job per batch.
     "job_finish": f"""
         WITH outcome AS (
             SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
@@ -128,8 +131,8 @@ TEMPLATES: dict[str, str] = {
                 traceback text, ignore_result boolean)
         ), moved AS (
             DELETE FROM {{schema}}.jobs AS j USING outcome o
-             WHERE j.id = o.id AND j.attempt = o.attempt AND j.worker = %(worker)s
-               AND j.state = 'started'
+             WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = o.id AND j.attempt = o.attempt
+               AND j.worker = %(worker)s
             RETURNING j.*, o.state AS final_state, o.result AS final_result,
                       o.error AS final_error, o.traceback AS final_traceback,
                       coalesce(o.ignore_result, false) AS task_ignores_result
@@ -156,8 +159,8 @@ TEMPLATES: dict[str, str] = {
                    worker = NULL, lease_expires_at = NULL, progress_state = NULL,
                    args = coalesce(r.args, j.args), kwargs = coalesce(r.kwargs, j.kwargs)
               FROM retry r
-             WHERE j.id = r.id AND j.attempt = r.attempt AND j.worker = %(worker)s
-               AND j.state = 'started'
+             WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = r.id AND j.attempt = r.attempt
+               AND j.worker = %(worker)s
             RETURNING j.id, j.queue, j.state
         ), woken AS ({_NOTIFY_QUEUES.format(woken="moved WHERE state = 'queued'")})
         SELECT id, (SELECT count(*) FROM woken) FROM moved

@@ -33,7 +33,10 @@ CREATE TABLE jobs (
     last_error       text,
     options          jsonb       NOT NULL DEFAULT '{}',
     created_at       timestamptz NOT NULL DEFAULT now(),
-    started_at       timestamptz
+    started_at       timestamptz,
+    -- A worker owns a job exactly while it is started: statements that end an attempt are
+    -- fenced on (id, attempt, worker) alone, which this makes imply state = 'started'.
+    CHECK ((state = 'started') = (worker IS NOT NULL))
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 

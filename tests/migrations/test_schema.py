@@ -150,6 +150,7 @@ EXPECTED_CHECKS = {
     ("jobs", "CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, "
              "'started'::text, 'retry'::text])))"),
     ("jobs", "CHECK (((priority >= 0) AND (priority <= 9)))"),
+    ("jobs", "CHECK (((state = 'started'::text) = (worker IS NOT NULL)))"),
     ("results", "CHECK ((state = ANY (ARRAY['SUCCESS'::text, 'FAILURE'::text, "
                 "'REVOKED'::text])))"),
     ("schedules", "CHECK (((cron IS NULL) <> (every IS NULL)))"),
