@@ -139,7 +139,8 @@ def _queues(value: str | None) -> list[str] | None:
 @dsn_option
 @schema_option
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
-              help="Jobs run at once. Default: worker_concurrency, else 4 per CPU (max 32).")
+              help="Jobs run at once. Default: worker_concurrency, else 32 threads (8 per "
+                   "CPU above 4 CPUs), one process per CPU, or 100 coroutines.")
 @click.option("-P", "--pool", type=click.Choice(["threads", "processes", "solo", "asyncio"]),
               help="threads (default): a thread per slot, for I/O-bound tasks; processes: a "
                    "forked child per slot, for CPU-bound tasks and hard time limits; solo: "
