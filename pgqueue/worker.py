@@ -121,6 +121,7 @@ class Worker:
         queries = app.queries
         dsn = app.dsn
         self.claimer = Dedicated(dsn, app.schema, "claimer", durable=False)
+        services = self._services()  # checks beat schedules before the worker registers
         self._register()
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
@@ -129,7 +130,7 @@ class Worker:
                                  self._on_notify, self._on_listen, name="pgqueue-listener",
                                  application_name=db.application_name(app.schema, "listener"))
         aborts.track_locally()
-        self.maintenance = Maintenance(app, self.worker_id, self._services())
+        self.maintenance = Maintenance(app, self.worker_id, services)
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)

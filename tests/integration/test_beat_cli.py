@@ -149,10 +149,13 @@ def test_help_documents_every_option(cli: Any) -> None:
 
 
 @pytest.mark.parametrize("command", [["beat"], ["worker", "--beat"]])
-def test_a_bad_beat_schedule_stops_the_scheduler_at_start(cli: Any, command: list[str]) -> None:
+def test_a_bad_beat_schedule_stops_the_scheduler_at_start(cli: Any, command: list[str],
+                                                           db: Any) -> None:
     run = cli(*command, "-A", "tests.acceptance.beat_apps.misconfigured")
     one_line_error(run, "periodic task 'report': no task named 'misconfigured.reprot' is "
                         "registered; did you mean 'misconfigured.report'?")
+    # checked before the worker registered: no row is left behind in `workers`
+    assert db.execute("SELECT count(*) FROM workers").fetchone() == (0,)
 
 
 def test_beat_without_the_tables_says_to_migrate(cli: Any, pg_dsn: str) -> None:
