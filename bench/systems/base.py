@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,31 @@ class System:
     def prefill(self, n: int, variant: str = "noop") -> None:
         """Enqueue ``n`` jobs of ``variant`` as fast as possible (not timed)."""
         raise NotImplementedError
+
+    def _warm(self) -> None:
+        """Open the system's connections before any clock starts."""
+
+    # -- the one timing loop of the enqueue figures, for every system ---------------------
+    def timed(self, n: int, batch: int, send: Callable[[int], object]) -> float:
+        """Seconds to enqueue ``n`` jobs with ``send(size)``, ``batch`` jobs per call."""
+        self._warm()
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            send(min(batch, n - start))
+        return time.perf_counter() - started
+
+    def timed_async(self, n: int, batch: int, send: Callable[[int], Awaitable[object]],
+                    run: Callable[[Coroutine[Any, Any, float]], float]) -> float:
+        """The same loop for an asyncio client, timed inside its event loop."""
+        self._warm()
+
+        async def loop() -> float:
+            started = time.perf_counter()
+            for start in range(0, n, batch):
+                await send(min(batch, n - start))
+            return time.perf_counter() - started
+
+        return float(run(loop()))
 
     @contextmanager
     def latency_sender(self) -> Iterator[Callable[[float], None]]:

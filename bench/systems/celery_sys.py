@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,23 +35,19 @@ class Adapter(System):
         self.reset()
 
     def enqueue_single(self, n: int) -> float:
-        self._warm()
         delay = celery_app.noop.delay
-        started = time.perf_counter()
-        for _ in range(n):
-            delay()
-        return time.perf_counter() - started
+        return self.timed(n, 1, lambda _: delay())
 
     def enqueue_bulk(self, n: int, batch: int) -> float:
         # Celery has no bulk send: the closest is one producer (one connection) reused.
-        self._warm()
         apply_async = celery_app.noop.apply_async
-        started = time.perf_counter()
-        for start in range(0, n, batch):
+
+        def send(size: int) -> None:
             with celery_app.app.producer_or_acquire() as producer:
-                for _ in range(min(batch, n - start)):
+                for _ in range(size):
                     apply_async(producer=producer)
-        return time.perf_counter() - started
+
+        return self.timed(n, batch, send)
 
     def prefill(self, n: int, variant: str = "noop") -> None:
         self.enqueue_bulk(n, 1000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,20 +57,12 @@ class Adapter(System):
         self.reset()
 
     def enqueue_single(self, n: int) -> float:
-        self._warm()
         delay = pgqueue_app.noop.delay
-        started = time.perf_counter()
-        for _ in range(n):
-            delay()
-        return time.perf_counter() - started
+        return self.timed(n, 1, lambda _: delay())
 
     def enqueue_bulk(self, n: int, batch: int) -> float:
-        self._warm()
         apply_many = pgqueue_app.noop.apply_many
-        started = time.perf_counter()
-        for start in range(0, n, batch):
-            apply_many([((), {})] * min(batch, n - start))
-        return time.perf_counter() - started
+        return self.timed(n, batch, lambda size: apply_many([((), {})] * size))
 
     def prefill(self, n: int, variant: str = "noop") -> None:
         task = pgqueue_app.noop_stored if variant == "noop_stored" else pgqueue_app.noop

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,29 +67,13 @@ class Adapter(System):
         self.reset()
 
     def enqueue_single(self, n: int) -> float:
-        self._warm()
         enqueue = self.queries.enqueue
-
-        async def run() -> float:
-            started = time.perf_counter()
-            for _ in range(n):
-                await enqueue("noop", None)
-            return time.perf_counter() - started
-
-        return float(self._run(run()))
+        return self.timed_async(n, 1, lambda _: enqueue("noop", None), self._run)
 
     def enqueue_bulk(self, n: int, batch: int) -> float:
-        self._warm()
         enqueue = self.queries.enqueue
-
-        async def run() -> float:
-            started = time.perf_counter()
-            for start in range(0, n, batch):
-                size = min(batch, n - start)
-                await enqueue(["noop"] * size, [None] * size, [0] * size)
-            return time.perf_counter() - started
-
-        return float(self._run(run()))
+        return self.timed_async(
+            n, batch, lambda size: enqueue(["noop"] * size, [None] * size, [0] * size), self._run)
 
     def prefill(self, n: int, variant: str = "noop") -> None:
         self.enqueue_bulk(n, 5000)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,28 +66,12 @@ class Adapter(System):
         self.reset()
 
     def enqueue_single(self, n: int) -> float:
-        self._warm()
         defer = procrastinate_app.noop.defer_async
-
-        async def run() -> float:
-            started = time.perf_counter()
-            for _ in range(n):
-                await defer()
-            return time.perf_counter() - started
-
-        return float(self._run(run()))
+        return self.timed_async(n, 1, lambda _: defer(), self._run)
 
     def enqueue_bulk(self, n: int, batch: int) -> float:
-        self._warm()
         batch_defer = procrastinate_app.noop.batch_defer_async
-
-        async def run() -> float:
-            started = time.perf_counter()
-            for start in range(0, n, batch):
-                await batch_defer(*[{}] * min(batch, n - start))
-            return time.perf_counter() - started
-
-        return float(self._run(run()))
+        return self.timed_async(n, batch, lambda size: batch_defer(*[{}] * size), self._run)
 
     def prefill(self, n: int, variant: str = "noop") -> None:
         self.enqueue_bulk(n, 5000)
