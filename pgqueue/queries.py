@@ -73,6 +73,13 @@ _SCHEDULE_JOB = _insert_jobs("""
        AND NOT EXISTS (SELECT 1 FROM {schema}.results res
                         WHERE res.unique_key = %(unique_key)s::text)""")
 
+# After a statement's `touched` CTE: insert the schedule's job, wake workers, and answer
+# (schedule rows touched, the job's id or NULL, notifications sent).
+_SEND_SCHEDULE_JOB = f""", new AS ({_SCHEDULE_JOB}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        SELECT (SELECT count(*) FROM touched), (SELECT id FROM new),
+               (SELECT count(*) FROM woken)"""
+
 _SCHEDULE_COLUMNS = """
     name, task, args, kwargs, options, cron, extract(epoch FROM every)::float8 AS every,
     timezone, enabled, catch_up, next_run_at, last_run_at, total_run_count, source
@@ -390,10 +397,7 @@ TEMPLATES: dict[str, str] = {
                    total_run_count = total_run_count + 1, updated_at = now()
              WHERE name = %(name)s::text AND enabled AND next_run_at = %(due)s::timestamptz
             RETURNING name
-        ), new AS ({_SCHEDULE_JOB}
-        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
-        SELECT (SELECT count(*) FROM touched), (SELECT id FROM new),
-               (SELECT count(*) FROM woken)
+        ){_SEND_SCHEDULE_JOB}
     """,
     # Move next_run_at on without a job: skipped fires, or a first computation.
     "schedule_advance": """
@@ -410,10 +414,7 @@ TEMPLATES: dict[str, str] = {
                    updated_at = now()
              WHERE name = %(name)s::text
             RETURNING name
-        ), new AS ({_SCHEDULE_JOB}
-        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
-        SELECT (SELECT count(*) FROM touched), (SELECT id FROM new),
-               (SELECT count(*) FROM woken)
+        ){_SEND_SCHEDULE_JOB}
     """,
     # Write the code's schedules: new ones get their first fire time; a changed timetable
     # gets a new one; others keep theirs, and their enabled flag (an operator's choice).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,10 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import App, migrations
+from pgqueue import App
 from pgqueue.worker import Worker
 
-from .pgserver import server_dsn, test_database_dsn
+from .pgserver import fresh_schema, test_database
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
@@ -36,20 +35,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """DSN of a database the tests own (see tests/pgserver.py for how it is found)."""
-    with server_dsn() as (dsn, how):
-        if not dsn:
-            pytest.skip(how)
-        yield test_database_dsn(dsn)
+    with test_database() as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def schema(pg_dsn: str) -> Iterator[str]:
     """A fresh, migrated schema for this test alone, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    migrations.migrate(pg_dsn, name)
-    yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    with fresh_schema(pg_dsn, "t_") as name:
+        yield name
 
 
 @pytest.fixture

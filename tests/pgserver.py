@@ -12,6 +12,7 @@ machine that has a server there.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -79,3 +80,33 @@ def test_database_dsn(server: str) -> str:
             with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
     return make_conninfo(server, dbname=TEST_DATABASE)
+
+
+@contextmanager
+def test_database() -> Iterator[str]:
+    """DSN of the tests' own database on whatever server is found; skips when none is."""
+    import pytest
+
+    with server_dsn() as (dsn, how):
+        if not dsn:
+            pytest.skip(how)
+        yield test_database_dsn(dsn)
+
+
+@contextmanager
+def fresh_schema(dsn: str, prefix: str, *, migrate: bool = True) -> Iterator[str]:
+    """A schema with a unique name, migrated (unless ``migrate=False``: empty), dropped after,
+    so tests and example apps can run side by side in one database."""
+    from pgqueue import migrations
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    if migrate:
+        migrations.migrate(dsn, name)
+    else:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -159,7 +159,9 @@ def test_postgres_restart_mid_run(tmp_path: Any) -> None:
 
 def test_sigterm_lets_running_jobs_finish(pg_dsn: str, schema: str, app: App) -> None:
     _prepare(pg_dsn, schema)
-    app.send_many("faulty.work", [((i, 1500), {}) for i in range(12)])
+    # Jobs last 3 s so that a loaded test process cannot stall between seeing four started
+    # and sending SIGTERM for long enough that one finishes and a fifth is claimed.
+    app.send_many("faulty.work", [((i, 3000), {}) for i in range(12)])
     started = lambda: _count(pg_dsn, schema,  # noqa: E731
                              "SELECT count(*) FROM jobs WHERE state = 'started'")
     with workers() as procs:

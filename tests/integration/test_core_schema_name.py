@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from pgqueue import App, migrations
+from pgqueue import App
 from tests.conftest import running_worker
+from tests.pgserver import fresh_schema
 
 
 @pytest.fixture
 def odd_schema(pg_dsn: str) -> Iterator[str]:
-    name = f"Odd Schema-{uuid.uuid4().hex[:8]}"
-    migrations.migrate(pg_dsn, name)
-    yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    with fresh_schema(pg_dsn, "Odd Schema-") as name:
+        yield name
 
 
 def test_a_quoted_schema_name_runs_jobs(pg_dsn: str, odd_schema: str) -> None:

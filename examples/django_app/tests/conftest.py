@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -26,19 +24,14 @@ for path in (str(EXAMPLE), str(REPO)):
 
 pytest.importorskip("django", reason="the Django example needs `pip install django`")
 
-from tests.pgserver import server_dsn, test_database_dsn  # noqa: E402
+from tests.pgserver import fresh_schema, test_database  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def example_database() -> Iterator[dict[str, str]]:
     """Set Django up on a fresh schema; yields the environment a worker process needs."""
-    with server_dsn() as (server, how):
-        if not server:
-            pytest.skip(how)
-        base = test_database_dsn(server)
-        schema = f"django_example_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    # empty: Django's own migrate (pgqueue's schema migration included) fills it
+    with test_database() as base, fresh_schema(base, "django_example_", migrate=False) as schema:
         env = {
             "DATABASE_URL": make_conninfo(base, options=f"-c search_path={schema}"),
             "PGQUEUE_SCHEMA": schema,
@@ -65,8 +58,6 @@ def example_database() -> Iterator[dict[str, str]]:
 
         reset_app()
         connections.close_all()
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

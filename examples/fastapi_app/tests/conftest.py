@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,17 @@ for path in (str(EXAMPLE), str(REPO)):
 
 pytest.importorskip("fastapi", reason="the FastAPI example needs `pip install fastapi`")
 
-from pgqueue import migrations  # noqa: E402
-from tests.pgserver import server_dsn, test_database_dsn  # noqa: E402
+from tests.pgserver import fresh_schema, test_database  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def api_schema() -> Iterator[tuple[str, str]]:
-    with server_dsn() as (server, how):
-        if not server:
-            pytest.skip(how)
-        dsn = test_database_dsn(server)
-        schema = f"fastapi_example_{uuid.uuid4().hex[:10]}"
-        migrations.migrate(dsn, schema)  # creates the schema; the app adds its table there
+    # migrated here; the app adds its own table to the same schema
+    with test_database() as dsn, fresh_schema(dsn, "fastapi_example_") as schema:
         yield dsn, schema
         from api_app import queue
 
         queue.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg import sql
 
@@ -20,24 +18,16 @@ for path in (str(EXAMPLE), str(REPO)):
 
 pytest.importorskip("flask", reason="the Flask example needs `pip install flask`")
 
-from pgqueue import migrations  # noqa: E402
-from tests.pgserver import server_dsn, test_database_dsn  # noqa: E402
+from tests.pgserver import fresh_schema, test_database  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def flask_schema() -> Iterator[tuple[str, str]]:
-    with server_dsn() as (server, how):
-        if not server:
-            pytest.skip(how)
-        dsn = test_database_dsn(server)
-        schema = f"flask_example_{uuid.uuid4().hex[:10]}"
-        migrations.migrate(dsn, schema)
+    with test_database() as dsn, fresh_schema(dsn, "flask_example_") as schema:
         yield dsn, schema
         from progress_app import queue
 
         queue.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
