@@ -30,6 +30,14 @@ def describe(dsn: str) -> str:
     return f"{info.get('user') or '<default user>'}@{host}:{port}/{info.get('dbname') or '?'}"
 
 
+def one_line(error: BaseException) -> str:
+    """A driver error on one line: libpq puts the cause and its hint on separate lines
+    ("...: Connection refused" / "Is the server running...?"); keep both."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines) or type(error).__name__
+    return text.removeprefix("connection failed: ")
+
+
 def application_name(schema: str, role: str) -> str:
     """How a connection shows in pg_stat_activity: ``pgqueue:<schema>:<role>``."""
     return f"pgqueue:{schema}:{role}"[:63]
@@ -44,9 +52,8 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     except psycopg.ProgrammingError as e:
         raise DatabaseUnavailable(f"invalid database DSN: {e}") from None
     except psycopg.OperationalError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {describe(dsn)}: {reason}"
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {one_line(e)}"
         ) from None
 
 
@@ -88,7 +95,7 @@ class Outage:
         """Record a failure; returns how long to wait before the next attempt."""
         if self.since is None:
             self.since = time.monotonic()
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            reason = one_line(error)
             logger.warning("%s: database connection lost (%s); reconnecting with backoff",
                            self.role, reason)
             self.delay = self.first_delay

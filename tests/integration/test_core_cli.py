@@ -67,6 +67,7 @@ def test_other_broker_url() -> None:
 def test_database_down(command: list[str]) -> None:
     run = pgqueue(*command, "--dsn", DOWN)
     assert_one_line_error(run, "cannot connect to PostgreSQL at postgres@127.0.0.1:1/postgres")
+    assert "Connection refused" in run.stderr  # the cause, not only libpq's hint
 
 
 @pytest.mark.parametrize("command", [
