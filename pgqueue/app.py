@@ -20,7 +20,7 @@ from .queries import Queries
 from .signals import Signal
 from .task import Task as BaseTask
 from .task import check_task_options, make_task_class
-from .utils import import_object
+from .utils import current_pid, import_object
 
 if TYPE_CHECKING:
     from .control import Control
@@ -83,6 +83,8 @@ class App:
         self.on_after_finalize = Signal("on_after_finalize")
         self._configured = False
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        # Task name -> (cache key, JobBuilder, settings it was built from): see producer.
+        self._builders: dict[str, tuple[tuple[Any, ...], Any, Settings]] = {}
         self._pool_pid = 0
         self._lock = threading.RLock()
         self._queries: Queries | None = None
@@ -306,17 +308,28 @@ class App:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection; errors come out as pgqueue's clear ones."""
+        # getconn/putconn rather than pool.connection(): on this path (every delay()) the
+        # layers of context managers cost more than the pool itself. The connection is
+        # in autocommit; putconn rolls back one left in a transaction.
         pool = self._get_pool()
         try:
-            with db.translate_errors(self.schema), pool.connection() as conn:
-                yield conn
+            conn = pool.getconn()
         except PoolTimeout:
             db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
             raise
+        try:
+            yield conn
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as e:
+            raise db.missing_schema(self.schema, e) from None
+        finally:
+            pool.putconn(conn)
 
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool
+        if pool is not None and self._pool_pid == current_pid():
+            return pool
         with self._lock:
-            if self._pool is None or self._pool_pid != os.getpid():
+            if self._pool is None or self._pool_pid != current_pid():
                 dsn = self.dsn
                 db.connect(dsn).close()  # fail fast with the server's own reason
                 self._pool = ConnectionPool(
@@ -329,7 +342,7 @@ class App:
                     name=f"pgqueue:{self.main or 'app'}",
                     open=True,
                 )
-                self._pool_pid = os.getpid()
+                self._pool_pid = current_pid()
             return self._pool
 
     def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
@@ -342,7 +355,7 @@ class App:
         for attempt in (1, 2):
             try:
                 with self.connection() as conn:
-                    cur = conn.execute(query, params)
+                    cur = db.run(conn, query, params)
                     return cur.fetchall() if cur.description else []
             except psycopg.OperationalError:
                 if attempt == 2:
@@ -353,7 +366,7 @@ class App:
     def check_pool(self) -> None:
         """Replace the pooled connections that died (e.g. with a server restart)."""
         with self._lock:
-            pool = self._pool if self._pool_pid == os.getpid() else None
+            pool = self._pool if self._pool_pid == current_pid() else None
         if pool is not None:
             pool.check()
 
@@ -363,7 +376,7 @@ class App:
             if self._waiter is not None:
                 self._waiter.stop()
                 self._waiter = None
-            if self._pool is not None and self._pool_pid == os.getpid():
+            if self._pool is not None and self._pool_pid == current_pid():
                 self._pool.close()
             self._pool = None
 

@@ -131,6 +131,8 @@ class Settings(MutableMapping[str, Any]):
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         object.__setattr__(self, "_data", dict(DEFAULTS))
         object.__setattr__(self, "changed", set())
+        # Bumped by every write, so that values derived from settings can be cached.
+        object.__setattr__(self, "generation", 0)
         if values:
             self.update(values)
 
@@ -148,9 +150,11 @@ class Settings(MutableMapping[str, Any]):
             value = validate_dsn(str(value))
         self._data[name] = value
         self.changed.add(name)
+        object.__setattr__(self, "generation", self.generation + 1)
 
     def __delitem__(self, key: str) -> None:
         self._data[key] = DEFAULTS[key]
+        object.__setattr__(self, "generation", self.generation + 1)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)

@@ -7,13 +7,14 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from . import db
 from .exceptions import ConfigurationError, DuplicateJob
 from .utils import check_json, json_dumps, utcnow, uuid
 
@@ -140,6 +141,7 @@ class JobBuilder:
         self.root_id = options.get("root_id")
         self.group_id = options.get("group_id")
         self.job_options = self._job_options(app, task, options, eta)
+        self._shared: dict[str, Any] | None = None
 
     def _job_options(
         self, app: App, task: Task | None, options: dict[str, Any], eta: datetime | None
@@ -186,7 +188,12 @@ class JobBuilder:
     def shared(self) -> dict[str, Any]:
         """The values every job of this call shares, as statement parameters. Plain
         strings and numbers, so that any DB-API driver (psycopg 2 under Django, say)
-        binds them."""
+        binds them. Callers copy it before adding to it."""
+        if self._shared is None:
+            self._shared = self._shared_params()
+        return self._shared
+
+    def _shared_params(self) -> dict[str, Any]:
         return {
             "queue": self.queue,
             "task": self.task_name,
@@ -220,6 +227,21 @@ class JobBatch:
         """Parameters of the statements built on ``queries._insert_jobs``."""
         return {"jobs": serialize_rows(self.task, self.rows), **self.shared}
 
+    @property
+    def single(self) -> bool:
+        """One job that no ``unique_key`` can collide with: ``job_insert_one`` fits."""
+        return len(self.rows) == 1 and self.shared["unique_key"] is None
+
+    def single_params(self) -> dict[str, Any]:
+        """Parameters of ``job_insert_one``: the shared fields and the one row's."""
+        row = self.rows[0]
+        try:
+            args, kwargs = json_dumps(row["args"]), json_dumps(row["kwargs"])
+        except (TypeError, ValueError):
+            serialize_rows(self.task, self.rows)  # names the argument at fault
+            raise
+        return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs}
+
 
 def serialize_rows(task: str, rows: list[dict[str, Any]]) -> str:
     """All rows as one JSON document; on failure, name the task and argument at fault."""
@@ -247,13 +269,18 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     """
     if not batch.rows:
         return 0
-    params = {**batch.params(), "jobs_channel": app.queries.jobs_channel}
-    query = app.queries["job_insert"]
+    if batch.single:
+        query = app.queries["job_insert_one"]
+        params = batch.single_params()
+    else:
+        query = app.queries["job_insert"]
+        params = batch.params()
+    params["jobs_channel"] = app.queries.jobs_channel
     if batch.connection is None:
         result = _insert_pooled(app, query, params, batch)
     else:
         result = _execute_on(batch.connection, query, params, batch)
-    return int(result[0][0])
+    return 1 if batch.single else int(result[0][0])
 
 
 def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
@@ -280,8 +307,7 @@ def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
 def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any],
              batch: JobBatch) -> list[Any]:
     try:
-        cur = conn.execute(query, params)
-        return cur.fetchall()
+        return db.run(conn, query, params).fetchall()
     except psycopg.errors.UniqueViolation as e:
         raise _duplicate_id(e, batch.ids) from None
 
@@ -334,6 +360,31 @@ def _dbapi_connection(connection: Any) -> Any:
     )
 
 
+# The task attributes a JobBuilder reads; with the settings' generation they key its cache.
+_TASK_DEFAULTS = ("queue", "priority", "ignore_result", "max_retries", "expires",
+                  "time_limit", "soft_time_limit", "lease", "track_started")
+
+
+def _builder(app: App, task_name: str, task: Task | None,
+             options: dict[str, Any]) -> JobBuilder:
+    """The builder for these options; for a plain ``delay()`` of a task, a cached one.
+
+    A builder depends only on the options, the task's defaults and the settings, except
+    when a time is involved (``expires`` counts from now) or a router may answer
+    differently per call; those are never cached."""
+    if options or task is None or app.conf.task_routes:
+        return JobBuilder(app, task_name, task, options)
+    conf = app.conf  # kept in the cache entry, so its id is not reused
+    key = (id(conf), conf.generation, *(getattr(task, name, None) for name in _TASK_DEFAULTS))
+    cached = app._builders.get(task_name)
+    if cached is not None and cached[0] == key:
+        return cast("JobBuilder", cached[1])
+    builder = JobBuilder(app, task_name, task, options)
+    if builder.expires_at is None:
+        app._builders[task_name] = (key, builder, conf)
+    return builder
+
+
 def build_rows(
     app: App,
     task_name: str,
@@ -347,7 +398,7 @@ def build_rows(
     connection = options.pop("connection", None)
     if connection is None and app.connection_provider is not None:
         connection = app.connection_provider()
-    builder = JobBuilder(app, task_name, task, options)
+    builder = _builder(app, task_name, task, options)
     rows = []
     for call in calls:
         if pairs or (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)

@@ -93,6 +93,27 @@ TEMPLATES: dict[str, str] = {
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
         SELECT count(*), (SELECT count(*) FROM woken) FROM new
     """,
+    # The common single send (``delay()``, no ``unique_key``): one VALUES row, no JSON
+    # unpacking and no ON CONFLICT. A single enqueue is bound by this statement's cost
+    # and its commit, so it is worth its own text. Returns the NOTIFY sent, if any.
+    "job_insert_one": """
+        WITH new AS (
+            INSERT INTO {schema}.jobs (
+                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
+                max_retries, parent_id, root_id, group_id, ignore_result, options)
+            VALUES (%(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
+                    %(kwargs)s::jsonb,
+                    CASE WHEN %(run_at)s::timestamptz IS NULL
+                              OR %(run_at)s::timestamptz <= now()
+                         THEN 'queued' ELSE 'scheduled' END,
+                    %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
+                    %(expires_at)s::timestamptz, %(max_retries)s::integer,
+                    %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
+                    %(ignore_result)s::boolean, %(options)s::jsonb)
+            RETURNING queue, state
+        )
+        SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
+    """,
     # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
     # planner read and sort the whole backlog), then the best ``limit`` of those.
     "job_claim": """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
 import secrets
 import threading
 import time
@@ -16,6 +17,27 @@ from .exceptions import ConfigurationError
 
 _uuid7_lock = threading.Lock()
 _uuid7_last = (0, 0)  # (milliseconds, 74-bit tail) of the last id made here
+# Ids need unique bits, not secret ones: a generator seeded from the OS saves a system
+# call per id. A forked child reseeds and forgets the parent's last id, or parent and
+# child would count on from the same tail within one millisecond.
+_random = random.Random(secrets.randbits(128))
+_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _uuid7_last, _uuid7_lock, _pid
+    _uuid7_lock = threading.Lock()
+    _uuid7_last = (0, 0)
+    _random.seed(secrets.randbits(128))
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def current_pid() -> int:
+    """``os.getpid()`` without its system call (kept up to date across forks)."""
+    return _pid
 
 
 def uuid7() -> _uuid.UUID:
@@ -33,12 +55,12 @@ def _uuid7_int() -> int:
     ms = time.time_ns() // 1_000_000
     with _uuid7_lock:
         last_ms, last_tail = _uuid7_last
-        if ms > last_ms:  # a new millisecond: a new random start (the only syscall)
-            tail = secrets.randbits(73)
+        if ms > last_ms:  # a new millisecond: a new random start
+            tail = _random.getrandbits(73)
         else:  # same millisecond, or the clock stepped back: count on
             ms, tail = last_ms, last_tail + 1
             if tail >= 1 << 74:
-                ms, tail = last_ms + 1, secrets.randbits(73)
+                ms, tail = last_ms + 1, _random.getrandbits(73)
         _uuid7_last = (ms, tail)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76) | (tail >> 62) << 64
     return value | (0b10 << 62) | (tail & 0x3FFF_FFFF_FFFF_FFFF)

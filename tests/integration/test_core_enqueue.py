@@ -85,6 +85,21 @@ def test_task_options_are_the_defaults_of_its_jobs(db: psycopg.Connection[Any],
     assert (row["queue"], row["priority"], row["max_retries"]) == ("special", 4, 7)
 
 
+def test_later_changes_of_settings_and_task_defaults_reach_the_next_delay(
+        app: App, db: psycopg.Connection[Any], tasks: dict[str, Any]) -> None:
+    add = tasks["add"]
+    assert job_row(db, add.delay(1, 1).id)["queue"] == "default"  # type: ignore[index]
+    app.conf.task_default_queue = "moved"
+    assert job_row(db, add.delay(1, 1).id)["queue"] == "moved"  # type: ignore[index]
+    add.priority = 6
+    row = job_row(db, add.delay(1, 1).id)
+    assert row is not None and (row["queue"], row["priority"]) == ("moved", 6)
+    add.expires = 60  # counted from each send, so never taken from a cached builder
+    first, second = (job_row(db, add.delay(1, 1).id) for _ in range(2))
+    assert first is not None and second is not None
+    assert first["expires_at"] < second["expires_at"]
+
+
 def test_apply_async_options(db: psycopg.Connection[Any], tasks: dict[str, Any]) -> None:
     add = tasks["add"]
     before = datetime.now(timezone.utc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -46,3 +47,21 @@ def test_ids_from_many_threads_are_unique_and_valid() -> None:
 def test_task_id_is_a_string_uuid() -> None:
     text = new_id()
     assert isinstance(text, str) and uuid.UUID(text).version == 7
+
+
+def test_a_forked_child_draws_its_own_ids() -> None:
+    """Parent and child must not count on from the same last id in one millisecond."""
+    uuid7()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and exit at once
+        os.write(write_end, uuid7().bytes)
+        os._exit(0)
+    parent_next = uuid7()
+    os.close(write_end)
+    child_next = uuid.UUID(bytes=os.read(read_end, 16))
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_next.version == 7
+    # the 62 low random bits: equal only if the child counted on from the parent's state
+    assert child_next.int & (2**62 - 1) != parent_next.int & (2**62 - 1)
