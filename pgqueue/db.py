@@ -137,13 +137,27 @@ class Dedicated:
     stale finish of that attempt is fenced off). Any later durable commit, such as the
     finish of a claimed job, flushes the WAL up to itself and so the claim before it.
     Finishes and enqueues stay durable.
+
+    ``indexed_plans=True`` is for the hot sessions (claimer, finisher), whose every
+    statement is written to find its rows through an index (claim order or primary
+    key). It plans each prepared statement once: Postgres otherwise re-plans a
+    statement whose generic plan it estimates as dearer, as it does the claim (its
+    LIMIT is a parameter), and planning was about half of a claim's round trip. And
+    it rules out sequential scans, so that statistics taken while the table was empty
+    never make a claim read a backlog inserted since (100 ms per claim until the next
+    autoanalyze, measured with 100,000 jobs; 1 ms with this).
     """
 
-    def __init__(self, dsn: str, schema: str, role: str, durable: bool = True) -> None:
+    def __init__(self, dsn: str, schema: str, role: str, durable: bool = True,
+                 indexed_plans: bool = False) -> None:
         self.dsn = dsn
         self.schema = schema
         self.role = role
-        self.durable = durable
+        self.settings: dict[str, str] = {}
+        if not durable:
+            self.settings["synchronous_commit"] = "off"
+        if indexed_plans:
+            self.settings.update(plan_cache_mode="force_generic_plan", enable_seqscan="off")
         self.outage = Outage(role)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -152,11 +166,12 @@ class Dedicated:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.dsn, application_name=application_name(self.schema,
                                                                               self.role))
-            if not self.durable:
-                self._conn.execute(queries.ASYNC_COMMIT)
+            if self.settings:
+                self._conn.execute(queries.SESSION_SETTINGS, {
+                    "names": list(self.settings), "values": list(self.settings.values())})
         try:
             with translate_errors(self.schema):
-                cur = self._conn.execute(query, params)
+                cur = run(self._conn, query, params)
                 rows = cur.fetchall() if cur.description else []
         except BaseException:
             if self._conn.broken or self._conn.closed:

@@ -29,7 +29,7 @@ class Finisher(threading.Thread):
         self.worker_id = worker_id
         self.holdings = holdings
         self.batch_size = batch_size
-        self.db = Dedicated(dsn, queries.schema, "finisher")
+        self.db = Dedicated(dsn, queries.schema, "finisher", indexed_plans=True)
         self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self.flushed = 0

@@ -134,8 +134,7 @@ TEMPLATES: dict[str, str] = {
                started_at = now(), progress_state = NULL, meta = NULL,
                lease_expires_at = now() + make_interval(secs => greatest(
                    %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
-          FROM claimable c
-         WHERE j.id = c.id
+         WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
      RETURNING j.id::text, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
                j.attempt, j.max_retries, j.ignore_result, j.options, j.parent_id, j.root_id,
                j.group_id, j.created_at, now() AS claimed_at
@@ -204,8 +203,8 @@ TEMPLATES: dict[str, str] = {
                        ELSE j.last_error END
               FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(started)s::boolean[])
                    AS r(id, attempt, started)
-             WHERE j.id = r.id AND j.attempt = r.attempt AND j.worker = %(worker)s
-               AND j.state = 'started'
+             WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = r.id AND j.attempt = r.attempt
+               AND j.worker = %(worker)s AND j.state = 'started'
             RETURNING j.id, j.queue
         ), woken AS ({_NOTIFY_QUEUES.format(woken="released")})
         SELECT id, (SELECT count(*) FROM woken) FROM released
@@ -515,8 +514,10 @@ TEMPLATES: dict[str, str] = {
 }
 
 PING = sql.SQL("SELECT 1")
-# For sessions whose commits need not wait for the WAL flush (see db.Dedicated).
-ASYNC_COMMIT = sql.SQL("SET synchronous_commit TO off")
+# Settings of a worker's own sessions, all at once (see db.Dedicated).
+SESSION_SETTINGS = sql.SQL(
+    "SELECT set_config(name, value, false)"
+    " FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(name, value)")
 
 
 def listen(channel: str) -> sql.Composed:

@@ -120,7 +120,8 @@ class Worker:
         app.finalize()
         queries = app.queries
         dsn = app.dsn
-        self.claimer = Dedicated(dsn, app.schema, "claimer", durable=False)
+        self.claimer = Dedicated(dsn, app.schema, "claimer", durable=False,
+                                 indexed_plans=True)
         services = self._services()  # checks beat schedules before the worker registers
         self._register()
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
