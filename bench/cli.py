@@ -50,6 +50,10 @@ CONFIGS: dict[str, dict[str, str]] = {
         "prefork-c2": "1 process + 2 prefork children, -P prefork -c 2",
         "threads-c10": "1 process, -P threads -c 10",
     },
+    "celery-rabbitmq": {
+        "prefork-c2": "1 process + 2 prefork children, -P prefork -c 2",
+        "threads-c10": "1 process, -P threads -c 10",
+    },
     "procrastinate": {
         "c10": "1 process, --concurrency 10",
         "2x-c10": "2 processes, --concurrency 10 each",
@@ -61,7 +65,10 @@ CONFIGS: dict[str, dict[str, str]] = {
 }
 #: What --quick runs (the first one also serves the latency probes in every mode).
 QUICK_CONFIGS = {"pgqueue": ["threads-c10", "threads-c100"], "celery": ["threads-c10"],
-                 "procrastinate": ["c10"], "pgqueuer": ["b10"]}
+                 "celery-rabbitmq": ["threads-c10"], "procrastinate": ["c10"],
+                 "pgqueuer": ["b10"]}
+#: Systems that keep their jobs outside Postgres (nothing to set up for --scale).
+NOT_IN_POSTGRES = {"celery", "celery-rabbitmq"}
 
 
 def run_scenario(system: str, scenario: str, params: dict[str, Any],
@@ -227,13 +234,20 @@ def main(argv: list[str] | None = None) -> int:
         if any(systems.SYSTEMS[s][1] == "peers" for s in chosen):
             env.ensure_peers_venv()
         for name in chosen:
-            if name != "celery":
+            if name not in NOT_IN_POSTGRES:
                 run_scenario(name, "setup", {}, setup=True)
         return scale.main(plan_quick=args.quick, hold=args.hold, backlog=args.backlog,
                           run_scenario=run_scenario, config=args.worker_config,
                           systems=chosen if args.systems_given else ["pgqueue"])
     if "celery" in chosen:
         env.ensure_redis()
+    if "celery-rabbitmq" in chosen and not env.amqp_ping():
+        host, port = env.amqp_address()
+        env.log(f"celery-rabbitmq skipped: no RabbitMQ answers at {host}:{port} (start "
+                "rabbitmq-server, or set BENCH_AMQP_URL)")
+        chosen.remove("celery-rabbitmq")
+        if not chosen:
+            raise SystemExit("bench: nothing left to run")
     if any(systems.SYSTEMS[s][1] == "peers" for s in chosen):
         env.ensure_peers_venv()
 

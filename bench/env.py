@@ -1,7 +1,8 @@
 """Where everything lives, and making it exist: the peers' virtualenv, Redis, the database.
 
 Every address can be overridden from the environment (``BENCH_PG_DSN``, ``BENCH_DB``,
-``BENCH_REDIS_URL``), so the harness runs against other servers unchanged.
+``BENCH_REDIS_URL``, ``BENCH_AMQP_URL``), so the harness runs against other servers
+unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ PEERS_REQUIREMENTS = BENCH_DIR / "requirements-peers.txt"
 SERVER_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE = os.environ.get("BENCH_DB", "bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+#: Which broker ``bench.apps.celery_app`` uses: "redis" (default) or "rabbitmq". Set by
+#: the Celery adapters for their own process and for the workers they start.
+CELERY_BROKER_ENV = "BENCH_CELERY_BROKER"
 
 #: Connections of the harness itself carry this name; CPU accounting leaves them out.
 HARNESS_APPNAME = "bench-harness"
@@ -116,6 +122,24 @@ def ensure_redis() -> None:
         time.sleep(0.1)
 
 
+# -- RabbitMQ -----------------------------------------------------------------------------
+def amqp_address() -> tuple[str, int]:
+    parsed = urlparse(AMQP_URL)
+    return parsed.hostname or "127.0.0.1", parsed.port or 5672
+
+
+def amqp_ping() -> bool:
+    """True if an AMQP 0-9-1 broker answers at ``BENCH_AMQP_URL`` (the protocol header is
+    answered with a ``connection.start`` method frame, type 1). The harness never starts
+    RabbitMQ itself: without one, the ``celery-rabbitmq`` system is skipped."""
+    try:
+        with socket.create_connection(amqp_address(), timeout=1) as conn:
+            conn.sendall(b"AMQP\x00\x00\x09\x01")
+            return conn.recv(1) == b"\x01"
+    except OSError:
+        return False
+
+
 # -- Postgres -----------------------------------------------------------------------------
 def ensure_database() -> None:
     """Create the bench database if it is missing (nothing else of the server is touched)."""
@@ -142,6 +166,7 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["BENCH_DSN"] = database_dsn()
     env["BENCH_REDIS_URL"] = REDIS_URL
+    env["BENCH_AMQP_URL"] = AMQP_URL
     env.pop("VIRTUAL_ENV", None)
     env.update(extra or {})
     return env

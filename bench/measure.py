@@ -8,9 +8,9 @@ measured window:
   descendants such as Celery's prefork children, and what its reaped children used);
 * server CPU: for Postgres-based systems, every backend connected to the bench database
   except the harness's own connections (tagged ``application_name=bench-harness``); for
-  Celery, the ``redis-server`` process. Postgres background processes (WAL writer,
-  checkpointer, autovacuum) are left out: they are shared with whatever else runs on the
-  server.
+  Celery, the ``redis-server`` process, or RabbitMQ's ``beam.smp`` (the Erlang VM).
+  Postgres background processes (WAL writer, checkpointer, autovacuum) are left out: they
+  are shared with whatever else runs on the server.
 """
 
 from __future__ import annotations

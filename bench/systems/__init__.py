@@ -8,6 +8,7 @@ import importlib
 SYSTEMS = {
     "pgqueue": ("bench.systems.pgqueue_sys", "pgqueue"),
     "celery": ("bench.systems.celery_sys", "peers"),
+    "celery-rabbitmq": ("bench.systems.celery_rabbitmq_sys", "peers"),
     "procrastinate": ("bench.systems.procrastinate_sys", "peers"),
     "pgqueuer": ("bench.systems.pgqueuer_sys", "peers"),
 }
