@@ -38,6 +38,8 @@ from . import env
 
 os.environ["BENCH_DSN"] = env.database_dsn(harness=True)
 
+from pgqueue.claiming import from_start  # noqa: E402
+
 from .apps import pgqueue_app  # noqa: E402
 from .measure import median, percentile, tree_cpu  # noqa: E402
 from .systems.pgqueue_sys import Adapter  # noqa: E402
@@ -196,7 +198,7 @@ def sql_costs(samples: int) -> str:
     for n in (10, 100):
         adapter.prefill(n * (samples + 10))
         adapter.analyze()
-        claim = {"queues": ["default"], "limit": n, "worker": worker, "lease": 30.0}
+        claim = {**from_start(["default"]), "limit": n, "worker": worker, "lease": 30.0}
         claim_times, finish_times = [], []
         for _ in range(samples):
             started = time.perf_counter()

@@ -65,13 +65,16 @@ def add_backlog(adapter: Any, rows: int) -> dict[str, float]:
 def claim_statement_ms(adapter: Any, queued: int = 1_000, limit: int = 10,
                        samples: int = 30) -> dict[str, float]:
     """Time pgqueue's own claim statement (rolled back) with ``queued`` runnable jobs."""
+    from pgqueue.claiming import from_start
+
     from .apps import pgqueue_app
 
     adapter.reset()
     adapter.prefill(queued)
     adapter.analyze()
     statement = pgqueue_app.app.queries["job_claim"]
-    params = {"queues": ["default"], "limit": limit, "worker": "bench-probe", "lease": 30.0}
+    params = {**from_start(["default"]), "limit": limit, "worker": "bench-probe",
+              "lease": 30.0}
     times = []
     with psycopg.connect(adapter.dsn) as conn:  # not autocommit: every claim is rolled back
         for _ in range(samples):

@@ -116,15 +116,39 @@ TEMPLATES: dict[str, str] = {
     """,
     # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
     # planner read and sort the whole backlog), then the best ``limit`` of those.
+    # Each queue's scan may start after a position (the worker's claim cursor, see
+    # Worker._claim): higher priorities from their start, the cursor's priority after
+    # it, lower priorities from their start, in that order; Append runs the branches
+    # lazily, so a later one is read only when the earlier ones fall short. Priority 10
+    # (above any job's) means "from the start". The UPDATE finds its rows by primary key
+    # whatever the estimates (the claimer uses generic plans).
     "job_claim": """
         WITH claimable AS (
-            SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name)
+            SELECT c.id FROM unnest(%(queues)s::text[], %(after_priority)s::smallint[],
+                                    %(after_run_at)s::timestamptz[], %(after_id)s::uuid[])
+                             AS q(name, priority, run_at, id)
              CROSS JOIN LATERAL (
-                SELECT id, priority, run_at FROM {schema}.jobs
-                 WHERE state = 'queued' AND queue = q.name
-                 ORDER BY priority DESC, run_at, id
-                 LIMIT %(limit)s
-                   FOR UPDATE SKIP LOCKED
+                SELECT * FROM (
+                    SELECT * FROM (
+                        SELECT id, priority, run_at FROM {schema}.jobs
+                         WHERE state = 'queued' AND queue = q.name AND priority > q.priority
+                         ORDER BY priority DESC, run_at, id
+                         LIMIT %(limit)s FOR UPDATE SKIP LOCKED) higher
+                    UNION ALL
+                    SELECT * FROM (
+                        SELECT id, priority, run_at FROM {schema}.jobs
+                         WHERE state = 'queued' AND queue = q.name AND priority = q.priority
+                           AND (run_at, id) > (q.run_at, q.id)
+                         ORDER BY run_at, id
+                         LIMIT %(limit)s FOR UPDATE SKIP LOCKED) same
+                    UNION ALL
+                    SELECT * FROM (
+                        SELECT id, priority, run_at FROM {schema}.jobs
+                         WHERE state = 'queued' AND queue = q.name AND priority < q.priority
+                         ORDER BY priority DESC, run_at, id
+                         LIMIT %(limit)s FOR UPDATE SKIP LOCKED) lower
+                ) branches
+                LIMIT %(limit)s
              ) c
              ORDER BY c.priority DESC, c.run_at, c.id
              LIMIT %(limit)s

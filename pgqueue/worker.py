@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, aborts, db
+from .claiming import ClaimCursors
 from .db import Dedicated, is_connection_error
 from .execution import ClaimedJob, Outcome
 from .finisher import Finisher
@@ -101,6 +102,7 @@ class Worker:
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
 
         self.holdings = Holdings()
+        self.cursors = ClaimCursors(self.queues, rescan_interval=self.poll_interval)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.started = threading.Event()
@@ -252,17 +254,19 @@ class Worker:
             more_likely = len(jobs) == min(free, self.claim_batch) and bool(jobs)
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
+        position = self.cursors.params()
+        started = time.monotonic()
         try:
             rows = self.claimer.execute(self.app.queries["job_claim"], {
-                "queues": self.queues, "limit": limit, "worker": self.worker_id,
-                "lease": self.lease})
+                **position, "limit": limit, "worker": self.worker_id, "lease": self.lease})
         except Exception as error:
             if not is_connection_error(error):
                 logger.exception("claim failed")
             self._stopping.wait(self.claimer.failed(error))
             return []
         jobs = [ClaimedJob.from_row(row) for row in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at))
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # claim order
+        self.cursors.claimed(position, limit, jobs, time.monotonic() - started)
         for job in jobs:
             self.holdings.add(job.id, job.attempt)
         return jobs

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from pgqueue import App, SoftTimeLimitExceeded, TimeLimitExceeded
+from pgqueue.claiming import from_start
 from pgqueue.contrib.abortable import AbortableAsyncResult, AbortableTask
 from pgqueue.db import Dedicated
 from pgqueue.execution import ClaimedJob, Outcome
@@ -24,7 +25,7 @@ from tests.conftest import running_worker, wait_until
 def _claim(app: App, worker: str, lease: float = 30.0, limit: int = 10) -> list[ClaimedJob]:
     db = Dedicated(app.dsn, app.schema, "test")
     rows = db.execute(app.queries["job_claim"], {
-        "queues": ["default"], "limit": limit, "worker": worker, "lease": lease})
+        **from_start(["default"]), "limit": limit, "worker": worker, "lease": lease})
     db.close()
     return [ClaimedJob.from_row(r) for r in rows]
 

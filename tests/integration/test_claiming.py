@@ -1,0 +1,133 @@
+"""Claim cursors: claims that skip the dead start of the claim index under an old snapshot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue import App
+from pgqueue.claiming import FROM_START, ClaimCursors
+from pgqueue.db import Dedicated
+from pgqueue.execution import ClaimedJob
+from tests.conftest import running_worker, wait_until
+
+
+class Claimer:
+    """The worker's claim step, alone: cursors plus ``job_claim``."""
+
+    def __init__(self, app: App, rescan_interval: float = 60.0) -> None:
+        self.app = app
+        self.db = Dedicated(app.dsn, app.schema, "test", indexed_plans=True)
+        self.cursors = ClaimCursors(["default"], rescan_interval=rescan_interval)
+
+    def claim(self, limit: int) -> list[int]:
+        position = self.cursors.params()
+        started = time.monotonic()
+        rows = self.db.execute(self.app.queries["job_claim"], {
+            **position, "limit": limit, "worker": "test-worker", "lease": 30.0})
+        jobs = sorted((ClaimedJob.from_row(r) for r in rows),
+                      key=lambda j: (-j.priority, j.run_at, j.id))
+        self.cursors.claimed(position, limit, jobs, time.monotonic() - started)
+        return [job.kwargs["n"] for job in jobs]
+
+
+@pytest.fixture
+def claimer(app: App) -> Iterator[Claimer]:
+    claimer = Claimer(app)
+    yield claimer
+    claimer.db.close()
+
+
+def send(app: App, n: int, **options: Any) -> None:
+    app.send_task("t.n", kwargs={"n": n}, **options)
+
+
+def earlier() -> dict[str, Any]:
+    """Options of a job that sorts before every job sent without them."""
+    return {"eta": datetime.now(timezone.utc) - timedelta(minutes=5)}
+
+
+def test_after_a_short_claim_the_next_one_reads_from_the_start(
+        app: App, claimer: Claimer) -> None:
+    send(app, 1)
+    assert claimer.claim(5) == [1]
+    assert not claimer.cursors.in_backlog
+    send(app, 2)
+    send(app, 0, **earlier())
+    assert claimer.claim(5) == [0, 2]
+
+
+def test_in_a_backlog_a_claim_starts_after_the_last_claimed_job(
+        app: App, claimer: Claimer) -> None:
+    for n in range(1, 6):
+        send(app, n)
+    assert claimer.claim(2) == [1, 2]
+    assert claimer.cursors.in_backlog
+    send(app, 0, **earlier())  # before the cursor
+    send(app, 9, priority=9)  # a higher priority is read from its own start
+    assert claimer.claim(2) == [9, 3]
+    assert claimer.claim(10) == [4, 5]  # job 0 sorts before the cursor: not seen yet
+    assert claimer.claim(10) == [0]  # the last claim fell short: this one is from the start
+
+
+def test_a_backlog_still_reads_from_the_start_every_rescan_interval(app: App) -> None:
+    claimer = Claimer(app, rescan_interval=0.3)
+    try:
+        for n in range(1, 10):
+            send(app, n)
+        assert claimer.claim(1) == [1]
+        send(app, 0, **earlier())
+        assert claimer.claim(1) == [2]
+        time.sleep(0.3)  # the rescan interval is the contract under test
+        assert claimer.claim(1) == [0]
+        assert claimer.claim(1) == [3]
+    finally:
+        claimer.db.close()
+
+
+def test_lower_priorities_follow_when_the_cursor_level_runs_out(app: App,
+                                                                claimer: Claimer) -> None:
+    send(app, 1, priority=5)
+    send(app, 2, priority=5)
+    send(app, 3, priority=1)
+    assert claimer.claim(1) == [1]
+    assert claimer.claim(5) == [2, 3]
+
+
+def test_a_worker_under_an_old_snapshot_runs_every_job(
+        app: App, pg_dsn: str) -> None:
+    """With an old snapshot held open, the worker claims by cursor and still runs every
+    job, including one that commits after later jobs were claimed."""
+    done: list[int] = []
+
+    @app.task(name="t.n", ignore_result=True)
+    def record(n: int) -> None:
+        done.append(n)
+
+    with psycopg.connect(pg_dsn, autocommit=True) as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT txid_current()")
+        late = psycopg.connect(pg_dsn)  # a sender whose transaction starts first
+        app.send_task("t.n", kwargs={"n": -1}, connection=late)
+        with running_worker(app, concurrency=4, poll_interval=0.2) as worker:
+            positions: list[dict[str, Any]] = []
+            params = worker.cursors.params
+
+            def recorded() -> dict[str, Any]:
+                positions.append(params())
+                return positions[-1]
+
+            worker.cursors.params = recorded  # type: ignore[method-assign]
+            app.send_many("t.n", [((), {"n": n}) for n in range(200)])
+            wait_until(lambda: len(done) == 200, timeout=30, message="200 jobs ran")
+            assert any(p["after_priority"] != [FROM_START] for p in positions)
+            late.commit()  # its run_at is older than every job claimed so far
+            wait_until(lambda: -1 in done, timeout=10, message="the late job ran")
+        late.close()
+        holder.execute("ROLLBACK")
+    assert sorted(done) == list(range(-1, 200))
