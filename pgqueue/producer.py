@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -235,8 +236,9 @@ class JobBatch:
     def single_params(self) -> dict[str, Any]:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
         row = self.rows[0]
-        try:
-            args, kwargs = json_dumps(row["args"]), json_dumps(row["kwargs"])
+        try:  # no arguments is the common case, and worth skipping the encoder for
+            args = json_dumps(row["args"]) if row["args"] else "[]"
+            kwargs = json_dumps(row["kwargs"]) if row["kwargs"] else "{}"
         except (TypeError, ValueError):
             serialize_rows(self.task, self.rows)  # names the argument at fault
             raise
@@ -269,13 +271,14 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     """
     if not batch.rows:
         return 0
+    queries = app.queries
     if batch.single:
-        query = app.queries["job_insert_one"]
+        query = queries["job_insert_one"]
         params = batch.single_params()
     else:
-        query = app.queries["job_insert"]
+        query = queries["job_insert"]
         params = batch.params()
-    params["jobs_channel"] = app.queries.jobs_channel
+    params["jobs_channel"] = queries.jobs_channel
     if batch.connection is None:
         result = _insert_pooled(app, query, params, batch)
     else:
@@ -361,8 +364,9 @@ def _dbapi_connection(connection: Any) -> Any:
 
 
 # The task attributes a JobBuilder reads; with the settings' generation they key its cache.
-_TASK_DEFAULTS = ("queue", "priority", "ignore_result", "max_retries", "expires",
-                  "time_limit", "soft_time_limit", "lease", "track_started")
+_task_defaults = operator.attrgetter(
+    "queue", "priority", "ignore_result", "max_retries", "expires", "time_limit",
+    "soft_time_limit", "lease", "track_started")
 
 
 def _builder(app: App, task_name: str, task: Task | None,
@@ -375,7 +379,7 @@ def _builder(app: App, task_name: str, task: Task | None,
     if options or task is None or app.conf.task_routes:
         return JobBuilder(app, task_name, task, options)
     conf = app.conf  # kept in the cache entry, so its id is not reused
-    key = (id(conf), conf.generation, *(getattr(task, name, None) for name in _TASK_DEFAULTS))
+    key = (id(conf), conf.generation, _task_defaults(task))
     cached = app._builders.get(task_name)
     if cached is not None and cached[0] == key:
         return cast("JobBuilder", cached[1])
