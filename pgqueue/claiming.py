@@ -39,11 +39,12 @@ class ClaimCursors:
         self.rescan_interval = rescan_interval
         self.in_backlog = False
         self._after: dict[str, tuple[int, datetime, str]] = {}
-        self._next_rescan = float("-inf")
+        #: ``time.monotonic()`` after which a claim reads from the start even in a backlog.
+        self.next_rescan = float("-inf")
 
     def params(self) -> dict[str, Any]:
         """The position parameters of ``job_claim`` for the next claim."""
-        if not self.in_backlog or time.monotonic() >= self._next_rescan:
+        if not self.in_backlog or time.monotonic() >= self.next_rescan:
             return from_start(self.queues)
         after = [self._after.get(queue) for queue in self.queues]
         return {
@@ -58,7 +59,7 @@ class ClaimCursors:
         """Record a claim of at most ``limit`` jobs (``jobs`` in claim order) that took
         ``seconds``."""
         if all(p == FROM_START for p in params["after_priority"]):
-            self._next_rescan = time.monotonic() + max(self.rescan_interval, 20 * seconds)
+            self.next_rescan = time.monotonic() + max(self.rescan_interval, 20 * seconds)
         self.in_backlog = len(jobs) >= limit
         for job in jobs:
             self._after[job.queue] = (job.priority, job.run_at, job.id)
