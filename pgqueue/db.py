@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -58,20 +57,19 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
         ) from None
 
 
-_cursors: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.Cursor[Any]] = (
-    weakref.WeakKeyDictionary())
-
-
 def run(
     conn: psycopg.Connection[Any], query: bytes | str, params: Any = None
 ) -> psycopg.Cursor[Any]:
     """``conn.execute`` on a cursor kept with the connection: making a cursor costs about
     a third of a small statement's client time, and the producer's pool hands the same
     few connections out again and again. One thread at a time uses a connection, so
-    its cursor is not shared."""
-    cur = _cursors.get(conn)
+    its cursor is not shared. The cursor is an attribute of the connection (a cycle the
+    garbage collector frees), not an entry of a table: a table would keep every
+    connection it ever saw alive, open."""
+    cur: psycopg.Cursor[Any] | None = getattr(conn, "_pgqueue_cursor", None)
     if cur is None or cur.closed:
-        cur = _cursors[conn] = conn.cursor()
+        cur = conn.cursor()
+        conn._pgqueue_cursor = cur  # type: ignore[attr-defined]
     return cur.execute(query, params)
 
 

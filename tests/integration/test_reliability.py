@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -28,6 +29,19 @@ def _claim(app: App, worker: str, lease: float = 30.0, limit: int = 10) -> list[
         **from_start(["default"]), "limit": limit, "worker": worker, "lease": lease})
     db.close()
     return [ClaimedJob.from_row(r) for r in rows]
+
+
+def test_a_dropped_connection_is_closed_not_kept_by_pgqueue(app: App,
+                                                             db: psycopg.Connection[Any]) -> None:
+    """Nothing in pgqueue (such as its per-connection cursor) keeps a connection alive
+    once its owner is gone: leaked sessions would run a server out of connections."""
+    dedicated = Dedicated(app.dsn, app.schema, "dropped-owner")
+    assert dedicated.execute(b"SELECT 1") == [(1,)]
+    del dedicated
+    gc.collect()
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s"
+    wait_until(lambda: db.execute(sessions, ["%dropped-owner%"]).fetchone()[0] == 0,  # type: ignore[index]
+               timeout=5, message="the dropped connection's session to end")
 
 
 def _expire_leases(db: psycopg.Connection[Any]) -> None:
