@@ -43,9 +43,16 @@ def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
         raise SoftTimeLimitExceeded("Soft time limit exceeded")
 
     signal.signal(signal.SIGALRM, soft_limit)
+    parent = os.getppid()
     done = 0
     while True:
         try:
+            # A dead parent does not always mean EOF here: a sibling forked later holds a
+            # copy of this pipe's other end. So look for the parent too, or a worker killed
+            # with SIGKILL leaves its children (and their inherited sockets) behind.
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
             job: ClaimedJob | None = conn.recv()
         except (EOFError, OSError):
             return

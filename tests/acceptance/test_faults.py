@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -216,6 +217,34 @@ def test_time_limit_in_process_pool_kills_child_and_worker_keeps_serving(
         assert overrun.state == "FAILURE"
         results = [app.send_task("faulty.quick", [i]) for i in range(10)]
         assert [r.get(timeout=20) for r in results] == [i * 2 for i in range(10)]
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads forked them."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_prefork_children_exit_when_their_worker_is_killed(pg_dsn: str, schema: str) -> None:
+    with workers() as procs:
+        w = WorkerProcess(pg_dsn, schema, "faulty", "-P", "processes", "-c", "2")
+        procs.append(w)
+        w.wait_ready()
+        children = wait_until(lambda: len(_children(w.pid)) == 2 and _children(w.pid),
+                              message="two prefork children")
+        w.signal(signal.SIGKILL)
+        w.wait(10)
+        wait_until(lambda: not any(_alive(child) for child in children), timeout=10,
+                   message="the orphaned children to exit")
 
 
 def test_job_that_kills_its_worker_every_time_ends_failure(pg_dsn: str, schema: str,
