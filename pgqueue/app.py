@@ -319,7 +319,7 @@ class App:
             raise
         try:
             yield conn
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as e:
+        except db.SCHEMA_ERRORS as e:  # translate_errors, without its context manager
             raise db.missing_schema(self.schema, e) from None
         finally:
             pool.putconn(conn)

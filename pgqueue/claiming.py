@@ -55,14 +55,16 @@ class ClaimCursors:
         }
 
     def claimed(self, params: dict[str, Any], limit: int, jobs: list[ClaimedJob],
-                seconds: float) -> None:
-        """Record a claim of at most ``limit`` jobs (``jobs`` in claim order) that took
-        ``seconds``."""
+                seconds: float) -> list[ClaimedJob]:
+        """Record a claim of at most ``limit`` jobs that took ``seconds``; returns the
+        jobs in claim order."""
+        jobs = sorted(jobs, key=lambda j: (-j.priority, j.run_at, j.id))
         if all(p == FROM_START for p in params["after_priority"]):
             self.next_rescan = time.monotonic() + max(self.rescan_interval, 20 * seconds)
         self.in_backlog = len(jobs) >= limit
         for job in jobs:
             self._after[job.queue] = (job.priority, job.run_at, job.id)
+        return jobs
 
 
 def from_start(queues: Sequence[str]) -> dict[str, Any]:

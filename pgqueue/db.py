@@ -73,12 +73,16 @@ def run(
     return cur.execute(query, params)
 
 
+#: What a statement raises when ``pgqueue migrate`` has not run on its schema.
+SCHEMA_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+
+
 @contextmanager
 def translate_errors(schema: str) -> Iterator[None]:
     """Turn 'relation does not exist' into an instruction to run ``pgqueue migrate``."""
     try:
         yield
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as e:
+    except SCHEMA_ERRORS as e:
         raise missing_schema(schema, e) from None
 
 

@@ -264,9 +264,8 @@ class Worker:
                 logger.exception("claim failed")
             self._stopping.wait(self.claimer.failed(error))
             return []
-        jobs = [ClaimedJob.from_row(row) for row in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # claim order
-        self.cursors.claimed(position, limit, jobs, time.monotonic() - started)
+        jobs = self.cursors.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
+                                    time.monotonic() - started)
         for job in jobs:
             self.holdings.add(job.id, job.attempt)
         return jobs

@@ -30,9 +30,8 @@ class Claimer:
         started = time.monotonic()
         rows = self.db.execute(self.app.queries["job_claim"], {
             **position, "limit": limit, "worker": "test-worker", "lease": 30.0})
-        jobs = sorted((ClaimedJob.from_row(r) for r in rows),
-                      key=lambda j: (-j.priority, j.run_at, j.id))
-        self.cursors.claimed(position, limit, jobs, time.monotonic() - started)
+        jobs = self.cursors.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
+                                    time.monotonic() - started)
         return [job.kwargs["n"] for job in jobs]
 
 
