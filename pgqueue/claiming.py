@@ -67,6 +67,15 @@ class ClaimCursors:
         return jobs
 
 
+def statement(position: dict[str, Any]) -> str:
+    """The name of the claim statement for ``position`` (from :meth:`ClaimCursors.params`):
+    a lighter one for a single queue read from its start, the usual claim of an idle
+    worker."""
+    if len(position["queues"]) == 1 and position["after_priority"] == [FROM_START]:
+        return "job_claim_one_queue"
+    return "job_claim"
+
+
 def from_start(queues: Sequence[str]) -> dict[str, Any]:
     """``job_claim`` position parameters that read every queue from its start."""
     return {"queues": list(queues), "after_priority": [FROM_START] * len(queues),

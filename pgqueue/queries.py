@@ -85,6 +85,18 @@ _SCHEDULE_COLUMNS = """
     timezone, enabled, catch_up, next_run_at, last_run_at, total_run_count, source
 """
 
+# What every claim does with the ids it picked: start them under this worker's lease.
+_CLAIM_UPDATE = """
+        UPDATE {{schema}}.jobs AS j
+           SET state = 'started', attempt = j.attempt + 1, worker = %(worker)s,
+               started_at = now(), progress_state = NULL, meta = NULL,
+               lease_expires_at = now() + make_interval(secs => greatest(
+                   %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
+         WHERE j.id = ANY(ARRAY({claimable}))
+     RETURNING j.id::text, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
+               j.attempt, j.max_retries, j.ignore_result, j.options, j.parent_id, j.root_id,
+               j.group_id, j.created_at, now() AS claimed_at"""
+
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     # Returns how many rows went in (fewer than sent when a unique_key already existed).
@@ -117,12 +129,12 @@ TEMPLATES: dict[str, str] = {
     # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
     # planner read and sort the whole backlog), then the best ``limit`` of those.
     # Each queue's scan may start after a position (the worker's claim cursor, see
-    # Worker._claim): higher priorities from their start, the cursor's priority after
+    # pgqueue.claiming): higher priorities from their start, the cursor's priority after
     # it, lower priorities from their start, in that order; Append runs the branches
     # lazily, so a later one is read only when the earlier ones fall short. Priority 10
     # (above any job's) means "from the start". The UPDATE finds its rows by primary key
     # whatever the estimates (the claimer uses generic plans).
-    "job_claim": """
+    "job_claim": f"""
         WITH claimable AS (
             SELECT c.id FROM unnest(%(queues)s::text[], %(after_priority)s::smallint[],
                                     %(after_run_at)s::timestamptz[], %(after_id)s::uuid[])
@@ -130,20 +142,20 @@ TEMPLATES: dict[str, str] = {
              CROSS JOIN LATERAL (
                 SELECT * FROM (
                     SELECT * FROM (
-                        SELECT id, priority, run_at FROM {schema}.jobs
+                        SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority > q.priority
                          ORDER BY priority DESC, run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) higher
                     UNION ALL
                     SELECT * FROM (
-                        SELECT id, priority, run_at FROM {schema}.jobs
+                        SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority = q.priority
                            AND (run_at, id) > (q.run_at, q.id)
                          ORDER BY run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) same
                     UNION ALL
                     SELECT * FROM (
-                        SELECT id, priority, run_at FROM {schema}.jobs
+                        SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority < q.priority
                          ORDER BY priority DESC, run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) lower
@@ -153,15 +165,18 @@ TEMPLATES: dict[str, str] = {
              ORDER BY c.priority DESC, c.run_at, c.id
              LIMIT %(limit)s
         )
-        UPDATE {schema}.jobs AS j
-           SET state = 'started', attempt = j.attempt + 1, worker = %(worker)s,
-               started_at = now(), progress_state = NULL, meta = NULL,
-               lease_expires_at = now() + make_interval(secs => greatest(
-                   %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
-         WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
-     RETURNING j.id::text, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
-               j.attempt, j.max_retries, j.ignore_result, j.options, j.parent_id, j.root_id,
-               j.group_id, j.created_at, now() AS claimed_at
+        {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable")}
+    """,
+    # The same claim for a worker of one queue, from the start of its claim index: what
+    # an idle worker woken by a new job runs. A plain index scan, without the unnest,
+    # the three branches and the sort, is ~0.2 ms quicker on a cold machine, and that
+    # is a tenth of the enqueue-to-start latency.
+    "job_claim_one_queue": f"""
+        {_CLAIM_UPDATE.format(claimable='''
+            SELECT id FROM {schema}.jobs
+             WHERE state = 'queued' AND queue = (%(queues)s::text[])[1]
+             ORDER BY priority DESC, run_at, id
+             LIMIT %(limit)s FOR UPDATE SKIP LOCKED''')}
     """,
     "job_heartbeat": """
         UPDATE {schema}.jobs AS j

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, aborts, db
+from . import __version__, aborts, claiming, db
 from .claiming import ClaimCursors
 from .db import Dedicated, is_connection_error
 from .execution import ClaimedJob, Outcome
@@ -257,7 +257,7 @@ class Worker:
         position = self.cursors.params()
         started = time.monotonic()
         try:
-            rows = self.claimer.execute(self.app.queries["job_claim"], {
+            rows = self.claimer.execute(self.app.queries[claiming.statement(position)], {
                 **position, "limit": limit, "worker": self.worker_id, "lease": self.lease})
         except Exception as error:
             if not is_connection_error(error):

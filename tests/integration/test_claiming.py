@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import App
+from pgqueue import App, claiming
 from pgqueue.claiming import FROM_START, ClaimCursors
 from pgqueue.db import Dedicated
 from pgqueue.execution import ClaimedJob
@@ -18,7 +18,7 @@ from tests.conftest import running_worker, wait_until
 
 
 class Claimer:
-    """The worker's claim step, alone: cursors plus ``job_claim``."""
+    """The worker's claim step, alone: cursors plus the claim statement they pick."""
 
     def __init__(self, app: App, rescan_interval: float = 60.0) -> None:
         self.app = app
@@ -28,7 +28,7 @@ class Claimer:
     def claim(self, limit: int) -> list[int]:
         position = self.cursors.params()
         started = time.monotonic()
-        rows = self.db.execute(self.app.queries["job_claim"], {
+        rows = self.db.execute(self.app.queries[claiming.statement(position)], {
             **position, "limit": limit, "worker": "test-worker", "lease": 30.0})
         jobs = self.cursors.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
                                     time.monotonic() - started)
@@ -98,6 +98,38 @@ def test_lower_priorities_follow_when_the_cursor_level_runs_out(app: App,
     send(app, 3, priority=1)
     assert claimer.claim(1) == [1]
     assert claimer.claim(5) == [2, 3]
+
+
+def test_both_claim_statements_claim_the_same_jobs_in_the_same_order(
+        app: App, db: psycopg.Connection[Any]) -> None:
+    """An idle worker of one queue claims with the lighter statement; it must pick
+    exactly what the general claim picks: priority first, then run_at, then id, and
+    only from its own queue."""
+    position = claiming.from_start(["default"])
+    assert claiming.statement(position) == "job_claim_one_queue"
+    assert claiming.statement(claiming.from_start(["default", "other"])) == "job_claim"
+    cursors = ClaimCursors(["default"])
+    cursors.in_backlog = True
+    cursors.claimed(position, 1, [], 0.0)  # an empty claim leaves no cursor: from start
+    assert claiming.statement(cursors.params()) == "job_claim_one_queue"
+
+    claimer = Dedicated(app.dsn, app.schema, "test", indexed_plans=True)
+    try:
+        picked = {}
+        for name in ("job_claim_one_queue", "job_claim"):
+            for n, priority in [(1, 0), (2, 5), (3, 0), (4, 9), (5, 5)]:
+                send(app, n, priority=priority)
+            send(app, 0, **earlier())
+            app.send_task("t.n", kwargs={"n": 99}, queue="other", priority=9)
+            rows = claimer.execute(app.queries[name], {
+                **position, "limit": 4, "worker": "test-worker", "lease": 30.0})
+            jobs = ClaimCursors(["default"]).claimed(
+                position, 4, [ClaimedJob.from_row(r) for r in rows], 0.0)
+            picked[name] = [job.kwargs["n"] for job in jobs]
+            db.execute("DELETE FROM jobs")
+    finally:
+        claimer.close()
+    assert picked["job_claim_one_queue"] == picked["job_claim"] == [4, 2, 5, 0]
 
 
 def test_a_worker_under_an_old_snapshot_runs_every_job(
