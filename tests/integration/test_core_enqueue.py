@@ -347,3 +347,21 @@ def test_naive_eta_is_read_in_the_app_timezone(app: App, db: Any) -> None:
     result = later.apply_async(eta=naive_utc)  # what ported `datetime.utcnow() + …` passes
     (run_at,) = db.execute("SELECT run_at FROM jobs WHERE id = %s", [result.id]).fetchone()
     assert run_at == naive_utc.replace(tzinfo=timezone.utc)
+
+
+def test_values_reach_the_row_as_given(app: App, db: psycopg.Connection[Any]) -> None:
+    """Arguments, dates, priority and ids arrive in the row unchanged (the one-row insert
+    binds each as its own parameter)."""
+    @app.task(name="t.echo")
+    def echo(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    eta = datetime(2031, 2, 3, 4, 5, 6, 789000, tzinfo=timezone.utc)
+    parent = app.AsyncResult("01900000-0000-7000-8000-0000000000ab")
+    result = echo.apply_async(args=["é☃", 2**40, 1.5, None, True], kwargs={"k": "'\";\\"},
+                              eta=eta, priority=9, expires=eta + timedelta(hours=1),
+                              parent_id=parent.id)
+    row = db.execute("SELECT args, kwargs, run_at, priority, expires_at - run_at, "
+                     "parent_id::text, state FROM jobs WHERE id = %s", [result.id]).fetchone()
+    assert row == (["é☃", 2**40, 1.5, None, True], {"k": "'\";\\"}, eta, 9,
+                   timedelta(seconds=3600), parent.id, "scheduled")
