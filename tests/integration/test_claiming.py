@@ -20,10 +20,12 @@ from tests.conftest import running_worker, wait_until
 class Claimer:
     """The worker's claim step, alone: cursors plus the claim statement they pick."""
 
-    def __init__(self, app: App, rescan_interval: float = 60.0) -> None:
+    def __init__(self, app: App, rescan_interval: float = 60.0,
+                 slow_rescan: float = 60.0) -> None:
         self.app = app
         self.db = Dedicated(app.dsn, app.schema, "test", indexed_plans=True)
-        self.cursors = ClaimCursors(["default"], rescan_interval=rescan_interval)
+        self.cursors = ClaimCursors(["default"], rescan_interval=rescan_interval,
+                                    slow_rescan=slow_rescan)
 
     def claim(self, limit: int) -> list[int]:
         position = self.cursors.params()
@@ -89,6 +91,35 @@ def test_a_backlog_still_reads_from_the_start_every_rescan_interval(app: App) ->
         assert claimer.claim(1) == [3]
     finally:
         claimer.db.close()
+
+
+def test_when_claims_from_the_start_are_slow_an_idle_claim_starts_at_the_cursor(
+        app: App) -> None:
+    """Slow claims from the start mean a dead prefix: then even a short claim is followed
+    by one after the cursor, until the next claim from the start (every rescan interval)
+    finds what sorts before it. Here every claim from the start counts as slow."""
+    claimer = Claimer(app, rescan_interval=1.5, slow_rescan=0.0)
+    try:
+        send(app, 1)
+        assert claimer.claim(5) == [1]
+        assert not claimer.cursors.in_backlog and claimer.cursors.rescans_slow
+        send(app, 2)
+        send(app, 0, **earlier())
+        assert claimer.claim(5) == [2]  # after the cursor: job 0 is not read yet
+        time.sleep(max(0.0, claimer.cursors.next_rescan - time.monotonic()))
+        assert claimer.claim(5) == [0]
+    finally:
+        claimer.db.close()
+    fast = Claimer(app)  # a threshold no claim here reaches: never slow
+    try:
+        send(app, 4)
+        assert fast.claim(5) == [4]
+        assert not fast.cursors.rescans_slow
+        send(app, 5)
+        send(app, 3, **earlier())
+        assert fast.claim(5) == [3, 5]
+    finally:
+        fast.db.close()
 
 
 def test_lower_priorities_follow_when_the_cursor_level_runs_out(app: App,
