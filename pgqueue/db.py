@@ -163,20 +163,25 @@ class Dedicated:
         self.outage = Outage(role)
         self._conn: psycopg.Connection[Any] | None = None
 
-    def execute(self, query: bytes, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one statement; returns its rows (empty for statements without any)."""
+    def connect(self) -> psycopg.Connection[Any]:
+        """The connection, opened (with the session settings) if there is none."""
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.dsn, application_name=application_name(self.schema,
                                                                               self.role))
             if self.settings:
                 self._conn.execute(queries.SESSION_SETTINGS, {
                     "names": list(self.settings), "values": list(self.settings.values())})
+        return self._conn
+
+    def execute(self, query: bytes, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement; returns its rows (empty for statements without any)."""
+        conn = self.connect()
         try:
             with translate_errors(self.schema):
-                cur = run(self._conn, query, params)
+                cur = run(conn, query, params)
                 rows = cur.fetchall() if cur.description else []
         except BaseException:
-            if self._conn.broken or self._conn.closed:
+            if conn.broken or conn.closed:
                 self.close()
             raise
         self.outage.recovered()

@@ -255,8 +255,9 @@ class Worker:
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
         position = self.cursors.params()
-        started = time.monotonic()
         try:
+            self.claimer.connect()  # a claim's time is its statement's, not a reconnect's
+            started = time.monotonic()
             rows = self.claimer.execute(self.app.queries[claiming.statement(position)], {
                 **position, "limit": limit, "worker": self.worker_id, "lease": self.lease})
         except Exception as error:
