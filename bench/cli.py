@@ -167,16 +167,14 @@ def build_rows(raw: dict[str, Any], refs: dict[str, float] | None) -> list[repor
     if refs:
         rows.append(report.Row(label="pgbench: 1 INSERT per transaction, 1 client",
                                single=refs["insert_1client"]))
-        if "pgqueue_insert_1client" in refs:
-            rows.append(report.Row(
-                label="pgbench: pgqueue's enqueue statement per transaction, 1 client",
-                single=refs["pgqueue_insert_1client"]))
-        if "insert_idle_p50_ms" in refs:
-            rows.append(report.Row(
-                label=f"pgbench: 1 INSERT per transaction after idle gaps "
-                      f"(~{reference.THROTTLED_RATE}/s), 1 client",
-                p50=refs["insert_idle_p50_ms"], p95=refs["insert_idle_p95_ms"],
-                p99=refs["insert_idle_p99_ms"]))
+        rows.append(report.Row(
+            label="pgbench: pgqueue's enqueue statement per transaction, 1 client",
+            single=refs["pgqueue_insert_1client"]))
+        rows.append(report.Row(
+            label=f"pgbench: 1 INSERT per transaction after idle gaps "
+                  f"(~{reference.THROTTLED_RATE}/s), 1 client",
+            p50=refs["insert_idle_p50_ms"], p95=refs["insert_idle_p95_ms"],
+            p99=refs["insert_idle_p99_ms"]))
         rows.append(report.Row(label="pgbench: insert+claim+delete per transaction, 4 clients",
                                drain=refs["queue_cycle_4clients"]))
     return rows

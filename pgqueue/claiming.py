@@ -30,9 +30,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .execution import ClaimedJob
+
+if TYPE_CHECKING:
+    from .db import Dedicated
+    from .queries import Queries
 
 #: Above every priority (0-9): a queue's scan from its start.
 FROM_START = 10
@@ -57,8 +61,20 @@ class ClaimCursors:
         #: ``time.monotonic()`` after which a claim reads from the start even in a backlog.
         self.next_rescan = float("-inf")
 
+    def claim(self, claimer: Dedicated, queries: Queries, limit: int, worker: str,
+              lease: float) -> list[ClaimedJob]:
+        """Claim up to ``limit`` jobs on ``claimer`` from where the cursors are; returns
+        them in claim order. Database errors propagate, with nothing recorded."""
+        position = self.params()
+        claimer.connect()  # a claim's time is its statement's, not a reconnect's
+        started = time.monotonic()
+        rows = claimer.execute(queries[statement(position)], {
+            **position, "limit": limit, "worker": worker, "lease": lease})
+        return self.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
+                            time.monotonic() - started)
+
     def params(self) -> dict[str, Any]:
-        """The position parameters of ``job_claim`` for the next claim."""
+        """The position parameters of the next claim (see :func:`statement`)."""
         if not (self.in_backlog or self.rescans_slow) or time.monotonic() >= self.next_rescan:
             return from_start(self.queues)
         after = [self._after.get(queue) for queue in self.queues]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, aborts, claiming, db
+from . import __version__, aborts, db
 from .claiming import ClaimCursors
 from .db import Dedicated, is_connection_error
 from .execution import ClaimedJob, Outcome
@@ -254,19 +254,14 @@ class Worker:
             more_likely = len(jobs) == min(free, self.claim_batch) and bool(jobs)
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
-        position = self.cursors.params()
         try:
-            self.claimer.connect()  # a claim's time is its statement's, not a reconnect's
-            started = time.monotonic()
-            rows = self.claimer.execute(self.app.queries[claiming.statement(position)], {
-                **position, "limit": limit, "worker": self.worker_id, "lease": self.lease})
+            jobs = self.cursors.claim(self.claimer, self.app.queries, limit, self.worker_id,
+                                      self.lease)
         except Exception as error:
             if not is_connection_error(error):
                 logger.exception("claim failed")
             self._stopping.wait(self.claimer.failed(error))
             return []
-        jobs = self.cursors.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
-                                    time.monotonic() - started)
         for job in jobs:
             self.holdings.add(job.id, job.attempt)
         return jobs
