@@ -38,7 +38,7 @@ from . import env
 
 os.environ["BENCH_DSN"] = env.database_dsn(harness=True)
 
-from pgqueue.claiming import from_start  # noqa: E402
+from pgqueue.worker.claiming import from_start  # noqa: E402
 
 from .apps import pgqueue_app  # noqa: E402
 from .measure import median, percentile, tree_cpu  # noqa: E402
@@ -56,7 +56,7 @@ def _out(name: str, text: str) -> None:
 # -- statements per job -------------------------------------------------------------------
 def statements(jobs: int, concurrency: int, variant: str) -> str:
     from pgqueue import db as pgdb
-    from pgqueue.worker import Worker
+    from pgqueue.worker.worker import Worker
 
     app = pgqueue_app.app
     names = {stmt: name for name, stmt in app.queries._statements.items()}
@@ -151,8 +151,8 @@ def _insert_params(txn: Any, n: int) -> Any:
 
 
 def _outcomes(rows: list[Any]) -> str:
-    from pgqueue.execution import ClaimedJob, Outcome
     from pgqueue.utils import json_dumps
+    from pgqueue.worker.execution import ClaimedJob, Outcome
 
     jobs = [ClaimedJob.from_row(row) for row in rows]
     return json_dumps([Outcome(j.id, j.attempt, "SUCCESS").finish_record() for j in jobs])
@@ -227,7 +227,7 @@ def sql_costs(samples: int) -> str:
 # -- latency, step by step ----------------------------------------------------------------
 def latency_steps(probes: int, concurrency: int) -> str:
     """Where enqueue→start time goes: an in-process worker with timestamps at each step."""
-    from pgqueue.worker import Worker
+    from pgqueue.worker.worker import Worker
 
     app = pgqueue_app.app
     marks: dict[str, float] = {}

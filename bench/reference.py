@@ -48,7 +48,8 @@ COMMIT;
 
 def setup() -> str:
     """Create the reference tables; returns pgqueue's enqueue statement as a script."""
-    from pgqueue import App, migrations
+    from pgqueue import App
+    from pgqueue.db import migrations
 
     with psycopg.connect(env.database_dsn(harness=True), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
@@ -69,7 +70,7 @@ def pgqueue_enqueue_script(app: App) -> str:
     the primary key instead of at its end, which on a table this small and cached costs
     nothing measurable.
     """
-    from pgqueue.producer import build_rows
+    from pgqueue.client.producer import build_rows
 
     batch = build_rows(app, "noop", None, [((), {})], {"ignore_result": True}, pairs=True)
     params = batch.single_params()

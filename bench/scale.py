@@ -65,7 +65,7 @@ def add_backlog(adapter: Any, rows: int) -> dict[str, float]:
 def claim_statement_ms(adapter: Any, queued: int = 1_000, limit: int = 10,
                        samples: int = 30) -> dict[str, float]:
     """Time pgqueue's own claim statement (rolled back) with ``queued`` runnable jobs."""
-    from pgqueue.claiming import from_start
+    from pgqueue.worker.claiming import from_start
 
     from .apps import pgqueue_app
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import states
-from .app import App, Celery, current_app, shared_task
-from .canvas import Signature, signature
-from .exceptions import (
+from pgqueue import states
+from pgqueue.app import App, Celery, current_app, shared_task
+from pgqueue.canvas import Signature, signature
+from pgqueue.exceptions import (
     ConfigurationError,
     DatabaseUnavailable,
     MaxRetriesExceededError,
@@ -20,10 +20,10 @@ from .exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from .result import AsyncResult
-from .schedules import crontab, schedule
-from .task import Task
-from .utils import uuid
+from pgqueue.result import AsyncResult
+from pgqueue.schedules import crontab, schedule
+from pgqueue.task import Task
+from pgqueue.utils import uuid
 
 __all__ = [
     # the application

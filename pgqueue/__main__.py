@@ -1,5 +1,5 @@
 """``python -m pgqueue``: the same as the ``pgqueue`` command."""
 
-from .cli import main
+from pgqueue.cli import main
 
 main()

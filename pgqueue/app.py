@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import db
-from .config import Settings, load_object, resolve_dsn, resolve_schema
-from .exceptions import ConfigurationError, NotRegistered
-from .producer import build_rows, insert_jobs
-from .queries import Queries
-from .signals import Signal
-from .task import Task as BaseTask
-from .task import check_task_options, make_task_class
-from .utils import current_pid, import_object
+from pgqueue import db
+from pgqueue.client.producer import build_rows, insert_jobs
+from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
+from pgqueue.db.queries import Queries
+from pgqueue.exceptions import ConfigurationError, NotRegistered
+from pgqueue.signals import Signal
+from pgqueue.task import Task as BaseTask
+from pgqueue.task import check_task_options, make_task_class
+from pgqueue.utils import current_pid, import_object
 
 if TYPE_CHECKING:
-    from .control import Control
-    from .result import AsyncResult, ResultWaiter
+    from pgqueue.control import Control
+    from pgqueue.result import AsyncResult, ResultWaiter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -221,7 +221,7 @@ class App:
         """Send ``sig`` on ``schedule`` (seconds, a timedelta, ``crontab(...)``), Celery's
         way; ``opts`` are send options (``queue=``, ``expires=``...) plus ``timezone=`` and
         ``catch_up=``. Checked now; returns the schedule's name."""
-        from .beat import remember, signature_spec
+        from pgqueue.client.periodic import remember, signature_spec
 
         spec = signature_spec(schedule, sig, args, kwargs or {}, name, dict(opts))
         remember(self.periodic_tasks, spec)
@@ -233,7 +233,7 @@ class App:
     ) -> Callable[[F], BaseTask]:
         """Register a task that runs on a schedule: ``@app.periodic(cron="0 6 * * 4")`` or
         ``@app.periodic(every=30)``; other keywords are ``@app.task`` options."""
-        from .beat import periodic_spec, remember
+        from pgqueue.client.periodic import periodic_spec, remember
 
         spec = periodic_spec(cron, every, timezone, catch_up)
 
@@ -255,7 +255,7 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
-        from .result import AsyncResult
+        from pgqueue.result import AsyncResult
 
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
@@ -270,7 +270,7 @@ class App:
         **options: Any,
     ) -> list[AsyncResult]:
         """Enqueue many calls of task ``name`` with one INSERT and one NOTIFY."""
-        from .result import AsyncResult
+        from pgqueue.result import AsyncResult
 
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, calls, options)
@@ -278,13 +278,13 @@ class App:
         return [AsyncResult(job_id, app=self, task_name=name) for job_id in batch.ids]
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
-        from .result import AsyncResult
+        from pgqueue.result import AsyncResult
 
         return AsyncResult(task_id, app=self, task_name=task_name)
 
     @property
     def control(self) -> Control:
-        from .control import Control
+        from pgqueue.control import Control
 
         if self._control is None:
             self._control = Control(self)
@@ -292,7 +292,7 @@ class App:
 
     @property
     def result_waiter(self) -> ResultWaiter:
-        from .result import ResultWaiter
+        from pgqueue.result import ResultWaiter
 
         with self._lock:
             if self._waiter is None or not self._waiter.is_alive():
@@ -382,7 +382,7 @@ class App:
 
     # -- running ------------------------------------------------------------------------
     def Worker(self, **options: Any) -> Any:  # noqa: N802 - Celery's name
-        from .worker import Worker
+        from pgqueue.worker.worker import Worker
 
         return Worker(self, **options)
 

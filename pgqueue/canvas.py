@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import App
-    from .result import AsyncResult
+    from pgqueue.app import App
+    from pgqueue.result import AsyncResult
 
 
 class Signature(dict[str, Any]):
@@ -52,7 +52,7 @@ class Signature(dict[str, Any]):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult:
-        from .app import current_app
+        from pgqueue.app import current_app
 
         app = self._app or current_app()
         merged = {**self.options, **options}

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from typing import Any
 
-from .exceptions import ConfigurationError
+from pgqueue.exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
     # where the queue lives
@@ -184,7 +184,7 @@ class Settings(MutableMapping[str, Any]):
 def load_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     """Settings from a module, class, dict or dotted path, Celery's ``config_from_object``."""
     if isinstance(obj, str):
-        from .utils import import_object
+        from pgqueue.utils import import_object
 
         obj = import_object(obj)
     items = obj.items() if isinstance(obj, Mapping) else ((k, getattr(obj, k)) for k in dir(obj))
@@ -240,7 +240,7 @@ def resolve_dsn(explicit: str | None) -> str:
                 return validate_dsn(value)
             except ConfigurationError as e:
                 raise ConfigurationError(f"{source}: {e}") from None
-    from . import embedded
+    from pgqueue.db import embedded
 
     if embedded.available():
         return embedded.ensure_server()

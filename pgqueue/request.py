@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+#: Set while a task body runs; ``AsyncResult.get()`` refuses to block inside a task.
+inside_task: ContextVar[bool] = ContextVar("pgqueue.inside_task", default=False)
 
 
 @dataclass

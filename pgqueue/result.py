@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import states
-from .exceptions import TaskError, TaskRevokedError, TimeoutError
-from .listener import Listener
+from pgqueue import states
+from pgqueue.db.listener import Listener
+from pgqueue.exceptions import TaskError, TaskRevokedError, TimeoutError
 
 if TYPE_CHECKING:
-    from .app import App
+    from pgqueue.app import App
 
 
 @dataclass(slots=True)
@@ -91,7 +91,7 @@ class AsyncResult:
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
         if app is None:
-            from .app import current_app
+            from pgqueue.app import current_app
 
             app = current_app()
         self.id = str(id)
@@ -200,7 +200,7 @@ class AsyncResult:
         exception when it failed (``propagate=True``) and :class:`TimeoutError` after
         ``timeout`` seconds.
         """
-        from .execution import inside_task
+        from pgqueue.request import inside_task
 
         if disable_sync_subtasks and inside_task.get():
             raise RuntimeError("Never call result.get() within a task: it can deadlock the "

@@ -23,8 +23,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
-
 UTC = timezone.utc
 _WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
@@ -295,6 +293,10 @@ class crontab:  # noqa: N801 - Celery's name
         raise AssertionError("unreachable: wall-clock times grow without bound")
 
     def _walls(self, start: datetime) -> Iterator[datetime]:
+        # Imported here: a web process that imports pgqueue only to send tasks never
+        # evaluates a cron expression (docs/architecture.md, "a light import").
+        from croniter import croniter
+
         times = croniter(self.expression, start, day_or=False, max_years_between_matches=50)
         while True:
             yield times.get_next(datetime)

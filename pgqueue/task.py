@@ -9,14 +9,14 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import states
-from .exceptions import MaxRetriesExceededError, Retry
-from .request import Request
+from pgqueue import states
+from pgqueue.exceptions import MaxRetriesExceededError, Retry
+from pgqueue.request import Request
 
 if TYPE_CHECKING:
-    from .app import App
-    from .canvas import Signature
-    from .result import AsyncResult
+    from pgqueue.app import App
+    from pgqueue.canvas import Signature
+    from pgqueue.result import AsyncResult
 
 #: Options ``@app.task`` accepts. Celery's names, plus ``lease`` (seconds a claim lasts).
 TASK_OPTIONS = frozenset({
@@ -149,13 +149,13 @@ class Task:
         **options: Any,
     ) -> AsyncResult:
         """Run the task in this process, as a worker would, and return its result."""
-        from .execution import run_eagerly
+        from pgqueue.worker.execution import run_eagerly
 
         return run_eagerly(self, list(args or ()), dict(kwargs or {}), task_id)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (for schedules and canvas)."""
-        from .canvas import Signature
+        from pgqueue.canvas import Signature
 
         return Signature(self.name, args, kwargs, app=self.app)
 
@@ -165,7 +165,7 @@ class Task:
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Signature:
-        from .canvas import Signature
+        from pgqueue.canvas import Signature
 
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options, app=self.app)
 
@@ -173,7 +173,7 @@ class Task:
         return self.s(*args, **kwargs)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
-        from .result import AsyncResult
+        from pgqueue.result import AsyncResult
 
         return AsyncResult(task_id, app=self.app, task_name=self.name)
 
@@ -242,7 +242,7 @@ class Task:
         **kwargs: Any,
     ) -> None:
         """Publish progress (``state='PROGRESS', meta={...}``), visible to ``AsyncResult``."""
-        from .producer import update_progress
+        from pgqueue.client.producer import update_progress
 
         update_progress(self, task_id, state or states.STARTED, meta)
 

@@ -13,7 +13,7 @@ import uuid as _uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from .exceptions import ConfigurationError
+from pgqueue.exceptions import ConfigurationError
 
 _uuid7_lock = threading.Lock()
 _uuid7_last = (0, 0)  # (milliseconds, 74-bit tail) of the last id made here

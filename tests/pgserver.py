@@ -60,7 +60,7 @@ def server_dsn() -> Iterator[tuple[str, str]]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url(), "testcontainers"
         return
-    from pgqueue import embedded
+    from pgqueue.db import embedded
 
     if embedded.available():
         # Its own database is the app's; the tests create theirs from the maintenance one.
@@ -97,7 +97,7 @@ def test_database() -> Iterator[str]:
 def fresh_schema(dsn: str, prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """A schema with a unique name, migrated (unless ``migrate=False``: empty), dropped after,
     so tests and example apps can run side by side in one database."""
-    from pgqueue import migrations
+    from pgqueue.db import migrations
 
     name = f"{prefix}{uuid.uuid4().hex[:12]}"
     if migrate:

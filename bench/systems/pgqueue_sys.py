@@ -19,7 +19,7 @@ SCHEMA = os.environ.get("BENCH_PGQ_SCHEMA", env.SCHEMAS["pgqueue"])
 os.environ["BENCH_DSN"] = env.database_dsn(harness=True)
 os.environ["BENCH_PGQ_SCHEMA"] = SCHEMA
 
-from pgqueue import migrations  # noqa: E402
+from pgqueue.db import migrations  # noqa: E402
 
 from ..apps import pgqueue_app  # noqa: E402
 

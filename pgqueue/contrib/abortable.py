@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .. import aborts
-from ..result import AsyncResult
-from ..task import Task
+from pgqueue.result import AsyncResult
+from pgqueue.task import Task
+from pgqueue.worker import aborts
 
 ABORTED = "REVOKED"
 

@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..app import App
-from ..task import Task
-from . import wrap_runs
+from pgqueue.app import App
+from pgqueue.contrib import wrap_runs
+from pgqueue.task import Task
 
 PREFIX = "PGQUEUE_"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgqueue import embedded
+from pgqueue.db import embedded
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
 DONE = "every job ended as designed"

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import App, migrations
+from pgqueue import App
+from pgqueue.db import migrations
 from tests.conftest import wait_until
 
 from .procs import PrivateCluster, WorkerProcess, workers

@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import migrations
-from pgqueue.queries import TEMPLATES, Queries
+from pgqueue.db import migrations
+from pgqueue.db.queries import TEMPLATES, Queries
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
 

@@ -139,7 +139,7 @@ def test_dsn_comes_from_pgqueue_dsn_then_database_url(monkeypatch: pytest.Monkey
 
 
 def test_no_dsn_anywhere_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pgqueue.embedded.available", lambda: False)  # else it starts one
+    monkeypatch.setattr("pgqueue.db.embedded.available", lambda: False)  # else it starts one
     with pytest.raises(ConfigurationError) as error:
         resolve_dsn(None)
     assert "PGQUEUE_DSN" in str(error.value) and "DATABASE_URL" in str(error.value)

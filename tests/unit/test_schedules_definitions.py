@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pgqueue import Celery, ConfigurationError
-from pgqueue.beat import code_entries, make_entry
+from pgqueue.client.periodic import code_entries, make_entry
 from pgqueue.schedules import crontab, schedule
 
 URL = "postgresql://u@db.invalid:5432/app"

@@ -212,7 +212,7 @@ def test_autoretry_countdown_follows_retry_options(app: App) -> None:
 
 
 def test_expires_accepts_seconds_timedelta_and_datetime(app: App) -> None:
-    from pgqueue.producer import JobBuilder
+    from pgqueue.client.producer import JobBuilder
 
     builder = JobBuilder(app, "t", None, {"expires": 30})
     assert builder.expires_at is not None

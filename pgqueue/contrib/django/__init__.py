@@ -24,14 +24,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .conf import DjangoApp
+    from pgqueue.contrib.django.conf import DjangoApp
 
     app: DjangoApp
 
 
 def get_app() -> DjangoApp:
     """The project's pgqueue App, configured from Django's settings."""
-    from .conf import get_app as _get_app
+    from pgqueue.contrib.django.conf import get_app as _get_app
 
     return _get_app()
 

@@ -10,8 +10,8 @@ from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
 
-from .conf import get_app, setting
-from .models import Job, Result, Schedule
+from pgqueue.contrib.django.conf import get_app, setting
+from pgqueue.contrib.django.models import Job, Result, Schedule
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

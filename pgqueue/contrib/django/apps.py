@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig, apps
 
-from .conf import get_app, setting
+from pgqueue.contrib.django.conf import get_app, setting
 
 
 class PgQueueConfig(AppConfig):

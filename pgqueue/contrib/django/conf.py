@@ -7,10 +7,10 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from ...app import App
-from ...config import resolve_dsn
-from ...exceptions import ConfigurationError
-from .connections import DjangoTask
+from pgqueue.app import App
+from pgqueue.config import resolve_dsn
+from pgqueue.contrib.django.connections import DjangoTask
+from pgqueue.exceptions import ConfigurationError
 
 #: Settings of this integration itself; every other ``PGQUEUE_X`` setting is pgqueue's ``x``.
 INTEGRATION_SETTINGS: dict[str, Any] = {

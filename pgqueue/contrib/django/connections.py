@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ...execution import inside_task
-from ...task import Task
-from .. import wrap_runs
+from pgqueue.contrib import wrap_runs
+from pgqueue.request import inside_task
+from pgqueue.task import Task
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import models
 
-from .conf import get_app, setting
+from pgqueue.contrib.django.conf import get_app, setting
 
 
 def table(name: str) -> str:

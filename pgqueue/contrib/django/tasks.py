@@ -25,8 +25,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils import timezone
 
-from ...task import Task as PgQueueTask
-from .conf import get_app
+from pgqueue.contrib.django.conf import get_app
+from pgqueue.task import Task as PgQueueTask
 
 logger = logging.getLogger("pgqueue.django.tasks")
 
@@ -127,7 +127,7 @@ class PgQueueBackend(_backends_base.BaseTaskBackend):
 
     # -- results --------------------------------------------------------------------------
     def get_result(self, result_id: str) -> Any:
-        from .models import Job, Result
+        from pgqueue.contrib.django.models import Job, Result
 
         try:
             # Live first: a job moves to results in one statement, so one missing from

@@ -17,7 +17,7 @@ from pgqueue.contrib.django.models import table
 
 
 def apply_pgqueue_schema(apps: Any, schema_editor: Any) -> None:
-    from pgqueue import migrations as pgqueue_migrations
+    from pgqueue.db import migrations as pgqueue_migrations
 
     alias = schema_editor.connection.alias
     pgqueue_migrations.migrate(dsn_for_database(alias), get_app().schema)

@@ -26,7 +26,7 @@ def run_cli(args: list[str], prog_name: str = "manage.py pgqueue") -> int:
         elif args[:1] == ["schedule"] and len(args) > 1:  # `schedule list`, ...
             args[2:2] = ["-A", APP_PATH]
     try:
-        cli.main.main(args=args, prog_name=prog_name, standalone_mode=True)
+        cli.main(args=args, prog_name=prog_name, standalone_mode=True)
     except SystemExit as done:
         return int(done.code or 0) if not isinstance(done.code, str) else 1
     return 0

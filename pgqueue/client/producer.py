@@ -1,0 +1,433 @@
+"""Enqueueing: turn calls into job rows and insert them in one statement."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
+
+from pgqueue import db
+from pgqueue.exceptions import ConfigurationError, DuplicateJob
+from pgqueue.utils import check_json, json_dumps, utcnow, uuid
+
+if TYPE_CHECKING:
+    from pgqueue.app import App
+    from pgqueue.task import Task
+
+#: Options ``apply_async`` and ``send_task`` accept.
+SEND_OPTIONS = frozenset({
+    "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
+    "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
+    "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
+    "headers", "shadow", "retry", "retry_policy", "exchange",
+})
+_UNSUPPORTED_SEND_OPTIONS = {
+    "link": "callbacks are not supported yet; call the next task from inside the task",
+    "link_error": "error callbacks are not supported yet",
+    "chain": "chains are not supported yet",
+    "add_to_parent": "task trees are not tracked yet",
+    "compression": "arguments are stored as jsonb, uncompressed",
+}
+
+
+def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
+    for key in options:
+        if key in _UNSUPPORTED_SEND_OPTIONS:
+            raise TypeError(f"{task_name}: option {key!r} is not supported: "
+                            f"{_UNSUPPORTED_SEND_OPTIONS[key]}")
+        if key not in SEND_OPTIONS:
+            close = difflib.get_close_matches(key, SEND_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{task_name}: unknown apply_async option {key!r}{hint}")
+
+
+def _as_utc(value: datetime, zone: str) -> datetime:
+    """A naive datetime is read in the app's ``timezone`` (UTC by default), as Celery
+    does, so ported ``datetime.utcnow() + ...`` code keeps its meaning."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc if zone == "UTC" else ZoneInfo(zone))
+    return value.astimezone(timezone.utc)
+
+
+def _expires_at(expires: Any, now: datetime, zone: str) -> datetime | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return _as_utc(expires, zone)
+    if isinstance(expires, timedelta):
+        return now + expires
+    if isinstance(expires, (int, float)):
+        return now + timedelta(seconds=float(expires))
+    raise TypeError(f"expires must be seconds, a timedelta or a datetime, not {expires!r}")
+
+
+def _route(app: App, task_name: str) -> dict[str, Any]:
+    routes = app.conf.task_routes
+    if not routes:
+        return {}
+    for router in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if callable(router):
+            found = router(task_name, (), {}, {})
+            if found:
+                return {"queue": found} if isinstance(found, str) else dict(found)
+            continue
+        for pattern, route in router.items():
+            if pattern == task_name or fnmatch.fnmatchcase(task_name, pattern):
+                return {"queue": route} if isinstance(route, str) else dict(route)
+    return {}
+
+
+class JobBuilder:
+    """Validates one set of options once, then turns each call into a row."""
+
+    def __init__(
+        self, app: App, task_name: str, task: Task | None, options: dict[str, Any]
+    ) -> None:
+        _check_send_options(task_name, options)
+        conf = app.conf
+        self.task_name = task_name
+        routed = _route(app, task_name)
+
+        def pick(key: str, task_attr: Any, default: Any) -> Any:
+            if options.get(key) is not None:
+                return options[key]
+            if routed.get(key) is not None:
+                return routed[key]
+            if task_attr is not None:
+                return task_attr
+            return default
+
+        self.queue: str = pick("queue", getattr(task, "queue", None), conf.task_default_queue)
+        if not isinstance(self.queue, str) or not self.queue:
+            raise ValueError(f"{task_name}: queue must be a non-empty string, got {self.queue!r}")
+        self.priority: int = pick(
+            "priority", getattr(task, "priority", None), conf.task_default_priority
+        )
+        if not isinstance(self.priority, int) or not 0 <= self.priority <= 9:
+            raise ValueError(f"{task_name}: priority must be an integer from 0 to 9, "
+                             f"got {self.priority!r}")
+        self.ignore_result = bool(
+            pick("ignore_result", getattr(task, "ignore_result", None), conf.task_ignore_result)
+        )
+        default_max = task.max_retries if task is not None else conf.task_default_max_retries
+        self.max_retries = options.get("max_retries", default_max)
+        self.now = utcnow()
+        countdown, eta = options.get("countdown"), options.get("eta")
+        if countdown is not None and eta is not None:
+            raise ValueError(f"{task_name}: give countdown or eta, not both")
+        self.run_at: datetime | None = None
+        if countdown is not None:
+            if not isinstance(countdown, (int, float)):
+                raise TypeError(f"{task_name}: countdown must be a number of seconds")
+            self.run_at = self.now + timedelta(seconds=countdown) if countdown > 0 else None
+        elif eta is not None:
+            if not isinstance(eta, datetime):
+                raise TypeError(f"{task_name}: eta must be a datetime, not {eta!r}")
+            self.run_at = _as_utc(eta, str(conf.timezone))
+        self.expires_at = _expires_at(
+            pick("expires", getattr(task, "expires", None), None), self.now, str(conf.timezone)
+        )
+        self.unique_key: str | None = options.get("unique_key")
+        self.task_id: str | None = options.get("task_id")
+        self.parent_id = options.get("parent_id")
+        self.root_id = options.get("root_id")
+        self.group_id = options.get("group_id")
+        self.job_options = self._job_options(app, task, options, eta)
+        self._shared: dict[str, Any] | None = None
+
+    def _job_options(
+        self, app: App, task: Task | None, options: dict[str, Any], eta: datetime | None
+    ) -> dict[str, Any]:
+        conf = app.conf
+        opts: dict[str, Any] = {}
+        time_limit = options.get("time_limit") or getattr(task, "time_limit", None) \
+            or conf.task_time_limit
+        soft = options.get("soft_time_limit") or getattr(task, "soft_time_limit", None) \
+            or conf.task_soft_time_limit
+        lease = options.get("lease") or getattr(task, "lease", None)
+        track = options.get("track_started")
+        if track is None:
+            track = getattr(task, "track_started", None)
+        if track is None:
+            track = conf.task_track_started
+        if time_limit:
+            opts["time_limit"] = float(time_limit)
+        if soft:
+            opts["soft_time_limit"] = float(soft)
+        # A claim must outlive the longest legitimate run, or a healthy job gets rescued.
+        lease_needed = max(float(lease or 0), float(time_limit or 0) + 5 if time_limit else 0)
+        if lease_needed:
+            opts["lease"] = lease_needed
+        if track:
+            opts["track_started"] = True
+        if eta is not None:
+            opts["eta"] = eta.isoformat()
+        return opts
+
+    def row(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        if args is None:
+            args = []
+        elif not isinstance(args, (list, tuple)):
+            raise TypeError(f"{self.task_name}: args must be a list or tuple, "
+                            f"not {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise TypeError(f"{self.task_name}: kwargs must be a dict, "
+                            f"not {type(kwargs).__name__}")
+        return {"id": self.task_id or uuid(), "args": list(args), "kwargs": kwargs}
+
+    def shared(self) -> dict[str, Any]:
+        """The values every job of this call shares, as statement parameters. Plain
+        strings and numbers, so that any DB-API driver (psycopg 2 under Django, say)
+        binds them. Callers copy it before adding to it."""
+        if self._shared is None:
+            self._shared = self._shared_params()
+        return self._shared
+
+    def _shared_params(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "task": self.task_name,
+            "priority": self.priority,
+            "run_at": self.run_at.isoformat() if self.run_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "max_retries": self.max_retries,
+            "unique_key": self.unique_key,
+            "parent_id": self.parent_id,
+            "root_id": self.root_id,
+            "group_id": self.group_id,
+            "ignore_result": self.ignore_result,
+            "options": json_dumps(self.job_options),
+        }
+
+
+@dataclass
+class JobBatch:
+    """The jobs of one call: what they share, and each one's id and arguments."""
+
+    task: str
+    shared: dict[str, Any]
+    rows: list[dict[str, Any]]
+    connection: Any = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [row["id"] for row in self.rows]
+
+    def params(self) -> dict[str, Any]:
+        """Parameters of the statements built on ``queries._insert_jobs``."""
+        return {"jobs": serialize_rows(self.task, self.rows), **self.shared}
+
+    @property
+    def single(self) -> bool:
+        """One job that no ``unique_key`` can collide with: ``job_insert_one`` fits."""
+        return len(self.rows) == 1 and self.shared["unique_key"] is None
+
+    def single_params(self) -> dict[str, Any]:
+        """Parameters of ``job_insert_one``: the shared fields and the one row's."""
+        row = self.rows[0]
+        try:  # no arguments is the common case, and worth skipping the encoder for
+            args = json_dumps(row["args"]) if row["args"] else "[]"
+            kwargs = json_dumps(row["kwargs"]) if row["kwargs"] else "{}"
+        except (TypeError, ValueError):
+            serialize_rows(self.task, self.rows)  # names the argument at fault
+            raise
+        return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs}
+
+
+def serialize_rows(task: str, rows: list[dict[str, Any]]) -> str:
+    """All rows as one JSON document; on failure, name the task and argument at fault."""
+    try:
+        return json_dumps(rows)
+    except (TypeError, ValueError):
+        for row in rows:
+            for i, arg in enumerate(row["args"]):
+                check_json(arg, f"{task}: argument {i} ({type(arg).__name__})")
+            for key, value in row["kwargs"].items():
+                if not isinstance(key, str):
+                    raise TypeError(f"{task}: keyword names must be strings, "
+                                    f"got {key!r}") from None
+                check_json(value, f"{task}: keyword argument {key!r} "
+                                  f"({type(value).__name__})")
+        raise
+
+
+def insert_jobs(app: App, batch: JobBatch) -> int:
+    """Insert the batch with one statement and one NOTIFY per queue; returns how many
+    went in (a job whose ``unique_key`` exists already is skipped).
+
+    With a connection the insert joins that connection's transaction: the jobs exist
+    only if it commits, and workers are notified on commit.
+    """
+    if not batch.rows:
+        return 0
+    queries = app.queries
+    if batch.single:
+        query = queries["job_insert_one"]
+        params = batch.single_params()
+    else:
+        query = queries["job_insert"]
+        params = batch.params()
+    params["jobs_channel"] = queries.jobs_channel
+    if batch.connection is None:
+        result = _insert_pooled(app, query, params, batch)
+    else:
+        result = _execute_on(batch.connection, query, params, batch)
+    return 1 if batch.single else int(result[0][0])
+
+
+def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
+                   batch: JobBatch) -> list[Any]:
+    """Insert on a pooled connection, once more on a checked pool if the first was dead.
+
+    Pooled connections are not pinged before use (that would cost a round trip per
+    enqueue); one that died idle (server restart) fails here instead. Retrying is safe:
+    ids are made here, so if the first insert did land, the retry meets its own rows,
+    and that counts as success.
+    """
+    try:
+        with app.connection() as conn:
+            return _execute(conn, query, params, batch)
+    except psycopg.OperationalError:
+        app.check_pool()  # after a server restart every idle connection is dead
+    try:
+        with app.connection() as conn:
+            return _execute(conn, query, params, batch)
+    except DuplicateJob:
+        return [(len(batch.rows), 0)]
+
+
+def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any],
+             batch: JobBatch) -> list[Any]:
+    try:
+        return db.run(conn, query, params).fetchall()
+    except psycopg.errors.UniqueViolation as e:
+        raise _duplicate_id(e, batch.ids) from None
+
+
+def _duplicate_id(error: Exception, job_ids: list[str]) -> DuplicateJob:
+    ids = ", ".join(job_ids[:3])
+    return DuplicateJob(f"a job with this task_id already exists and has not finished "
+                        f"({ids}{'...' if len(job_ids) > 3 else ''}): {error}")
+
+
+def _execute_on(connection: Any, query: bytes, params: dict[str, Any],
+                batch: JobBatch) -> list[Any]:
+    """Run the insert on a caller's connection, inside the caller's transaction."""
+    if isinstance(connection, psycopg.Connection):
+        with connection.cursor(row_factory=tuple_row) as cur:
+            try:
+                cur.execute(query, params)
+            except psycopg.errors.UniqueViolation as e:
+                raise _duplicate_id(e, batch.ids) from None
+            return cur.fetchall()
+    dbapi = _dbapi_connection(connection)
+    cur = dbapi.cursor()
+    try:
+        cur.execute(query.decode(), params)
+        return [r if isinstance(r, (tuple, list)) else (r,) for r in cur.fetchall()]
+    finally:
+        cur.close()
+
+
+def _dbapi_connection(connection: Any) -> Any:
+    """The DB-API connection behind a SQLAlchemy Connection/Session or Django connection."""
+    module = type(connection).__module__
+    if module.startswith("sqlalchemy"):
+        if hasattr(connection, "get_bind"):  # Session: joins its current transaction
+            connection = connection.connection()
+        elif not connection.in_transaction():
+            connection.begin()  # as SQLAlchemy's autobegin would: conn.commit() commits the job
+        raw = connection.connection  # the pool's proxy of the DB-API connection
+        # dbapi_connection, not driver_connection: under an AsyncSession (``run_sync``) only
+        # SQLAlchemy's adapter offers a blocking cursor; for sync drivers they are the same.
+        return getattr(raw, "dbapi_connection", raw)
+    if module.startswith("django"):
+        connection.ensure_connection()
+        return connection.connection
+    if hasattr(connection, "cursor"):
+        return connection
+    raise ConfigurationError(
+        f"connection={type(connection).__name__} is not supported: pass a psycopg "
+        "connection, a SQLAlchemy Connection or Session, or django.db.connection"
+    )
+
+
+# The task attributes a JobBuilder reads; with the settings' generation they key its cache.
+_task_defaults = operator.attrgetter(
+    "queue", "priority", "ignore_result", "max_retries", "expires", "time_limit",
+    "soft_time_limit", "lease", "track_started")
+
+
+def _builder(app: App, task_name: str, task: Task | None,
+             options: dict[str, Any]) -> JobBuilder:
+    """The builder for these options; for a plain ``delay()`` of a task, a cached one.
+
+    A builder depends only on the options, the task's defaults and the settings, except
+    when a time is involved (``expires`` counts from now) or a router may answer
+    differently per call; those are never cached."""
+    if options or task is None or app.conf.task_routes:
+        return JobBuilder(app, task_name, task, options)
+    conf = app.conf  # kept in the cache entry, so its id is not reused
+    key = (id(conf), conf.generation, _task_defaults(task))
+    cached = app._builders.get(task_name)
+    if cached is not None and cached[0] == key:
+        return cast("JobBuilder", cached[1])
+    builder = JobBuilder(app, task_name, task, options)
+    if builder.expires_at is None:
+        app._builders[task_name] = (key, builder, conf)
+    return builder
+
+
+def build_rows(
+    app: App,
+    task_name: str,
+    task: Task | None,
+    calls: Iterable[tuple[Sequence[Any], dict[str, Any]] | Sequence[Any]],
+    options: dict[str, Any],
+    pairs: bool = False,
+) -> JobBatch:
+    """The jobs for ``calls``; with ``pairs`` each call is exactly ``(args, kwargs)``."""
+    options = dict(options)
+    connection = options.pop("connection", None)
+    if connection is None and app.connection_provider is not None:
+        connection = app.connection_provider()
+    builder = _builder(app, task_name, task, options)
+    rows = []
+    for call in calls:
+        if pairs or (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
+                     and isinstance(call[0], (list, tuple))):
+            rows.append(builder.row(call[0], call[1]))
+        else:
+            rows.append(builder.row(call, None))
+    for option in ("task_id", "unique_key"):
+        if getattr(builder, option) is not None and len(rows) > 1:
+            raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs")
+    return JobBatch(task_name, builder.shared(), rows, connection)
+
+
+def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:
+    """Write a custom state and its metadata for the running job (fenced on its attempt)."""
+    request = task.request
+    if meta is not None:
+        check_json(meta, f"{task.name}: update_state meta")
+    job_id = task_id or request.id
+    if job_id is None or request.called_directly and task_id is None:
+        return  # called outside a worker: nothing to record, like Celery's eager mode
+    task.app.execute("job_progress", {
+        "id": job_id,
+        "state": state,
+        "meta": Jsonb(meta) if meta is not None else None,
+        "attempt": request.attempt,
+        "worker": request.worker,
+    })

@@ -1,0 +1,181 @@
+"""Background services: leader election, stager, rescuer, pruners.
+
+Each service is a small class with ``run_once(db)`` (tests call it directly) that returns
+the seconds until it wants to run again. :class:`Maintenance` is the thin loop around
+them. Services marked ``leader_only`` run only in the process holding the leader lease;
+all of them are idempotent, so two leaders overlapping for a moment do no harm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pgqueue.db.connection import Dedicated, is_connection_error
+from pgqueue.db.queries import Queries
+from pgqueue.utils import utcnow
+
+if TYPE_CHECKING:
+    from pgqueue.app import App
+
+logger = logging.getLogger("pgqueue.maintenance")
+
+
+class Service(Protocol):
+    name: str
+    leader_only: bool
+
+    def run_once(self, db: Dedicated) -> float: ...
+
+
+class LeaderElection:
+    """Takes or renews the leader lease; ``is_leader`` tells the other services."""
+
+    name = "leader"
+    leader_only = False
+
+    def __init__(self, queries: Queries, holder: str, ttl: float) -> None:
+        self.queries = queries
+        self.holder = holder
+        self.ttl = ttl
+        self.term: int | None = None
+        self._valid_until = 0.0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.term is not None and time.monotonic() < self._valid_until
+
+    def run_once(self, db: Dedicated) -> float:
+        asked = time.monotonic()
+        rows = db.execute(self.queries["leader_acquire"], {"holder": self.holder,
+                                                           "ttl": self.ttl})
+        term = rows[0][0] if rows else None
+        if term != self.term:
+            if term is None:
+                logger.info("%s is no longer the leader", self.holder)
+            else:
+                logger.info("%s is the leader (term %d)", self.holder, term)
+        self.term = term
+        # Trust the lease a little less long than the server grants it.
+        self._valid_until = asked + self.ttl * 0.8
+        return self.ttl / 3
+
+    def release(self, db: Dedicated) -> None:
+        if self.term is not None:
+            db.execute(self.queries["leader_release"], {"holder": self.holder})
+            self.term = None
+
+
+class Stager:
+    """Promotes due ``scheduled`` and ``retry`` jobs to ``queued`` and wakes workers."""
+
+    name = "stager"
+    leader_only = True
+
+    def __init__(self, queries: Queries, interval: float, batch: int = 5000) -> None:
+        self.queries = queries
+        self.interval = interval
+        self.batch = batch
+
+    def run_once(self, db: Dedicated) -> float:
+        rows = db.execute(self.queries["job_stage"], {"limit": self.batch,
+                                                      **self.queries.channels()})
+        staged, _, next_due = rows[0]
+        if staged >= self.batch:
+            return 0.0  # more are due right now
+        if next_due is None:
+            return self.interval
+        return float(max(0.0, min(self.interval, (next_due - utcnow()).total_seconds())))
+
+
+class Rescuer:
+    """Requeues (or fails, once retries are spent) jobs whose worker stopped renewing."""
+
+    name = "rescuer"
+    leader_only = True
+
+    def __init__(self, queries: Queries, interval: float, batch: int = 1000) -> None:
+        self.queries = queries
+        self.interval = interval
+        self.batch = batch
+
+    def run_once(self, db: Dedicated) -> float:
+        rows = db.execute(self.queries["job_rescue"], {"limit": self.batch,
+                                                       **self.queries.channels()})
+        requeued, failed, _, _ = rows[0]
+        if requeued or failed:
+            logger.warning("Rescued jobs of lost workers: %d requeued, %d failed "
+                           "(WorkerLostError)", requeued, failed)
+        return 0.0 if requeued + failed >= self.batch else self.interval
+
+
+class Pruner:
+    """Deletes results older than ``result_expires`` and workers long gone, in batches."""
+
+    name = "pruner"
+    leader_only = True
+
+    def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
+                 interval: float = 60.0, batch: int = 10000) -> None:
+        self.queries = queries
+        self.result_expires = result_expires
+        self.worker_ttl = worker_ttl
+        self.interval = interval
+        self.batch = batch
+
+    def run_once(self, db: Dedicated) -> float:
+        db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
+        if not self.result_expires:
+            return self.interval
+        rows = db.execute(self.queries["result_prune"], {
+            "older_than": self.result_expires, "limit": self.batch})
+        del rows
+        return self.interval
+
+
+class Maintenance(threading.Thread):
+    """Runs each service when it is due, on one dedicated connection."""
+
+    def __init__(self, app: App, holder: str, services: list[Any],
+                 name: str = "pgqueue-maintenance") -> None:
+        super().__init__(name=name, daemon=True)
+        conf = app.conf
+        self.election = LeaderElection(app.queries, holder, float(conf.leader_ttl_seconds))
+        self.services: list[Any] = [self.election, *services]
+        self.db = Dedicated(app.dsn, app.schema, "maintenance", durable=False)
+        self._due = {id(s): 0.0 for s in self.services}
+        self._stopping = threading.Event()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception as error:
+                if not is_connection_error(error):
+                    logger.exception("maintenance: unexpected error")
+                self._stopping.wait(self.db.failed(error))
+                continue
+            next_due = min(self._due.values())
+            self._stopping.wait(max(0.0, min(1.0, next_due - time.monotonic())))
+        with contextlib.suppress(Exception):
+            self.election.release(self.db)
+        self.db.close()
+
+    def tick(self) -> None:
+        """Run every service that is due now (tests call this directly)."""
+        for service in self.services:
+            now = time.monotonic()
+            if self._due[id(service)] > now:
+                continue
+            if service.leader_only and not self.election.is_leader:
+                self._due[id(service)] = now + 1.0
+                continue
+            delay = service.run_once(self.db)
+            self._due[id(service)] = time.monotonic() + delay

@@ -1,0 +1,56 @@
+"""Which running jobs were asked to abort.
+
+A worker process that listens on the control channel keeps the set in memory, filled
+promptly by NOTIFY; elsewhere (a prefork child, a producer) the database answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgqueue.app import App
+
+_lock = threading.Lock()
+_local: set[str] | None = None
+
+
+def track_locally() -> None:
+    """This process receives control notifications: answer from memory."""
+    global _local
+    with _lock:
+        _local = set()
+
+
+def ask_database() -> None:
+    """This process does not receive notifications (e.g. a prefork child)."""
+    global _local
+    with _lock:
+        _local = None
+
+
+def mark(job_ids: list[str]) -> None:
+    with _lock:
+        if _local is not None:
+            _local.update(job_ids)
+
+
+def discard(job_id: str) -> None:
+    with _lock:
+        if _local is not None:
+            _local.discard(job_id)
+
+
+def is_aborted(app: App, job_id: str) -> bool:
+    with _lock:
+        if _local is not None:
+            return job_id in _local
+    return bool(app.execute("job_aborted", {"ids": [job_id]}))
+
+
+def aborted_among(app: App, job_ids: list[str]) -> list[str]:
+    """The ids among ``job_ids`` flagged as aborted in the database."""
+    if not job_ids:
+        return []
+    return [str(r[0]) for r in app.execute("job_aborted", {"ids": job_ids})]

@@ -1,0 +1,315 @@
+"""Running one claimed job and describing how it ended, whatever pool runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import traceback as tb
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pgqueue import states
+from pgqueue.exceptions import NotRegistered, Retry, TaskRevokedError
+from pgqueue.request import Request, inside_task
+from pgqueue.utils import json_dumps, utcnow, uuid
+from pgqueue.worker import aborts
+
+if TYPE_CHECKING:
+    from pgqueue.app import App
+    from pgqueue.result import EagerResult
+    from pgqueue.task import Task
+
+logger = logging.getLogger("pgqueue.worker")
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """A job this worker holds: a row of ``job_claim``."""
+
+    id: str
+    queue: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    run_at: datetime
+    expires_at: datetime | None
+    attempt: int
+    max_retries: int | None
+    ignore_result: bool
+    options: dict[str, Any]
+    parent_id: str | None
+    root_id: str | None
+    group_id: str | None
+    created_at: datetime
+    claimed_at: datetime
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:
+        return cls(*row)  # job_claim returns the id as text already
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an attempt ended. ``state`` RETRY means it will run again at ``run_at``."""
+
+    job_id: str
+    attempt: int
+    state: str
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    run_at: datetime | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    runtime: float = 0.0
+    #: The worker's task does not keep results (the producer may not have known).
+    ignore_result: bool = False
+
+    def finish_record(self) -> dict[str, Any]:
+        return {"id": self.job_id, "attempt": self.attempt, "state": self.state,
+                "result": self.result, "error": self.error, "traceback": self.traceback,
+                "ignore_result": self.ignore_result}
+
+    def retry_record(self) -> dict[str, Any]:
+        assert self.run_at is not None
+        return {"id": self.job_id, "attempt": self.attempt, "run_at": self.run_at.isoformat(),
+                "error": self.error, "args": self.args, "kwargs": self.kwargs}
+
+
+def exception_payload(exc: BaseException) -> dict[str, Any]:
+    """Celery's stored form of an exception, so ``AsyncResult`` can raise it again."""
+    args: list[Any] = []
+    for arg in exc.args:
+        try:
+            json_dumps(arg)
+            args.append(arg)
+        except (TypeError, ValueError):
+            args.append(repr(arg))
+    return {"exc_type": type(exc).__qualname__, "exc_module": type(exc).__module__,
+            "exc_message": args}
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def failure(job: ClaimedJob, exc: BaseException, with_traceback: bool = True,
+            state: str = states.FAILURE) -> Outcome:
+    return Outcome(
+        job.id, job.attempt, state,
+        result=exception_payload(exc),
+        error=describe_error(exc),
+        traceback="".join(tb.format_exception(exc)) if with_traceback else None,
+    )
+
+
+def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
+    eta = job.options.get("eta")
+    return Request(
+        id=job.id, task=job.task, args=job.args, kwargs=job.kwargs,
+        retries=job.attempt - 1, attempt=job.attempt,
+        eta=datetime.fromisoformat(eta) if eta else None, expires=job.expires_at,
+        hostname=hostname, worker=worker_id, queue=job.queue, priority=job.priority,
+        parent_id=str(job.parent_id) if job.parent_id else None,
+        root_id=str(job.root_id) if job.root_id else None,
+        group=str(job.group_id) if job.group_id else None,
+        ignore_result=job.ignore_result, called_directly=False,
+        time_limit=job.options.get("time_limit"),
+        soft_time_limit=job.options.get("soft_time_limit"),
+    )
+
+
+def prepare(app: App, job: ClaimedJob) -> Task | Outcome:
+    """The task to run, or the outcome when the job must not run (expired, unknown)."""
+    if job.expires_at is not None and job.expires_at <= utcnow():
+        logger.info("Task %s[%s] expired at %s; revoked without running",
+                    job.task, job.id, job.expires_at.isoformat())
+        return Outcome(job.id, job.attempt, states.REVOKED,
+                       error=f"expired at {job.expires_at.isoformat()}")
+    task = app.tasks.get(job.task)
+    if task is None:
+        exc = NotRegistered(
+            f"Task of kind {job.task!r} never registered, please make sure it's imported."
+        )
+        logger.error("Received unregistered task of type %r [%s]", job.task, job.id)
+        return failure(job, exc, with_traceback=False)
+    return task
+
+
+def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
+    """Run the job's task and return its outcome; never raises for the task's errors.
+
+    An ``async def`` task runs on an event loop of its own here; the asyncio pool uses
+    :func:`execute_async` instead.
+    """
+    task = prepare(app, job)
+    if isinstance(task, Outcome):
+        return task
+    request = make_request(job, worker_id, hostname)
+    announce_start(app, task, job, request)
+    if inspect.iscoroutinefunction(task.run):
+        outcome = asyncio.run(run_task_async(task, job, request))
+    else:
+        outcome = run_task(task, job, request)
+    return conclude(app, task, job, outcome)
+
+
+async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
+    task = prepare(app, job)
+    if isinstance(task, Outcome):
+        return task
+    request = make_request(job, worker_id, hostname)
+    if _tracks_start(app, task, job):
+        await asyncio.to_thread(announce_start, app, task, job, request)
+    if inspect.iscoroutinefunction(task.run):
+        outcome = await run_task_async(task, job, request)
+    else:  # a plain function must not block the loop
+        outcome = await asyncio.to_thread(run_task, task, job, request)
+    return conclude(app, task, job, outcome)
+
+
+def _tracks_start(app: App, task: Task, job: ClaimedJob) -> bool:
+    """The task wants STARTED shown but the producer's row does not say so."""
+    track = task.track_started if task.track_started is not None \
+        else app.conf.task_track_started
+    return bool(track) and not job.options.get("track_started")
+
+
+def announce_start(app: App, task: Task, job: ClaimedJob, request: Request) -> None:
+    """Publish STARTED for a task with ``track_started`` sent by a producer that did not
+    know it (a job sent by name); otherwise the row already says so, at no cost."""
+    if _tracks_start(app, task, job):
+        app.execute("job_progress", {"id": job.id, "state": states.STARTED, "meta": None,
+                                     "attempt": job.attempt, "worker": request.worker})
+
+
+def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome:
+    """Apply an abort requested while the job ran, then log the one line per job."""
+    if task.abortable and outcome.state != states.REVOKED and aborts.is_aborted(app, job.id):
+        outcome = Outcome(job.id, job.attempt, states.REVOKED, error="aborted by request",
+                          result=outcome.result if outcome.state == states.SUCCESS else None,
+                          runtime=outcome.runtime)
+    if task.ignore_result:
+        outcome.ignore_result = True
+    log_outcome(job, outcome)
+    return outcome
+
+
+@contextmanager
+def _running(task: Task, request: Request) -> Iterator[None]:
+    token = task.push_request(request)
+    inside = inside_task.set(True)
+    try:
+        yield
+    finally:
+        inside_task.reset(inside)
+        task.pop_request(token)
+
+
+def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
+    with _running(task, request):
+        started = time.perf_counter()
+        try:
+            value = task.run(*job.args, **job.kwargs)
+        except Exception as exc:
+            return _raised(task, job, exc, time.perf_counter() - started)
+        return _succeeded(task, job, value, time.perf_counter() - started)
+
+
+async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outcome:
+    with _running(task, request):
+        started = time.perf_counter()
+        try:
+            value = await task.run(*job.args, **job.kwargs)
+        except Exception as exc:
+            return _raised(task, job, exc, time.perf_counter() - started)
+        return _succeeded(task, job, value, time.perf_counter() - started)
+
+
+def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outcome:
+    try:
+        json_dumps(value)
+    except (TypeError, ValueError) as e:
+        exc = TypeError(f"the return value of task {task.name} is not JSON-serializable "
+                        f"({e}): return plain JSON values")
+        outcome = failure(job, exc, with_traceback=False)
+        outcome.runtime = runtime
+        return outcome
+    return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime)
+
+
+def _raised(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
+    if isinstance(exc, Retry):
+        return _retry_outcome(job, exc, runtime)
+    if isinstance(exc, task.autoretry_for) and not isinstance(exc, task.dont_autoretry_for):
+        try:
+            options = {k: v for k, v in task.retry_kwargs.items() if k != "countdown"}
+            task.retry(exc=exc, countdown=task.autoretry_countdown(), **options)
+        except Retry as signal:
+            return _retry_outcome(job, signal, runtime)
+        except Exception as final:
+            exc = final
+    outcome = failure(job, exc)
+    outcome.runtime = runtime
+    return outcome
+
+
+def _retry_outcome(job: ClaimedJob, signal: Retry, runtime: float) -> Outcome:
+    when = signal.when
+    now = utcnow()
+    if isinstance(when, datetime):
+        run_at = when if when.tzinfo else when.astimezone()
+    else:
+        run_at = now + timedelta(seconds=float(when or 0))
+    reason = signal.exc if signal.exc is not None else signal
+    return Outcome(
+        job.id, job.attempt, states.RETRY, error=describe_error(reason), run_at=run_at,
+        args=signal.args_override, kwargs=signal.kwargs_override, runtime=runtime,
+    )
+
+
+def log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
+    if outcome.state == states.SUCCESS:
+        logger.info("Task %s[%s] succeeded in %.4fs: %r",
+                    job.task, job.id, outcome.runtime, outcome.result)
+    elif outcome.state == states.RETRY:
+        assert outcome.run_at is not None
+        logger.info("Task %s[%s] retry: retry in %.1fs: %s", job.task, job.id,
+                    max(0.0, (outcome.run_at - utcnow()).total_seconds()), outcome.error)
+    elif outcome.state == states.FAILURE:
+        logger.error("Task %s[%s] raised unexpected: %s", job.task, job.id, outcome.error)
+    else:
+        logger.info("Task %s[%s] %s: %s", job.task, job.id, outcome.state.lower(),
+                    outcome.error)
+
+
+def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
+                task_id: str | None) -> EagerResult:
+    """``task.apply()``: run here with a worker's request and retry handling, no database."""
+    from pgqueue.result import EagerResult
+
+    job_id = task_id or uuid()
+    attempt = 1
+    while True:
+        job = ClaimedJob(job_id, task.queue or "default", task.name, args, kwargs, 0,
+                         utcnow(), None, attempt, task.max_retries, False, {}, None, None,
+                         None, utcnow(), utcnow())
+        request = make_request(job, "eager", "localhost")
+        request.is_eager = True
+        if inspect.iscoroutinefunction(task.run):
+            outcome = asyncio.run(run_task_async(task, job, request))
+        else:
+            outcome = run_task(task, job, request)
+        if outcome.state != states.RETRY:
+            break
+        attempt += 1  # eager retries run at once, as in Celery
+        args = outcome.args if outcome.args is not None else args
+        kwargs = outcome.kwargs if outcome.kwargs is not None else kwargs
+    if outcome.state == states.REVOKED:
+        raise TaskRevokedError(outcome.error)
+    return EagerResult(job_id, outcome.state, outcome.result, outcome.traceback, task.app)

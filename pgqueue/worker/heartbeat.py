@@ -1,0 +1,30 @@
+"""The worker's heartbeat: keeps the leases of the jobs it holds, and its own row, alive."""
+
+from __future__ import annotations
+
+from pgqueue.db.connection import Dedicated
+from pgqueue.db.queries import Queries
+from pgqueue.worker.holdings import Holdings
+
+
+class Heartbeat:
+    """Extends the lease of every job this worker holds, in one statement."""
+
+    name = "heartbeat"
+    leader_only = False
+
+    def __init__(self, queries: Queries, worker_id: str, holdings: Holdings,
+                 lease: float) -> None:
+        self.queries = queries
+        self.worker_id = worker_id
+        self.holdings = holdings
+        self.lease = lease
+
+    def run_once(self, db: Dedicated) -> float:
+        ids, attempts, _ = self.holdings.snapshot()
+        if ids:
+            db.execute(self.queries["job_heartbeat"], {
+                "ids": ids, "attempts": attempts, "worker": self.worker_id,
+                "lease": self.lease})
+        db.execute(self.queries["worker_heartbeat"], {"id": self.worker_id})
+        return self.lease / 3

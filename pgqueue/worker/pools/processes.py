@@ -1,0 +1,198 @@
+"""``-P processes``: jobs run in forked child processes, one job per child at a time.
+
+Each slot is a supervisor thread in the worker that owns one child. The supervisor hands
+the child a job over a pipe and waits for the outcome until the job's hard time limit;
+past it, the child is killed and replaced, and the job ends FAILURE with
+:class:`TimeLimitExceeded`. A child that dies mid-job (crash, OOM kill) costs the job an
+attempt: it runs again while retries remain, else ends FAILURE with
+:class:`WorkerLostError`. Children are recycled after ``max_tasks_per_child`` jobs or
+when their peak memory passes ``max_memory_per_child`` (KiB, as in Celery).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from pgqueue import states
+from pgqueue.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from pgqueue.utils import utcnow
+from pgqueue.worker import aborts
+from pgqueue.worker.execution import ClaimedJob, Outcome, failure
+from pgqueue.worker.pools.base import JobContext, QueuePool, terminated_outcome, time_limit_outcome
+
+logger = logging.getLogger("pgqueue.worker")
+
+_POLL = 0.05
+
+
+def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
+                max_memory_kib: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    aborts.ask_database()  # no control listener in here
+
+    def soft_limit(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded("Soft time limit exceeded")
+
+    signal.signal(signal.SIGALRM, soft_limit)
+    parent = os.getppid()
+    done = 0
+    while True:
+        try:
+            # A dead parent does not always mean EOF here: a sibling forked later holds a
+            # copy of this pipe's other end. So look for the parent too, or a worker killed
+            # with SIGKILL leaves its children (and their inherited sockets) behind.
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
+            job: ClaimedJob | None = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        _, soft = context.limits(job)
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            outcome = context.run(job)
+        except SoftTimeLimitExceeded as exc:  # landed outside the task body
+            outcome = failure(job, exc)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        done += 1
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        recycle = bool((max_tasks and done >= max_tasks)
+                       or (max_memory_kib and peak_kib > max_memory_kib))
+        conn.send((outcome, recycle))
+        if recycle:
+            return
+
+
+class _Child:
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            os.kill(self.process.pid or 0, signal.SIGKILL)
+        self.process.join(5)
+        self.conn.close()
+
+
+class ProcessPool(QueuePool):
+    def __init__(self, size: int, context: JobContext, max_tasks_per_child: int | None = None,
+                 max_memory_per_child: int | None = None) -> None:
+        super().__init__(size)
+        self.context = context
+        self.max_tasks = max_tasks_per_child
+        self.max_memory = max_memory_per_child
+        self._mp = multiprocessing.get_context("fork")
+        self._terminate: set[str] = set()
+        self._lock = threading.Lock()
+        self._supervisors = [
+            threading.Thread(target=self._supervise, name=f"pgqueue-child-{i}", daemon=True)
+            for i in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self._supervisors:
+            thread.start()
+
+    def terminate(self, job_id: str) -> bool:
+        with self._lock:
+            self._terminate.add(job_id)
+        return True
+
+    def _spawn(self) -> _Child:
+        parent_end, child_end = self._mp.Pipe()
+        process = self._mp.Process(
+            target=_child_main, name="pgqueue-child", daemon=True,
+            args=(child_end, self.context, self.max_tasks, self.max_memory))
+        process.start()
+        child_end.close()
+        return _Child(process, parent_end)
+
+    def _supervise(self) -> None:
+        child = self._spawn()
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    child.conn.send(None)
+                    child.process.join(5)
+                    return
+                try:
+                    child = self._run_one(child, job)
+                finally:
+                    self.give()
+        finally:
+            child.kill()
+
+    def _run_one(self, child: _Child, job: ClaimedJob) -> _Child:
+        if not child.process.is_alive():
+            child.kill()
+            child = self._spawn()
+        self.context.started(job)
+        hard, _ = self.context.limits(job)
+        deadline = time.monotonic() + hard if hard else None
+        try:
+            child.conn.send(job)
+        except OSError:
+            child.kill()
+            child = self._spawn()
+            child.conn.send(job)
+        while True:
+            try:
+                ready = child.conn.poll(_POLL)
+            except OSError:
+                ready = True
+            if ready:
+                try:
+                    outcome, recycle = child.conn.recv()
+                except (EOFError, OSError):
+                    self.context.finished(self._lost(job, child))
+                    child.kill()
+                    return self._spawn()
+                self.context.finished(outcome)
+                if recycle:
+                    child.process.join(5)
+                    child.kill()
+                    return self._spawn()
+                return child
+            if deadline is not None and time.monotonic() > deadline:
+                assert hard is not None
+                logger.error("Task %s[%s] exceeded its time limit (%.1fs): killing child %s",
+                             job.task, job.id, hard, child.process.pid)
+                child.kill()
+                self.context.finished(time_limit_outcome(job, hard))
+                return self._spawn()
+            with self._lock:
+                terminate = job.id in self._terminate
+                self._terminate.discard(job.id)
+            if terminate:
+                logger.warning("Task %s[%s] terminated by request", job.task, job.id)
+                child.kill()
+                self.context.finished(terminated_outcome(job))
+                return self._spawn()
+
+    def _lost(self, job: ClaimedJob, child: _Child) -> Outcome:
+        """The child died with the job: retry while retries remain, else WorkerLostError."""
+        child.process.join(1)
+        code = child.process.exitcode
+        error = WorkerLostError(f"Worker exited prematurely: exitcode {code} "
+                                f"(job {job.id}, attempt {job.attempt})")
+        logger.error("Task %s[%s] raised %s", job.task, job.id, error)
+        if job.max_retries is None or job.attempt <= job.max_retries:
+            return Outcome(job.id, job.attempt, states.RETRY, error=f"WorkerLostError: {error}",
+                           run_at=utcnow())
+        return failure(job, error, with_traceback=False)
