@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pgqueue.utils import storable_json
+
 from . import states
 from .exceptions import MaxRetriesExceededError, Retry
 from .request import Request
@@ -241,9 +243,18 @@ class Task:
         meta: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Publish progress (``state='PROGRESS', meta={...}``), visible to ``AsyncResult``."""
+        """Publish progress (``state='PROGRESS', meta={...}``), visible to ``AsyncResult``.
+
+        Raises TypeError or ValueError, here, for a state or meta the database cannot
+        store (not JSON, NUL, lone surrogates, too deep, over ``result_max_bytes``)."""
         from .producer import update_progress
 
+        what = f"{self.name}: update_state"
+        if state is not None:
+            storable_json(state, f"{what} state")
+        if meta is not None:
+            storable_json(meta, f"{what} meta", self.app.conf.result_max_bytes,
+                          "result_max_bytes")
         update_progress(self, task_id, state or states.STARTED, meta)
 
     def send_event(self, *args: Any, **kwargs: Any) -> None:
