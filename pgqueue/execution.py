@@ -275,7 +275,7 @@ def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outco
                        ignore_result=True)
     try:
         storable_json(value, f"the return value of task {task.name}",
-                      task.app.conf.result_max_bytes, "result_max_bytes")
+                      task.app.conf["result_max_bytes"], "result_max_bytes")
     except (TypeError, ValueError) as exc:
         return _failed_to_store(job, exc, runtime)
     return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime)

@@ -253,7 +253,7 @@ class Task:
         if state is not None:
             storable_json(state, f"{what} state")
         if meta is not None:
-            storable_json(meta, f"{what} meta", self.app.conf.result_max_bytes,
+            storable_json(meta, f"{what} meta", self.app.conf["result_max_bytes"],
                           "result_max_bytes")
         update_progress(self, task_id, state or states.STARTED, meta)
 

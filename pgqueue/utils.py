@@ -100,8 +100,14 @@ def import_object(path: str) -> Any:
     return obj
 
 
+# One encoder for every call: json.dumps builds a new one whenever it is given options,
+# which cost more than encoding a small value.
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                allow_nan=False).encode
+
+
 def json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _json_encode(value)
 
 
 def check_json(value: Any, what: str) -> None:
