@@ -3,7 +3,8 @@
 The thread flushes as soon as it has anything; outcomes that arrive while a flush is in
 flight form the next batch. That keeps latency low when idle and round trips few when busy.
 
-A lost connection retries the batch. A statement refused for what it carries (a value
+A lost connection retries the batch, as does a database that refuses every write for now
+(see :func:`retry_later`). A statement refused for what it carries (a value
 jsonb cannot hold, which the workers' checks should have caught) is split in halves until
 the refused outcome is alone; that one is stored as FAILURE instead, or, should even that
 fail, logged and dropped: its lease then runs out and the rescuer takes the job over.
@@ -17,6 +18,7 @@ import threading
 import time
 
 from pgqueue.db import one_line
+from pgqueue.exceptions import SchemaMissing
 from pgqueue.execution import describe_error, exception_payload
 from pgqueue.utils import storable_text
 
@@ -85,11 +87,14 @@ class Finisher(threading.Thread):
                 self._flush(batch)
                 return
             except Exception as error:
-                if not lost_connection(error):  # a bug: never retry it for ever
+                if not retry_later(error):  # a bug: never retry it for ever
                     logger.exception("finisher: dropped %d outcomes; their leases will expire "
                                      "and the jobs will be rescued", len(batch))
                     self.holdings.forget([(o.job_id, o.attempt) for o in batch])
                     return
+                if not is_connection_error(error):
+                    logger.error("finisher: the database refuses to record %d outcomes (%s); "
+                                 "retrying", len(batch), one_line(error))
                 delay = self.db.failed(error)
                 if deadline is not None and time.monotonic() + delay > deadline:
                     logger.error("finisher: gave up recording %d outcomes; their leases will "
@@ -115,11 +120,11 @@ class Finisher(threading.Thread):
 
     def _write(self, name: str, outcomes: list[Outcome]) -> set[str]:
         """Run statement ``name`` for ``outcomes``; the ids it recorded (or gave up on,
-        with a log line). Only a lost connection raises."""
+        with a log line). Raises only what :func:`retry_later` retries."""
         try:
             return self._execute(name, outcomes)
         except Exception as error:
-            if lost_connection(error):
+            if retry_later(error):
                 raise
             if len(outcomes) == 1:
                 return self._store_failure(outcomes[0], error)
@@ -149,7 +154,7 @@ class Finisher(threading.Thread):
         try:
             return self._execute("job_finish", [stand_in])
         except Exception as again:
-            if lost_connection(again):
+            if retry_later(again):
                 raise
             logger.error("finisher: dropped the outcome of job %s attempt %d: even a FAILURE "
                          "could not be stored (%s); its lease will expire and the rescuer "
@@ -158,9 +163,18 @@ class Finisher(threading.Thread):
             return {outcome.job_id}
 
 
-def lost_connection(error: BaseException) -> bool:
-    """Whether retrying ``error``'s statement may succeed: the connection went away.
-    psycopg classes "program limit exceeded" (SQLSTATE class 54: a value too large or
-    nested too deep) as operational too, but it is about the statement's content."""
+#: Refusals of a statement that are about the database, not the batch: a lost grant,
+#: a read-only standby after a failover. They end when an operator acts; meanwhile the
+#: worker keeps the jobs (and their leases) and retries, as for a lost connection.
+_REFUSED_FOR_NOW = frozenset({"42501", "25006"})  # insufficient_privilege, read_only
+
+
+def retry_later(error: BaseException) -> bool:
+    """Whether the same statement may succeed later: the connection went away, or the
+    database refuses every write for now. Anything else may be about what the batch
+    carries. psycopg classes "program limit exceeded" (SQLSTATE class 54: a value too
+    large or nested too deep) as operational, but that is about the content too."""
     sqlstate = getattr(error, "sqlstate", None) or ""
-    return is_connection_error(error) and not sqlstate.startswith("54")
+    if is_connection_error(error):
+        return not sqlstate.startswith("54")
+    return sqlstate in _REFUSED_FOR_NOW or isinstance(error, SchemaMissing)

@@ -288,8 +288,11 @@ def test_an_outcome_that_cannot_even_fail_is_dropped_not_retried_for_ever(
            "be stored" in caplog.text
 
 
-def test_a_good_batch_is_one_statement_and_a_lost_connection_retries_it(
-        app: App, db: psycopg.Connection[Any]) -> None:
+@pytest.mark.parametrize("fault", ["terminated", "read_only"])
+def test_a_good_batch_is_one_statement_and_a_refusal_for_now_retries_it(
+        app: App, db: psycopg.Connection[Any], fault: str) -> None:
+    """A lost connection, or a database that refuses writes for now (a read-only standby
+    after a failover, a lost grant), is retried whole: splitting would not help."""
     jobs = _claim(app, 5)
     holdings = Holdings()
     finisher = Finisher(app.dsn, app.queries, "w", holdings)
@@ -301,15 +304,19 @@ def test_a_good_batch_is_one_statement_and_a_lost_connection_retries_it(
         return execute(query, params)
 
     finisher.db.execute = counting  # type: ignore[method-assign]
-    pid = finisher.db.connect().info.backend_pid
-    db.execute("SELECT pg_terminate_backend(%s)", [pid])
-    wait_until(lambda: db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
-                                  [pid]).fetchone() == (0,), message="the backend to end")
+    conn = finisher.db.connect()
+    if fault == "terminated":
+        pid = conn.info.backend_pid
+        db.execute("SELECT pg_terminate_backend(%s)", [pid])
+        wait_until(lambda: db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                      [pid]).fetchone() == (0,), message="the backend to end")
+    else:  # this session only; the retry's new connection can write
+        conn.execute("SET default_transaction_read_only = on")
     outcomes = [Outcome(j.id, j.attempt, "SUCCESS", result=j.args[0]) for j in jobs]
     for outcome in outcomes:
         holdings.add(outcome.job_id, outcome.attempt)
     finisher._flush_with_retry(outcomes, give_up_after=None)
-    # The first attempt met the dead connection; the retry is the same single statement.
+    # The first attempt met the fault; the retry is the same single statement.
     assert statements == [app.queries["job_finish"]] * 2
     assert db.execute("SELECT count(*) FROM results WHERE state = 'SUCCESS'").fetchone() == (5,)
     finisher.db.close()
