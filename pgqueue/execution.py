@@ -79,11 +79,9 @@ class Outcome:
     ignore_result: bool = False
 
     def finish_record(self) -> dict[str, Any]:
-        # An ignored result is never stored (the finish drops it): don't send it.
-        ignored = self.ignore_result and self.state == states.SUCCESS
         return {"id": self.job_id, "attempt": self.attempt, "state": self.state,
-                "result": None if ignored else self.result, "error": self.error,
-                "traceback": self.traceback, "ignore_result": self.ignore_result}
+                "result": self.result, "error": self.error, "traceback": self.traceback,
+                "ignore_result": self.ignore_result}
 
     def retry_record(self) -> dict[str, Any]:
         assert self.run_at is not None
@@ -234,6 +232,9 @@ def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome
     if task.ignore_result:
         outcome.ignore_result = True
     log_outcome(job, outcome)
+    if outcome.ignore_result and outcome.state == states.SUCCESS:
+        # Never stored, and not checked (see _succeeded): neither pickle nor send it.
+        outcome.result = None
     return outcome
 
 
@@ -270,7 +271,8 @@ async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outco
 
 def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outcome:
     if task.ignore_result or job.ignore_result:
-        # Never stored (the finish drops it), so it need not be storable.
+        # Never stored (the finish drops it), so it need not be storable; conclude() drops
+        # it once logged, and task.apply() returns it.
         return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime,
                        ignore_result=True)
     try:
