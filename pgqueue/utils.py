@@ -124,8 +124,8 @@ def check_json(value: Any, what: str) -> None:
 #: inside a deep call stack); Postgres itself refuses values nested ~10,000 deep.
 JSON_MAX_DEPTH = 200
 
-# A NUL serialised by json.dumps: "\u0000" after an even number of backslashes (an odd
-# number would make it the text "\\u0000", which Postgres stores).
+# A NUL serialised by json.dumps: "\u0000" after zero or more escaped backslashes ("\\").
+# After an odd number of backslashes it is the text backslash-u0000, which Postgres stores.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 # Characters PostgreSQL's text and jsonb cannot hold: NUL, and UTF-16 surrogates (a Python
 # string may hold them, UTF-8 cannot encode them).
@@ -201,13 +201,6 @@ def storable_text(text: str, max_chars: int) -> str:
         text += (f" [pgqueue replaced {replaced} character(s) PostgreSQL cannot store (NUL, "
                  "lone surrogates) with U+FFFD]")
     return text
-
-
-def without_unstorable_chars(text: str) -> str:
-    """``text`` with NUL and surrogates replaced by U+FFFD, and no note."""
-    if text.isascii() and "\x00" not in text:
-        return text
-    return _UNSTORABLE_CHARS.sub("\ufffd", text)
 
 
 def utcnow() -> datetime:
