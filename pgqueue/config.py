@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # results
     "result_expires": timedelta(days=1),
     "result_extended": True,
+    # the largest return value (as JSON) a task may store; 0 or None turns the check off
+    "result_max_bytes": 10 * 1024 * 1024,
     # workers
     "worker_concurrency": None,
     "worker_pool": "threads",
@@ -148,6 +150,8 @@ class Settings(MutableMapping[str, Any]):
             return
         if name == "dsn" and value is not None:
             value = validate_dsn(str(value))
+        if name == "result_max_bytes":
+            value = validate_byte_limit(name, value)
         self._data[name] = value
         self.changed.add(name)
         object.__setattr__(self, "generation", self.generation + 1)
@@ -201,6 +205,16 @@ def load_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
             continue  # a module's constants and classes are not settings
         found[key.lower()] = value
     return found
+
+
+def validate_byte_limit(name: str, value: Any) -> int:
+    """A size limit in bytes; 0 (or None) means no limit."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"setting {name!r} must be a whole number of bytes, 0 for no limit (got {value!r})")
+    return value
 
 
 _SCHEMES = ("postgresql://", "postgres://")

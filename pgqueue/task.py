@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pgqueue import states
 from pgqueue.exceptions import MaxRetriesExceededError, Retry
 from pgqueue.request import Request
+from pgqueue.utils import storable_json
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -241,9 +242,18 @@ class Task:
         meta: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Publish progress (``state='PROGRESS', meta={...}``), visible to ``AsyncResult``."""
+        """Publish progress (``state='PROGRESS', meta={...}``), visible to ``AsyncResult``.
+
+        Raises TypeError or ValueError, here, for a state or meta the database cannot
+        store (not JSON, NUL, lone surrogates, too deep, over ``result_max_bytes``)."""
         from pgqueue.client.producer import update_progress
 
+        what = f"{self.name}: update_state"
+        if state is not None:
+            storable_json(state, f"{what} state")
+        if meta is not None:
+            storable_json(meta, f"{what} meta", self.app.conf["result_max_bytes"],
+                          "result_max_bytes")
         update_progress(self, task_id, state or states.STARTED, meta)
 
     def send_event(self, *args: Any, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import random
+import re
 import secrets
 import threading
 import time
@@ -99,8 +100,14 @@ def import_object(path: str) -> Any:
     return obj
 
 
+# One encoder for every call: json.dumps builds a new one whenever it is given options,
+# which cost more than encoding a small value.
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                allow_nan=False).encode
+
+
 def json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _json_encode(value)
 
 
 def check_json(value: Any, what: str) -> None:
@@ -110,6 +117,90 @@ def check_json(value: Any, what: str) -> None:
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what} is not JSON-serializable ({e}); pass plain JSON values "
                         "(str, int, float, bool, None, list, dict with str keys)") from None
+
+
+#: The deepest nesting of lists and objects pgqueue stores. Every stored value is read
+#: back with Python's json module, which raises RecursionError near 1,000 levels (fewer
+#: inside a deep call stack); Postgres itself refuses values nested ~10,000 deep.
+JSON_MAX_DEPTH = 200
+
+# A NUL serialised by json.dumps: "\u0000" after zero or more escaped backslashes ("\\").
+# After an odd number of backslashes it is the text backslash-u0000, which Postgres stores.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# Characters PostgreSQL's text and jsonb cannot hold: NUL, and UTF-16 surrogates (a Python
+# string may hold them, UTF-8 cannot encode them).
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_json(value: Any, what: str, max_bytes: int = 0, limit_name: str = "") -> str:
+    """``value`` as JSON text that PostgreSQL's jsonb can hold.
+
+    Raises TypeError naming ``what`` when it is not plain JSON, ValueError when it is
+    but cannot be stored: a string or key with NUL or a lone surrogate, nesting deeper
+    than :data:`JSON_MAX_DEPTH`, or (``max_bytes`` > 0) more than ``max_bytes`` of JSON.
+    The checks cost a few scans of the text at C speed: a walk of the value happens only
+    when the text holds more brackets than the depth limit.
+    """
+    try:
+        text = json_dumps(value)
+    except RecursionError:
+        raise ValueError(f"{what} can't be stored: it is nested deeper than "
+                         f"{JSON_MAX_DEPTH} levels") from None
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} is not JSON-serializable ({e}); use plain JSON values "
+                        "(str, int, float, bool, None, list, dict with str keys)") from None
+    reason = _unstorable_reason(value, text, max_bytes, limit_name)
+    if reason:
+        raise ValueError(f"{what} can't be stored: {reason}")
+    return text
+
+
+def _unstorable_reason(value: Any, text: str, max_bytes: int, limit_name: str) -> str | None:
+    size = len(text)
+    if not text.isascii():
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            return ("a string contains a lone surrogate (such as '\\ud800'), which is not "
+                    "valid Unicode and cannot be encoded as UTF-8")
+    if max_bytes and size > max_bytes:
+        setting = f" ({limit_name})" if limit_name else ""
+        return f"it is {size:,} bytes as JSON, over the limit of {max_bytes:,} bytes{setting}"
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        return "a string or key contains NUL (\\u0000), which PostgreSQL cannot store"
+    if text.count("[") + text.count("{") > JSON_MAX_DEPTH and _deeper_than(value,
+                                                                          JSON_MAX_DEPTH):
+        return f"it is nested deeper than {JSON_MAX_DEPTH} levels"
+    return None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` levels (iterative: no recursion)."""
+    containers = (list, tuple, dict)
+    stack = [(value, 1)] if isinstance(value, containers) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, containers))
+    return False
+
+
+def storable_text(text: str, max_chars: int) -> str:
+    """``text`` in a form PostgreSQL stores: NUL and surrogates replaced by U+FFFD, with a
+    note saying so, and the middle cut out when it is longer than ``max_chars``."""
+    if len(text) > max_chars:
+        keep = max_chars // 2
+        text = (f"{text[:keep]}\n[... {len(text) - 2 * keep:,} characters cut by pgqueue "
+                f"...]\n{text[-keep:]}")
+    if text.isascii() and "\x00" not in text:
+        return text
+    text, replaced = _UNSTORABLE_CHARS.subn("\ufffd", text)
+    if replaced:
+        text += (f" [pgqueue replaced {replaced} character(s) PostgreSQL cannot store (NUL, "
+                 "lone surrogates) with U+FFFD]")
+    return text
 
 
 def utcnow() -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import reprlib
 import time
 import traceback as tb
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pgqueue import states
 from pgqueue.exceptions import NotRegistered, Retry, TaskRevokedError
 from pgqueue.request import Request, inside_task
-from pgqueue.utils import json_dumps, utcnow, uuid
+from pgqueue.utils import storable_json, storable_text, utcnow, uuid
 from pgqueue.worker import aborts
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ class Outcome:
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
     runtime: float = 0.0
-    #: The worker's task does not keep results (the producer may not have known).
+    #: The result is not kept: the worker's task or the job says so (the producer may not
+    #: have known the task's setting).
     ignore_result: bool = False
 
     def finish_record(self) -> dict[str, Any]:
@@ -81,21 +83,46 @@ class Outcome:
                 "error": self.error, "args": self.args, "kwargs": self.kwargs}
 
 
+#: The longest error line, and text argument of an exception, an outcome keeps; tracebacks
+#: keep up to TRACEBACK_MAX_CHARS. Longer text loses its middle (a note says so), so that
+#: one huge message is not stored three times over (error, traceback, exception args).
+ERROR_MAX_CHARS = 64 * 1024
+TRACEBACK_MAX_CHARS = 1024 * 1024
+
+
 def exception_payload(exc: BaseException) -> dict[str, Any]:
-    """Celery's stored form of an exception, so ``AsyncResult`` can raise it again."""
-    args: list[Any] = []
-    for arg in exc.args:
-        try:
-            json_dumps(arg)
-            args.append(arg)
-        except (TypeError, ValueError):
-            args.append(repr(arg))
-    return {"exc_type": type(exc).__qualname__, "exc_module": type(exc).__module__,
-            "exc_message": args}
+    """Celery's stored form of an exception, so ``AsyncResult`` can raise it again.
+
+    Arguments PostgreSQL cannot store are kept in a safe form: text with NUL or lone
+    surrogates replaced, anything else that is not storable JSON as its ``repr``."""
+    return {"exc_type": storable_text(type(exc).__qualname__, ERROR_MAX_CHARS),
+            "exc_module": storable_text(type(exc).__module__, ERROR_MAX_CHARS),
+            "exc_message": [_storable_argument(arg) for arg in exc.args]}
+
+
+def _storable_argument(arg: Any) -> Any:
+    if isinstance(arg, str):
+        return storable_text(arg, ERROR_MAX_CHARS)
+    try:
+        storable_json(arg, "an exception argument", ERROR_MAX_CHARS)
+        return arg
+    except (TypeError, ValueError):
+        pass
+    try:
+        text = repr(arg)
+    except Exception:  # a repr that fails (or recurses) must not lose the outcome
+        text = f"<{type(arg).__name__} object: repr() failed>"
+    return storable_text(text, ERROR_MAX_CHARS)
 
 
 def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """``Type: message``, in a form PostgreSQL stores (see :func:`storable_text`)."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<str() of the exception failed>"
+    line = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return storable_text(line, ERROR_MAX_CHARS)
 
 
 def failure(job: ClaimedJob, exc: BaseException, with_traceback: bool = True,
@@ -104,7 +131,8 @@ def failure(job: ClaimedJob, exc: BaseException, with_traceback: bool = True,
         job.id, job.attempt, state,
         result=exception_payload(exc),
         error=describe_error(exc),
-        traceback="".join(tb.format_exception(exc)) if with_traceback else None,
+        traceback=storable_text("".join(tb.format_exception(exc)), TRACEBACK_MAX_CHARS)
+        if with_traceback else None,
     )
 
 
@@ -192,11 +220,15 @@ def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome
     """Apply an abort requested while the job ran, then log the one line per job."""
     if task.abortable and outcome.state != states.REVOKED and aborts.is_aborted(app, job.id):
         outcome = Outcome(job.id, job.attempt, states.REVOKED, error="aborted by request",
-                          result=outcome.result if outcome.state == states.SUCCESS else None,
+                          result=outcome.result if outcome.state == states.SUCCESS
+                          and not outcome.ignore_result else None,
                           runtime=outcome.runtime)
     if task.ignore_result:
         outcome.ignore_result = True
     log_outcome(job, outcome)
+    if outcome.ignore_result and outcome.state == states.SUCCESS:
+        # Never stored, and not checked (see _succeeded): neither pickle nor send it.
+        outcome.result = None
     return outcome
 
 
@@ -232,26 +264,34 @@ async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outco
 
 
 def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outcome:
+    if task.ignore_result or job.ignore_result:
+        # Never stored (the finish drops it), so it need not be storable; conclude() drops
+        # it once logged, and task.apply() returns it.
+        return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime,
+                       ignore_result=True)
     try:
-        json_dumps(value)
-    except (TypeError, ValueError) as e:
-        exc = TypeError(f"the return value of task {task.name} is not JSON-serializable "
-                        f"({e}): return plain JSON values")
-        outcome = failure(job, exc, with_traceback=False)
-        outcome.runtime = runtime
-        return outcome
+        storable_json(value, f"the return value of task {task.name}",
+                      task.app.conf["result_max_bytes"], "result_max_bytes")
+    except (TypeError, ValueError) as exc:
+        return _failed_to_store(job, exc, runtime)
     return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime)
+
+
+def _failed_to_store(job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
+    outcome = failure(job, exc, with_traceback=False)
+    outcome.runtime = runtime
+    return outcome
 
 
 def _raised(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
     if isinstance(exc, Retry):
-        return _retry_outcome(job, exc, runtime)
+        return _retry_outcome(task, job, exc, runtime)
     if isinstance(exc, task.autoretry_for) and not isinstance(exc, task.dont_autoretry_for):
         try:
             options = {k: v for k, v in task.retry_kwargs.items() if k != "countdown"}
             task.retry(exc=exc, countdown=task.autoretry_countdown(), **options)
         except Retry as signal:
-            return _retry_outcome(job, signal, runtime)
+            return _retry_outcome(task, job, signal, runtime)
         except Exception as final:
             exc = final
     outcome = failure(job, exc)
@@ -259,13 +299,22 @@ def _raised(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outc
     return outcome
 
 
-def _retry_outcome(job: ClaimedJob, signal: Retry, runtime: float) -> Outcome:
+def _retry_outcome(task: Task, job: ClaimedJob, signal: Retry, runtime: float) -> Outcome:
     when = signal.when
-    now = utcnow()
-    if isinstance(when, datetime):
-        run_at = when if when.tzinfo else when.astimezone()
-    else:
-        run_at = now + timedelta(seconds=float(when or 0))
+    try:
+        if isinstance(when, datetime):
+            run_at = when if when.tzinfo else when.astimezone()
+        else:
+            run_at = utcnow() + timedelta(seconds=float(when or 0))
+    except (TypeError, ValueError, OverflowError) as e:  # NaN, inf, far beyond year 9999
+        return _failed_to_store(job, ValueError(
+            f"task {task.name} asked to retry at an impossible time: {when!r} ({e})"), runtime)
+    try:
+        for what, value in (("args", signal.args_override), ("kwargs", signal.kwargs_override)):
+            if value is not None:
+                storable_json(value, f"the retry {what} of task {task.name}")
+    except (TypeError, ValueError) as exc:
+        return _failed_to_store(job, exc, runtime)
     reason = signal.exc if signal.exc is not None else signal
     return Outcome(
         job.id, job.attempt, states.RETRY, error=describe_error(reason), run_at=run_at,
@@ -273,10 +322,17 @@ def _retry_outcome(job: ClaimedJob, signal: Retry, runtime: float) -> Outcome:
     )
 
 
+# Like Celery's log line, a result is shown cut short: a large or deep value in the log
+# would cost more than the job.
+_result_repr = reprlib.Repr()
+_result_repr.maxlevel, _result_repr.maxstring, _result_repr.maxother = 10, 1024, 1024
+_result_repr.maxlist = _result_repr.maxtuple = _result_repr.maxdict = 100
+
+
 def log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
     if outcome.state == states.SUCCESS:
-        logger.info("Task %s[%s] succeeded in %.4fs: %r",
-                    job.task, job.id, outcome.runtime, outcome.result)
+        logger.info("Task %s[%s] succeeded in %.4fs: %s",
+                    job.task, job.id, outcome.runtime, _result_repr.repr(outcome.result))
     elif outcome.state == states.RETRY:
         assert outcome.run_at is not None
         logger.info("Task %s[%s] retry: retry in %.1fs: %s", job.task, job.id,

@@ -2,6 +2,12 @@
 
 The thread flushes as soon as it has anything; outcomes that arrive while a flush is in
 flight form the next batch. That keeps latency low when idle and round trips few when busy.
+
+A lost connection retries the batch, as does a database that refuses every write for now
+(see :func:`retry_later`). A statement refused for what it carries (a value
+jsonb cannot hold, which the workers' checks should have caught) is split in halves until
+the refused outcome is alone; that one is stored as FAILURE instead, or, should even that
+fail, logged and dropped: its lease then runs out and the rescuer takes the job over.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import threading
 import time
 
 from pgqueue import states
-from pgqueue.db.connection import Dedicated, is_connection_error
+from pgqueue.db.connection import Dedicated, is_connection_error, one_line
 from pgqueue.db.queries import Queries
-from pgqueue.utils import json_dumps
-from pgqueue.worker.execution import Outcome
+from pgqueue.exceptions import SchemaMissing
+from pgqueue.utils import json_dumps, storable_text
+from pgqueue.worker.execution import Outcome, describe_error, exception_payload
 from pgqueue.worker.holdings import Holdings
 
 logger = logging.getLogger("pgqueue.worker")
@@ -76,8 +83,14 @@ class Finisher(threading.Thread):
                 self._flush(batch)
                 return
             except Exception as error:
+                if not retry_later(error):  # a bug: never retry it for ever
+                    logger.exception("finisher: dropped %d outcomes; their leases will expire "
+                                     "and the jobs will be rescued", len(batch))
+                    self.holdings.forget([(o.job_id, o.attempt) for o in batch])
+                    return
                 if not is_connection_error(error):
-                    logger.exception("finisher: could not record %d outcomes", len(batch))
+                    logger.error("finisher: the database refuses to record %d outcomes (%s); "
+                                 "retrying", len(batch), one_line(error))
                 delay = self.db.failed(error)
                 if deadline is not None and time.monotonic() + delay > deadline:
                     logger.error("finisher: gave up recording %d outcomes; their leases will "
@@ -86,24 +99,78 @@ class Finisher(threading.Thread):
                 time.sleep(delay)
 
     def _flush(self, batch: list[Outcome]) -> None:
-        finals = [o.finish_record() for o in batch if o.state != states.RETRY]
-        retries = [o.retry_record() for o in batch if o.state == states.RETRY]
-        channels = self.queries.channels()
-        matched: set[str] = set()
+        finals = [o for o in batch if o.state != states.RETRY]
+        retries = [o for o in batch if o.state == states.RETRY]
+        handled: set[str] = set()
         if finals:
-            rows = self.db.execute(self.queries["job_finish"], {
-                "outcomes": json_dumps(finals), "ids": [f["id"] for f in finals],
-                "worker": self.worker_id, **channels})
-            matched.update(str(r[0]) for r in rows)
+            handled |= self._write("job_finish", finals)
         if retries:
-            rows = self.db.execute(self.queries["job_retry"], {
-                "retries": json_dumps(retries), "ids": [r["id"] for r in retries],
-                "worker": self.worker_id, **channels})
-            matched.update(str(r[0]) for r in rows)
+            handled |= self._write("job_retry", retries)
         for outcome in batch:
-            if outcome.job_id not in matched:
+            if outcome.job_id not in handled:
                 logger.warning("Job %s attempt %d was no longer ours (rescued or revoked); "
                                "its %s outcome was not recorded",
                                outcome.job_id, outcome.attempt, outcome.state)
         self.holdings.forget([(o.job_id, o.attempt) for o in batch])
         self.flushed += len(batch)
+
+    def _write(self, name: str, outcomes: list[Outcome]) -> set[str]:
+        """Run statement ``name`` for ``outcomes``; the ids it recorded (or gave up on,
+        with a log line). Raises only what :func:`retry_later` retries."""
+        try:
+            return self._execute(name, outcomes)
+        except Exception as error:
+            if retry_later(error):
+                raise
+            if len(outcomes) == 1:
+                return self._store_failure(outcomes[0], error)
+            half = len(outcomes) // 2
+            return self._write(name, outcomes[:half]) | self._write(name, outcomes[half:])
+
+    def _execute(self, name: str, outcomes: list[Outcome]) -> set[str]:
+        if name == "job_finish":
+            params = {"outcomes": json_dumps([o.finish_record() for o in outcomes])}
+        else:
+            params = {"retries": json_dumps([o.retry_record() for o in outcomes])}
+        rows = self.db.execute(self.queries[name], {
+            **params, "ids": [o.job_id for o in outcomes], "worker": self.worker_id,
+            **self.queries.channels()})
+        return {str(r[0]) for r in rows}
+
+    def _store_failure(self, outcome: Outcome, error: Exception) -> set[str]:
+        """End the job of an outcome the database refused: FAILURE with a note of why."""
+        reason = storable_text(one_line(error), 300)
+        logger.error("finisher: the %s outcome of job %s attempt %d could not be stored "
+                     "(%s); storing FAILURE instead", outcome.state, outcome.job_id,
+                     outcome.attempt, reason)
+        exc = ValueError(f"outcome could not be stored: {reason}")
+        stand_in = Outcome(outcome.job_id, outcome.attempt, states.FAILURE,
+                           result=exception_payload(exc), error=describe_error(exc),
+                           runtime=outcome.runtime)
+        try:
+            return self._execute("job_finish", [stand_in])
+        except Exception as again:
+            if retry_later(again):
+                raise
+            logger.error("finisher: dropped the outcome of job %s attempt %d: even a FAILURE "
+                         "could not be stored (%s); its lease will expire and the rescuer "
+                         "will retry or fail the job", outcome.job_id, outcome.attempt,
+                         storable_text(one_line(again), 300))
+            return {outcome.job_id}
+
+
+#: Refusals of a statement that are about the database, not the batch: a lost grant,
+#: a read-only standby after a failover. They end when an operator acts; meanwhile the
+#: worker keeps the jobs (and their leases) and retries, as for a lost connection.
+_REFUSED_FOR_NOW = frozenset({"42501", "25006"})  # insufficient_privilege, read_only
+
+
+def retry_later(error: BaseException) -> bool:
+    """Whether the same statement may succeed later: the connection went away, or the
+    database refuses every write for now. Anything else may be about what the batch
+    carries. psycopg classes "program limit exceeded" (SQLSTATE class 54: a value too
+    large or nested too deep) as operational, but that is about the content too."""
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    if is_connection_error(error):
+        return not sqlstate.startswith("54")
+    return sqlstate in _REFUSED_FOR_NOW or isinstance(error, SchemaMissing)
