@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import threading
 import time
@@ -71,18 +72,27 @@ def rebuild_exception(payload: Any, error: str | None) -> BaseException:
     module_name = str(payload.get("exc_module") or "builtins")
     message = payload.get("exc_message") or []
     args = message if isinstance(message, list) else [message]
-    module = sys.modules.get(module_name)
-    if module is None and module_name == "pgqueue.exceptions":
-        module = importlib.import_module(module_name)
-    cls: Any = module
-    for part in name.split("."):
-        cls = getattr(cls, part, None)
-    if isinstance(cls, type) and issubclass(cls, BaseException):
+    cls = exception_class(module_name, name)
+    if cls is not None:
         try:
             return cls(*args)
         except Exception:
             pass
     return TaskError(f"{module_name}.{name}", error or args)
+
+
+def exception_class(module_name: str, name: str) -> type[BaseException] | None:
+    """The exception class ``module_name.name`` if that module is imported already (or is
+    pgqueue's own exceptions); None otherwise. Never imports a module a row names."""
+    module = sys.modules.get(module_name)
+    if module is None and module_name == "pgqueue.exceptions":
+        module = importlib.import_module(module_name)
+    cls: Any = module
+    for part in name.split("."):  # static: a module's __getattr__ may import
+        cls = inspect.getattr_static(cls, part, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        return cls
+    return None
 
 
 class AsyncResult:
