@@ -41,6 +41,17 @@ _NOTIFY_QUEUES = """
       FROM (SELECT DISTINCT queue FROM {woken}) q
 """
 
+# One round trip answers for a job wherever it is: final in results, or live in jobs.
+_RESULT_GET = """
+        SELECT true AS final, state, result, error, traceback, finished_at, meta,
+               NULL::text AS progress_state, attempt, task, {arguments}, worker,
+               NULL::jsonb AS options
+          FROM {{schema}}.results WHERE id = %(id)s
+        UNION ALL
+        SELECT false, state, NULL, last_error, NULL, NULL, meta, progress_state, attempt,
+               task, {arguments}, worker, options
+          FROM {{schema}}.jobs WHERE id = %(id)s
+"""
 # Delete control requests past their retention; writers of new requests run it.
 _PRUNE_CONTROL = """pruned AS (
             DELETE FROM {schema}.control_requests
@@ -399,17 +410,9 @@ TEMPLATES: dict[str, str] = {
           FROM {schema}.jobs WHERE state = 'started' ORDER BY started_at
     """,
     # -- results ----------------------------------------------------------------------
-    # One round trip answers for a job wherever it is: final in results, or live in jobs.
-    "result_get": """
-        SELECT true AS final, state, result, error, traceback, finished_at, meta,
-               NULL::text AS progress_state, attempt, task, args, kwargs, worker,
-               NULL::jsonb AS options
-          FROM {schema}.results WHERE id = %(id)s
-        UNION ALL
-        SELECT false, state, NULL, last_error, NULL, NULL, meta, progress_state, attempt,
-               task, args, kwargs, worker, options
-          FROM {schema}.jobs WHERE id = %(id)s
-    """,
+    "result_get": _RESULT_GET.format(arguments="args, kwargs"),
+    # The same for a role that may not read arguments (a producer's, see pgqueue.roles).
+    "result_get_state": _RESULT_GET.format(arguments="NULL::jsonb, NULL::jsonb"),
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
     "result_prune": """
         DELETE FROM {schema}.results WHERE id IN (

@@ -7,12 +7,13 @@ import inspect
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .exceptions import TaskError, TaskRevokedError, TimeoutError
+from .exceptions import PermissionDenied, TaskError, TaskRevokedError, TimeoutError
 from .listener import Listener
 
 if TYPE_CHECKING:
@@ -37,6 +38,23 @@ class ResultMeta:
     @property
     def ready(self) -> bool:
         return self.state in states.READY_STATES
+
+
+# Apps whose database role may read a job's state and outcome but not its arguments
+# (the <schema>_producer role): they read without them, so ``args`` and ``kwargs`` are None.
+_arguments_hidden: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+def read_row(app: App, job_id: str) -> list[Any]:
+    """The ``result_get`` row of a job, without its arguments if the role may not see them."""
+    if app not in _arguments_hidden:
+        try:
+            return app.execute("result_get", {"id": job_id})
+        except PermissionDenied:
+            rows = app.execute("result_get_state", {"id": job_id})  # else: no grant at all
+            _arguments_hidden.add(app)
+            return rows
+    return app.execute("result_get_state", {"id": job_id})
 
 
 def meta_from_row(row: tuple[Any, ...] | None) -> ResultMeta:
@@ -128,7 +146,7 @@ class AsyncResult:
     def _meta(self) -> ResultMeta:
         if self._final is not None:
             return self._final
-        rows = self.app.execute("result_get", {"id": self.id})
+        rows = read_row(self.app, self.id)
         meta = meta_from_row(rows[0] if rows else None)
         if meta.ready:
             self._final = meta  # a final state never changes again
