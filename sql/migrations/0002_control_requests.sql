@@ -21,5 +21,7 @@ CREATE TABLE control_requests (
     requested_by text        NOT NULL DEFAULT current_user
 );
 
--- Old requests are deleted by the statements that write new ones.
+-- Workers read from their horizon on; old requests are deleted by the statements that
+-- write new ones.
+CREATE INDEX control_requests_xid_idx ON control_requests (xid);
 CREATE INDEX control_requests_created_at_idx ON control_requests (created_at);

@@ -157,6 +157,8 @@ EXPECTED_INDEXES = {
     "leader_pkey": "CREATE UNIQUE INDEX leader_pkey ON SCHEMA.leader USING btree (id)",
     "control_requests_pkey": "CREATE UNIQUE INDEX control_requests_pkey ON "
                              "SCHEMA.control_requests USING btree (id)",
+    "control_requests_xid_idx": "CREATE INDEX control_requests_xid_idx ON "
+                                "SCHEMA.control_requests USING btree (xid)",
     "control_requests_created_at_idx": "CREATE INDEX control_requests_created_at_idx ON "
                                        "SCHEMA.control_requests USING btree (created_at)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
