@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pgqueue import db
 from pgqueue.client.producer import build_rows, insert_jobs
 from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
+from pgqueue.db import roles
 from pgqueue.db.queries import Queries
 from pgqueue.exceptions import ConfigurationError, NotRegistered
 from pgqueue.signals import Signal
@@ -306,8 +307,9 @@ class App:
         return db.connect(self.dsn, **kwargs)
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled autocommit connection; errors come out as pgqueue's clear ones."""
+    def connection(self, needs: str = "producer") -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection; errors come out as pgqueue's clear ones
+        (``needs``: the group role a refused statement calls for, see pgqueue.roles)."""
         # getconn/putconn rather than pool.connection(): on this path (every delay()) the
         # layers of context managers cost more than the pool itself. The connection is
         # in autocommit; putconn rolls back one left in a transaction.
@@ -321,6 +323,8 @@ class App:
             yield conn
         except db.SCHEMA_ERRORS as e:  # translate_errors, without its context manager
             raise db.missing_schema(self.schema, e) from None
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise roles.missing_grant(self.schema, e, needs, conn.info.user) from None
         finally:
             pool.putconn(conn)
 
@@ -354,7 +358,7 @@ class App:
         query = self.queries[name]
         for attempt in (1, 2):
             try:
-                with self.connection() as conn:
+                with self.connection(roles.needed_for(name)) as conn:
                     cur = db.run(conn, query, params)
                     return cur.fetchall() if cur.description else []
             except psycopg.OperationalError:

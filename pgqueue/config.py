@@ -234,8 +234,10 @@ def validate_dsn(dsn: str) -> str:
                 "postgresql://user:password@host:5432/dbname"
             )
     elif "=" not in text:
+        from pgqueue.db.connection import redact_dsn
+
         raise ConfigurationError(
-            f"{dsn!r} is not a PostgreSQL connection string; expected a URL like "
+            f"{redact_dsn(dsn)!r} is not a PostgreSQL connection string; expected a URL like "
             "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
         )
     return text

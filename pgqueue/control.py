@@ -1,13 +1,29 @@
-"""``app.control``: act on jobs by id (revoke) and on queues (purge)."""
+"""``app.control``: act on jobs by id (revoke) and on queues (purge); and the worker's
+side of control requests.
+
+A request to a worker (terminate or abort a running job) is a row of
+``<schema>.control_requests``, which only roles granted ``<schema>_control`` may write.
+The NOTIFY on ``<schema>.control`` that follows only wakes the workers: anyone who can
+connect may send one, so its payload is never read as an instruction. A worker acts on
+the rows it reads (:class:`ControlInbox`). New actions (the remote-control commands to
+come) are new values of ``action``, with their parameters in ``arguments`` and the
+workers addressed in ``destination``; replies would go to a table keyed by the request id.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pgqueue.app import App
+
+#: Requests older than this are deleted when new ones are written (seconds). A worker cut
+#: off from the database for longer has had its jobs rescued by then.
+RETENTION = 3600.0
 
 
 class Control:
@@ -30,11 +46,66 @@ class Control:
         revoked = [str(r[0]) for r in rows]
         running = [i for i in ids if i not in revoked]
         if terminate and running:
-            payload = json.dumps({"action": "terminate", "ids": running, "signal": signal})
-            self.app.execute("control_send", {"payload": payload, **channels})
+            self.request("terminate", running, arguments={"signal": signal})
         return revoked
+
+    def request(self, action: str, job_ids: Sequence[str] = (),
+                destination: Sequence[str] | None = None,
+                arguments: dict[str, Any] | None = None) -> int:
+        """Write a control request and wake the workers; returns its id."""
+        rows = self.app.execute("control_request_insert", {
+            "action": action, "job_ids": list(job_ids),
+            "destination": list(destination) if destination is not None else None,
+            "arguments": json.dumps(arguments or {}), "retention": RETENTION,
+            **self.app.queries.channels()})
+        return int(rows[0][0])
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every job waiting in ``queues`` (all queues when None); returns the count."""
         rows = self.app.execute("job_purge", {"queues": list(queues) if queues else None})
         return int(rows[0][0])
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    id: int
+    action: str
+    job_ids: list[str]
+    arguments: dict[str, Any]
+
+
+class ControlInbox:
+    """The control requests a worker has not read yet, each returned once.
+
+    Reads are tracked by transaction, not by id: ids are handed out when a request is
+    written, so one may commit after a higher one was read. Each read returns the
+    horizon of its snapshot (every transaction before it has ended); the next read asks
+    for the requests of transactions from that horizon on, minus the ones already seen
+    there. The first read only sets the horizon: requests written before the worker
+    started are not its own. Reading after every (re)connect picks up what was written
+    while the listener was away.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)  # what a request's destination may call this worker
+        self._lock = threading.Lock()
+        self._horizon: str | None = None
+        self._seen: dict[int, int] = {}  # request id -> its transaction, at or past horizon
+
+    def read(self, app: App) -> list[ControlRequest]:
+        with self._lock:  # the listener thread reads; a test may too
+            rows = app.execute("control_request_read", {
+                "after": self._horizon, "seen": list(self._seen), "names": self.names})
+            first = self._horizon is None
+            horizon = rows[0][0]
+            requests = []
+            for _, request_id, action, job_ids, arguments, xid in rows:
+                if request_id is None:
+                    continue
+                self._seen[request_id] = int(xid)
+                requests.append(ControlRequest(request_id, action, job_ids or [],
+                                               arguments if isinstance(arguments, dict)
+                                               else {}))
+            self._horizon = horizon
+            self._seen = {i: x for i, x in self._seen.items() if x >= int(horizon)}
+        return [] if first else requests

@@ -22,6 +22,10 @@ class SchemaMissing(PgQueueError):
     """The pgqueue tables are not there: run `pgqueue migrate`."""
 
 
+class PermissionDenied(PgQueueError):
+    """The database role lacks a grant; the message names the group role it needs."""
+
+
 class DuplicateJob(PgQueueError):
     """A job with this ``task_id`` exists and has not finished."""
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import states
 from pgqueue.db.listener import Listener
-from pgqueue.exceptions import TaskError, TaskRevokedError, TimeoutError
+from pgqueue.exceptions import PermissionDenied, TaskError, TaskRevokedError, TimeoutError
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -36,6 +38,23 @@ class ResultMeta:
     @property
     def ready(self) -> bool:
         return self.state in states.READY_STATES
+
+
+# Apps whose database role may read a job's state and outcome but not its arguments
+# (the <schema>_producer role): they read without them, so ``args`` and ``kwargs`` are None.
+_arguments_hidden: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+def read_row(app: App, job_id: str) -> list[Any]:
+    """The ``result_get`` row of a job, without its arguments if the role may not see them."""
+    if app not in _arguments_hidden:
+        try:
+            return app.execute("result_get", {"id": job_id})
+        except PermissionDenied:
+            rows = app.execute("result_get_state", {"id": job_id})  # else: no grant at all
+            _arguments_hidden.add(app)
+            return rows
+    return app.execute("result_get_state", {"id": job_id})
 
 
 def meta_from_row(row: tuple[Any, ...] | None) -> ResultMeta:
@@ -71,18 +90,27 @@ def rebuild_exception(payload: Any, error: str | None) -> BaseException:
     module_name = str(payload.get("exc_module") or "builtins")
     message = payload.get("exc_message") or []
     args = message if isinstance(message, list) else [message]
-    module = sys.modules.get(module_name)
-    if module is None and module_name == "pgqueue.exceptions":
-        module = importlib.import_module(module_name)
-    cls: Any = module
-    for part in name.split("."):
-        cls = getattr(cls, part, None)
-    if isinstance(cls, type) and issubclass(cls, BaseException):
+    cls = exception_class(module_name, name)
+    if cls is not None:
         try:
             return cls(*args)
         except Exception:
             pass
     return TaskError(f"{module_name}.{name}", error or args)
+
+
+def exception_class(module_name: str, name: str) -> type[BaseException] | None:
+    """The exception class ``module_name.name`` if that module is imported already (or is
+    pgqueue's own exceptions); None otherwise. Never imports a module a row names."""
+    module = sys.modules.get(module_name)
+    if module is None and module_name == "pgqueue.exceptions":
+        module = importlib.import_module(module_name)
+    cls: Any = module
+    for part in name.split("."):  # static: a module's __getattr__ may import
+        cls = inspect.getattr_static(cls, part, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        return cls
+    return None
 
 
 class AsyncResult:
@@ -118,7 +146,7 @@ class AsyncResult:
     def _meta(self) -> ResultMeta:
         if self._final is not None:
             return self._final
-        rows = self.app.execute("result_get", {"id": self.id})
+        rows = read_row(self.app, self.id)
         meta = meta_from_row(rows[0] if rows else None)
         if meta.ready:
             self._final = meta  # a final state never changes again

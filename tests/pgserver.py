@@ -108,5 +108,16 @@ def fresh_schema(dsn: str, prefix: str, *, migrate: bool = True) -> Iterator[str
     try:
         yield name
     finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        drop_schema(dsn, name)
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a schema and the group roles `pgqueue migrate` made for it: roles are
+    cluster-wide, and would otherwise pile up run after run."""
+    from pgqueue.db import roles
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        for kind in roles.KINDS:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
+                sql.Identifier(roles.role_name(schema, kind))))

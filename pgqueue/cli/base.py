@@ -10,11 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import click
+import psycopg
 
 from pgqueue import __version__
 from pgqueue.app import App
 from pgqueue.config import resolve_dsn
-from pgqueue.db import migrations
+from pgqueue.db import migrations, roles
 from pgqueue.exceptions import ConfigurationError, PgQueueError
 from pgqueue.utils import import_object
 
@@ -88,6 +89,12 @@ class Group(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
+        except psycopg.errors.InsufficientPrivilege as error:  # a statement not translated
+            if _debug:
+                traceback.print_exc()
+            click.echo(f"Error: {str(error).splitlines()[0]}: this database role lacks a "
+                       "grant; see docs/security.md for pgqueue's roles", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,9 +113,20 @@ def main() -> None:
 @click.option("--sql", "print_sql", is_flag=True,
               help="Print the SQL that would run instead of running it (for Alembic, Flyway "
                    "or Django migrations). Without a database: every migration.")
-def migrate(app_path: str | None, dsn: str | None, schema: str | None, print_sql: bool) -> None:
-    """Create or upgrade pgqueue's tables. Safe to run again: a no-op when up to date."""
+@click.option("--roles", "print_roles", is_flag=True,
+              help="Print the SQL that creates the schema's group roles (<schema>_producer, "
+                   "_worker, _control, _reader) and grants them their privileges, for an "
+                   "administrator to run; needs no database. Without it, migrate creates "
+                   "them itself when its role has CREATEROLE, and says so in one line when "
+                   "it has not (see docs/security.md).")
+def migrate(app_path: str | None, dsn: str | None, schema: str | None, print_sql: bool,
+            print_roles: bool) -> None:
+    """Create or upgrade pgqueue's tables and roles. Safe to run again: a no-op when up to
+    date."""
     app = make_app(app_path, dsn, schema)
+    if print_roles:
+        click.echo(roles.render(app.schema), nl=False)
+        return
     if print_sql:
         try:
             from pgqueue import db
@@ -119,7 +137,8 @@ def migrate(app_path: str | None, dsn: str | None, schema: str | None, print_sql
             todo = None  # no database reachable: print every migration
         click.echo(migrations.render_sql(app.schema, todo), nl=False)
         return
-    applied = migrations.migrate(app.dsn, app.schema)
+    applied = migrations.migrate(app.dsn, app.schema, roles=True,
+                                 report=lambda line: click.echo(f"Warning: {line}", err=True))
     if applied:
         for migration in applied:
             click.echo(f"applied {migration.path.name}")

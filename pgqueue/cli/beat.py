@@ -70,7 +70,7 @@ def list_schedules(app_path: str | None, dsn: str | None, schema: str | None,
                    as_json: bool) -> None:
     """Show every schedule, when it runs next and how often it ran."""
     app = make_app(app_path, dsn, schema)
-    with app.connection() as conn:
+    with app.connection("reader") as conn:
         rows = conn.execute(app.queries["schedule_list"]).fetchall()
     headers = ["name", "task", "schedule", "timezone", "enabled", "next_run_at",
                "last_run_at", "runs", "source"]
@@ -150,7 +150,7 @@ def add(name: str, task_name: str, app_path: str | None, dsn: str | None, schema
     params = {**row, "args": json_dumps(row["args"]), "kwargs": json_dumps(row["kwargs"]),
               "options": json_dumps(row["options"]), "enabled": not disabled,
               "replace": replace}
-    with app.connection() as conn:
+    with app.connection("control") as conn:
         added = conn.execute(app.queries["schedule_insert"], params).fetchall()
     if not added:
         raise ConfigurationError(f"a schedule named {name!r} already exists; pass --replace to "
@@ -161,7 +161,7 @@ def add(name: str, task_name: str, app_path: str | None, dsn: str | None, schema
 
 
 def _get(app: App, name: str) -> Any:
-    with app.connection() as conn:
+    with app.connection("reader") as conn:
         row = conn.execute(app.queries["schedule_get"], {"name": name}).fetchone()
     if row is None:
         raise ConfigurationError(f"no schedule named {name!r}; see `pgqueue schedule list`")
@@ -176,7 +176,7 @@ def _get(app: App, name: str) -> Any:
 def remove(name: str, app_path: str | None, dsn: str | None, schema: str | None) -> None:
     """Delete schedule NAME (jobs it already sent are not touched)."""
     app = make_app(app_path, dsn, schema)
-    with app.connection() as conn:
+    with app.connection("control") as conn:
         row = conn.execute(app.queries["schedule_delete"], {"name": name}).fetchone()
     if row is None:
         raise ConfigurationError(f"no schedule named {name!r}; see `pgqueue schedule list`")
@@ -193,7 +193,7 @@ def _set_enabled(app: App, name: str, enabled: bool) -> None:
     if enabled:
         timetable = timetable_of(row[5], row[6], row[7])
         following = timetable.first_run_after(utcnow(), row[7])
-    with app.connection() as conn:
+    with app.connection("control") as conn:
         conn.execute(app.queries["schedule_set_enabled"], {
             "name": name, "enabled": enabled, "next_run_at": following})
     click.echo(f"schedule {name!r} {'enabled' if enabled else 'disabled'}")
@@ -231,7 +231,7 @@ def run_now(name: str, app_path: str | None, dsn: str | None, schema: str | None
     task, args, kwargs, options = row[1], row[2], row[3], row[4]
     job = build_rows(app, task, app.tasks.get(task), [(args, kwargs)],
                      {**options, "unique_key": f"beat:{name}:run-now:{uuid()}"}).params()
-    with app.connection() as conn:
+    with app.connection("control") as conn:
         result = conn.execute(app.queries["schedule_run_now"], {
             "name": name, **job, "jobs_channel": app.queries.jobs_channel}).fetchone()
     if result is None or result[1] is None:

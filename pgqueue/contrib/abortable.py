@@ -2,7 +2,8 @@
 
 A task based on :class:`AbortableTask` checks ``self.is_aborted()`` now and then and
 returns early when asked. ``AbortableAsyncResult(id).abort()`` asks: a job that has not
-started ends REVOKED at once; a running one is told through NOTIFY within milliseconds.
+started ends REVOKED at once; a running one is flagged, and its worker, woken by NOTIFY,
+reads the control request and tells the task within milliseconds.
 An aborted job ends **REVOKED** (error "aborted by request"), whatever it returns or
 raises, and is never retried. pgqueue has no separate ABORTED state: REVOKED is the one
 final state that means "stopped on request", so ``ready()`` and ``get()`` behave.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pgqueue.control import RETENTION
 from pgqueue.result import AsyncResult
 from pgqueue.task import Task
 from pgqueue.worker import aborts
@@ -46,5 +48,5 @@ class AbortableAsyncResult(AsyncResult):
         channels = self.app.queries.channels()
         self.app.execute("job_revoke",
                          {"ids": [self.id], "reason": "aborted by request", **channels})
-        self.app.execute("job_abort", {"ids": [self.id], **channels})
+        self.app.execute("job_abort", {"ids": [self.id], "retention": RETENTION, **channels})
         self._final = None

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pgqueue.db import queries
+from pgqueue.db import queries, roles
 from pgqueue.exceptions import DatabaseUnavailable, SchemaMissing
 
 logger = logging.getLogger("pgqueue.db")
@@ -28,6 +29,34 @@ def describe(dsn: str) -> str:
     host = info.get("host") or "localhost (socket)"
     port = info.get("port") or 5432
     return f"{info.get('user') or '<default user>'}@{host}:{port}/{info.get('dbname') or '?'}"
+
+
+# Where a password sits in a DSN that libpq may not parse: a URL's user:password@, a bare
+# user:password@host, a key=value password (quoted or not). Greedy up to the last '@'.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)(.*)(@)")
+_BARE_PASSWORD = re.compile(r"^(\s*[^:/@=\s]*:)(.*)(@)")
+_KEY_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, even when it does not parse."""
+    text = (_URL_PASSWORD if "://" in dsn else _BARE_PASSWORD).sub(r"\1***\3", dsn)
+    return _KEY_PASSWORD.sub(r"\1***", text)
+
+
+def redact(message: str, dsn: str) -> str:
+    """``message`` without the password of ``dsn``, in any spelling it may be quoted in
+    (libpq echoes the token it fails on, e.g. "invalid percent-encoded token")."""
+    secrets: set[str] = set()
+    with suppress(psycopg.Error):
+        secrets.add(str(conninfo_to_dict(dsn).get("password") or ""))
+    for pattern in (_URL_PASSWORD if "://" in dsn else _BARE_PASSWORD, _KEY_PASSWORD):
+        for match in pattern.finditer(dsn):
+            raw = match.group(2)
+            secrets.update((raw, raw.strip("'")))
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
 
 
 def one_line(error: BaseException) -> str:
@@ -50,11 +79,10 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.ProgrammingError as e:
-        raise DatabaseUnavailable(f"invalid database DSN: {e}") from None
+        raise DatabaseUnavailable(redact(f"invalid database DSN: {one_line(e)}", dsn)) from None
     except psycopg.OperationalError as e:
-        raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {describe(dsn)}: {one_line(e)}"
-        ) from None
+        raise DatabaseUnavailable(redact(
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {one_line(e)}", dsn)) from None
 
 
 def run(
@@ -78,12 +106,17 @@ SCHEMA_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName
 
 
 @contextmanager
-def translate_errors(schema: str) -> Iterator[None]:
-    """Turn 'relation does not exist' into an instruction to run ``pgqueue migrate``."""
+def translate_errors(schema: str, needs: str | None = None,
+                     conn: psycopg.Connection[Any] | None = None) -> Iterator[None]:
+    """Turn 'relation does not exist' into an instruction to run ``pgqueue migrate``, and
+    'permission denied' into the grant that is missing (``needs``: a kind of
+    :mod:`pgqueue.roles`)."""
     try:
         yield
     except SCHEMA_ERRORS as e:
         raise missing_schema(schema, e) from None
+    except psycopg.errors.InsufficientPrivilege as e:
+        raise roles.missing_grant(schema, e, needs, conn.info.user if conn else None) from None
 
 
 def missing_schema(schema: str, error: Exception | None = None) -> SchemaMissing:
@@ -177,7 +210,7 @@ class Dedicated:
         """Run one statement; returns its rows (empty for statements without any)."""
         conn = self.connect()
         try:
-            with translate_errors(self.schema):
+            with translate_errors(self.schema, "worker", conn):
                 cur = run(conn, query, params)
                 rows = cur.fetchall() if cur.description else []
         except BaseException:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,11 @@ import psycopg
 from psycopg import sql
 
 from pgqueue import db
+from pgqueue.db import roles as group_roles
 from pgqueue.db.queries import Queries
+from pgqueue.exceptions import PermissionDenied
+
+logger = logging.getLogger("pgqueue.migrations")
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Statements that create the schema before any migration runs, in order.
@@ -66,25 +72,66 @@ def pending(conn: psycopg.Connection[Any], schema: str) -> list[Migration]:
     return [m for m in available() if m.version not in done]
 
 
-def migrate(dsn: str, schema: str) -> list[Migration]:
+def migrate(dsn: str, schema: str, *, roles: bool = False,
+            report: Callable[[str], None] | None = None) -> list[Migration]:
     """Apply pending migrations in one transaction under an advisory lock.
 
-    Concurrent runs wait for each other; the second finds nothing to do.
+    Concurrent runs wait for each other; the second finds nothing to do. With
+    ``roles=True`` (what ``pgqueue migrate`` does) the group roles of
+    :mod:`pgqueue.roles` are created and granted too, when the migrating role may
+    create roles; when it may not, ``report`` gets one line and the schema is migrated
+    all the same.
     """
     queries = Queries(schema)
     with db.connect(dsn, autocommit=False) as conn:
-        with conn.transaction():
-            conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
-            todo = pending(conn, schema)
-            if not todo:
-                return []
-            for name in _PREAMBLE:
-                conn.execute(queries[name])
-            for migration in todo:
-                conn.execute(migration.sql.encode())
-                conn.execute(queries["migration_record"],
-                             {"version": migration.version, "name": migration.name})
+        try:
+            with conn.transaction():
+                conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
+                todo = pending(conn, schema)
+                if todo:
+                    _apply(conn, queries, todo)
+                if roles:
+                    group_roles.ensure(conn, schema, report or logger.warning)
+        except psycopg.errors.InsufficientPrivilege as error:
+            raise _refused(conn, schema, error) from None
         return todo
+
+
+def _apply(conn: psycopg.Connection[Any], queries: Queries, todo: list[Migration]) -> None:
+    exists = conn.execute(queries["schema_exists"], {"schema": queries.schema}).fetchone()
+    for name in _PREAMBLE:
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists; a role given only its schema must still be able to migrate it.
+        if not (name == "schema_create" and exists and exists[0]):
+            conn.execute(queries[name])
+    for migration in todo:
+        conn.execute(migration.sql.encode())
+        conn.execute(queries["migration_record"],
+                     {"version": migration.version, "name": migration.name})
+
+
+def _refused(conn: psycopg.Connection[Any], schema: str,
+             error: psycopg.Error) -> PermissionDenied:
+    """The grant ``migrate`` lacks, on one line."""
+    refused = str(error).splitlines()[0]
+    user = conn.info.user
+    who = sql.Identifier(user).as_string(None)
+    target = sql.Identifier(schema).as_string(None)
+    if "for database" in refused:
+        database = sql.Identifier(conn.info.dbname).as_string(None)
+        fix = (f"it needs CREATE on the database to create schema {schema!r} "
+               f"(GRANT CREATE ON DATABASE {database} TO {who}), or an administrator "
+               f"creates the schema for it (CREATE SCHEMA {target} AUTHORIZATION {who})")
+    elif "for schema" in refused:
+        fix = (f"it needs CREATE on schema {schema!r} (GRANT CREATE ON SCHEMA {target} TO "
+               f"{who}); or run `pgqueue migrate` as the schema's owner")
+    elif refused.startswith("must be owner"):
+        fix = (f"run `pgqueue migrate` as the role that owns pgqueue's tables in schema "
+               f"{schema!r} (the one that migrated it first)")
+    else:
+        fix = "see docs/security.md for the privileges `pgqueue migrate` needs"
+    return PermissionDenied(f"pgqueue migrate: {refused}: the role {user!r} cannot migrate; "
+                            f"{fix}")
 
 
 def render_sql(schema: str, todo: list[Migration] | None = None) -> str:

@@ -41,6 +41,24 @@ _NOTIFY_QUEUES = """
       FROM (SELECT DISTINCT queue FROM {woken}) q
 """
 
+# One round trip answers for a job wherever it is: final in results, or live in jobs.
+_RESULT_GET = """
+        SELECT true AS final, state, result, error, traceback, finished_at, meta,
+               NULL::text AS progress_state, attempt, task, {arguments}, worker,
+               NULL::jsonb AS options
+          FROM {{schema}}.results WHERE id = %(id)s
+        UNION ALL
+        SELECT false, state, NULL, last_error, NULL, NULL, meta, progress_state, attempt,
+               task, {arguments}, worker, options
+          FROM {{schema}}.jobs WHERE id = %(id)s
+"""
+# Delete control requests past their retention; writers of new requests run it.
+_PRUNE_CONTROL = """pruned AS (
+            DELETE FROM {schema}.control_requests
+             WHERE created_at < now() - make_interval(secs => %(retention)s))"""
+# The wake-up after a control request. Its payload is the request's id, for people
+# watching with psql; workers ignore it, since anyone can send a notification.
+_NOTIFY_CONTROL = "SELECT pg_notify(%(control_channel)s, id::text) FROM requested"
 
 
 def _insert_jobs(where: str = "") -> str:
@@ -326,25 +344,54 @@ TEMPLATES: dict[str, str] = {
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
-    # Flag running jobs as aborted and tell their workers; see pgqueue.contrib.abortable.
-    "job_abort": """
+    # Flag running jobs as aborted and ask their workers, by a control request, to tell
+    # the task; see pgqueue.contrib.abortable.
+    "job_abort": f"""
         WITH flagged AS (
-            UPDATE {schema}.jobs
+            UPDATE {{schema}}.jobs
                SET options = options || jsonb_build_object('aborted', true)
              WHERE id = ANY(%(ids)s::uuid[]) AND state = 'started'
             RETURNING id
-        ), notified AS (
-            SELECT pg_notify(%(control_channel)s, json_build_object(
-                       'action', 'abort', 'ids', array_agg(id))::text)
-              FROM flagged HAVING count(*) > 0
-        )
+        ), {_PRUNE_CONTROL}, requested AS (
+            INSERT INTO {{schema}}.control_requests (action, job_ids)
+            SELECT 'abort', array_agg(id) FROM flagged HAVING count(*) > 0
+            RETURNING id
+        ), notified AS ({_NOTIFY_CONTROL})
         SELECT id, (SELECT count(*) FROM notified) FROM flagged
     """,
     "job_aborted": """
         SELECT id FROM {schema}.jobs
          WHERE id = ANY(%(ids)s::uuid[]) AND (options->>'aborted')::boolean
     """,
-    "control_send": "SELECT pg_notify(%(control_channel)s, %(payload)s)",
+    # -- control requests (pgqueue.control) ----------------------------------------------
+    # A request, then a notification that only wakes the workers. Requests older than
+    # the retention are deleted on the way: a worker offline for longer than that has
+    # lost its jobs to the rescuer anyway.
+    "control_request_insert": f"""
+        WITH {_PRUNE_CONTROL}, requested AS (
+            INSERT INTO {{schema}}.control_requests (action, job_ids, destination, arguments)
+            VALUES (%(action)s::text, %(job_ids)s::uuid[], %(destination)s::text[],
+                    %(arguments)s::jsonb)
+            RETURNING id
+        ), notified AS ({_NOTIFY_CONTROL})
+        SELECT id, (SELECT count(*) FROM notified) FROM requested
+    """,
+    # What a worker has not read yet: requests of transactions at or after the horizon
+    # of its last read, minus those it read then. The horizon (the oldest transaction
+    # still running) is returned with every read, on a row of its own when nothing is
+    # new; every transaction before it has ended, so nothing below it can still appear.
+    # With no horizon yet (a worker starting) it is today's: older requests are not its.
+    "control_request_read": """
+        WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+        SELECT horizon.xmin::text, r.id, r.action, r.job_ids::text[], r.arguments,
+               r.xid::text
+          FROM horizon
+          LEFT JOIN {schema}.control_requests r
+            ON r.xid >= coalesce(%(after)s::text::xid8, horizon.xmin)
+           AND r.id <> ALL(%(seen)s::bigint[])
+           AND (r.destination IS NULL OR r.destination && %(names)s::text[])
+         ORDER BY r.id
+    """,
     "job_purge": """
         WITH purged AS (
             DELETE FROM {schema}.jobs
@@ -363,17 +410,9 @@ TEMPLATES: dict[str, str] = {
           FROM {schema}.jobs WHERE state = 'started' ORDER BY started_at
     """,
     # -- results ----------------------------------------------------------------------
-    # One round trip answers for a job wherever it is: final in results, or live in jobs.
-    "result_get": """
-        SELECT true AS final, state, result, error, traceback, finished_at, meta,
-               NULL::text AS progress_state, attempt, task, args, kwargs, worker,
-               NULL::jsonb AS options
-          FROM {schema}.results WHERE id = %(id)s
-        UNION ALL
-        SELECT false, state, NULL, last_error, NULL, NULL, meta, progress_state, attempt,
-               task, args, kwargs, worker, options
-          FROM {schema}.jobs WHERE id = %(id)s
-    """,
+    "result_get": _RESULT_GET.format(arguments="args, kwargs"),
+    # The same for a role that may not read arguments (a producer's, see pgqueue.roles).
+    "result_get_state": _RESULT_GET.format(arguments="NULL::jsonb, NULL::jsonb"),
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
     "result_prune": """
         DELETE FROM {schema}.results WHERE id IN (
@@ -420,6 +459,7 @@ TEMPLATES: dict[str, str] = {
     "migration_versions": "SELECT version FROM {schema}.schema_version",
     "migration_table_exists": "SELECT to_regclass(%(table)s) IS NOT NULL",
     "schema_create": "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "schema_exists": "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s)",
     "schema_search_path": "SET LOCAL search_path TO {schema}",
     "migration_table_create": """
         CREATE TABLE IF NOT EXISTS {schema}.schema_version (
@@ -585,3 +625,58 @@ class Queries:
     def channels(self) -> dict[str, str]:
         return {"jobs_channel": self.jobs_channel, "done_channel": self.done_channel,
                 "control_channel": self.control_channel}
+
+
+# -- roles (pgqueue.roles) -----------------------------------------------------------------
+# The group roles of one schema and their grants, run by `pgqueue migrate` after the
+# migrations (printed by `pgqueue migrate --roles`). Placeholders: {schema} and the four
+# roles {producer} {worker} {control} {reader} as identifiers; {*_name} and {jobs_table}
+# {results_table} as literals, for the DO blocks. Every statement is safe to run again.
+ROLE_CREATE = """
+DO $pgqueue$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN
+        CREATE ROLE {role} NOLOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object THEN NULL;  -- created meanwhile by another migrate
+END $pgqueue$
+"""
+ROLE_GRANTS = (
+    "GRANT USAGE ON SCHEMA {schema} TO {producer}, {worker}, {control}, {reader}",
+    # producer: enqueue, read the state and outcome of a job, forget a result. Every
+    # column but the arguments, which only the job's worker (and readers) may see.
+    # Enqueueing reads id, queue, state and unique_key (RETURNING, ON CONFLICT).
+    "GRANT INSERT ON {schema}.jobs TO {producer}",
+    "GRANT DELETE ON {schema}.results TO {producer}",
+    """
+DO $pgqueue$ DECLARE t regclass; BEGIN
+    FOREACH t IN ARRAY ARRAY[{jobs_table}, {results_table}]::regclass[] LOOP
+        EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO %I',
+                               string_agg(quote_ident(attname), ', ' ORDER BY attnum), t,
+                               {producer_name})
+                   FROM pg_attribute
+                  WHERE attrelid = t AND attnum > 0 AND NOT attisdropped
+                    AND attname NOT IN ('args', 'kwargs'));
+    END LOOP;
+END $pgqueue$
+""",
+    # worker (and beat): claim, heartbeat, finish, retry, rescue, prune, elect a leader,
+    # fire schedules; read control requests.
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.results,"
+    " {schema}.schedules, {schema}.workers, {schema}.leader TO {worker}",
+    "GRANT SELECT ON {schema}.control_requests TO {worker}",
+    # control: revoke, abort, terminate, purge, manage schedules; write control requests
+    # (and delete expired ones).
+    "GRANT SELECT, INSERT, DELETE ON {schema}.jobs TO {control}",
+    "GRANT UPDATE (options) ON {schema}.jobs TO {control}",
+    "GRANT SELECT, INSERT, UPDATE ON {schema}.results TO {control}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {control}",
+    "GRANT SELECT, INSERT, DELETE ON {schema}.control_requests TO {control}",
+    # reader: dashboards, `pgqueue inspect`, the Django admin.
+    "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
+)
+# The (table, privilege) pairs of `tables`/`privileges` that the current role lacks.
+ROLE_MISSING_PRIVILEGES = """
+    SELECT t.name, t.privilege
+      FROM unnest(%(tables)s::text[], %(privileges)s::text[]) AS t(name, privilege)
+     WHERE NOT has_table_privilege(format('%%I.%%I', %(schema)s::text, t.name), t.privilege)
+"""

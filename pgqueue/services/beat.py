@@ -58,7 +58,7 @@ class Beat:
     def run(self) -> None:
         """Run until :meth:`stop` or SIGTERM/SIGINT."""
         app = self.app
-        with app.connection() as conn:  # a clear error now if the schema is missing
+        with app.connection("worker") as conn:  # clear errors now: no schema, no grant
             conn.execute(app.queries["leader_get"])
         maintenance = Maintenance(app, self.holder, self.services(), name="pgqueue-beat")
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():

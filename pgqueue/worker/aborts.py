@@ -1,7 +1,8 @@
 """Which running jobs were asked to abort.
 
-A worker process that listens on the control channel keeps the set in memory, filled
-promptly by NOTIFY; elsewhere (a prefork child, a producer) the database answers.
+A worker process keeps the set in memory, filled from the control requests it reads
+when NOTIFY wakes it (see pgqueue.control); elsewhere (a prefork child, a producer) the
+database answers, from the flag that the abort set on the job's row.
 """
 
 from __future__ import annotations
@@ -48,9 +49,3 @@ def is_aborted(app: App, job_id: str) -> bool:
             return job_id in _local
     return bool(app.execute("job_aborted", {"ids": [job_id]}))
 
-
-def aborted_among(app: App, job_ids: list[str]) -> list[str]:
-    """The ids among ``job_ids`` flagged as aborted in the database."""
-    if not job_ids:
-        return []
-    return [str(r[0]) for r in app.execute("job_aborted", {"ids": job_ids})]

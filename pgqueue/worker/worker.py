@@ -10,7 +10,6 @@ Threads of one worker process:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import __version__, db
+from pgqueue.control import ControlInbox
+from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
 from pgqueue.services.maintenance import Maintenance, Pruner, Rescuer, Stager
@@ -126,6 +127,7 @@ class Worker:
         dsn = app.dsn
         self.claimer = Dedicated(dsn, app.schema, "claimer", durable=False,
                                  indexed_plans=True)
+        roles.check_worker(self.claimer, app.schema, self.beat)  # one line if a grant lacks
         services = self._services()  # checks beat schedules before the worker registers
         self._register()
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
@@ -135,6 +137,8 @@ class Worker:
                                  self._on_notify, self._on_listen, name="pgqueue-listener",
                                  application_name=db.application_name(app.schema, "listener"))
         aborts.track_locally()
+        self.control = ControlInbox([self.worker_id, self.nodename])
+        self.control.read(app)  # from now on: requests before this are not ours
         self.maintenance = Maintenance(app, self.worker_id, services)
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -206,36 +210,34 @@ class Worker:
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == self.app.queries.control_channel:
-            self._on_control(payload)
+            self._apply_control()  # the payload is only a wake-up: anyone can NOTIFY
         elif payload in self.queues:
             self._wake.set()
 
     def _on_listen(self) -> None:
-        """After every (re)connect: claim at once, and pick up aborts we may have missed."""
+        """After every (re)connect: claim at once, and apply control requests written
+        while the listener was away."""
         self._wake.set()
-        ids, _, _ = self.holdings.snapshot()
-        try:
-            aborts.mark(aborts.aborted_among(self.app, ids))
-        except Exception as error:
-            logger.warning("could not re-read abort requests: %s", error)
+        self._apply_control()
 
-    def _on_control(self, payload: str) -> None:
+    def _apply_control(self) -> None:
         try:
-            message = json.loads(payload)
-            action, ids = message["action"], [str(i) for i in message["ids"]]
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring malformed control message %r", payload)
+            requests = self.control.read(self.app)
+        except Exception as error:
+            logger.warning("could not read control requests: %s", error)
             return
-        held = [i for i in ids if i in self.holdings]
-        if not held:
-            return
-        if action == "abort":
-            logger.info("Abort requested for %s", ", ".join(held))
-            aborts.mark(held)
-        elif action == "terminate":
-            for job_id in held:
-                logger.warning("Terminating job %s on request", job_id)
-                self.pool.terminate(job_id)
+        for request in requests:
+            held = [i for i in request.job_ids if i in self.holdings]
+            if request.action not in ("abort", "terminate"):
+                logger.warning("ignoring control request %d: unknown action %r",
+                               request.id, request.action)
+            elif request.action == "abort" and held:
+                logger.info("Abort requested for %s", ", ".join(held))
+                aborts.mark(held)
+            elif held:
+                for job_id in held:
+                    logger.warning("Terminating job %s on request", job_id)
+                    self.pool.terminate(job_id)
 
     # -- the loop ---------------------------------------------------------------------------
     def _claim_loop(self) -> None:

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
+
+from tests.pgserver import drop_schema
 
 from .procs import pgqueue_command
 
@@ -41,5 +42,4 @@ def test_quick_start_works_as_pasted(pg_dsn: str, tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr[-3000:]
         assert run.stdout.strip().splitlines()[-1] == "5"
     finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+        drop_schema(pg_dsn, schema)

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from pgqueue.db import migrations
 from pgqueue.db.queries import TEMPLATES, Queries
+from tests.pgserver import drop_schema
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
 
@@ -111,12 +112,24 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("elected_at", TS, True, "now()"),
         ("expires_at", TS, True, None),
     ],
+    "control_requests": [
+        ("id", "bigint", True, None),
+        ("action", "text", True, None),
+        ("job_ids", "uuid[]", True, "'{}'::uuid[]"),
+        ("destination", "text[]", False, None),
+        ("arguments", "jsonb", True, "'{}'::jsonb"),
+        ("xid", "xid8", True, "pg_current_xact_id()"),
+        ("created_at", TS, True, "now()"),
+        ("requested_by", "text", True, "CURRENT_USER"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
         ("applied_at", TS, True, "now()"),
     ],
 }
+# The identity column of control_requests.
+EXPECTED_SEQUENCES = {"control_requests_id_seq"}
 # `workers` holds nothing that must survive a crash of the server.
 EXPECTED_UNLOGGED = {"workers"}
 
@@ -142,6 +155,12 @@ EXPECTED_INDEXES = {
                          "(next_run_at) WHERE enabled",
     "workers_pkey": "CREATE UNIQUE INDEX workers_pkey ON SCHEMA.workers USING btree (id)",
     "leader_pkey": "CREATE UNIQUE INDEX leader_pkey ON SCHEMA.leader USING btree (id)",
+    "control_requests_pkey": "CREATE UNIQUE INDEX control_requests_pkey ON "
+                             "SCHEMA.control_requests USING btree (id)",
+    "control_requests_xid_idx": "CREATE INDEX control_requests_xid_idx ON "
+                                "SCHEMA.control_requests USING btree (xid)",
+    "control_requests_created_at_idx": "CREATE INDEX control_requests_created_at_idx ON "
+                                       "SCHEMA.control_requests USING btree (created_at)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
 }
@@ -207,8 +226,7 @@ def fresh_schema(pg_dsn: str) -> Iterator[str]:
     """A schema name nobody has created yet; dropped afterwards."""
     name = f"m_{uuid.uuid4().hex[:12]}"
     yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    drop_schema(pg_dsn, name)  # and the roles `pgqueue migrate` made for it
 
 
 def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -217,7 +235,9 @@ def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     views = {name for name, (kind, _) in found["relations"].items() if kind == "v"}
     assert tables == set(EXPECTED_TABLES)
     assert views == {"all_jobs"}
-    assert set(found["relations"]) == tables | views  # no sequences or other strays
+    sequences = {name for name, (kind, _) in found["relations"].items() if kind == "S"}
+    assert sequences == EXPECTED_SEQUENCES
+    assert set(found["relations"]) == tables | views | sequences  # no other strays
     for table, expected in EXPECTED_TABLES.items():
         assert found["columns"][table] == expected, f"columns of {table}"
     unlogged = {name for name, (_, persistence) in found["relations"].items()

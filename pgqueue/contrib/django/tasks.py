@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils import timezone
 
 from pgqueue.contrib.django.conf import get_app
+from pgqueue.result import exception_class
 from pgqueue.task import Task as PgQueueTask
 
 logger = logging.getLogger("pgqueue.django.tasks")
@@ -167,16 +170,13 @@ class PgQueueBackend(_backends_base.BaseTaskBackend):
         return result
 
     def _task_named(self, name: str, result_id: str) -> Any:
-        task = _known.get(name)
+        """The Task a row names, among those this process knows; never imports: a row is
+        data, and importing the module it names would run that module's code here."""
+        task = _known.get(name) or _imported_task(name)
         if task is None:
-            from django.utils.module_loading import import_string
-
-            try:
-                task = import_string(name)
-            except ImportError:
-                raise TaskResultDoesNotExist(
-                    f"{result_id} is a job of {name!r}, which is not a task of django.tasks "
-                    "importable here") from None
+            raise TaskResultDoesNotExist(
+                f"{result_id} is a job of {name!r}, which is not a django.tasks task known "
+                "to this process (import the module that defines it first)")
         return task
 
     def _task_result(self, task: Any, result_id: str | None, status: Any, args: list[Any],
@@ -233,6 +233,20 @@ class PgQueueBackend(_backends_base.BaseTaskBackend):
         return errors
 
 
+def _imported_task(name: str) -> Any:
+    """The Task at ``name`` (``module.qualname``) if its module is imported already."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        found: Any = sys.modules.get(".".join(parts[:cut]))
+        if found is None:
+            continue
+        for attr in parts[cut:]:  # static: a module's __getattr__ may import
+            found = inspect.getattr_static(found, attr, None)
+        if isinstance(found, _base.Task):
+            return found
+    return None
+
+
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -241,7 +255,11 @@ def _task_error(row: Any) -> Any:
     if row.state == "REVOKED":
         path = "pgqueue.exceptions.TaskRevokedError"
     elif isinstance(row.result, dict) and row.result.get("exc_type"):
-        path = f"{row.result.get('exc_module') or 'builtins'}.{row.result['exc_type']}"
+        # Django's TaskError.exception_class imports the path it holds: name only a class
+        # this process has imported, never a module named by the row.
+        module, name = str(row.result.get("exc_module") or "builtins"), str(row.result["exc_type"])
+        known = exception_class(module, name)
+        path = _class_path(known) if known else "pgqueue.exceptions.TaskError"
     else:
         path = "builtins.Exception"
     return TaskError(exception_class_path=path, traceback=row.traceback or row.error or "")
