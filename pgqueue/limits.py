@@ -8,6 +8,7 @@ every job that shares the queue (see docs/reliability.md, "Validated at the door
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -194,3 +195,43 @@ def _has_surrogate(text: str) -> bool:
 def suspicious(json_text: str) -> bool:
     """Whether JSON text from ``json_dumps`` may hold a NUL or a lone surrogate."""
     return _BAD_JSON_TEXT.search(json_text) is not None
+
+
+def decode_job(args: str, kwargs: str, options: str
+               ) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None]:
+    """A claimed row's arguments and options, decoded from their JSON text, and why the
+    job cannot run when they are not what a producer writes (a row written by plain SQL).
+    Never raises: a fault fails that job alone, not the jobs claimed with it."""
+    decoded: list[Any] = []
+    for field, text in (("args", args), ("kwargs", kwargs), ("options", options)):
+        try:
+            decoded.append(json.loads(text))
+        except RecursionError:
+            return [], {}, {}, f"{field}: nested too deep to decode"
+        except ValueError as error:  # e.g. an integer of more than 4,300 digits
+            return [], {}, {}, f"{field} cannot be decoded ({error})"
+    fault = _shape_fault(*decoded)
+    if fault is not None:
+        return [], {}, {}, fault
+    return decoded[0], decoded[1], decoded[2], None
+
+
+def _shape_fault(args: Any, kwargs: Any, options: Any) -> str | None:
+    for field, value, kind, called in (("args", args, list, "array"),
+                                       ("kwargs", kwargs, dict, "object"),
+                                       ("options", options, dict, "object")):
+        if not isinstance(value, kind):
+            return f"{field} must be a JSON {called}, got {show(value)}"
+    try:
+        for key in ("time_limit", "soft_time_limit", "lease"):
+            if options.get(key) is not None:
+                seconds(f"options.{key}", options[key])
+    except ValueError as error:
+        return str(error)
+    eta = options.get("eta")
+    if eta is not None:
+        try:
+            datetime.fromisoformat(eta)
+        except (TypeError, ValueError):
+            return f"options.eta must be an ISO 8601 date and time, got {show(eta)}"
+    return None

@@ -174,7 +174,8 @@ class JobBuilder:
         if lease:
             lease = limits.seconds(f"{name}: lease", lease)
         # A claim must outlive the longest legitimate run, or a healthy job gets rescued.
-        lease_needed = max(float(lease or 0), float(time_limit or 0) + 5 if time_limit else 0)
+        lease_needed = min(limits.MAX_SECONDS, max(
+            float(lease or 0), float(time_limit or 0) + 5 if time_limit else 0))
         if lease_needed:
             opts["lease"] = lease_needed
         if track:
