@@ -113,8 +113,10 @@ def expires(what: str, value: Any) -> Any:
     """Seconds, a timedelta or a datetime (its range is checked when it is converted)."""
     if isinstance(value, timedelta):
         delay(what, value.total_seconds())
-    elif not isinstance(value, datetime):
+    elif _is_number(value):
         delay(what, value)
+    elif not isinstance(value, datetime):
+        raise TypeError(f"{what} must be seconds, a timedelta or a datetime, not {show(value)}")
     return value
 
 
