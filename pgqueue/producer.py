@@ -244,9 +244,9 @@ class JobBatch:
 
     def params(self) -> dict[str, Any]:
         """Parameters of the statements built on ``queries._insert_jobs``."""
-        # Nesting in the document: the list of rows, a row, its args or kwargs, then each
-        # argument.
-        text = self._encode(self.rows, levels=3)
+        # The document nests each argument in the list of rows, a row, its args or kwargs;
+        # those add 3 brackets per row and 1.
+        text = self._encode(self.rows, levels=3, brackets=3 * len(self.rows) + 1)
         if len(text) * 4 > self.max_bytes and len(text.encode()) > self.max_bytes:
             for row in self.rows:  # only when the whole batch is over the limit
                 self._check_size(row, len(json_dumps(row["args"]).encode())
@@ -262,24 +262,26 @@ class JobBatch:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
         row = self.rows[0]
         # no arguments is the common case, and worth skipping the encoder for
-        args = self._encode(row["args"], levels=1) if row["args"] else "[]"
-        kwargs = self._encode(row["kwargs"], levels=1) if row["kwargs"] else "{}"
+        args = self._encode(row["args"], levels=1, brackets=1) if row["args"] else "[]"
+        kwargs = self._encode(row["kwargs"], levels=1, brackets=1) if row["kwargs"] else "{}"
         if (len(args) + len(kwargs)) * 4 > self.max_bytes:
             self._check_size(row, len(args.encode()) + len(kwargs.encode()))
         return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs}
 
-    def _encode(self, value: Any, levels: int) -> str:
-        """``value`` as JSON text, each argument ``levels`` deep in it. Arguments that
-        are not JSON, nest deeper than ``max_depth`` (a worker could not decode them) or
-        hold text jsonb refuses are named in the error. Cheap tests of the text come
-        first; the arguments are walked only when one fails."""
+    def _encode(self, value: Any, levels: int, brackets: int) -> str:
+        """``value`` as JSON text, each argument ``levels`` deep in it, which adds
+        ``brackets`` of its own. Arguments that are not JSON, nest deeper than
+        ``max_depth`` (a worker could not decode them) or hold text jsonb refuses are
+        named in the error. Cheap tests of the text come first (arguments with fewer
+        brackets than the limit cannot nest deeper); values are walked only when one
+        fails."""
         try:
             text = json_dumps(value)
         except (TypeError, ValueError, RecursionError):
             self._fault()
             raise
-        if (text.count("[") + text.count("{") > self.max_depth
-                and limits.depth_over(value, self.max_depth + levels)) \
+        if (text.count("[") + text.count("{") - brackets > self.max_depth
+                and limits.text_depth_over(text, self.max_depth + levels)) \
                 or limits.suspicious(text):
             self._fault()
         return text

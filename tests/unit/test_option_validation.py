@@ -8,12 +8,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pgqueue import App
 from pgqueue.beat import code_entries
 from pgqueue.exceptions import ConfigurationError
-from pgqueue.limits import decode_job
+from pgqueue.limits import decode_job, depth_over, text_depth_over
 from pgqueue.producer import build_rows
+from pgqueue.utils import json_dumps
 
 PG_URL = "postgresql://u@db.invalid:5432/app"  # never connected to: checks come first
 UUID = "0190f5c2-52a1-7d6e-8b1f-3c2d4e5f6a7b"
@@ -220,6 +223,20 @@ def test_argument_limits_are_settings(app: App) -> None:
     with pytest.raises(ValueError, match="over task_max_args_bytes"):
         echo.delay("x" * 100)
     build_rows(app, "echo", echo, [((deep(3), "x" * 80), {})], {}, pairs=True).single_params()
+
+
+# Strings full of what a bracket counter could trip on: brackets, quotes, backslashes.
+_TRICKY = st.text(alphabet='[]{}"\\xé,:', max_size=6)
+_JSON = st.recursive(st.none() | st.integers() | _TRICKY,
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_TRICKY, inner, max_size=3), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.integers(min_value=0, max_value=12))
+def test_the_depth_measured_on_the_text_is_the_depth_of_the_values(value: Any,
+                                                                   limit: int) -> None:
+    assert text_depth_over(json_dumps(value), limit) == depth_over([value], limit + 1)
 
 
 def test_a_literal_backslash_u0000_is_plain_text(app: App) -> None:
