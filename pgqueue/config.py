@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from typing import Any
 
+from pgqueue import limits
 from pgqueue.exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
@@ -32,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "task_soft_time_limit": None,
     "task_always_eager": False,
     "task_eager_propagates": True,
+    # arguments larger or deeper are refused when sent (see docs/reliability.md)
+    "task_max_args_bytes": 10 * 1024 * 1024,
+    "task_max_args_depth": 100,
     "producer_pool_size": 4,
     # results
     "result_expires": timedelta(days=1),
@@ -100,6 +104,29 @@ UNSUPPORTED: dict[str, str] = {
 _warned: set[str] = set()
 
 
+def _count(maximum: int) -> Any:
+    def check(what: str, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+            raise ValueError(f"{what} must be an integer from 1 to {maximum:,}, "
+                             f"got {limits.show(value)}")
+    return check
+
+
+# Settings whose values end up in statements: checked when set.
+_CHECKED: dict[str, Any] = {
+    "task_default_queue": limits.name,
+    "task_default_priority": limits.priority,
+    "task_default_max_retries": limits.max_retries,
+    "task_default_retry_delay": limits.delay,
+    "task_time_limit": limits.seconds,
+    "task_soft_time_limit": limits.seconds,
+    "worker_lease_seconds": limits.seconds,
+    "task_max_args_bytes": _count(limits.MAX_ARGS_BYTES),
+    "task_max_args_depth": _count(limits.MAX_ARGS_DEPTH),
+}
+_NONE_MEANS_NO_LIMIT = {"task_default_max_retries", "task_time_limit", "task_soft_time_limit"}
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -150,8 +177,13 @@ class Settings(MutableMapping[str, Any]):
             return
         if name == "dsn" and value is not None:
             value = validate_dsn(str(value))
-        if name == "result_max_bytes":
+        elif name == "result_max_bytes":
             value = validate_byte_limit(name, value)
+        elif name in _CHECKED and (value is not None or name not in _NONE_MEANS_NO_LIMIT):
+            try:
+                _CHECKED[name](f"setting {name!r}", value)
+            except (TypeError, ValueError) as error:
+                raise ConfigurationError(str(error)) from None
         self._data[name] = value
         self.changed.add(name)
         object.__setattr__(self, "generation", self.generation + 1)

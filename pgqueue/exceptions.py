@@ -30,6 +30,11 @@ class DuplicateJob(PgQueueError):
     """A job with this ``task_id`` exists and has not finished."""
 
 
+class MalformedJob(PgQueueError, ValueError):
+    """A claimed job's row holds what no producer writes (plain SQL went around the
+    checks): the job ends FAILURE without running."""
+
+
 class NotRegistered(PgQueueError, KeyError):
     """A job names a task this process does not know."""
 

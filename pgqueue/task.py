@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pgqueue import states
+from pgqueue import limits, states
 from pgqueue.exceptions import MaxRetriesExceededError, Retry
 from pgqueue.request import Request
 from pgqueue.utils import storable_json
@@ -46,9 +46,7 @@ def check_task_options(options: dict[str, Any], where: str) -> None:
     if serializer != "json":
         raise TypeError(f"{where}: serializer {serializer!r} is not supported; pgqueue stores "
                         "arguments and results as JSON (jsonb)")
-    priority = options.get("priority")
-    if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
-        raise ValueError(f"{where}: priority must be an integer from 0 to 9, got {priority!r}")
+    limits.check_options(where, options)
 
 
 def exponential_backoff(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import db
+from pgqueue import db, limits
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid
 
@@ -50,24 +50,28 @@ def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
             raise TypeError(f"{task_name}: unknown apply_async option {key!r}{hint}")
 
 
-def _as_utc(value: datetime, zone: str) -> datetime:
+def _as_utc(value: datetime, zone: str, what: str) -> datetime:
     """A naive datetime is read in the app's ``timezone`` (UTC by default), as Celery
     does, so ported ``datetime.utcnow() + ...`` code keeps its meaning."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc if zone == "UTC" else ZoneInfo(zone))
-    return value.astimezone(timezone.utc)
+    def convert(value: datetime) -> datetime:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc if zone == "UTC" else ZoneInfo(zone))
+        return value.astimezone(timezone.utc)
+
+    return limits.moment(what, value, convert)
 
 
-def _expires_at(expires: Any, now: datetime, zone: str) -> datetime | None:
+def _expires_at(expires: Any, now: datetime, zone: str, what: str) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, datetime):
-        return _as_utc(expires, zone)
+        return _as_utc(expires, zone, what)
     if isinstance(expires, timedelta):
-        return now + expires
+        return now + timedelta(seconds=limits.delay(what, expires.total_seconds()))
     if isinstance(expires, (int, float)):
-        return now + timedelta(seconds=float(expires))
-    raise TypeError(f"expires must be seconds, a timedelta or a datetime, not {expires!r}")
+        return now + timedelta(seconds=limits.delay(what, expires))
+    raise TypeError(f"{what} must be seconds, a timedelta or a datetime, "
+                    f"not {limits.show(expires)}")
 
 
 def _route(app: App, task_name: str) -> dict[str, Any]:
@@ -93,9 +97,12 @@ class JobBuilder:
         self, app: App, task_name: str, task: Task | None, options: dict[str, Any]
     ) -> None:
         _check_send_options(task_name, options)
+        limits.name("task name", task_name)
+        limits.check_options(task_name, options)
         conf = app.conf
         self.task_name = task_name
         routed = _route(app, task_name)
+        limits.check_options(f"{task_name}: task_routes", routed)
 
         def pick(key: str, task_attr: Any, default: Any) -> Any:
             if options.get(key) is not None:
@@ -106,42 +113,40 @@ class JobBuilder:
                 return task_attr
             return default
 
-        self.queue: str = pick("queue", getattr(task, "queue", None), conf.task_default_queue)
-        if not isinstance(self.queue, str) or not self.queue:
-            raise ValueError(f"{task_name}: queue must be a non-empty string, got {self.queue!r}")
-        self.priority: int = pick(
-            "priority", getattr(task, "priority", None), conf.task_default_priority
-        )
-        if not isinstance(self.priority, int) or not 0 <= self.priority <= 9:
-            raise ValueError(f"{task_name}: priority must be an integer from 0 to 9, "
-                             f"got {self.priority!r}")
+        # Task attributes and settings may not have passed a check (a Task class written
+        # by hand): the values used are checked too.
+        self.queue: str = limits.name(f"{task_name}: queue", pick(
+            "queue", getattr(task, "queue", None), conf.task_default_queue))
+        self.priority: int = limits.priority(f"{task_name}: priority", pick(
+            "priority", getattr(task, "priority", None), conf.task_default_priority))
         self.ignore_result = bool(
             pick("ignore_result", getattr(task, "ignore_result", None), conf.task_ignore_result)
         )
         default_max = task.max_retries if task is not None else conf.task_default_max_retries
-        self.max_retries = options.get("max_retries", default_max)
+        self.max_retries = limits.max_retries(f"{task_name}: max_retries",
+                                              options.get("max_retries", default_max))
         self.now = utcnow()
+        zone = str(conf.timezone)
         countdown, eta = options.get("countdown"), options.get("eta")
         if countdown is not None and eta is not None:
             raise ValueError(f"{task_name}: give countdown or eta, not both")
         self.run_at: datetime | None = None
         if countdown is not None:
-            if not isinstance(countdown, (int, float)):
-                raise TypeError(f"{task_name}: countdown must be a number of seconds")
-            self.run_at = self.now + timedelta(seconds=countdown) if countdown > 0 else None
+            if countdown > 0:
+                self.run_at = self.now + timedelta(seconds=countdown)
         elif eta is not None:
-            if not isinstance(eta, datetime):
-                raise TypeError(f"{task_name}: eta must be a datetime, not {eta!r}")
-            self.run_at = _as_utc(eta, str(conf.timezone))
+            self.run_at = _as_utc(eta, zone, f"{task_name}: eta")
         self.expires_at = _expires_at(
-            pick("expires", getattr(task, "expires", None), None), self.now, str(conf.timezone)
-        )
+            pick("expires", getattr(task, "expires", None), None), self.now, zone,
+            f"{task_name}: expires")
         self.unique_key: str | None = options.get("unique_key")
         self.task_id: str | None = options.get("task_id")
         self.parent_id = options.get("parent_id")
         self.root_id = options.get("root_id")
         self.group_id = options.get("group_id")
         self.job_options = self._job_options(app, task, options, eta)
+        self.max_bytes = int(conf.task_max_args_bytes)
+        self.max_depth = int(conf.task_max_args_depth)
         self._shared: dict[str, Any] | None = None
 
     def _job_options(
@@ -149,6 +154,7 @@ class JobBuilder:
     ) -> dict[str, Any]:
         conf = app.conf
         opts: dict[str, Any] = {}
+        name = self.task_name
         time_limit = options.get("time_limit") or getattr(task, "time_limit", None) \
             or conf.task_time_limit
         soft = options.get("soft_time_limit") or getattr(task, "soft_time_limit", None) \
@@ -160,11 +166,14 @@ class JobBuilder:
         if track is None:
             track = conf.task_track_started
         if time_limit:
-            opts["time_limit"] = float(time_limit)
+            opts["time_limit"] = limits.seconds(f"{name}: time_limit", time_limit)
         if soft:
-            opts["soft_time_limit"] = float(soft)
+            opts["soft_time_limit"] = limits.seconds(f"{name}: soft_time_limit", soft)
+        if lease:
+            lease = limits.seconds(f"{name}: lease", lease)
         # A claim must outlive the longest legitimate run, or a healthy job gets rescued.
-        lease_needed = max(float(lease or 0), float(time_limit or 0) + 5 if time_limit else 0)
+        lease_needed = min(limits.MAX_SECONDS, max(
+            float(lease or 0), float(time_limit or 0) + 5 if time_limit else 0))
         if lease_needed:
             opts["lease"] = lease_needed
         if track:
@@ -184,6 +193,10 @@ class JobBuilder:
         elif not isinstance(kwargs, dict):
             raise TypeError(f"{self.task_name}: kwargs must be a dict, "
                             f"not {type(kwargs).__name__}")
+        for key in kwargs:
+            if not isinstance(key, str):  # JSON would turn 1 into "1" without a word
+                raise TypeError(f"{self.task_name}: keyword names must be strings, "
+                                f"got {limits.show(key)}")
         return {"id": self.task_id or uuid(), "args": list(args), "kwargs": kwargs}
 
     def shared(self) -> dict[str, Any]:
@@ -219,6 +232,9 @@ class JobBatch:
     shared: dict[str, Any]
     rows: list[dict[str, Any]]
     connection: Any = None
+    #: ``task_max_args_bytes`` and ``task_max_args_depth``.
+    max_bytes: int = 10 * 1024 * 1024
+    max_depth: int = 100
 
     @property
     def ids(self) -> list[str]:
@@ -226,7 +242,14 @@ class JobBatch:
 
     def params(self) -> dict[str, Any]:
         """Parameters of the statements built on ``queries._insert_jobs``."""
-        return {"jobs": serialize_rows(self.task, self.rows), **self.shared}
+        # The document nests each argument in the list of rows, a row, its args or kwargs;
+        # those add 3 brackets per row and 1.
+        text = self._encode(self.rows, levels=3, brackets=3 * len(self.rows) + 1)
+        if len(text) * 4 > self.max_bytes and len(text.encode()) > self.max_bytes:
+            for row in self.rows:  # only when the whole batch is over the limit
+                self._check_size(row, len(json_dumps(row["args"]).encode())
+                                 + len(json_dumps(row["kwargs"]).encode()))
+        return {"jobs": text, **self.shared}
 
     @property
     def single(self) -> bool:
@@ -236,30 +259,60 @@ class JobBatch:
     def single_params(self) -> dict[str, Any]:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
         row = self.rows[0]
-        try:  # no arguments is the common case, and worth skipping the encoder for
-            args = json_dumps(row["args"]) if row["args"] else "[]"
-            kwargs = json_dumps(row["kwargs"]) if row["kwargs"] else "{}"
-        except (TypeError, ValueError):
-            serialize_rows(self.task, self.rows)  # names the argument at fault
-            raise
+        # no arguments is the common case, and worth skipping the encoder for
+        args = self._encode(row["args"], levels=1, brackets=1) if row["args"] else "[]"
+        kwargs = self._encode(row["kwargs"], levels=1, brackets=1) if row["kwargs"] else "{}"
+        if (len(args) + len(kwargs)) * 4 > self.max_bytes:
+            self._check_size(row, len(args.encode()) + len(kwargs.encode()))
         return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs}
 
+    def _encode(self, value: Any, levels: int, brackets: int) -> str:
+        """``value`` as JSON text, each argument ``levels`` deep in it, which adds
+        ``brackets`` of its own. Arguments that are not JSON, nest deeper than
+        ``max_depth`` (a worker could not decode them) or hold text jsonb refuses are
+        named in the error. Cheap tests of the text come first (arguments with fewer
+        brackets than the limit cannot nest deeper); values are walked only when one
+        fails."""
+        try:
+            text = json_dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            self._fault()
+            raise
+        if (text.count("[") + text.count("{") - brackets > self.max_depth
+                and limits.text_depth_over(text, self.max_depth + levels)) \
+                or limits.suspicious(text):
+            self._fault()
+        return text
 
-def serialize_rows(task: str, rows: list[dict[str, Any]]) -> str:
-    """All rows as one JSON document; on failure, name the task and argument at fault."""
-    try:
-        return json_dumps(rows)
-    except (TypeError, ValueError):
-        for row in rows:
-            for i, arg in enumerate(row["args"]):
-                check_json(arg, f"{task}: argument {i} ({type(arg).__name__})")
-            for key, value in row["kwargs"].items():
-                if not isinstance(key, str):
-                    raise TypeError(f"{task}: keyword names must be strings, "
-                                    f"got {key!r}") from None
-                check_json(value, f"{task}: keyword argument {key!r} "
-                                  f"({type(value).__name__})")
-        raise
+    def _fault(self) -> None:
+        """Raise for the first argument at fault, naming it (returns if none is)."""
+        for row in self.rows:
+            for what, key, value in _arguments(self.task, row):
+                if limits.depth_over([value], self.max_depth + 1):
+                    raise ValueError(f"{what} nests lists and dicts more than "
+                                     f"{self.max_depth} levels deep (task_max_args_depth)")
+                check_json(value, what)
+                bad = limits.bad_text([key, value])
+                if bad is not None:
+                    raise ValueError(
+                        f"{what} holds text PostgreSQL cannot store ({limits.show(bad)}): "
+                        "jsonb takes no NUL character (\\u0000) and no lone surrogate")
+
+    def _check_size(self, row: dict[str, Any], size: int) -> None:
+        if size > self.max_bytes:
+            raise ValueError(
+                f"{self.task}: the arguments of job {row['id']} are {size:,} bytes as JSON, "
+                f"over task_max_args_bytes ({self.max_bytes:,}); store large data "
+                "elsewhere and pass a reference to it")
+
+
+def _arguments(task: str, row: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """Each argument of a row: how to name it, its keyword (or ""), its value."""
+    for i, arg in enumerate(row["args"]):
+        yield f"{task}: argument {i} ({type(arg).__name__})", "", arg
+    for key, value in row["kwargs"].items():
+        yield f"{task}: keyword argument {limits.show(key)} ({type(value).__name__})", \
+            key, value
 
 
 def insert_jobs(app: App, batch: JobBatch) -> int:
@@ -413,7 +466,8 @@ def build_rows(
     for option in ("task_id", "unique_key"):
         if getattr(builder, option) is not None and len(rows) > 1:
             raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs")
-    return JobBatch(task_name, builder.shared(), rows, connection)
+    return JobBatch(task_name, builder.shared(), rows, connection, builder.max_bytes,
+                    builder.max_depth)
 
 
 def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from pgqueue.limits import MAX_SECONDS
+
 # Columns moved from jobs to results when a job ends. Shared by every statement that
 # finishes jobs (worker finish, revoke, rescue) so they cannot drift apart.
 _RESULT_COLUMNS = (
@@ -103,17 +105,27 @@ _SCHEDULE_COLUMNS = """
     timezone, enabled, catch_up, next_run_at, last_run_at, total_run_count, source
 """
 
+# The lease of a claimed job: the worker's, or the job's own (``options.lease``) when
+# longer, at most a year. Read only from a JSON number and bounded, so that no row's
+# options (written by plain SQL, say) can fail the statement that claims or renews it
+# and every job beside it.
+_LEASE = f"""now() + make_interval(secs => least(greatest(%(lease)s::float8,
+                   CASE WHEN jsonb_typeof(j.options -> 'lease') = 'number'
+                        THEN least((j.options -> 'lease')::numeric, {MAX_SECONDS})::float8
+                   END), {MAX_SECONDS}))"""
+
 # What every claim does with the ids it picked: start them under this worker's lease.
+# Arguments and options come back as JSON text: each job decodes its own
+# (``ClaimedJob.from_row``), so that one undecodable row fails alone.
 _CLAIM_UPDATE = """
         UPDATE {{schema}}.jobs AS j
            SET state = 'started', attempt = j.attempt + 1, worker = %(worker)s,
                started_at = now(), progress_state = NULL, meta = NULL,
-               lease_expires_at = now() + make_interval(secs => greatest(
-                   %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
+               lease_expires_at = {lease}
          WHERE j.id = ANY(ARRAY({claimable}))
-     RETURNING j.id::text, j.queue, j.task, j.args, j.kwargs, j.priority, j.run_at, j.expires_at,
-               j.attempt, j.max_retries, j.ignore_result, j.options, j.parent_id, j.root_id,
-               j.group_id, j.created_at, now() AS claimed_at"""
+     RETURNING j.id::text, j.queue, j.task, j.args::text, j.kwargs::text, j.priority, j.run_at,
+               j.expires_at, j.attempt, j.max_retries, j.ignore_result, j.options::text,
+               j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at"""
 
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
@@ -183,23 +195,22 @@ TEMPLATES: dict[str, str] = {
              ORDER BY c.priority DESC, c.run_at, c.id
              LIMIT %(limit)s
         )
-        {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable")}
+        {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable", lease=_LEASE)}
     """,
     # The same claim for a worker of one queue, from the start of its claim index: what
     # an idle worker woken by a new job runs. A plain index scan, without the unnest,
     # the three branches and the sort, is ~0.2 ms quicker on a cold machine, and that
     # is a tenth of the enqueue-to-start latency.
     "job_claim_one_queue": f"""
-        {_CLAIM_UPDATE.format(claimable='''
+        {_CLAIM_UPDATE.format(lease=_LEASE, claimable='''
             SELECT id FROM {schema}.jobs
              WHERE state = 'queued' AND queue = (%(queues)s::text[])[1]
              ORDER BY priority DESC, run_at, id
              LIMIT %(limit)s FOR UPDATE SKIP LOCKED''')}
     """,
-    "job_heartbeat": """
-        UPDATE {schema}.jobs AS j
-           SET lease_expires_at = now() + make_interval(secs => greatest(
-                   %(lease)s, coalesce((j.options->>'lease')::float8, 0)))
+    "job_heartbeat": f"""
+        UPDATE {{schema}}.jobs AS j
+           SET lease_expires_at = {_LEASE}
           FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS h(id, attempt)
          WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = h.id AND j.attempt = h.attempt
            AND j.worker = %(worker)s
@@ -361,7 +372,7 @@ TEMPLATES: dict[str, str] = {
     """,
     "job_aborted": """
         SELECT id FROM {schema}.jobs
-         WHERE id = ANY(%(ids)s::uuid[]) AND (options->>'aborted')::boolean
+         WHERE id = ANY(%(ids)s::uuid[]) AND options @> '{{"aborted": true}}'::jsonb
     """,
     # -- control requests (pgqueue.control) ----------------------------------------------
     # A request, then a notification that only wakes the workers. Requests older than

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgqueue import states
 from pgqueue.exceptions import NotRegistered, Retry, TaskRevokedError
+from pgqueue.limits import decode_job
 from pgqueue.request import Request, inside_task
 from pgqueue.utils import storable_json, storable_text, utcnow, uuid
 from pgqueue.worker import aborts
@@ -48,10 +49,19 @@ class ClaimedJob:
     group_id: str | None
     created_at: datetime
     claimed_at: datetime
+    #: Why the row cannot run (written by plain SQL around the producer's checks).
+    fault: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:
-        return cls(*row)  # job_claim returns the id as text already
+        """A row of ``job_claim``: the id is text already; arguments and options are
+        JSON text, decoded here, job by job."""
+        args, kwargs, options, fault = decode_job(row[3], row[4], row[11])
+        (job_id, queue, task, _, _, priority, run_at, expires_at, attempt, max_retries,
+         ignore_result, _, parent_id, root_id, group_id, created_at, claimed_at) = row
+        return cls(job_id, queue, task, args, kwargs, priority, run_at, expires_at, attempt,
+                   max_retries, ignore_result, options, parent_id, root_id, group_id,
+                   created_at, claimed_at, fault)
 
 
 @dataclass(slots=True)

@@ -19,16 +19,17 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import __version__, db
+from pgqueue import __version__, db, limits
 from pgqueue.control import ControlInbox
 from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
+from pgqueue.exceptions import MalformedJob
 from pgqueue.services.maintenance import Maintenance, Pruner, Rescuer, Stager
 from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
 from pgqueue.worker.claiming import ClaimCursors
-from pgqueue.worker.execution import ClaimedJob, Outcome
+from pgqueue.worker.execution import ClaimedJob, Outcome, failure
 from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
@@ -77,7 +78,7 @@ class Worker:
     ) -> None:
         conf = app.conf
         self.app = app
-        self.queues = list(queues or [conf.task_default_queue])
+        self.queues = [limits.name("queue", q) for q in queues or [conf.task_default_queue]]
         self.pool_name = pool or conf.worker_pool
         if self.pool_name not in POOLS:
             raise ValueError(f"unknown pool {self.pool_name!r}; choose one of {', '.join(POOLS)}")
@@ -89,7 +90,7 @@ class Worker:
         self.nodename = name or f"pgqueue@{self.hostname}"
         # Unique per process: every write of this worker is fenced on it.
         self.worker_id = f"{self.nodename}:{os.getpid()}:{uuid7().hex[-6:]}"
-        self.lease = float(lease or conf.worker_lease_seconds)
+        self.lease = limits.seconds("lease", lease or conf.worker_lease_seconds)
         self.poll_interval = float(poll_interval or conf.worker_poll_interval)
         self.shutdown_timeout = float(
             conf.worker_shutdown_timeout if shutdown_timeout is None else shutdown_timeout)
@@ -98,6 +99,10 @@ class Worker:
         self.claim_batch = int(conf.worker_claim_batch_size)
         self.time_limit = time_limit or conf.task_time_limit
         self.soft_time_limit = soft_time_limit or conf.task_soft_time_limit
+        for what, value in (("time_limit", self.time_limit),
+                            ("soft_time_limit", self.soft_time_limit)):
+            if value:
+                limits.seconds(what, value)
         if self.time_limit:
             # a claim must outlive the longest run this worker allows
             self.lease = max(self.lease, float(self.time_limit) + 5)
@@ -254,7 +259,10 @@ class Worker:
             self._wake.clear()
             jobs = self._claim(min(free, self.claim_batch))
             for job in jobs:
-                self.pool.submit(job)
+                if job.fault is None:
+                    self.pool.submit(job)
+                else:
+                    self._reject(job)
             more_likely = len(jobs) == min(free, self.claim_batch) and bool(jobs)
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
@@ -269,6 +277,12 @@ class Worker:
         for job in jobs:
             self.holdings.add(job.id, job.attempt)
         return jobs
+
+    def _reject(self, job: ClaimedJob) -> None:
+        """Fail, without running it, a job whose row no producer wrote."""
+        error = MalformedJob(f"job {job.id} cannot run: {job.fault}")
+        logger.error("Task %s[%s] rejected: %s", job.task, job.id, error)
+        self._job_finished(failure(job, error, with_traceback=False))
 
     def _job_started(self, job: ClaimedJob) -> None:
         self.holdings.start(job.id)
