@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .db import Dedicated, is_connection_error
@@ -137,27 +139,75 @@ class Rescuer:
 
 
 class Pruner:
-    """Deletes results older than ``result_expires`` and workers long gone, in batches."""
+    """Deletes results older than ``result_expires``, oldest first, and workers long gone.
+
+    A run deletes batches in the order of ``results_finished_at_idx`` until a batch comes
+    back short (caught up) or ``run_seconds`` have passed; between batches it pauses as
+    long as the batch took, so it holds the database at most half the time. A run that
+    ends with more to delete asks to run again after that pause (the other services of
+    the maintenance thread run in between). When a catch-up has lasted longer than
+    ``behind_after`` (default: ``interval``), results are finishing faster than they are
+    deleted, and it says so in the log, at most once per ``WARN_EVERY`` seconds.
+    """
 
     name = "pruner"
     leader_only = True
+    WARN_EVERY = 300.0
 
     def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
-                 interval: float = 60.0, batch: int = 10000) -> None:
+                 interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
+                 behind_after: float | None = None) -> None:
         self.queries = queries
         self.result_expires = result_expires
         self.worker_ttl = worker_ttl
         self.interval = interval
         self.batch = batch
+        self.run_seconds = run_seconds
+        self.behind_after = interval if behind_after is None else behind_after
+        self.deleted = 0  # by the current catch-up
+        self._catch_up_since: float | None = None
+        self._after: datetime | None = None  # the newest finish time deleted so far
+        self._warned_at = -math.inf
 
     def run_once(self, db: Dedicated) -> float:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
         if not self.result_expires:
             return self.interval
-        rows = db.execute(self.queries["result_prune"], {
-            "older_than": self.result_expires, "limit": self.batch})
-        del rows
-        return self.interval
+        started = time.monotonic()
+        if self._catch_up_since is None:
+            self._catch_up_since, self.deleted, self._after = started, 0, None
+        while True:
+            batch_started = time.monotonic()
+            count, newest = db.execute(self.queries["result_prune"], {
+                "older_than": self.result_expires, "limit": self.batch,
+                "after": self._after})[0]
+            self.deleted += count
+            self._after = newest or self._after
+            if count < self.batch:
+                self._catch_up_since = None
+                return self.interval
+            pause = time.monotonic() - batch_started
+            if time.monotonic() + pause - started >= self.run_seconds:
+                break
+            time.sleep(pause)
+        self._check_behind(db)
+        return pause
+
+    def _check_behind(self, db: Dedicated) -> None:
+        assert self._catch_up_since is not None
+        now = time.monotonic()
+        busy = now - self._catch_up_since
+        if busy < self.behind_after or now - self._warned_at < self.WARN_EVERY:
+            return
+        self._warned_at = now
+        oldest = db.execute(self.queries["result_oldest"])[0][0]
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        logger.warning(
+            "Result pruner is falling behind: expired results are still left after %.0fs "
+            "of deleting (%d rows, %.0f rows/s); the oldest finished %.0fs ago "
+            "(result_expires is %.0fs). Results are finishing faster than they are "
+            "deleted: consider ignore_result=True for tasks whose results nobody reads",
+            busy, self.deleted, self.deleted / max(busy, 1e-9), age, self.result_expires)
 
 
 class Maintenance(threading.Thread):

@@ -375,12 +375,26 @@ TEMPLATES: dict[str, str] = {
           FROM {schema}.jobs WHERE id = %(id)s
     """,
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
+    # The oldest expired results, in the order of results_finished_at_idx, deleted by
+    # their row address (a TID scan: no second index look-up per row). ``after`` starts
+    # the scan past the rows this run already deleted, whose dead index entries a scan
+    # from the start would step over again (NULL: from the start). A row that a finish
+    # re-using its id refreshed meanwhile has a new address, and is left alone.
     "result_prune": """
-        DELETE FROM {schema}.results WHERE id IN (
-            SELECT id FROM {schema}.results
+        WITH doomed AS (
+            SELECT ctid FROM {schema}.results
              WHERE finished_at < now() - make_interval(secs => %(older_than)s)
-             LIMIT %(limit)s)
+               AND finished_at >= coalesce(%(after)s::timestamptz, '-infinity')
+             ORDER BY finished_at
+             LIMIT %(limit)s
+        ), deleted AS (
+            DELETE FROM {schema}.results
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM doomed))
+            RETURNING finished_at
+        )
+        SELECT count(*), max(finished_at) FROM deleted
     """,
+    "result_oldest": "SELECT min(finished_at) FROM {schema}.results",
     # -- workers ----------------------------------------------------------------------
     "worker_register": """
         INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, pool)
