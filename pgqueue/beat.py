@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from pgqueue.maintenance import optional_services
+
 from . import __version__, db
 from .db import Dedicated
 from .exceptions import ConfigurationError, PgQueueError
@@ -343,6 +345,7 @@ class Beat:
             Rescuer(queries, float(conf.maintenance_interval)),
             Pruner(queries, conf.seconds("result_expires"),
                    worker_ttl=float(conf.worker_lease_seconds) * 4),
+            *optional_services(self.app),
             self.scheduler,
         ]
 

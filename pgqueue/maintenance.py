@@ -1,4 +1,4 @@
-"""Background services: heartbeat, leader election, stager, rescuer, pruners.
+"""Background services: heartbeat, leader election, stager, rescuer, pruner, aging.
 
 Each service is a small class with ``run_once(db)`` (tests call it directly) that returns
 the seconds until it wants to run again. :class:`Maintenance` is the thin loop around
@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -138,14 +139,29 @@ class Rescuer:
         return 0.0 if requeued + failed >= self.batch else self.interval
 
 
+def run_batches(batch: Callable[[], int], size: int, seconds: float) -> float | None:
+    """Run ``batch`` (one statement; returns how many rows it did) until one comes back
+    short or ``seconds`` have passed, pausing as long as each batch took, so that a long
+    catch-up holds the database at most half the time. Returns None when caught up, else
+    the pause to take before the next run (the maintenance thread's other services run
+    in between, so a catch-up never delays a heartbeat by more than ``seconds``)."""
+    started = time.monotonic()
+    while True:
+        batch_started = time.monotonic()
+        if batch() < size:
+            return None
+        pause = time.monotonic() - batch_started
+        if time.monotonic() + pause - started >= seconds:
+            return pause
+        time.sleep(pause)
+
+
 class Pruner:
     """Deletes results older than ``result_expires``, oldest first, and workers long gone.
 
-    A run deletes batches in the order of ``results_finished_at_idx`` until a batch comes
-    back short (caught up) or ``run_seconds`` have passed; between batches it pauses as
-    long as the batch took, so it holds the database at most half the time. A run that
-    ends with more to delete asks to run again after that pause (the other services of
-    the maintenance thread run in between). When a catch-up has lasted longer than
+    A run deletes batches in the order of ``results_finished_at_idx`` (see
+    :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
+    again soon when there is more. When a catch-up has lasted longer than
     ``behind_after`` (default: ``interval``), results are finishing faster than they are
     deleted, and it says so in the log, at most once per ``WARN_EVERY`` seconds.
     """
@@ -173,25 +189,21 @@ class Pruner:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
         if not self.result_expires:
             return self.interval
-        started = time.monotonic()
         if self._catch_up_since is None:
-            self._catch_up_since, self.deleted, self._after = started, 0, None
-        while True:
-            batch_started = time.monotonic()
-            count, newest = db.execute(self.queries["result_prune"], {
-                "older_than": self.result_expires, "limit": self.batch,
-                "after": self._after})[0]
-            self.deleted += count
-            self._after = newest or self._after
-            if count < self.batch:
-                self._catch_up_since = None
-                return self.interval
-            pause = time.monotonic() - batch_started
-            if time.monotonic() + pause - started >= self.run_seconds:
-                break
-            time.sleep(pause)
+            self._catch_up_since, self.deleted, self._after = time.monotonic(), 0, None
+        pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
+        if pause is None:
+            self._catch_up_since = None
+            return self.interval
         self._check_behind(db)
         return pause
+
+    def _prune(self, db: Dedicated) -> int:
+        count, newest = db.execute(self.queries["result_prune"], {
+            "older_than": self.result_expires, "limit": self.batch, "after": self._after})[0]
+        self.deleted += count
+        self._after = newest or self._after
+        return int(count)
 
     def _check_behind(self, db: Dedicated) -> None:
         assert self._catch_up_since is not None
@@ -208,6 +220,46 @@ class Pruner:
             "(result_expires is %.0fs). Results are finishing faster than they are "
             "deleted: consider ignore_result=True for tasks whose results nobody reads",
             busy, self.deleted, self.deleted / max(busy, 1e-9), age, self.result_expires)
+
+
+class PriorityAging:
+    """Raises the priority of queued jobs that wait: after n times ``aging`` seconds a job
+    runs at priority n or more (up to 9), so that a low priority cannot starve under a
+    constant stream of higher ones. Off unless the ``priority_aging`` setting is set
+    (see :func:`optional_services`); ``options.original_priority`` keeps the job's own."""
+
+    name = "priority_aging"
+    leader_only = True
+
+    def __init__(self, queries: Queries, aging: float, interval: float = 1.0,
+                 batch: int = 1000, run_seconds: float = 1.0) -> None:
+        self.queries = queries
+        self.aging = aging
+        self.interval = interval
+        self.batch = batch
+        self.run_seconds = run_seconds
+        self.aged = 0
+
+    def run_once(self, db: Dedicated) -> float:
+        pause = run_batches(lambda: self._age(db), self.batch, self.run_seconds)
+        return self.interval if pause is None else pause
+
+    def _age(self, db: Dedicated) -> int:
+        count = int(db.execute(self.queries["job_age"], {"aging": self.aging,
+                                                         "limit": self.batch})[0][0])
+        self.aged += count
+        return count
+
+
+def optional_services(app: App) -> list[Any]:
+    """The leader's services that settings turn on: priority aging. A job's priority
+    steps up at most ``priority_aging`` seconds late (a tenth of it, at least
+    ``maintenance_interval``, at most a minute)."""
+    aging = app.conf.seconds("priority_aging")
+    if not aging:
+        return []
+    interval = min(60.0, max(float(app.conf.maintenance_interval), aging / 10))
+    return [PriorityAging(app.queries, aging, interval)]
 
 
 class Maintenance(threading.Thread):

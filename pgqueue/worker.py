@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from pgqueue.maintenance import optional_services
+
 from . import __version__, aborts, db
 from .claiming import ClaimCursors
 from .db import Dedicated, is_connection_error
@@ -155,6 +157,7 @@ class Worker:
             Stager(queries, float(conf.stage_interval)),
             Rescuer(queries, float(conf.maintenance_interval)),
             Pruner(queries, conf.seconds("result_expires"), worker_ttl=self.lease * 4),
+            *optional_services(self.app),
         ]
         if self.beat:
             from .beat import Scheduler

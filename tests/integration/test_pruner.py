@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgqueue import App
+from pgqueue import App, ConfigurationError
 from pgqueue.db import Dedicated, application_name
 from pgqueue.maintenance import Pruner
 from tests.helpers import plan_scans, wait_until
@@ -154,3 +156,15 @@ def test_no_result_expiry_deletes_nothing(
     for expires in (None, 0):
         assert Pruner(app.queries, expires, worker_ttl=60).run_once(conn) == 60.0
     assert count(db) == 20
+
+
+@pytest.mark.parametrize("value", [-1, math.nan, math.inf, 1e300, "1 day", True,
+                                   timedelta(hours=-1)])
+def test_hostile_result_expires_is_refused_in_one_line(app: App, value: Any) -> None:
+    """A negative age would delete results as they finish; NaN or a huge one would break
+    the prune statement on every run."""
+    with pytest.raises(ConfigurationError) as error:
+        app.conf.result_expires = value
+    message = str(error.value)
+    assert "\n" not in message and "'result_expires'" in message and "for ever" in message
+    assert app.conf.seconds("result_expires") == DAY
