@@ -183,15 +183,20 @@ class Pruner:
         self.deleted = 0  # by the current catch-up
         self._catch_up_since: float | None = None
         self._after: datetime | None = None  # the newest finish time deleted so far
+        self._ran_at = -math.inf
         self._warned_at = -math.inf
 
     def run_once(self, db: Dedicated) -> float:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
         if not self.result_expires:
             return self.interval
-        if self._catch_up_since is None:
-            self._catch_up_since, self.deleted, self._after = time.monotonic(), 0, None
+        started = time.monotonic()
+        # A catch-up goes on from the run before only if that run asked to go on and was
+        # not cut off since (a lost leader lease, an outage).
+        if self._catch_up_since is None or started - self._ran_at > self.interval:
+            self._catch_up_since, self.deleted, self._after = started, 0, None
         pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
+        self._ran_at = time.monotonic()
         if pause is None:
             self._catch_up_since = None
             return self.interval

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -168,3 +169,20 @@ def test_hostile_result_expires_is_refused_in_one_line(app: App, value: Any) -> 
     message = str(error.value)
     assert "\n" not in message and "'result_expires'" in message and "for ever" in message
     assert app.conf.seconds("result_expires") == DAY
+
+
+def test_a_catch_up_cut_off_for_longer_than_an_interval_starts_again(
+        app: App, db: psycopg.Connection[Any], conn: Dedicated,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A leader that lost its lease mid catch-up and wins it back later has not been
+    deleting all that time: it does not report falling behind for the gap."""
+    add_results(db, 50, "3 days")
+    pruner = Pruner(app.queries, DAY, worker_ttl=60, interval=0.1, batch=10,
+                    run_seconds=0, behind_after=1.0)
+    with caplog.at_level(logging.WARNING, logger="pgqueue.maintenance"):
+        assert pruner.run_once(conn) < pruner.interval
+        time.sleep(1.2)  # the gap itself, not a wait for a condition
+        assert pruner.run_once(conn) < pruner.interval
+    assert "falling behind" not in caplog.text
+    assert pruner.deleted == 10  # counted from the second run
+
