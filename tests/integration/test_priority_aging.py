@@ -109,9 +109,10 @@ def test_hostile_aging_settings_are_refused_in_one_line(app: App, value: Any) ->
 
 
 @contextmanager
-def stream_of_high_priority_jobs(app: App, backlog: int = 20) -> Iterator[None]:
-    """Keeps at least ``backlog`` new priority-5 jobs queued until the block ends."""
-    stop = threading.Event()
+def stream_of_high_priority_jobs(app: App, backlog: int = 100) -> Iterator[None]:
+    """Keeps about ``backlog`` new priority-5 jobs queued until the block ends: enough
+    that the worker does not run out while this thread waits for the CPU."""
+    stop, flowing = threading.Event(), threading.Event()
 
     def top_up() -> None:
         with psycopg.connect(app.dsn, autocommit=True) as watch:
@@ -120,11 +121,13 @@ def stream_of_high_priority_jobs(app: App, backlog: int = 20) -> Iterator[None]:
                                     " WHERE task = 'a.high' AND state = 'queued'").fetchone()
                 if row and row[0] < backlog:
                     app.send_many("a.high", [()] * backlog, priority=5)
+                flowing.set()
                 stop.wait(0.02)
 
     thread = threading.Thread(target=top_up, name="high-priority-stream", daemon=True)
     thread.start()
     try:
+        assert flowing.wait(10), "the stream did not start"
         yield
     finally:
         stop.set()
@@ -148,8 +151,6 @@ def test_with_aging_a_low_priority_job_runs_under_a_stream_of_higher_ones(
     low = register(app)
     app.conf.priority_aging = 0.2
     with running_worker(app, concurrency=1), stream_of_high_priority_jobs(app):
-        wait_until(lambda: db.execute("SELECT count(*) FROM results WHERE task = 'a.high'")
-                   .fetchone()[0] > 0, message="the stream running")
         result = low.apply_async(priority=0)
         wait_until(lambda: result.ready(), timeout=30, message="the low-priority job to run")
         overtaken = db.execute("""
@@ -167,10 +168,11 @@ def test_without_aging_priorities_are_left_alone(
     low = register(app)
     with running_worker(app, concurrency=1), stream_of_high_priority_jobs(app):
         result = low.apply_async(priority=0)
-        wait_until(lambda: db.execute("""
-            SELECT count(*) FROM results r, jobs l
-             WHERE l.id = %s AND r.task = 'a.high' AND r.created_at > l.created_at""",
-                                      [result.id]).fetchone()[0] >= 150,
+        sent_at = db.execute("SELECT created_at FROM jobs WHERE id = %s",
+                             [result.id]).fetchone()[0]
+        wait_until(lambda: db.execute(
+            "SELECT count(*) FROM results WHERE task = 'a.high' AND created_at > %s",
+            [sent_at]).fetchone()[0] >= 150,
                    timeout=30, message="150 later jobs of priority 5 to run")
         assert not result.ready()
     assert db.execute("SELECT priority, options ? 'original_priority' FROM jobs"
