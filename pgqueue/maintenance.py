@@ -222,8 +222,8 @@ class Pruner:
         logger.warning(
             "Result pruner is falling behind: expired results are still left after %.0fs "
             "of deleting (%d rows, %.0f rows/s); the oldest finished %.0fs ago "
-            "(result_expires is %.0fs). Results are finishing faster than they are "
-            "deleted: consider ignore_result=True for tasks whose results nobody reads",
+            "(result_expires is %.0fs). The database is overloaded or something blocks "
+            "the deletes; see Retention in docs/tuning.md",
             busy, self.deleted, self.deleted / max(busy, 1e-9), age, self.result_expires)
 
 
