@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
@@ -18,7 +17,7 @@ def plan_scans(conn: psycopg.Connection[Any], query: bytes,
     plan = conn.execute(b"EXPLAIN (FORMAT JSON) " + query, params).fetchone()
     assert plan is not None
     found: list[tuple[str, str]] = []
-    nodes = [json.loads(plan[0])[0]["Plan"] if isinstance(plan[0], str) else plan[0][0]["Plan"]]
+    nodes = [plan[0][0]["Plan"]]  # psycopg decodes the json
     while nodes:
         node = nodes.pop()
         if "Relation Name" in node:
