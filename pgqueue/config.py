@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "result_extended": True,
     # the largest return value (as JSON) a task may store; 0 or None turns the check off
     "result_max_bytes": 10 * 1024 * 1024,
+    # seconds of waiting per priority step of a queued job (None: no aging); see
+    # maintenance.PriorityAging
+    "priority_aging": None,
     # workers
     "worker_concurrency": None,
     "worker_pool": "threads",
@@ -102,6 +105,31 @@ UNSUPPORTED: dict[str, str] = {
 }
 
 _warned: set[str] = set()
+
+# Duration settings checked when set, and what 0 means for each (None: 0 is refused).
+DURATIONS: dict[str, str | None] = {
+    "result_expires": "results are kept for ever",
+    "priority_aging": None,
+}
+# Longer than anyone means, short enough that Postgres intervals built from it never
+# overflow (priority aging multiplies it by up to 9).
+MAX_DURATION = 100 * 365 * 86400.0
+
+
+def check_duration(name: str, value: Any, zero_means: str | None = None) -> None:
+    """Refuse, in one line, a duration setting that is not None, a timedelta or a number
+    of seconds in range (negative, NaN, infinite, a string, a bool)."""
+    if value is None:
+        return
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+            and 0 <= seconds <= MAX_DURATION and (seconds > 0 or zero_means)):
+        return
+    lowest = "0 or more" if zero_means else "more than 0"
+    off = f"None or 0 ({zero_means})" if zero_means else "None (off)"
+    raise ConfigurationError(
+        f"setting {name!r} must be a number of seconds ({lowest}, at most "
+        f"{MAX_DURATION:.0f}) or a timedelta, or {off}; got {value!r}")
 
 
 def _count(maximum: int) -> Any:
@@ -179,6 +207,8 @@ class Settings(MutableMapping[str, Any]):
             value = validate_dsn(str(value))
         elif name == "result_max_bytes":
             value = validate_byte_limit(name, value)
+        elif name in DURATIONS:
+            check_duration(name, value, zero_means=DURATIONS[name])
         elif name in _CHECKED and (value is not None or name not in _NONE_MEANS_NO_LIMIT):
             try:
                 _CHECKED[name](f"setting {name!r}", value)

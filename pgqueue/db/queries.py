@@ -299,6 +299,41 @@ TEMPLATES: dict[str, str] = {
                (SELECT min(run_at) FROM {{schema}}.jobs
                  WHERE state IN ('scheduled', 'retry') AND run_at > now())
     """,
+    # Priority aging (see maintenance.PriorityAging): a queued job that has waited n times
+    # ``aging`` seconds runs at priority n or more (up to 9). Every row read is a row
+    # changed: the queues come from a skip scan of the claim index (one probe per queue),
+    # and each queue and priority p is a range of that index, run_at before now minus
+    # (p + 1) times ``aging``. The first aging keeps the job's own priority in options.
+    "job_age": """
+        WITH RECURSIVE queues AS (
+            (SELECT queue FROM {schema}.jobs WHERE state = 'queued' ORDER BY queue LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.queue FROM {schema}.jobs j
+                     WHERE j.state = 'queued' AND j.queue > q.queue
+                     ORDER BY j.queue LIMIT 1)
+              FROM queues q WHERE q.queue IS NOT NULL
+        ), due AS (
+            SELECT d.id FROM queues q
+             CROSS JOIN generate_series(0, 8) AS p(priority)
+             CROSS JOIN LATERAL (
+                SELECT id FROM {schema}.jobs
+                 WHERE state = 'queued' AND queue = q.queue AND priority = p.priority
+                   AND run_at < now() - make_interval(secs => (p.priority + 1) * %(aging)s)
+                 ORDER BY run_at
+                 LIMIT %(limit)s FOR UPDATE SKIP LOCKED) d
+             WHERE q.queue IS NOT NULL
+             LIMIT %(limit)s
+        ), aged AS (
+            UPDATE {schema}.jobs AS j
+               SET priority = greatest(j.priority, least(9, floor(
+                       extract(epoch FROM now() - j.run_at) / %(aging)s)))::smallint,
+                   options = j.options || jsonb_build_object('original_priority',
+                       coalesce(j.options->'original_priority', to_jsonb(j.priority)))
+             WHERE j.id = ANY(ARRAY(SELECT id FROM due))
+            RETURNING 1
+        )
+        SELECT count(*) FROM aged
+    """,
     # Started jobs whose lease ran out: their worker is gone. Requeue them while retries
     # remain, otherwise end them FAILURE with WorkerLostError.
     "job_rescue": f"""
@@ -425,12 +460,26 @@ TEMPLATES: dict[str, str] = {
     # The same for a role that may not read arguments (a producer's, see pgqueue.roles).
     "result_get_state": _RESULT_GET.format(arguments="NULL::jsonb, NULL::jsonb"),
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
+    # The oldest expired results, in the order of results_finished_at_idx, deleted by
+    # their row address (a TID scan: no second index look-up per row). ``after`` starts
+    # the scan past the rows this run already deleted, whose dead index entries a scan
+    # from the start would step over again (NULL: from the start). A row that a finish
+    # re-using its id refreshed meanwhile has a new address, and is left alone.
     "result_prune": """
-        DELETE FROM {schema}.results WHERE id IN (
-            SELECT id FROM {schema}.results
+        WITH doomed AS (
+            SELECT ctid FROM {schema}.results
              WHERE finished_at < now() - make_interval(secs => %(older_than)s)
-             LIMIT %(limit)s)
+               AND finished_at >= coalesce(%(after)s::timestamptz, '-infinity')
+             ORDER BY finished_at
+             LIMIT %(limit)s
+        ), deleted AS (
+            DELETE FROM {schema}.results
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM doomed))
+            RETURNING finished_at
+        )
+        SELECT count(*), max(finished_at) FROM deleted
     """,
+    "result_oldest": "SELECT min(finished_at) FROM {schema}.results",
     # -- workers ----------------------------------------------------------------------
     "worker_register": """
         INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, pool)

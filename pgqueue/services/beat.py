@@ -15,6 +15,7 @@ from pgqueue.services.maintenance import (
     Pruner,
     Rescuer,
     Stager,
+    optional_services,
 )
 from pgqueue.services.scheduler import Scheduler
 from pgqueue.utils import hostname, uuid7
@@ -49,6 +50,7 @@ class Beat:
             Rescuer(queries, float(conf.maintenance_interval)),
             Pruner(queries, conf.seconds("result_expires"),
                    worker_ttl=float(conf.worker_lease_seconds) * 4),
+            *optional_services(self.app),
             self.scheduler,
         ]
 

@@ -1,4 +1,4 @@
-"""Background services: leader election, stager, rescuer, pruners.
+"""Background services: heartbeat, leader election, stager, rescuer, pruner, aging.
 
 Each service is a small class with ``run_once(db)`` (tests call it directly) that returns
 the seconds until it wants to run again. :class:`Maintenance` is the thin loop around
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pgqueue.db.connection import Dedicated, is_connection_error
@@ -112,28 +115,132 @@ class Rescuer:
         return 0.0 if requeued + failed >= self.batch else self.interval
 
 
+def run_batches(batch: Callable[[], int], size: int, seconds: float) -> float | None:
+    """Run ``batch`` (one statement; returns how many rows it did) until one comes back
+    short or ``seconds`` have passed, pausing as long as each batch took, so that a long
+    catch-up holds the database at most half the time. Returns None when caught up, else
+    the pause to take before the next run (the maintenance thread's other services run
+    in between, so a catch-up never delays a heartbeat by more than ``seconds``)."""
+    started = time.monotonic()
+    while True:
+        batch_started = time.monotonic()
+        if batch() < size:
+            return None
+        pause = time.monotonic() - batch_started
+        if time.monotonic() + pause - started >= seconds:
+            return pause
+        time.sleep(pause)
+
+
 class Pruner:
-    """Deletes results older than ``result_expires`` and workers long gone, in batches."""
+    """Deletes results older than ``result_expires``, oldest first, and workers long gone.
+
+    A run deletes batches in the order of ``results_finished_at_idx`` (see
+    :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
+    again soon when there is more. When a catch-up has lasted longer than
+    ``behind_after`` (default: ``interval``), results are finishing faster than they are
+    deleted, and it says so in the log, at most once per ``WARN_EVERY`` seconds.
+    """
 
     name = "pruner"
     leader_only = True
+    WARN_EVERY = 300.0
 
     def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
-                 interval: float = 60.0, batch: int = 10000) -> None:
+                 interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
+                 behind_after: float | None = None) -> None:
         self.queries = queries
         self.result_expires = result_expires
         self.worker_ttl = worker_ttl
         self.interval = interval
         self.batch = batch
+        self.run_seconds = run_seconds
+        self.behind_after = interval if behind_after is None else behind_after
+        self.deleted = 0  # by the current catch-up
+        self._catch_up_since: float | None = None
+        self._after: datetime | None = None  # the newest finish time deleted so far
+        self._ran_at = -math.inf
+        self._warned_at = -math.inf
 
     def run_once(self, db: Dedicated) -> float:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
         if not self.result_expires:
             return self.interval
-        rows = db.execute(self.queries["result_prune"], {
-            "older_than": self.result_expires, "limit": self.batch})
-        del rows
-        return self.interval
+        started = time.monotonic()
+        # A catch-up goes on from the run before only if that run asked to go on and was
+        # not cut off since (a lost leader lease, an outage).
+        if self._catch_up_since is None or started - self._ran_at > self.interval:
+            self._catch_up_since, self.deleted, self._after = started, 0, None
+        pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
+        self._ran_at = time.monotonic()
+        if pause is None:
+            self._catch_up_since = None
+            return self.interval
+        self._check_behind(db)
+        return pause
+
+    def _prune(self, db: Dedicated) -> int:
+        count, newest = db.execute(self.queries["result_prune"], {
+            "older_than": self.result_expires, "limit": self.batch, "after": self._after})[0]
+        self.deleted += count
+        self._after = newest or self._after
+        return int(count)
+
+    def _check_behind(self, db: Dedicated) -> None:
+        assert self._catch_up_since is not None
+        now = time.monotonic()
+        busy = now - self._catch_up_since
+        if busy < self.behind_after or now - self._warned_at < self.WARN_EVERY:
+            return
+        self._warned_at = now
+        oldest = db.execute(self.queries["result_oldest"])[0][0]
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        logger.warning(
+            "Result pruner is falling behind: expired results are still left after %.0fs "
+            "of deleting (%d rows, %.0f rows/s); the oldest finished %.0fs ago "
+            "(result_expires is %.0fs). The database is overloaded or something blocks "
+            "the deletes; see Retention in docs/tuning.md",
+            busy, self.deleted, self.deleted / max(busy, 1e-9), age, self.result_expires)
+
+
+class PriorityAging:
+    """Raises the priority of queued jobs that wait: after n times ``aging`` seconds a job
+    runs at priority n or more (up to 9), so that a low priority cannot starve under a
+    constant stream of higher ones. Off unless the ``priority_aging`` setting is set
+    (see :func:`optional_services`); ``options.original_priority`` keeps the job's own."""
+
+    name = "priority_aging"
+    leader_only = True
+
+    def __init__(self, queries: Queries, aging: float, interval: float = 1.0,
+                 batch: int = 1000, run_seconds: float = 1.0) -> None:
+        self.queries = queries
+        self.aging = aging
+        self.interval = interval
+        self.batch = batch
+        self.run_seconds = run_seconds
+        self.aged = 0
+
+    def run_once(self, db: Dedicated) -> float:
+        pause = run_batches(lambda: self._age(db), self.batch, self.run_seconds)
+        return self.interval if pause is None else pause
+
+    def _age(self, db: Dedicated) -> int:
+        count = int(db.execute(self.queries["job_age"], {"aging": self.aging,
+                                                         "limit": self.batch})[0][0])
+        self.aged += count
+        return count
+
+
+def optional_services(app: App) -> list[Any]:
+    """The leader's services that settings turn on: priority aging. A job's priority
+    steps up at most ``priority_aging`` seconds late (a tenth of it, at least
+    ``maintenance_interval``, at most a minute)."""
+    aging = app.conf.seconds("priority_aging")
+    if not aging:
+        return []
+    interval = min(60.0, max(float(app.conf.maintenance_interval), aging / 10))
+    return [PriorityAging(app.queries, aging, interval)]
 
 
 class Maintenance(threading.Thread):

@@ -25,7 +25,7 @@ from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
 from pgqueue.exceptions import MalformedJob
-from pgqueue.services.maintenance import Maintenance, Pruner, Rescuer, Stager
+from pgqueue.services.maintenance import Maintenance, Pruner, Rescuer, Stager, optional_services
 from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
 from pgqueue.worker.claiming import ClaimCursors
@@ -166,6 +166,7 @@ class Worker:
             Stager(queries, float(conf.stage_interval)),
             Rescuer(queries, float(conf.maintenance_interval)),
             Pruner(queries, conf.seconds("result_expires"), worker_ttl=self.lease * 4),
+            *optional_services(self.app),
         ]
         if self.beat:
             from pgqueue.services.scheduler import Scheduler

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgqueue import App
+from pgqueue.client.periodic import code_entries
 from pgqueue.client.producer import build_rows
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.limits import decode_job, depth_over, text_depth_over
-from pgqueue.client.periodic import code_entries
 from pgqueue.utils import json_dumps
 
 PG_URL = "postgresql://u@db.invalid:5432/app"  # never connected to: checks come first
