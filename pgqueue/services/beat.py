@@ -10,13 +10,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import __version__, db
-from pgqueue.services.maintenance import (
-    Maintenance,
-    Pruner,
-    Rescuer,
-    Stager,
-    optional_services,
-)
+from pgqueue.services.maintenance import Maintenance, leader_services
 from pgqueue.services.scheduler import Scheduler
 from pgqueue.utils import hostname, uuid7
 
@@ -43,16 +37,8 @@ class Beat:
         self._signals = 0
 
     def services(self) -> list[Any]:
-        conf = self.app.conf
-        queries = self.app.queries
-        return [
-            Stager(queries, float(conf.stage_interval)),
-            Rescuer(queries, float(conf.maintenance_interval)),
-            Pruner(queries, conf.seconds("result_expires"),
-                   worker_ttl=float(conf.worker_lease_seconds) * 4),
-            *optional_services(self.app),
-            self.scheduler,
-        ]
+        ttl = float(self.app.conf.worker_lease_seconds) * 4
+        return [*leader_services(self.app, worker_ttl=ttl), self.scheduler]
 
     def stop(self) -> None:
         self._stopping.set()

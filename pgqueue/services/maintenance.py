@@ -1,8 +1,9 @@
-"""Background services: heartbeat, leader election, stager, rescuer, pruner, aging.
+"""The loop that runs the background services, and the list of what the leader runs.
 
-Each service is a small class with ``run_once(db)`` (tests call it directly) that returns
-the seconds until it wants to run again. :class:`Maintenance` is the thin loop around
-them. Services marked ``leader_only`` run only in the process holding the leader lease;
+Each service (one module each in this package: leader, stager, rescuer, pruner, aging,
+scheduler; the heartbeat is the worker's) is a small class with ``run_once(db)`` (tests
+call it directly) that returns the seconds until it wants to run again.
+:class:`Maintenance` is the thin loop around them. Services marked ``leader_only`` run only in the process holding the leader lease;
 all of them are idempotent, so two leaders overlapping for a moment do no harm.
 """
 
@@ -10,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pgqueue.db.connection import Dedicated, is_connection_error
-from pgqueue.db.queries import Queries
-from pgqueue.utils import utcnow
+from pgqueue.services.aging import PriorityAging
+from pgqueue.services.leader import LeaderElection
+from pgqueue.services.pruner import Pruner
+from pgqueue.services.rescuer import Rescuer
+from pgqueue.services.stager import Stager
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -34,202 +35,16 @@ class Service(Protocol):
     def run_once(self, db: Dedicated) -> float: ...
 
 
-class LeaderElection:
-    """Takes or renews the leader lease; ``is_leader`` tells the other services."""
-
-    name = "leader"
-    leader_only = False
-
-    def __init__(self, queries: Queries, holder: str, ttl: float) -> None:
-        self.queries = queries
-        self.holder = holder
-        self.ttl = ttl
-        self.term: int | None = None
-        self._valid_until = 0.0
-
-    @property
-    def is_leader(self) -> bool:
-        return self.term is not None and time.monotonic() < self._valid_until
-
-    def run_once(self, db: Dedicated) -> float:
-        asked = time.monotonic()
-        rows = db.execute(self.queries["leader_acquire"], {"holder": self.holder,
-                                                           "ttl": self.ttl})
-        term = rows[0][0] if rows else None
-        if term != self.term:
-            if term is None:
-                logger.info("%s is no longer the leader", self.holder)
-            else:
-                logger.info("%s is the leader (term %d)", self.holder, term)
-        self.term = term
-        # Trust the lease a little less long than the server grants it.
-        self._valid_until = asked + self.ttl * 0.8
-        return self.ttl / 3
-
-    def release(self, db: Dedicated) -> None:
-        if self.term is not None:
-            db.execute(self.queries["leader_release"], {"holder": self.holder})
-            self.term = None
-
-
-class Stager:
-    """Promotes due ``scheduled`` and ``retry`` jobs to ``queued`` and wakes workers."""
-
-    name = "stager"
-    leader_only = True
-
-    def __init__(self, queries: Queries, interval: float, batch: int = 5000) -> None:
-        self.queries = queries
-        self.interval = interval
-        self.batch = batch
-
-    def run_once(self, db: Dedicated) -> float:
-        rows = db.execute(self.queries["job_stage"], {"limit": self.batch,
-                                                      **self.queries.channels()})
-        staged, _, next_due = rows[0]
-        if staged >= self.batch:
-            return 0.0  # more are due right now
-        if next_due is None:
-            return self.interval
-        return float(max(0.0, min(self.interval, (next_due - utcnow()).total_seconds())))
-
-
-class Rescuer:
-    """Requeues (or fails, once retries are spent) jobs whose worker stopped renewing."""
-
-    name = "rescuer"
-    leader_only = True
-
-    def __init__(self, queries: Queries, interval: float, batch: int = 1000) -> None:
-        self.queries = queries
-        self.interval = interval
-        self.batch = batch
-
-    def run_once(self, db: Dedicated) -> float:
-        rows = db.execute(self.queries["job_rescue"], {"limit": self.batch,
-                                                       **self.queries.channels()})
-        requeued, failed, _, _ = rows[0]
-        if requeued or failed:
-            logger.warning("Rescued jobs of lost workers: %d requeued, %d failed "
-                           "(WorkerLostError)", requeued, failed)
-        return 0.0 if requeued + failed >= self.batch else self.interval
-
-
-def run_batches(batch: Callable[[], int], size: int, seconds: float) -> float | None:
-    """Run ``batch`` (one statement; returns how many rows it did) until one comes back
-    short or ``seconds`` have passed, pausing as long as each batch took, so that a long
-    catch-up holds the database at most half the time. Returns None when caught up, else
-    the pause to take before the next run (the maintenance thread's other services run
-    in between, so a catch-up never delays a heartbeat by more than ``seconds``)."""
-    started = time.monotonic()
-    while True:
-        batch_started = time.monotonic()
-        if batch() < size:
-            return None
-        pause = time.monotonic() - batch_started
-        if time.monotonic() + pause - started >= seconds:
-            return pause
-        time.sleep(pause)
-
-
-class Pruner:
-    """Deletes results older than ``result_expires``, oldest first, and workers long gone.
-
-    A run deletes batches in the order of ``results_finished_at_idx`` (see
-    :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
-    again soon when there is more. When a catch-up has lasted longer than
-    ``behind_after`` (default: ``interval``), results are finishing faster than they are
-    deleted, and it says so in the log, at most once per ``WARN_EVERY`` seconds.
-    """
-
-    name = "pruner"
-    leader_only = True
-    WARN_EVERY = 300.0
-
-    def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
-                 interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
-                 behind_after: float | None = None) -> None:
-        self.queries = queries
-        self.result_expires = result_expires
-        self.worker_ttl = worker_ttl
-        self.interval = interval
-        self.batch = batch
-        self.run_seconds = run_seconds
-        self.behind_after = interval if behind_after is None else behind_after
-        self.deleted = 0  # by the current catch-up
-        self._catch_up_since: float | None = None
-        self._after: datetime | None = None  # the newest finish time deleted so far
-        self._ran_at = -math.inf
-        self._warned_at = -math.inf
-
-    def run_once(self, db: Dedicated) -> float:
-        db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
-        if not self.result_expires:
-            return self.interval
-        started = time.monotonic()
-        # A catch-up goes on from the run before only if that run asked to go on and was
-        # not cut off since (a lost leader lease, an outage).
-        if self._catch_up_since is None or started - self._ran_at > self.interval:
-            self._catch_up_since, self.deleted, self._after = started, 0, None
-        pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
-        self._ran_at = time.monotonic()
-        if pause is None:
-            self._catch_up_since = None
-            return self.interval
-        self._check_behind(db)
-        return pause
-
-    def _prune(self, db: Dedicated) -> int:
-        count, newest = db.execute(self.queries["result_prune"], {
-            "older_than": self.result_expires, "limit": self.batch, "after": self._after})[0]
-        self.deleted += count
-        self._after = newest or self._after
-        return int(count)
-
-    def _check_behind(self, db: Dedicated) -> None:
-        assert self._catch_up_since is not None
-        now = time.monotonic()
-        busy = now - self._catch_up_since
-        if busy < self.behind_after or now - self._warned_at < self.WARN_EVERY:
-            return
-        self._warned_at = now
-        oldest = db.execute(self.queries["result_oldest"])[0][0]
-        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
-        logger.warning(
-            "Result pruner is falling behind: expired results are still left after %.0fs "
-            "of deleting (%d rows, %.0f rows/s); the oldest finished %.0fs ago "
-            "(result_expires is %.0fs). The database is overloaded or something blocks "
-            "the deletes; see Retention in docs/tuning.md",
-            busy, self.deleted, self.deleted / max(busy, 1e-9), age, self.result_expires)
-
-
-class PriorityAging:
-    """Raises the priority of queued jobs that wait: after n times ``aging`` seconds a job
-    runs at priority n or more (up to 9), so that a low priority cannot starve under a
-    constant stream of higher ones. Off unless the ``priority_aging`` setting is set
-    (see :func:`optional_services`); ``options.original_priority`` keeps the job's own."""
-
-    name = "priority_aging"
-    leader_only = True
-
-    def __init__(self, queries: Queries, aging: float, interval: float = 1.0,
-                 batch: int = 1000, run_seconds: float = 1.0) -> None:
-        self.queries = queries
-        self.aging = aging
-        self.interval = interval
-        self.batch = batch
-        self.run_seconds = run_seconds
-        self.aged = 0
-
-    def run_once(self, db: Dedicated) -> float:
-        pause = run_batches(lambda: self._age(db), self.batch, self.run_seconds)
-        return self.interval if pause is None else pause
-
-    def _age(self, db: Dedicated) -> int:
-        count = int(db.execute(self.queries["job_age"], {"aging": self.aging,
-                                                         "limit": self.batch})[0][0])
-        self.aged += count
-        return count
+def leader_services(app: App, worker_ttl: float) -> list[Any]:
+    """What the leader runs, in every process that may become leader (a worker or
+    ``pgqueue beat``); ``worker_ttl``: how long a silent worker's row is kept."""
+    conf = app.conf
+    return [
+        Stager(app.queries, float(conf.stage_interval)),
+        Rescuer(app.queries, float(conf.maintenance_interval)),
+        Pruner(app.queries, conf.seconds("result_expires"), worker_ttl=worker_ttl),
+        *optional_services(app),
+    ]
 
 
 def optional_services(app: App) -> list[Any]:

@@ -25,7 +25,7 @@ from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
 from pgqueue.exceptions import MalformedJob
-from pgqueue.services.maintenance import Maintenance, Pruner, Rescuer, Stager, optional_services
+from pgqueue.services.maintenance import Maintenance, leader_services
 from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
 from pgqueue.worker.claiming import ClaimCursors
@@ -159,14 +159,9 @@ class Worker:
             self.stopped.set()
 
     def _services(self) -> list[Any]:
-        conf = self.app.conf
-        queries = self.app.queries
         services: list[Any] = [
-            Heartbeat(queries, self.worker_id, self.holdings, self.lease),
-            Stager(queries, float(conf.stage_interval)),
-            Rescuer(queries, float(conf.maintenance_interval)),
-            Pruner(queries, conf.seconds("result_expires"), worker_ttl=self.lease * 4),
-            *optional_services(self.app),
+            Heartbeat(self.app.queries, self.worker_id, self.holdings, self.lease),
+            *leader_services(self.app, worker_ttl=self.lease * 4),
         ]
         if self.beat:
             from pgqueue.services.scheduler import Scheduler

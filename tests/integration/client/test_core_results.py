@@ -13,7 +13,7 @@ import pytest
 from pgqueue import App, AsyncResult, Task, TaskRevokedError
 from pgqueue.db.connection import Dedicated
 from pgqueue.exceptions import TimeoutError as ResultTimeout
-from pgqueue.services.maintenance import Pruner
+from pgqueue.services.pruner import Pruner
 from tests.conftest import running_worker, wait_until
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from pgqueue import App, ConfigurationError
 from pgqueue.db import Dedicated
-from pgqueue.services.maintenance import PriorityAging, optional_services
+from pgqueue.services.aging import PriorityAging
+from pgqueue.services.maintenance import optional_services
 from tests.helpers import plan_scans, running_worker, wait_until
 
 

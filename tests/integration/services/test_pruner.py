@@ -15,7 +15,7 @@ import pytest
 
 from pgqueue import App, ConfigurationError
 from pgqueue.db import Dedicated, application_name
-from pgqueue.services.maintenance import Pruner
+from pgqueue.services.pruner import Pruner
 from tests.helpers import plan_scans, wait_until
 
 DAY = 86400.0

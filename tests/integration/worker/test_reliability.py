@@ -15,7 +15,8 @@ import pytest
 from pgqueue import App, SoftTimeLimitExceeded, TimeLimitExceeded
 from pgqueue.contrib.abortable import AbortableAsyncResult, AbortableTask
 from pgqueue.db.connection import Dedicated
-from pgqueue.services.maintenance import LeaderElection, Rescuer
+from pgqueue.services.leader import LeaderElection
+from pgqueue.services.rescuer import Rescuer
 from pgqueue.worker.claiming import from_start
 from pgqueue.worker.execution import ClaimedJob, Outcome
 from pgqueue.worker.finisher import Finisher

@@ -1,0 +1,90 @@
+"""The pruner: results older than ``result_expires`` and workers long gone go away."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pgqueue.db.connection import Dedicated
+from pgqueue.db.queries import Queries
+from pgqueue.services.batches import run_batches
+from pgqueue.utils import utcnow
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger("pgqueue.maintenance")
+
+
+class Pruner:
+    """Deletes results older than ``result_expires``, oldest first, and workers long gone.
+
+    A run deletes batches in the order of ``results_finished_at_idx`` (see
+    :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
+    again soon when there is more. When a catch-up has lasted longer than
+    ``behind_after`` (default: ``interval``), results are finishing faster than they are
+    deleted, and it says so in the log, at most once per ``WARN_EVERY`` seconds.
+    """
+
+    name = "pruner"
+    leader_only = True
+    WARN_EVERY = 300.0
+
+    def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
+                 interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
+                 behind_after: float | None = None) -> None:
+        self.queries = queries
+        self.result_expires = result_expires
+        self.worker_ttl = worker_ttl
+        self.interval = interval
+        self.batch = batch
+        self.run_seconds = run_seconds
+        self.behind_after = interval if behind_after is None else behind_after
+        self.deleted = 0  # by the current catch-up
+        self._catch_up_since: float | None = None
+        self._after: datetime | None = None  # the newest finish time deleted so far
+        self._ran_at = -math.inf
+        self._warned_at = -math.inf
+
+    def run_once(self, db: Dedicated) -> float:
+        db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
+        if not self.result_expires:
+            return self.interval
+        started = time.monotonic()
+        # A catch-up goes on from the run before only if that run asked to go on and was
+        # not cut off since (a lost leader lease, an outage).
+        if self._catch_up_since is None or started - self._ran_at > self.interval:
+            self._catch_up_since, self.deleted, self._after = started, 0, None
+        pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
+        self._ran_at = time.monotonic()
+        if pause is None:
+            self._catch_up_since = None
+            return self.interval
+        self._check_behind(db)
+        return pause
+
+    def _prune(self, db: Dedicated) -> int:
+        count, newest = db.execute(self.queries["result_prune"], {
+            "older_than": self.result_expires, "limit": self.batch, "after": self._after})[0]
+        self.deleted += count
+        self._after = newest or self._after
+        return int(count)
+
+    def _check_behind(self, db: Dedicated) -> None:
+        assert self._catch_up_since is not None
+        now = time.monotonic()
+        busy = now - self._catch_up_since
+        if busy < self.behind_after or now - self._warned_at < self.WARN_EVERY:
+            return
+        self._warned_at = now
+        oldest = db.execute(self.queries["result_oldest"])[0][0]
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        logger.warning(
+            "Result pruner is falling behind: expired results are still left after %.0fs "
+            "of deleting (%d rows, %.0f rows/s); the oldest finished %.0fs ago "
+            "(result_expires is %.0fs). The database is overloaded or something blocks "
+            "the deletes; see Retention in docs/tuning.md",
+            busy, self.deleted, self.deleted / max(busy, 1e-9), age, self.result_expires)
