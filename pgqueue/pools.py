@@ -274,7 +274,8 @@ class QueuePool(Slots):
                     self._busy -= 1
                     self._cond.notify_all()
         for executor in dead:
-            executor.end()
+            with executor.lock:  # its thread id may be another thread's now: no end()
+                executor.job = None
             job, executor.holding = executor.holding, None
             cause = executor.died_of or RuntimeError("the thread ended")
             logger.error("Executor thread died (%s) holding %s; started another in its place",
