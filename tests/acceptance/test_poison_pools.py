@@ -118,3 +118,17 @@ def test_a_child_calling_os_exit_is_retried_then_failed_at_once(
         wait_until(lambda: len(_children(w)) == 2, message="two children again")
         _stop_cleanly(w)
     assert poison.executions(conn, schema)[result.id] == 2
+
+
+def test_an_idle_prefork_child_that_dies_is_replaced(pg_dsn: str, schema: str, app: App,
+                                                      conn: psycopg.Connection[Any]) -> None:
+    with workers() as procs:
+        w = _start(pg_dsn, schema, procs, "-P", "processes", "-c", "2")
+        before = wait_until(lambda: len(c := _children(w)) == 2 and c, message="two children")
+        os.kill(before[0].pid, signal.SIGKILL)
+        wait_until(lambda: len(_children(w)) == 2 and before[0].pid not in
+                   {c.pid for c in _children(w)}, timeout=3, message="the idle child replaced")
+        assert "died while idle" in w.output()
+        echoes = [app.send_task("poison.echo", [i]) for i in range(4)]
+        assert [r.get(timeout=20) for r in echoes] == list(range(4))
+        _stop_cleanly(w)
