@@ -3,8 +3,9 @@
 Each service (one module each in this package: leader, stager, rescuer, pruner, aging,
 scheduler; the heartbeat is the worker's) is a small class with ``run_once(db)`` (tests
 call it directly) that returns the seconds until it wants to run again.
-:class:`Maintenance` is the thin loop around them. Services marked ``leader_only`` run only in the process holding the leader lease;
-all of them are idempotent, so two leaders overlapping for a moment do no harm.
+:class:`Maintenance` is the thin loop around them. Services marked ``leader_only`` run
+only in the process holding the leader lease; all of them are idempotent, so two leaders
+overlapping for a moment do no harm.
 """
 
 from __future__ import annotations

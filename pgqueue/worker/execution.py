@@ -258,7 +258,7 @@ def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
         started = time.perf_counter()
         try:
             value = task.run(*job.args, **job.kwargs)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: outcomes too
             return _raised(task, job, exc, time.perf_counter() - started)
         return _succeeded(task, job, value, time.perf_counter() - started)
 
@@ -268,9 +268,18 @@ async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outco
         started = time.perf_counter()
         try:
             value = await task.run(*job.args, **job.kwargs)
-        except Exception as exc:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
+                raise  # by the pool (time limit, terminate): not the task's outcome
             return _raised(task, job, exc, time.perf_counter() - started)
         return _succeeded(task, job, value, time.perf_counter() - started)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether someone cancelled the running task, rather than it raising CancelledError
+    itself; Python 3.10 can't tell, so there every CancelledError counts as a cancel."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or bool(cancelling())
 
 
 def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outcome:
@@ -293,7 +302,23 @@ def _failed_to_store(job: ClaimedJob, exc: Exception, runtime: float) -> Outcome
     return outcome
 
 
-def _raised(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
+#: What a task that raises each of these tried to do to the worker.
+_STOPS = {SystemExit: "exit", KeyboardInterrupt: "interrupt"}
+
+
+def contained(exc: BaseException) -> Exception:
+    """``exc`` as an error a caller of ``get()`` can raise safely: a ``SystemExit`` or
+    ``KeyboardInterrupt`` from a task ends that job, never the worker or the reader."""
+    if isinstance(exc, Exception):
+        return exc
+    verb = next((v for t, v in _STOPS.items() if isinstance(exc, t)), "stop")
+    error = RuntimeError(f"{safe_repr(exc)} raised by the task: a task can't {verb} the worker")
+    error.__cause__ = exc
+    return error
+
+
+def _raised(task: Task, job: ClaimedJob, raised: BaseException, runtime: float) -> Outcome:
+    exc = contained(raised)
     if isinstance(exc, Retry):
         return _retry_outcome(task, job, exc, runtime)
     if isinstance(exc, task.autoretry_for) and not isinstance(exc, task.dont_autoretry_for):
@@ -304,9 +329,44 @@ def _raised(task: Task, job: ClaimedJob, exc: Exception, runtime: float) -> Outc
             return _retry_outcome(task, job, signal, runtime)
         except Exception as final:
             exc = final
-    outcome = failure(job, exc)
+    try:
+        outcome = failure(job, exc)
+    except BaseException as error:  # its str() or repr() raised, or looped
+        outcome = crashed(job, exc, f"{type(exc).__name__} raised by the task "
+                                    f"({type(error).__name__} while describing it)")
     outcome.runtime = runtime
     return outcome
+
+
+def crashed(job: ClaimedJob, exc: BaseException, what: str | None = None) -> Outcome:
+    """The last resort of every pool: ``exc`` escaped while running ``job`` or describing
+    how it ended. FAILURE, built without trusting ``exc``'s str() (it may be what failed)."""
+    what = what or f"{type(exc).__name__} escaped while the worker ran the task"
+    error = f"{what}: {safe_str(exc)}"
+    logger.error("Task %s[%s] raised unexpected: %s", job.task, job.id, error, exc_info=exc)
+    try:
+        trace: str | None = "".join(tb.format_exception(exc))
+    except BaseException:  # a traceback that can't be shown is no reason to stop
+        trace = None
+    return Outcome(job.id, job.attempt, states.FAILURE, error=error, traceback=trace,
+                   result={"exc_type": "RuntimeError", "exc_module": "builtins",
+                           "exc_message": [error]})
+
+
+def safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except BaseException as exc:  # a hostile __str__ must not stop the worker
+        return f"<{type(value).__name__}: str() raised {type(exc).__name__}>"
+
+
+def safe_repr(value: object, limit: int = 1024) -> str:
+    """repr() for a log line: never raises, and a huge value is cut at ``limit``."""
+    try:
+        text = _result_repr.repr(value)  # shallow: a deep value costs no more than a flat one
+    except BaseException as exc:  # a hostile __repr__ must not stop the worker
+        return f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _retry_outcome(task: Task, job: ClaimedJob, signal: Retry, runtime: float) -> Outcome:
@@ -342,7 +402,7 @@ _result_repr.maxlist = _result_repr.maxtuple = _result_repr.maxdict = 100
 def log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
     if outcome.state == states.SUCCESS:
         logger.info("Task %s[%s] succeeded in %.4fs: %s",
-                    job.task, job.id, outcome.runtime, _result_repr.repr(outcome.result))
+                    job.task, job.id, outcome.runtime, safe_repr(outcome.result))
     elif outcome.state == states.RETRY:
         assert outcome.run_at is not None
         logger.info("Task %s[%s] retry: retry in %.1fs: %s", job.task, job.id,

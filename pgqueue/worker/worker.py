@@ -311,6 +311,9 @@ class Worker:
             logger.warning("could not deregister worker: %s", error)
         self.claimer.close()
         logger.info("Worker %s stopped after %d jobs", self.worker_id, self.processed)
+        if self.pool.abandoned:
+            logger.warning("%d threads abandoned at their time limits may still be running "
+                           "until the process exits", self.pool.abandoned)
 
     def _wait_for_running_jobs(self) -> bool:
         """Wait until every held job has an outcome. A thread still running a job that

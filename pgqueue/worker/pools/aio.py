@@ -10,11 +10,14 @@ applied as the hard limit when no hard limit is set.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from concurrent.futures import Future
 
-from pgqueue.worker.execution import ClaimedJob, execute_async
+from pgqueue.worker.execution import ClaimedJob, crashed, execute_async, safe_repr
 from pgqueue.worker.pools.base import JobContext, Slots, terminated_outcome, time_limit_outcome
+
+logger = logging.getLogger("pgqueue.worker")
 
 
 class AsyncioPool(Slots):
@@ -22,10 +25,11 @@ class AsyncioPool(Slots):
         super().__init__(size)
         self.context = context
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="pgqueue-asyncio", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="pgqueue-asyncio",
+                                        daemon=True)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._terminated: set[str] = set()
+        self._closing = False
 
     def start(self) -> None:
         self._thread.start()
@@ -35,7 +39,30 @@ class AsyncioPool(Slots):
         future: Future[None] = asyncio.run_coroutine_threadsafe(self._run(job), self._loop)
         future.add_done_callback(lambda _: self.give())
 
+    def _serve(self) -> None:
+        """Run the loop until shutdown. A task can make it return (``loop.stop()``) or let
+        an exception through it (a callback raising ``SystemExit``): it runs on, with the
+        coroutines it holds."""
+        while True:
+            try:
+                self._loop.run_forever()
+            except BaseException as exc:
+                logger.error("%s escaped the event loop of the asyncio pool; it runs on",
+                             safe_repr(exc), exc_info=exc)
+                if self._loop.is_closed():
+                    return
+                continue
+            if self._closing:
+                return
+            logger.error("A task stopped the event loop of the asyncio pool; it runs on")
+
     async def _run(self, job: ClaimedJob) -> None:
+        try:
+            await self._run_job(job)
+        except BaseException as exc:  # nothing a job does may stop the loop
+            self.context.finished(crashed(job, exc))
+
+    async def _run_job(self, job: ClaimedJob) -> None:
         current = asyncio.current_task()
         assert current is not None
         self._tasks[job.id] = current
@@ -70,4 +97,5 @@ class AsyncioPool(Slots):
         return True
 
     def shutdown(self) -> None:
+        self._closing = True
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -3,30 +3,41 @@
 ``threads`` (default) and ``solo`` live here; ``processes`` in
 :mod:`pgqueue.worker.pools.processes`, ``asyncio`` in :mod:`pgqueue.worker.pools.aio`.
 
+Whatever a task raises (``SystemExit``, ``KeyboardInterrupt`` included) or whatever
+escapes while its outcome is built, the job ends with an outcome and the executor goes
+on; see :func:`pgqueue.execution.crashed`.
+
 Time limits in the thread pools: ``soft_time_limit`` raises
 :class:`SoftTimeLimitExceeded` inside the task (delivered between Python bytecodes, so a
 task blocked inside one long C call sees it when the call returns). ``time_limit`` cannot
 stop a thread: at the limit the job is recorded FAILURE with :class:`TimeLimitExceeded`,
-its slot stays busy until the thread returns, and the late outcome is dropped (fenced).
+the slot is freed at once for a new thread, and :class:`TimeLimitExceeded` is raised in
+the old thread at its next bytecode. Until its task returns (never, if it is stuck in C
+code) that thread **may still be running**: it is counted apart ("abandoned", in the
+log), and its late outcome is dropped (fenced). At most ``concurrency`` threads are
+abandoned at once; past that, a job over its limit keeps its slot until it returns.
 Use ``-P processes`` when a hard limit must really stop the code.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pgqueue import states
 from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from pgqueue.worker.execution import ClaimedJob, Outcome, execute, failure
+from pgqueue.worker.execution import ClaimedJob, Outcome, crashed, execute, failure, safe_str
 
 if TYPE_CHECKING:
     from pgqueue.app import App
 
+logger = logging.getLogger("pgqueue.worker")
 
 @dataclass
 class JobContext:
@@ -64,6 +75,8 @@ def terminated_outcome(job: ClaimedJob) -> Outcome:
 
 class Pool(Protocol):
     size: int
+    #: Threads past their hard time limit, no longer counted in ``size``, maybe running.
+    abandoned: int
 
     def start(self) -> None: ...
     def free_slots(self) -> int: ...
@@ -77,6 +90,8 @@ class Pool(Protocol):
 
 class Slots:
     """Counts busy slots; the claim loop waits on it when all are taken."""
+
+    abandoned = 0
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -105,10 +120,12 @@ class Slots:
             return self._cond.wait_for(lambda: self._busy == 0, timeout)
 
 
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+
 def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
     """Make ``exc_type`` raise in another thread at its next bytecode."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                               ctypes.py_object(exc_type))
+    _set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
 
 
 class _Running:
@@ -118,19 +135,152 @@ class _Running:
         self.lock = threading.Lock()
         self.job: ClaimedJob | None = None
         self.thread_id = 0
+        self._interrupted = False
+
+    def begin(self, job: ClaimedJob) -> None:
+        with self.lock:
+            self.job = job
 
     def interrupt(self, job: ClaimedJob, exc_type: type[BaseException]) -> None:
         with self.lock:
             if self.job is job:
+                self._interrupted = True
                 raise_in_thread(self.thread_id, exc_type)
+
+    def end(self) -> None:
+        """No interrupt is sent from now on, and one sent but not raised yet is withdrawn:
+        it would land in the pool's own code, or in the next job."""
+        with self.lock:
+            self.job = None
+            if self._interrupted:
+                self._interrupted = False
+                _set_async_exc(ctypes.c_ulong(self.thread_id), None)
+
+
+class Executor(_Running):
+    """A thread of a queue pool, and the job whose slot it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding: ClaimedJob | None = None
+        self.thread: threading.Thread | None = None
+        self.died_of: BaseException | None = None
 
 
 class QueuePool(Slots):
-    """Slots fed by an in-memory queue that ``size`` threads of the worker drain."""
+    """Slots fed by an in-memory queue that ``size`` executor threads drain.
 
-    def __init__(self, size: int) -> None:
+    An executor that dies anyway (nothing a job does should get past :meth:`_guarded`) is
+    noticed by the claim loop within a second: its job fails, its slot is given back and
+    another thread takes its place, so the free slots never count a dead executor.
+    """
+
+    thread_name = "pgqueue-exec"
+
+    def __init__(self, size: int, context: JobContext) -> None:
         super().__init__(size)
+        self.context = context
         self._queue: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._executors: list[Executor] = []
+        self._started = 0
+        self._closing = False
+        self._next_reap = 0.0
+
+    def start(self) -> None:
+        with self._cond:
+            for _ in range(self.size):
+                self._add_executor()
+
+    def _add_executor(self) -> None:
+        """Start one more executor thread; call with ``self._cond`` held."""
+        executor = Executor()
+        executor.thread = threading.Thread(target=self._executor_main, args=(executor,),
+                                           name=f"{self.thread_name}-{self._started}",
+                                           daemon=True)
+        self._started += 1
+        self._executors.append(executor)
+        executor.thread.start()
+
+    def _executor_main(self, executor: Executor) -> None:
+        executor.thread_id = threading.get_ident()
+        try:
+            self._serve(executor)
+        except BaseException as exc:
+            executor.died_of = exc
+            with self._cond:
+                self._cond.notify_all()  # wake the claim loop to replace this thread
+
+    def _serve(self, executor: Executor) -> None:
+        while True:
+            job = self._next(executor)
+            if job is None:
+                return
+            self._guarded(executor, job)
+            if not self._release(executor, job):
+                return
+
+    def _next(self, executor: Executor, timeout: float | None = None) -> ClaimedJob | None:
+        """The next job (None: shut down); raises ``queue.Empty`` after ``timeout``."""
+        job = self._queue.get(timeout=timeout)
+        executor.holding = job
+        return job
+
+    def _guarded(self, executor: Executor, job: ClaimedJob) -> None:
+        """Run ``job``; whatever escapes becomes its FAILURE (dropped if it ended already)."""
+        try:
+            self._run(executor, job)
+        except BaseException as exc:
+            executor.end()
+            self.context.finished(crashed(job, exc))
+
+    def _run(self, executor: Executor, job: ClaimedJob) -> None:
+        raise NotImplementedError
+
+    def _release(self, executor: Executor, job: ClaimedJob) -> bool:
+        """Give the job's slot back; False if it was given back already (abandoned)."""
+        with self._cond:
+            if executor.holding is not job:
+                return False
+            executor.holding = None
+            self._busy -= 1
+            self._cond.notify_all()
+            return True
+
+    def free_slots(self) -> int:
+        self._reap()
+        return super().free_slots()
+
+    def wait_for_slot(self, timeout: float) -> None:
+        self._reap()
+        super().wait_for_slot(timeout)
+
+    def _reap(self) -> None:
+        """Replace executors that died (checked at most once a second)."""
+        now = time.monotonic()
+        if now < self._next_reap:
+            return
+        self._next_reap = now + 1.0
+        with self._cond:
+            if self._closing:
+                return
+            dead = [e for e in self._executors
+                    if e.thread is not None and not e.thread.is_alive()]
+            for executor in dead:
+                self._executors.remove(executor)
+                self._add_executor()
+                if executor.holding is not None:
+                    self._busy -= 1
+                    self._cond.notify_all()
+        for executor in dead:
+            with executor.lock:  # its thread id may be another thread's now: no end()
+                executor.job = None
+            job, executor.holding = executor.holding, None
+            cause = executor.died_of or RuntimeError("the thread ended")
+            logger.error("Executor thread died (%s) holding %s; started another in its place",
+                         safe_str(cause), f"job {job.id}" if job else "no job")
+            if job is not None:
+                self.context.finished(crashed(
+                    job, cause, f"the thread running the task died ({type(cause).__name__})"))
 
     def submit(self, job: ClaimedJob) -> None:
         self.take()
@@ -149,25 +299,24 @@ class QueuePool(Slots):
         return taken
 
     def shutdown(self) -> None:
+        with self._cond:
+            self._closing = True
         for _ in range(self.size):
             self._queue.put(None)
 
 
 class ThreadPool(QueuePool):
-    """``-P threads``: ``size`` threads share the process (I/O-bound work)."""
+    """``-P threads``: ``size`` threads share the process (I/O-bound work).
 
-    def __init__(self, size: int, context: JobContext) -> None:
-        super().__init__(size)
-        self.context = context
+    A thread past its hard time limit is abandoned: a new thread takes its slot at once
+    and the old one exits when its task returns. At most ``max_abandoned`` (default
+    ``size``) run at a time; past that, a job over its limit keeps its slot until it returns.
+    """
+
+    def __init__(self, size: int, context: JobContext, max_abandoned: int | None = None) -> None:
+        super().__init__(size, context)
+        self.max_abandoned = size if max_abandoned is None else max_abandoned
         self._running: dict[str, _Running] = {}
-        self._threads = [
-            threading.Thread(target=self._work, name=f"pgqueue-exec-{i}", daemon=True)
-            for i in range(size)
-        ]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
 
     def terminate(self, job_id: str) -> bool:
         running = self._running.get(job_id)
@@ -178,31 +327,16 @@ class ThreadPool(QueuePool):
         running.interrupt(job, TaskRevokedError)
         return True
 
-    def _work(self) -> None:
-        slot = _Running()
-        slot.thread_id = threading.get_ident()
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                self._run_one(job, slot)
-            except (SoftTimeLimitExceeded, TaskRevokedError):
-                pass  # an interrupt that landed just after the job returned
-            finally:
-                self.give()
-
-    def _run_one(self, job: ClaimedJob, slot: _Running) -> None:
+    def _run(self, executor: Executor, job: ClaimedJob) -> None:
         hard, soft = self.context.limits(job)
         timers = []
         if soft:
-            timers.append(threading.Timer(soft, slot.interrupt, (job, SoftTimeLimitExceeded)))
+            timers.append(threading.Timer(soft, executor.interrupt,
+                                          (job, SoftTimeLimitExceeded)))
         if hard:
-            timers.append(threading.Timer(
-                hard, lambda: self.context.finished(time_limit_outcome(job, hard))))
-        with slot.lock:
-            slot.job = job
-        self._running[job.id] = slot
+            timers.append(threading.Timer(hard, self._overrun, (executor, job, hard)))
+        executor.begin(job)
+        self._running[job.id] = executor
         for timer in timers:
             timer.daemon = True
             timer.start()
@@ -210,12 +344,46 @@ class ThreadPool(QueuePool):
             self.context.started(job)
             outcome = self.context.run(job)
         finally:
-            with slot.lock:
-                slot.job = None
+            executor.end()
             self._running.pop(job.id, None)
             for timer in timers:
                 timer.cancel()
         self.context.finished(outcome)
+
+    def _overrun(self, executor: Executor, job: ClaimedJob, limit: float) -> None:
+        """At the hard time limit: record the failure, and free the slot."""
+        if not self.context.finished(time_limit_outcome(job, limit)):
+            return  # it ended meanwhile
+        with self._cond:
+            if executor.holding is not job or self._closing:
+                return
+            if self.abandoned >= self.max_abandoned:
+                logger.error("Task %s[%s] exceeded its time limit (%.1fs); %d threads past "
+                             "their limits run already (the most this pool abandons): this "
+                             "slot stays busy until the task returns",
+                             job.task, job.id, limit, self.abandoned)
+                return
+            executor.holding = None
+            self.abandoned += 1
+            self._busy -= 1
+            self._executors.remove(executor)
+            self._add_executor()
+            self._cond.notify_all()
+            abandoned = self.abandoned
+        logger.warning("Task %s[%s] exceeded its time limit (%.1fs): its thread is abandoned "
+                       "and may still be running (%d abandoned now); a new thread takes "
+                       "its slot", job.task, job.id, limit, abandoned)
+        executor.interrupt(job, TimeLimitExceeded)
+
+    def _release(self, executor: Executor, job: ClaimedJob) -> bool:
+        if super()._release(executor, job):
+            return True
+        with self._cond:
+            self.abandoned -= 1
+            abandoned = self.abandoned
+        logger.warning("Task %s[%s]: its abandoned thread returned (%d abandoned now)",
+                       job.task, job.id, abandoned)
+        return False
 
 
 class SoloPool(Slots):
@@ -230,23 +398,28 @@ class SoloPool(Slots):
         self._slot.thread_id = threading.get_ident()
 
     def submit(self, job: ClaimedJob) -> None:
+        try:
+            self._run(job)
+        except BaseException as exc:  # nothing a job does may stop the claim loop
+            self._slot.end()
+            self.context.finished(crashed(job, exc))
+
+    def _run(self, job: ClaimedJob) -> None:
         hard, soft = self.context.limits(job)
         limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
         exc_type = SoftTimeLimitExceeded if soft and limit == soft else TimeLimitExceeded
         timer = threading.Timer(limit, self._slot.interrupt, (job, exc_type)) if limit else None
-        with self._slot.lock:
-            self._slot.job = job
+        self._slot.begin(job)
         if timer is not None:
             timer.daemon = True
             timer.start()
         try:
             self.context.started(job)
             outcome = self.context.run(job)
-        except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError):
-            return
+        except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError) as exc:
+            outcome = failure(job, exc, with_traceback=False)  # landed outside the task
         finally:
-            with self._slot.lock:
-                self._slot.job = None
+            self._slot.end()
             if timer is not None:
                 timer.cancel()
         self.context.finished(outcome)

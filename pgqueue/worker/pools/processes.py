@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import resource
 import signal
 import threading
 import time
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -26,8 +27,14 @@ from pgqueue import states
 from pgqueue.exceptions import SoftTimeLimitExceeded, WorkerLostError
 from pgqueue.utils import utcnow
 from pgqueue.worker import aborts
-from pgqueue.worker.execution import ClaimedJob, Outcome, failure
-from pgqueue.worker.pools.base import JobContext, QueuePool, terminated_outcome, time_limit_outcome
+from pgqueue.worker.execution import ClaimedJob, Outcome, crashed, failure
+from pgqueue.worker.pools.base import (
+    Executor,
+    JobContext,
+    QueuePool,
+    terminated_outcome,
+    time_limit_outcome,
+)
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -35,7 +42,11 @@ _POLL = 0.05
 
 
 def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
-                max_memory_kib: int | None) -> None:
+                max_memory_kib: int | None, inherited: list[Connection]) -> None:
+    # The worker's ends of every pipe, this child's own included: held here, they would
+    # hide the worker's death from this child (no EOF) and a sibling's from the worker.
+    for end in inherited:
+        end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     aborts.ask_database()  # no control listener in here
@@ -48,9 +59,7 @@ def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
     done = 0
     while True:
         try:
-            # A dead parent does not always mean EOF here: a sibling forked later holds a
-            # copy of this pipe's other end. So look for the parent too, or a worker killed
-            # with SIGKILL leaves its children (and their inherited sockets) behind.
+            # Belt and braces: a worker killed with SIGKILL must not leave children behind.
             while not conn.poll(1.0):
                 if os.getppid() != parent:
                     return
@@ -59,20 +68,29 @@ def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
             return
         if job is None:
             return
-        _, soft = context.limits(job)
-        if soft:
-            signal.setitimer(signal.ITIMER_REAL, soft)
+        escaped = False
         try:
+            _, soft = context.limits(job)
+            if soft:
+                signal.setitimer(signal.ITIMER_REAL, soft)
             outcome = context.run(job)
         except SoftTimeLimitExceeded as exc:  # landed outside the task body
             outcome = failure(job, exc)
+        except BaseException as exc:  # nothing a job does may end this loop
+            outcome, escaped = crashed(job, exc), True
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         done += 1
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        recycle = bool((max_tasks and done >= max_tasks)
+        recycle = bool(escaped or (max_tasks and done >= max_tasks)
                        or (max_memory_kib and peak_kib > max_memory_kib))
-        conn.send((outcome, recycle))
+        try:
+            conn.send((outcome, recycle))
+        except OSError:
+            return
+        except Exception as exc:  # the outcome does not pickle; nothing was written yet
+            conn.send((crashed(job, exc, "the outcome could not be handed to the worker"),
+                       recycle))
         if recycle:
             return
 
@@ -90,23 +108,17 @@ class _Child:
 
 
 class ProcessPool(QueuePool):
+    thread_name = "pgqueue-child"
+
     def __init__(self, size: int, context: JobContext, max_tasks_per_child: int | None = None,
                  max_memory_per_child: int | None = None) -> None:
-        super().__init__(size)
-        self.context = context
+        super().__init__(size, context)
         self.max_tasks = max_tasks_per_child
         self.max_memory = max_memory_per_child
         self._mp = multiprocessing.get_context("fork")
         self._terminate: set[str] = set()
         self._lock = threading.Lock()
-        self._supervisors = [
-            threading.Thread(target=self._supervise, name=f"pgqueue-child-{i}", daemon=True)
-            for i in range(size)
-        ]
-
-    def start(self) -> None:
-        for thread in self._supervisors:
-            thread.start()
+        self._parent_ends: set[Connection] = set()
 
     def terminate(self, job_id: str) -> bool:
         with self._lock:
@@ -114,66 +126,87 @@ class ProcessPool(QueuePool):
         return True
 
     def _spawn(self) -> _Child:
-        parent_end, child_end = self._mp.Pipe()
-        process = self._mp.Process(
-            target=_child_main, name="pgqueue-child", daemon=True,
-            args=(child_end, self.context, self.max_tasks, self.max_memory))
-        process.start()
-        child_end.close()
+        # One fork at a time: a child forked while another supervisor holds a new pipe
+        # open would keep that pipe's child end (and exit sentinel) alive.
+        with self._lock:
+            parent_end, child_end = self._mp.Pipe()
+            self._parent_ends.add(parent_end)
+            process = self._mp.Process(
+                target=_child_main, name="pgqueue-child", daemon=True,
+                args=(child_end, self.context, self.max_tasks, self.max_memory,
+                      list(self._parent_ends)))
+            try:
+                process.start()
+            finally:
+                child_end.close()
         return _Child(process, parent_end)
 
-    def _supervise(self) -> None:
+    def _kill(self, child: _Child) -> None:
+        child.kill()
+        with self._lock:
+            self._parent_ends.discard(child.conn)
+
+    def _replace(self, child: _Child) -> _Child:
+        self._kill(child)
+        return self._spawn()
+
+    def _serve(self, executor: Executor) -> None:
+        """The supervisor of one child: hands it jobs, and replaces it when it dies."""
         child = self._spawn()
         try:
             while True:
-                job = self._queue.get()
+                try:
+                    job = self._next(executor, timeout=1.0)
+                except queue.Empty:
+                    if not child.process.is_alive():
+                        logger.error("Child %s died while idle (exitcode %s); replacing it",
+                                     child.process.pid, child.process.exitcode)
+                        child = self._replace(child)
+                    continue
                 if job is None:
                     child.conn.send(None)
                     child.process.join(5)
                     return
                 try:
                     child = self._run_one(child, job)
-                finally:
-                    self.give()
+                except BaseException as exc:  # the child's state is unknown: replace it
+                    self.context.finished(crashed(job, exc))
+                    child = self._replace(child)
+                self._release(executor, job)
         finally:
-            child.kill()
+            self._kill(child)
 
     def _run_one(self, child: _Child, job: ClaimedJob) -> _Child:
         if not child.process.is_alive():
-            child.kill()
-            child = self._spawn()
+            child = self._replace(child)
         self.context.started(job)
         hard, _ = self.context.limits(job)
         deadline = time.monotonic() + hard if hard else None
         try:
             child.conn.send(job)
         except OSError:
-            child.kill()
-            child = self._spawn()
+            child = self._replace(child)
             child.conn.send(job)
         while True:
-            try:
-                ready = child.conn.poll(_POLL)
-            except OSError:
-                ready = True
-            if ready:
+            # The exit sentinel wakes us when the child dies, with or without EOF.
+            if wait([child.conn, child.process.sentinel], _POLL):
                 try:
+                    if not child.conn.poll():
+                        raise EOFError
                     outcome, recycle = child.conn.recv()
                 except (EOFError, OSError):
                     self.context.finished(self._lost(job, child))
-                    child.kill()
-                    return self._spawn()
+                    return self._replace(child)
                 self.context.finished(outcome)
                 if recycle:
                     child.process.join(5)
-                    child.kill()
-                    return self._spawn()
+                    return self._replace(child)
                 return child
             if deadline is not None and time.monotonic() > deadline:
                 assert hard is not None
                 logger.error("Task %s[%s] exceeded its time limit (%.1fs): killing child %s",
                              job.task, job.id, hard, child.process.pid)
-                child.kill()
+                self._kill(child)
                 self.context.finished(time_limit_outcome(job, hard))
                 return self._spawn()
             with self._lock:
@@ -181,7 +214,7 @@ class ProcessPool(QueuePool):
                 self._terminate.discard(job.id)
             if terminate:
                 logger.warning("Task %s[%s] terminated by request", job.task, job.id)
-                child.kill()
+                self._kill(child)
                 self.context.finished(terminated_outcome(job))
                 return self._spawn()
 
@@ -191,7 +224,8 @@ class ProcessPool(QueuePool):
         code = child.process.exitcode
         error = WorkerLostError(f"Worker exited prematurely: exitcode {code} "
                                 f"(job {job.id}, attempt {job.attempt})")
-        logger.error("Task %s[%s] raised %s", job.task, job.id, error)
+        logger.error("Task %s[%s] raised %s; replacing child %s", job.task, job.id, error,
+                     child.process.pid)
         if job.max_retries is None or job.attempt <= job.max_retries:
             return Outcome(job.id, job.attempt, states.RETRY, error=f"WorkerLostError: {error}",
                            run_at=utcnow())
