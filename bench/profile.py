@@ -303,7 +303,7 @@ def _pyspy() -> str:
     return found
 
 
-_ROLES = ("_claim_loop", "Finisher.run", "ThreadPool._work", "Listener.run", "Maintenance.run",
+_ROLES = ("_claim_loop", "Finisher.run", "_executor_main", "Listener.run", "Maintenance.run",
           "enqueue_single")
 
 

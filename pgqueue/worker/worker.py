@@ -33,7 +33,9 @@ from pgqueue.worker.execution import ClaimedJob, Outcome, failure
 from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
-from pgqueue.worker.pools.base import JobContext, Pool, SoloPool, ThreadPool
+from pgqueue.worker.pools.base import JobContext, Pool
+from pgqueue.worker.pools.solo import SoloPool
+from pgqueue.worker.pools.threads import ThreadPool
 
 if TYPE_CHECKING:
     from pgqueue.app import App

@@ -1,11 +1,12 @@
-"""Execution pools: where claimed jobs run. The claim loop only asks them for free slots.
+"""What every execution pool shares: the contract the claim loop sees (:class:`Pool`),
+slot counting, and the queue-fed executor threads of the threads and processes pools.
 
-``threads`` (default) and ``solo`` live here; ``processes`` in
-:mod:`pgqueue.worker.pools.processes`, ``asyncio`` in :mod:`pgqueue.worker.pools.aio`.
+The pools: ``threads`` (default, :mod:`.threads`), ``solo`` (:mod:`.solo`), ``processes``
+(:mod:`.processes`), ``asyncio`` (:mod:`.aio`).
 
 Whatever a task raises (``SystemExit``, ``KeyboardInterrupt`` included) or whatever
 escapes while its outcome is built, the job ends with an outcome and the executor goes
-on; see :func:`pgqueue.execution.crashed`.
+on; see :func:`pgqueue.worker.execution.crashed`.
 
 Time limits in the thread pools: ``soft_time_limit`` raises
 :class:`SoftTimeLimitExceeded` inside the task (delivered between Python bytecodes, so a
@@ -31,13 +32,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pgqueue import states
-from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from pgqueue.exceptions import TimeLimitExceeded
 from pgqueue.worker.execution import ClaimedJob, Outcome, crashed, execute, failure, safe_str
 
 if TYPE_CHECKING:
     from pgqueue.app import App
 
 logger = logging.getLogger("pgqueue.worker")
+
 
 @dataclass
 class JobContext:
@@ -128,7 +130,7 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
     _set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
 
 
-class _Running:
+class RunningJob:
     """The job a thread runs now; guards async exceptions against hitting the next job."""
 
     def __init__(self) -> None:
@@ -157,7 +159,7 @@ class _Running:
                 _set_async_exc(ctypes.c_ulong(self.thread_id), None)
 
 
-class Executor(_Running):
+class Executor(RunningJob):
     """A thread of a queue pool, and the job whose slot it holds."""
 
     def __init__(self) -> None:
@@ -303,137 +305,3 @@ class QueuePool(Slots):
             self._closing = True
         for _ in range(self.size):
             self._queue.put(None)
-
-
-class ThreadPool(QueuePool):
-    """``-P threads``: ``size`` threads share the process (I/O-bound work).
-
-    A thread past its hard time limit is abandoned: a new thread takes its slot at once
-    and the old one exits when its task returns. At most ``max_abandoned`` (default
-    ``size``) run at a time; past that, a job over its limit keeps its slot until it returns.
-    """
-
-    def __init__(self, size: int, context: JobContext, max_abandoned: int | None = None) -> None:
-        super().__init__(size, context)
-        self.max_abandoned = size if max_abandoned is None else max_abandoned
-        self._running: dict[str, _Running] = {}
-
-    def terminate(self, job_id: str) -> bool:
-        running = self._running.get(job_id)
-        if running is None or running.job is None:
-            return False
-        job = running.job
-        self.context.finished(terminated_outcome(job))
-        running.interrupt(job, TaskRevokedError)
-        return True
-
-    def _run(self, executor: Executor, job: ClaimedJob) -> None:
-        hard, soft = self.context.limits(job)
-        timers = []
-        if soft:
-            timers.append(threading.Timer(soft, executor.interrupt,
-                                          (job, SoftTimeLimitExceeded)))
-        if hard:
-            timers.append(threading.Timer(hard, self._overrun, (executor, job, hard)))
-        executor.begin(job)
-        self._running[job.id] = executor
-        for timer in timers:
-            timer.daemon = True
-            timer.start()
-        try:
-            self.context.started(job)
-            outcome = self.context.run(job)
-        finally:
-            executor.end()
-            self._running.pop(job.id, None)
-            for timer in timers:
-                timer.cancel()
-        self.context.finished(outcome)
-
-    def _overrun(self, executor: Executor, job: ClaimedJob, limit: float) -> None:
-        """At the hard time limit: record the failure, and free the slot."""
-        if not self.context.finished(time_limit_outcome(job, limit)):
-            return  # it ended meanwhile
-        with self._cond:
-            if executor.holding is not job or self._closing:
-                return
-            if self.abandoned >= self.max_abandoned:
-                logger.error("Task %s[%s] exceeded its time limit (%.1fs); %d threads past "
-                             "their limits run already (the most this pool abandons): this "
-                             "slot stays busy until the task returns",
-                             job.task, job.id, limit, self.abandoned)
-                return
-            executor.holding = None
-            self.abandoned += 1
-            self._busy -= 1
-            self._executors.remove(executor)
-            self._add_executor()
-            self._cond.notify_all()
-            abandoned = self.abandoned
-        logger.warning("Task %s[%s] exceeded its time limit (%.1fs): its thread is abandoned "
-                       "and may still be running (%d abandoned now); a new thread takes "
-                       "its slot", job.task, job.id, limit, abandoned)
-        executor.interrupt(job, TimeLimitExceeded)
-
-    def _release(self, executor: Executor, job: ClaimedJob) -> bool:
-        if super()._release(executor, job):
-            return True
-        with self._cond:
-            self.abandoned -= 1
-            abandoned = self.abandoned
-        logger.warning("Task %s[%s]: its abandoned thread returned (%d abandoned now)",
-                       job.task, job.id, abandoned)
-        return False
-
-
-class SoloPool(Slots):
-    """``-P solo``: runs each job in the worker's main thread, one at a time."""
-
-    def __init__(self, context: JobContext) -> None:
-        super().__init__(1)
-        self.context = context
-        self._slot = _Running()
-
-    def start(self) -> None:
-        self._slot.thread_id = threading.get_ident()
-
-    def submit(self, job: ClaimedJob) -> None:
-        try:
-            self._run(job)
-        except BaseException as exc:  # nothing a job does may stop the claim loop
-            self._slot.end()
-            self.context.finished(crashed(job, exc))
-
-    def _run(self, job: ClaimedJob) -> None:
-        hard, soft = self.context.limits(job)
-        limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
-        exc_type = SoftTimeLimitExceeded if soft and limit == soft else TimeLimitExceeded
-        timer = threading.Timer(limit, self._slot.interrupt, (job, exc_type)) if limit else None
-        self._slot.begin(job)
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
-        try:
-            self.context.started(job)
-            outcome = self.context.run(job)
-        except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError) as exc:
-            outcome = failure(job, exc, with_traceback=False)  # landed outside the task
-        finally:
-            self._slot.end()
-            if timer is not None:
-                timer.cancel()
-        self.context.finished(outcome)
-
-    def take_unstarted(self) -> list[ClaimedJob]:
-        return []
-
-    def terminate(self, job_id: str) -> bool:
-        job = self._slot.job
-        if job is None or job.id != job_id:
-            return False
-        self.context.finished(terminated_outcome(job))
-        self._slot.interrupt(job, TaskRevokedError)
-        return True
-
-    def shutdown(self) -> None:
-        pass

@@ -20,7 +20,8 @@ from pgqueue import App, TimeLimitExceeded
 from pgqueue.result import AsyncResult
 from pgqueue.utils import uuid
 from pgqueue.worker import Worker
-from pgqueue.worker.pools.base import QueuePool, ThreadPool
+from pgqueue.worker.pools.base import QueuePool
+from pgqueue.worker.pools.threads import ThreadPool
 from tests import hostile_tasks as poison
 from tests.conftest import running_worker, wait_until
 

@@ -1,0 +1,67 @@
+"""``-P solo``: one job at a time, in the claim loop's own process (debugging, tests)."""
+
+from __future__ import annotations
+
+import threading
+
+from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from pgqueue.worker.execution import ClaimedJob, crashed, failure
+from pgqueue.worker.pools.base import (
+    JobContext,
+    RunningJob,
+    Slots,
+    terminated_outcome,
+)
+
+
+class SoloPool(Slots):
+    """``-P solo``: runs each job in the worker's main thread, one at a time."""
+
+    def __init__(self, context: JobContext) -> None:
+        super().__init__(1)
+        self.context = context
+        self._slot = RunningJob()
+
+    def start(self) -> None:
+        self._slot.thread_id = threading.get_ident()
+
+    def submit(self, job: ClaimedJob) -> None:
+        try:
+            self._run(job)
+        except BaseException as exc:  # nothing a job does may stop the claim loop
+            self._slot.end()
+            self.context.finished(crashed(job, exc))
+
+    def _run(self, job: ClaimedJob) -> None:
+        hard, soft = self.context.limits(job)
+        limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
+        exc_type = SoftTimeLimitExceeded if soft and limit == soft else TimeLimitExceeded
+        timer = threading.Timer(limit, self._slot.interrupt, (job, exc_type)) if limit else None
+        self._slot.begin(job)
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            self.context.started(job)
+            outcome = self.context.run(job)
+        except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError) as exc:
+            outcome = failure(job, exc, with_traceback=False)  # landed outside the task
+        finally:
+            self._slot.end()
+            if timer is not None:
+                timer.cancel()
+        self.context.finished(outcome)
+
+    def take_unstarted(self) -> list[ClaimedJob]:
+        return []
+
+    def terminate(self, job_id: str) -> bool:
+        job = self._slot.job
+        if job is None or job.id != job_id:
+            return False
+        self.context.finished(terminated_outcome(job))
+        self._slot.interrupt(job, TaskRevokedError)
+        return True
+
+    def shutdown(self) -> None:
+        pass

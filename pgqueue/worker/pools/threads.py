@@ -1,0 +1,105 @@
+"""``-P threads`` (the default): a thread per slot, for I/O-bound work.
+
+Time limits: ``soft_time_limit`` raises :class:`SoftTimeLimitExceeded` inside the task;
+at the hard ``time_limit`` the job is recorded FAILURE and its slot goes to a new thread
+(see :mod:`pgqueue.worker.pools.base` and docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from pgqueue.worker.execution import ClaimedJob
+from pgqueue.worker.pools.base import (
+    Executor,
+    JobContext,
+    QueuePool,
+    RunningJob,
+    terminated_outcome,
+    time_limit_outcome,
+)
+
+logger = logging.getLogger("pgqueue.worker")
+
+
+class ThreadPool(QueuePool):
+    """``-P threads``: ``size`` threads share the process (I/O-bound work).
+
+    A thread past its hard time limit is abandoned: a new thread takes its slot at once
+    and the old one exits when its task returns. At most ``max_abandoned`` (default
+    ``size``) run at a time; past that, a job over its limit keeps its slot until it returns.
+    """
+
+    def __init__(self, size: int, context: JobContext, max_abandoned: int | None = None) -> None:
+        super().__init__(size, context)
+        self.max_abandoned = size if max_abandoned is None else max_abandoned
+        self._running: dict[str, RunningJob] = {}
+
+    def terminate(self, job_id: str) -> bool:
+        running = self._running.get(job_id)
+        if running is None or running.job is None:
+            return False
+        job = running.job
+        self.context.finished(terminated_outcome(job))
+        running.interrupt(job, TaskRevokedError)
+        return True
+
+    def _run(self, executor: Executor, job: ClaimedJob) -> None:
+        hard, soft = self.context.limits(job)
+        timers = []
+        if soft:
+            timers.append(threading.Timer(soft, executor.interrupt,
+                                          (job, SoftTimeLimitExceeded)))
+        if hard:
+            timers.append(threading.Timer(hard, self._overrun, (executor, job, hard)))
+        executor.begin(job)
+        self._running[job.id] = executor
+        for timer in timers:
+            timer.daemon = True
+            timer.start()
+        try:
+            self.context.started(job)
+            outcome = self.context.run(job)
+        finally:
+            executor.end()
+            self._running.pop(job.id, None)
+            for timer in timers:
+                timer.cancel()
+        self.context.finished(outcome)
+
+    def _overrun(self, executor: Executor, job: ClaimedJob, limit: float) -> None:
+        """At the hard time limit: record the failure, and free the slot."""
+        if not self.context.finished(time_limit_outcome(job, limit)):
+            return  # it ended meanwhile
+        with self._cond:
+            if executor.holding is not job or self._closing:
+                return
+            if self.abandoned >= self.max_abandoned:
+                logger.error("Task %s[%s] exceeded its time limit (%.1fs); %d threads past "
+                             "their limits run already (the most this pool abandons): this "
+                             "slot stays busy until the task returns",
+                             job.task, job.id, limit, self.abandoned)
+                return
+            executor.holding = None
+            self.abandoned += 1
+            self._busy -= 1
+            self._executors.remove(executor)
+            self._add_executor()
+            self._cond.notify_all()
+            abandoned = self.abandoned
+        logger.warning("Task %s[%s] exceeded its time limit (%.1fs): its thread is abandoned "
+                       "and may still be running (%d abandoned now); a new thread takes "
+                       "its slot", job.task, job.id, limit, abandoned)
+        executor.interrupt(job, TimeLimitExceeded)
+
+    def _release(self, executor: Executor, job: ClaimedJob) -> bool:
+        if super()._release(executor, job):
+            return True
+        with self._cond:
+            self.abandoned -= 1
+            abandoned = self.abandoned
+        logger.warning("Task %s[%s]: its abandoned thread returned (%d abandoned now)",
+                       job.task, job.id, abandoned)
+        return False
