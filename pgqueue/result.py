@@ -73,7 +73,8 @@ def meta_from_row(row: tuple[Any, ...] | None) -> ResultMeta:
     if state == "started":
         if progress_state:
             return ResultMeta(progress_state, meta, **common)
-        started = states.STARTED if (options or {}).get("track_started") else states.PENDING
+        tracked = isinstance(options, dict) and options.get("track_started")  # SQL may write any JSON
+        started = states.STARTED if tracked else states.PENDING
         return ResultMeta(started, meta, **common)
     if state == "retry" or attempt > 0 and error:
         return ResultMeta(states.RETRY, TaskError("Retry", error), **common)

@@ -139,3 +139,13 @@ def test_a_junk_abort_flag_does_not_break_abort_checks(
     aborts.ask_database()  # as a prefork child does: the row's flag answers
     assert not aborts.is_aborted(app, job_id)
     assert aborts.is_aborted(app, flagged)
+
+
+def test_reading_the_state_of_a_malformed_running_row_does_not_raise(
+        app: App, db: psycopg.Connection[Any]) -> None:
+    from pgqueue import AsyncResult
+
+    job_id = insert_raw(db, "default", "[]", "{}", '["not", "an", "object"]')
+    db.execute("UPDATE jobs SET state = 'started', attempt = 1, worker = 'w', started_at = now(), "
+               "lease_expires_at = now() + interval '1 minute' WHERE id = %s", [job_id])
+    assert AsyncResult(job_id, app=app).state == "PENDING"
