@@ -73,7 +73,8 @@ def meta_from_row(row: tuple[Any, ...] | None) -> ResultMeta:
     if state == "started":
         if progress_state:
             return ResultMeta(progress_state, meta, **common)
-        tracked = isinstance(options, dict) and options.get("track_started")  # SQL may write any JSON
+        # A row written by plain SQL may hold any JSON in options.
+        tracked = isinstance(options, dict) and options.get("track_started")
         started = states.STARTED if tracked else states.PENDING
         return ResultMeta(started, meta, **common)
     if state == "retry" or attempt > 0 and error:
