@@ -182,13 +182,15 @@ def test_sigterm_lets_running_jobs_finish(pg_dsn: str, schema: str, app: App) ->
 def test_shutdown_timeout_hands_running_jobs_back_at_once(pg_dsn: str, schema: str,
                                                           app: App) -> None:
     _prepare(pg_dsn, schema)
-    app.send_many("faulty.work", [((i, 4000), {}) for i in range(2)])
+    app.send_many("faulty.linger", [((i, 4000), {}) for i in range(2)])
     with workers() as procs:
         w = WorkerProcess(pg_dsn, schema, "faulty", "-c", "2", "--shutdown-timeout", "0.5")
         procs.append(w)
         w.wait_ready()
+        # Running in the executors, not only claimed: a claimed job that no executor has
+        # begun yet is handed back as never started, without spending an attempt.
         wait_until(lambda: _count(pg_dsn, schema,
-                                  "SELECT count(*) FROM jobs WHERE state = 'started'") == 2,
+                                  "SELECT count(*) FROM executions WHERE i < 0") == 2,
                    timeout=20, message="two jobs running")
         signalled = time.monotonic()
         w.signal(signal.SIGTERM)

@@ -26,6 +26,15 @@ def work(self, i, ms):
     return i
 
 
+@app.task
+def linger(i, ms):
+    """Say it began (a row with ``i`` negative), then run ``ms`` milliseconds."""
+    with app.connection() as conn:
+        conn.execute(_executions, (linger.request.id, -1 - i, os.getpid()))
+    time.sleep(ms / 1000)
+    return i
+
+
 @app.task(max_retries=2)
 def kill_my_worker():
     os._exit(1)
