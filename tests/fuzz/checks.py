@@ -37,16 +37,17 @@ if TYPE_CHECKING:
     from .test_fuzz_jobs import Rig
 
 #: Seconds for a batch's jobs to end, and for the canaries' barrier.
-DEADLINE = 20.0
-BARRIER = 8.0
+DEADLINE = 15.0
+BARRIER = 5.0
 #: Case counts per pool, printed at the end of the session (see conftest.py).
 STATS: dict[str, Counter[str]] = {}
 #: Refusals a producer may answer with.
 REFUSALS = (PgQueueError, TypeError, ValueError)
 
 _short = reprlib.Repr()
-_short.maxstring = _short.maxother = 80
-_short.maxlevel = 3
+_short.maxstring = _short.maxother = 60
+_short.maxlevel = 2
+_short.maxlist = _short.maxdict = 3
 _UNSET = object()
 
 
@@ -155,15 +156,37 @@ def one_call(rig: Rig, call: Call, stats: Counter[str]) -> tuple[list[Job], list
         return [], _refusal_problems(rig, call, tag, label, exc)
     stats["calls accepted"] += 1
     stats["jobs enqueued"] += len(ids)
+    problems = []
+    if call.odd_option and must_refuse(call.odd_option, call.options[call.odd_option]):
+        problems.append(f"door: {label}: accepted {call.odd_option}="
+                        f"{short(call.options[call.odd_option])}, which no job can honour")
+    if len(call.task) >= 2**20 or len(str(call.options.get("queue", ""))) > 8000:
+        problems.append(f"door: {label}: accepted a name of over 8,000 characters")
     made = []
     for job_id, (plan, args, kwargs) in zip(ids, jobs, strict=True):
         states, result = expectation(call, plan, args, kwargs)
-        made.append(Job(job_id, f"{label} plan={short(plan)}", plan, states, result,
+        what = {k: v for k, v in plan.items() if k != "tag"}
+        shown = f"{label} plan={short(what)} args={short(args)} kwargs={short(kwargs)}"
+        made.append(Job(job_id, shown, plan, states, result,
                         may_skip_result=bool(call.options.get("ignore_result"))))
-    written = _count(rig, "SELECT count(*) FROM jobs WHERE args->0->>'tag' = %s", tag)
-    if written != len(ids):
-        return made, [f"door: {label}: {len(ids)} ids returned, {written} rows written"]
-    return made, []
+    return made, problems
+
+
+_SECONDS = {"countdown", "expires", "time_limit", "soft_time_limit", "lease"}
+
+
+def must_refuse(option: str, value: Any) -> bool:
+    """Option values no job can honour: the issue asks producers to refuse them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if value != value or value in (float("inf"), float("-inf")):
+        return option in _SECONDS | {"priority", "max_retries"}
+    if option in _SECONDS:
+        # past any timestamp a statement can hold; or a negative limit
+        return abs(value) >= 1e13 or (value < 0 and option not in ("countdown", "expires"))
+    if option == "priority":
+        return not 0 <= value <= 9
+    return option == "max_retries" and value >= 2**31
 
 
 def _refusal_problems(rig: Rig, call: Call, tag: str, label: str,
@@ -221,7 +244,8 @@ def insert_raw(rig: Rig, row: RawRow, stats: Counter[str]) -> list[Job]:
         return []
     stats["raw rows"] += 1
     plan = _first_arg(row.args)
-    return [Job(job_id, f"raw {short(row)}", plan)]
+    odd = ", ".join(f"{column}={short(getattr(row, column))}" for column in row.odd)
+    return [Job(job_id, f"raw row {odd} (args={short(row.args)})", plan)]
 
 
 def _first_arg(args_json: str) -> Any:
@@ -309,7 +333,7 @@ def canaries(rig: Rig) -> list[str]:
         [((tag, needed, BARRIER), {})] * needed)]
     done = "SELECT count(*) FROM results WHERE id = ANY(%s::uuid[])"
     try:
-        wait_until(lambda: _count(rig, done, ids) == needed, timeout=BARRIER + DEADLINE,
+        wait_until(lambda: _count(rig, done, ids) == needed, timeout=2 * BARRIER,
                    interval=0.05, message="canaries")
     except AssertionError:
         return [f"alive: {needed - _count(rig, done, ids)} of {needed} canaries never ended: "

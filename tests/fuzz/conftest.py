@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from .checks import STATS
@@ -12,6 +14,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for pool, counts in STATS.items():
+    if not STATS:
+        return
+    total: Counter[str] = sum(STATS.values(), Counter())
+    for pool, counts in [*STATS.items(), ("total", total)]:
         terminalreporter.write_line(
             f"fuzz {pool}: " + ", ".join(f"{n:.0f} {what}" for what, n in sorted(counts.items())))

@@ -253,6 +253,8 @@ class RawRow(_Shown):
     run_at: str
     expires_at: str | None
     created_at: str
+    #: The columns drawn odd; the rest are a plain job's.
+    odd: tuple[str, ...] = ()
 
 
 @dataclass(repr=False)
@@ -345,10 +347,11 @@ def raw_rows(pool: str, families: frozenset[str]) -> st.SearchStrategy[RawRow]:
             "options": "{}", "state": "queued", "attempt": 0, "max_retries": None,
             "priority": draw(st.integers(0, 9)), "run_at": "now", "expires_at": None,
             "created_at": "now"}
-        for odd in draw(st.lists(st.sampled_from(sorted(_RAW_ODD)), min_size=1, max_size=2,
-                                 unique=True)):
-            fields[odd] = draw(_RAW_ODD[odd])
-        return RawRow(**fields)
+        odd = draw(st.lists(st.sampled_from(sorted(_RAW_ODD)), min_size=1, max_size=2,
+                            unique=True))
+        for column in odd:
+            fields[column] = draw(_RAW_ODD[column])
+        return RawRow(**fields, odd=tuple(odd))
 
     return row()
 

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.fuzz]
 
 HERE = Path(__file__).resolve().parent
 #: Slots per pool: enough to see a lost one, few enough for a 2-core machine.
-POOLS = {"threads": 4, "processes": 2, "asyncio": 4, "solo": 1}
+POOLS = {"threads": 4, "processes": 4, "asyncio": 4, "solo": 1}
 EXAMPLES = int(os.environ.get("PGQUEUE_FUZZ_EXAMPLES", "12"))
 _SEED = os.environ.get("PGQUEUE_FUZZ_SEED")
 _PHASES = [Phase.explicit, Phase.generate] + (
@@ -78,8 +78,16 @@ class Rig:
         self.worker.wait_ready()
         self.dirty = False
 
-    def log_tail(self, lines: int = 25) -> str:
-        return "\n".join(line[:300] for line in self.worker.output().splitlines()[-lines:])
+    def log_errors(self, most: int = 12) -> str:
+        """The worker's distinct warnings and errors, and its last line."""
+        lines = self.worker.output().splitlines()
+        seen: dict[str, str] = {}
+        for line in lines:
+            level, _, message = line.partition("] ")
+            if ("WARNING" in level or "ERROR" in level) and message[:80] not in seen:
+                seen[message[:80]] = line[:300]
+        shown = list(seen.values())[:most]
+        return "\n".join([*shown, f"(last line) {lines[-1][:300] if lines else ''}"])
 
     def close(self) -> None:
         self._stack.close()
@@ -117,4 +125,4 @@ def test_no_job_wedges_a_worker(rig: Rig, data: st.DataObject) -> None:
         STATS[rig.pool]["failing batches"] += 1
         raise AssertionError(
             f"{len(problems)} problems in a batch of the {rig.pool} pool:\n  "
-            + "\n  ".join(problems) + f"\nworker log (last lines):\n{rig.log_tail()}")
+            + "\n  ".join(problems) + f"\nworker log:\n{rig.log_errors()}")
