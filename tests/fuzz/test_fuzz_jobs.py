@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.fuzz]
 HERE = Path(__file__).resolve().parent
 #: Slots per pool: enough to see a lost one, few enough for a 2-core machine.
 POOLS = {"threads": 4, "processes": 4, "asyncio": 4, "solo": 1}
-EXAMPLES = int(os.environ.get("PGQUEUE_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("PGQUEUE_FUZZ_EXAMPLES", "15"))
 _SEED = os.environ.get("PGQUEUE_FUZZ_SEED")
 _PHASES = [Phase.explicit, Phase.generate] + (
     [Phase.shrink] if os.environ.get("PGQUEUE_FUZZ_SHRINK") else [])
