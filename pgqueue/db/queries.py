@@ -116,10 +116,13 @@ _LEASE = f"""now() + make_interval(secs => least(greatest(%(lease)s::float8,
 
 # What every claim does with the ids it picked: start them under this worker's lease.
 # Arguments and options come back as JSON text: each job decodes its own
-# (``ClaimedJob.from_row``), so that one undecodable row fails alone.
+# (``ClaimedJob.from_row``), so that one undecodable row fails alone. The attempt stops
+# short of integer overflow: a row written by plain SQL at the largest integer would fail
+# every claim (it is then far past any max_retries, and fails after this run).
 _CLAIM_UPDATE = """
         UPDATE {{schema}}.jobs AS j
-           SET state = 'started', attempt = j.attempt + 1, worker = %(worker)s,
+           SET state = 'started', attempt = least(j.attempt, 2147483646) + 1,
+               worker = %(worker)s,
                started_at = now(), progress_state = NULL, meta = NULL,
                lease_expires_at = {lease}
          WHERE j.id = ANY(ARRAY({claimable}))

@@ -170,6 +170,9 @@ EXPECTED_CHECKS = {
              "'started'::text, 'retry'::text])))"),
     ("jobs", "CHECK (((priority >= 0) AND (priority <= 9)))"),
     ("jobs", "CHECK (((state = 'started'::text) = (worker IS NOT NULL)))"),
+    ("jobs", "CHECK ((isfinite(run_at) AND isfinite(created_at) AND ((expires_at IS NULL) "
+             "OR isfinite(expires_at)) AND ((started_at IS NULL) OR isfinite(started_at)) "
+             "AND ((lease_expires_at IS NULL) OR isfinite(lease_expires_at))))"),
     ("results", "CHECK ((state = ANY (ARRAY['SUCCESS'::text, 'FAILURE'::text, "
                 "'REVOKED'::text])))"),
     ("schedules", "CHECK (((cron IS NULL) <> (every IS NULL)))"),

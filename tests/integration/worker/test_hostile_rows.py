@@ -149,3 +149,29 @@ def test_reading_the_state_of_a_malformed_running_row_does_not_raise(
     db.execute("UPDATE jobs SET state = 'started', attempt = 1, worker = 'w', started_at = now(), "
                "lease_expires_at = now() + interval '1 minute' WHERE id = %s", [job_id])
     assert AsyncResult(job_id, app=app).state == "PENDING"
+
+
+@pytest.mark.parametrize("column", ["run_at", "created_at", "expires_at"])
+@pytest.mark.parametrize("value", ["infinity", "-infinity"])
+def test_an_infinite_job_time_is_refused_when_written(
+        db: psycopg.Connection[Any], column: str, value: str) -> None:
+    job_id = insert_raw(db, "default", "[]", "{}", "{}")
+    with pytest.raises(psycopg.errors.CheckViolation, match="jobs_times_finite"):
+        db.execute(f"UPDATE jobs SET {column} = %s WHERE id = %s", [value, job_id])
+
+
+def test_a_row_at_the_largest_attempt_is_claimed_and_ends(
+        app: App, db: psycopg.Connection[Any]) -> None:
+    @app.task(name="echo")
+    def echo(*args: Any) -> Any:
+        return list(args)
+
+    stuck = insert_raw(db, "default", "[1]", "{}", "{}")
+    db.execute("UPDATE jobs SET attempt = 2147483647, max_retries = 0 WHERE id = %s", [stuck])
+    good = [echo.delay(i).id for i in range(5)]
+    with running_worker(app):
+        wait_until(lambda: len(outcomes(db, [stuck, *good])) == 6, timeout=20,
+                   message="the maxed-out row and the good jobs to end")
+    ended = outcomes(db, [stuck, *good])
+    assert all(ended[job][0] == "SUCCESS" for job in good)
+    assert ended[stuck][0] in ("SUCCESS", "FAILURE")
