@@ -99,7 +99,8 @@ _warned: set[str] = set()
 
 
 def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
+    # Near names only: a typo, not a different setting that shares a prefix.
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.85)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
