@@ -153,10 +153,13 @@ class Worker:
         conf = self.app.conf
         queries = self.app.queries
         services: list[Any] = [
-            Heartbeat(queries, self.worker_id, self.holdings, self.lease),
+            Heartbeat(queries, self.worker_id, self.holdings, self.lease,
+                      liveness=float(conf.worker_lease_seconds)),
             Stager(queries, float(conf.stage_interval)),
             Rescuer(queries, float(conf.maintenance_interval)),
-            Pruner(queries, conf.seconds("result_expires"), worker_ttl=self.lease * 4),
+            # every worker's row is seen at least once per worker_lease_seconds (Heartbeat)
+            Pruner(queries, conf.seconds("result_expires"),
+                   worker_ttl=float(conf.worker_lease_seconds) * 4),
         ]
         if self.beat:
             from pgqueue.services.scheduler import Scheduler
