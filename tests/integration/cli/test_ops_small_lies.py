@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,6 +208,7 @@ def embedded_dir() -> Iterator[Path]:
     path.chmod(0o755)  # as root the server runs as its own user
     yield path
     embedded.destroy(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _demo(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
