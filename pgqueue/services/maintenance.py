@@ -36,14 +36,16 @@ class Service(Protocol):
     def run_once(self, db: Dedicated) -> float: ...
 
 
-def leader_services(app: App, worker_ttl: float) -> list[Any]:
+def leader_services(app: App) -> list[Any]:
     """What the leader runs, in every process that may become leader (a worker or
-    ``pgqueue beat``); ``worker_ttl``: how long a silent worker's row is kept."""
+    ``pgqueue beat``). Every worker's row is seen at least once per
+    ``worker_lease_seconds`` (its heartbeat), so a row silent for four of them is gone."""
     conf = app.conf
     return [
         Stager(app.queries, float(conf.stage_interval)),
         Rescuer(app.queries, float(conf.maintenance_interval)),
-        Pruner(app.queries, conf.seconds("result_expires"), worker_ttl=worker_ttl),
+        Pruner(app.queries, conf.seconds("result_expires"),
+               worker_ttl=float(conf.worker_lease_seconds) * 4),
         *optional_services(app),
     ]
 

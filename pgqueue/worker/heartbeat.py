@@ -8,17 +8,25 @@ from pgqueue.worker.holdings import Holdings
 
 
 class Heartbeat:
-    """Extends the lease of every job this worker holds, in one statement."""
+    """Extends the lease of every job this worker holds, in one statement, and marks the
+    worker's row seen.
+
+    It beats three times per ``lease``, and at least three times per ``liveness``: the
+    configured ``worker_lease_seconds``, within which ``pgqueue inspect workers`` expects to
+    have seen a live worker, even when this worker's own lease is longer (a time limit
+    lengthens it).
+    """
 
     name = "heartbeat"
     leader_only = False
 
     def __init__(self, queries: Queries, worker_id: str, holdings: Holdings,
-                 lease: float) -> None:
+                 lease: float, liveness: float | None = None) -> None:
         self.queries = queries
         self.worker_id = worker_id
         self.holdings = holdings
         self.lease = lease
+        self.interval = min(lease, liveness or lease) / 3
 
     def run_once(self, db: Dedicated) -> float:
         ids, attempts, _ = self.holdings.snapshot()
@@ -27,4 +35,4 @@ class Heartbeat:
                 "ids": ids, "attempts": attempts, "worker": self.worker_id,
                 "lease": self.lease})
         db.execute(self.queries["worker_heartbeat"], {"id": self.worker_id})
-        return self.lease / 3
+        return self.interval

@@ -162,8 +162,9 @@ class Worker:
 
     def _services(self) -> list[Any]:
         services: list[Any] = [
-            Heartbeat(self.app.queries, self.worker_id, self.holdings, self.lease),
-            *leader_services(self.app, worker_ttl=self.lease * 4),
+            Heartbeat(self.app.queries, self.worker_id, self.holdings, self.lease,
+                      liveness=float(self.app.conf.worker_lease_seconds)),
+            *leader_services(self.app),
         ]
         if self.beat:
             from pgqueue.services.scheduler import Scheduler

@@ -55,8 +55,8 @@ def test_demo_without_configuration_uses_the_embedded_server(embedded_dir: Path)
     assert "jobs finished" in run.stdout  # progress lines, since stdout is not a terminal
     assert "\x1b[" not in run.stdout
     assert "Traceback" not in run.stderr
-    dsn = embedded.url(embedded_dir)
-    assert dsn is not None and _demo_schemas(dsn) == set()  # left as it found it
+    assert not embedded.status(embedded_dir).running  # it stopped the server it started
+    assert _demo_schemas(embedded.ensure_server(embedded_dir)) == set()  # and left no schema
 
 
 def test_demo_on_a_terminal_redraws_its_lines(embedded_dir: Path) -> None:

@@ -7,6 +7,7 @@ parallel (pytest-xdist).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,10 @@ for path in (str(EXAMPLE), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-pytest.importorskip("django", reason="the Django example needs `pip install django`")
+NEEDS = "the Django example's tests need `pip install '.[dev]'` (or '.[django]')"
+pytest.importorskip("django", reason=NEEDS)
+if importlib.util.find_spec("django.tasks") is None:  # Django 5.2: the backport
+    pytest.importorskip("django_tasks", reason=NEEDS)
 
 from tests.pgserver import fresh_schema, test_database  # noqa: E402
 

@@ -17,7 +17,9 @@ for path in (str(EXAMPLE), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-pytest.importorskip("fastapi", reason="the FastAPI example needs `pip install fastapi`")
+# the example, its async SQLAlchemy (greenlet) and FastAPI's TestClient (httpx)
+for module in ("fastapi", "greenlet", "httpx"):
+    pytest.importorskip(module, reason="the FastAPI example's tests need `pip install '.[dev]'`")
 
 from tests.pgserver import fresh_schema, test_database  # noqa: E402
 

@@ -16,7 +16,8 @@ for path in (str(EXAMPLE), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-pytest.importorskip("flask", reason="the Flask example needs `pip install flask`")
+for module in ("flask", "flask_sqlalchemy"):
+    pytest.importorskip(module, reason="the Flask example's tests need `pip install '.[dev]'`")
 
 from tests.pgserver import fresh_schema, test_database  # noqa: E402
 

@@ -19,7 +19,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run"]
 
 sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the browser test needs `pip install playwright`")
+                               reason="the browser test needs `pip install '.[dev]'` (Playwright)")
 if not os.path.exists(CHROMIUM):
     pytest.skip("the browser test needs Debian's chromium: "
                 "apt-get install -y chromium chromium-driver", allow_module_level=True)

@@ -164,10 +164,10 @@ def test_inspect_queues_active_and_workers(app: App, pg_dsn: str, schema: str) -
     queues = pgqueue("inspect", "queues", "--json", dsn=pg_dsn, schema=schema)
     assert queues.returncode == 0, queues.stderr
     found = {(r["queue"], r["state"], r["jobs"]) for r in json.loads(queues.stdout)}
-    assert found == {("q1", "queued", "3"), ("q2", "scheduled", "1")}
+    assert found == {("q1", "queued", 3), ("q2", "scheduled", 1)}
     table = pgqueue("inspect", dsn=pg_dsn, schema=schema)
     assert table.returncode == 0
-    assert table.stdout.splitlines()[0].split() == ["queue", "state", "jobs", "oldest", "run_at"]
+    assert table.stdout.splitlines()[0].split() == ["queue", "state", "jobs", "oldest_run_at"]
 
     with running_worker(app, queues=["nothing-here"]) as worker:
         workers = pgqueue("inspect", "workers", "--json", dsn=pg_dsn, schema=schema)

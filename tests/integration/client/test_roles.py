@@ -237,7 +237,8 @@ def test_migrate_of_a_schema_without_create_on_it_says_which_grant(
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(
             sql.Identifier(new_schema), sql.Identifier(user_of(dsn))))
-    assert [m.version for m in migrations.migrate(dsn, new_schema)] == [1, 2]
+    assert [m.version for m in migrations.migrate(dsn, new_schema)] == [
+        m.version for m in migrations.available()]
 
 
 def test_migrate_roles_prints_sql_that_an_administrator_can_apply(

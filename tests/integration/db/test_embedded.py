@@ -1,4 +1,4 @@
-"""The embedded server of ``pgqueue[embedded]``: start, reuse, share, clean up, stop, destroy.
+"""The embedded server of ``pgqueue-tasks[embedded]``: start, reuse, share, clean up, stop, destroy.
 
 Each test works on a server of its own in a temporary directory (``PGQUEUE_EMBEDDED_DIR``),
 never on the user's.
@@ -180,7 +180,7 @@ def test_without_the_extra_the_message_names_both_ways_forward(
         resolve_dsn(None)
 
     message = str(error.value)
-    assert "PGQUEUE_DSN" in message and "pgqueue[embedded]" in message
+    assert "PGQUEUE_DSN" in message and "pgqueue-tasks[embedded]" in message
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="root only")

