@@ -27,13 +27,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.acceptance.procs import pgqueue_command
 from tests.conftest import wait_until
-
-from .procs import pgqueue_command
 
 pytestmark = pytest.mark.acceptance
 
-APPS = Path(__file__).resolve().parent / "beat_apps"
+APPS = Path(__file__).resolve().parents[1] / "beat_apps"
 TTL = 3.0
 SOAK_SECONDS = float(os.environ.get("PGQUEUE_BEAT_SOAK_SECONDS", "0"))
 # A new leader after a SIGKILL: the lease runs out (TTL) and a follower notices at its

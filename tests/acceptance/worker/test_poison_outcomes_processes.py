@@ -14,9 +14,8 @@ import pytest
 from psycopg import sql
 
 from pgqueue import App
+from tests.acceptance.procs import WorkerProcess, workers
 from tests.poison_tasks import POISON, executions_by_job
-
-from .procs import WorkerProcess, workers
 
 pytestmark = pytest.mark.acceptance
 

@@ -19,9 +19,8 @@ from psycopg import sql
 
 from pgqueue import App
 from pgqueue.db import migrations
+from tests.acceptance.procs import PrivateCluster, WorkerProcess, workers
 from tests.conftest import wait_until
-
-from .procs import PrivateCluster, WorkerProcess, workers
 
 pytestmark = pytest.mark.acceptance
 

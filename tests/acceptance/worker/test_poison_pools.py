@@ -20,9 +20,8 @@ from psycopg import sql
 
 from pgqueue import App
 from tests import hostile_tasks as poison
+from tests.acceptance.procs import WorkerProcess, workers
 from tests.conftest import wait_until
-
-from .procs import WorkerProcess, workers
 
 pytestmark = pytest.mark.acceptance
 

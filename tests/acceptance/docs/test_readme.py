@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.acceptance.procs import pgqueue_command
 from tests.pgserver import drop_schema
-
-from .procs import pgqueue_command
 
 pytestmark = pytest.mark.acceptance
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def _blocks(language: str) -> list[str]:

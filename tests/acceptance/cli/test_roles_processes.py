@@ -14,10 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.acceptance.procs import WorkerProcess, pgqueue_command, workers
 from tests.conftest import wait_until
 from tests.login_roles import login_roles, with_group_roles
-
-from .procs import WorkerProcess, pgqueue_command, workers
 
 pytestmark = pytest.mark.acceptance
 

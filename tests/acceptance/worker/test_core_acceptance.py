@@ -20,13 +20,12 @@ import pytest
 from psycopg import sql
 
 from pgqueue import App, AsyncResult, TaskRevokedError
+from tests.acceptance.procs import WorkerProcess, workers
 from tests.conftest import wait_until
-
-from .procs import WorkerProcess, workers
 
 pytestmark = pytest.mark.acceptance
 
-APPS = Path(__file__).resolve().parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 QUEUES = ("q1", "q2")
 PRIORITIES = (0, 5, 9)
 
