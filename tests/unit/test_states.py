@@ -10,11 +10,11 @@ from pgqueue.states import precedence, state
 
 
 def test_sets_are_celerys() -> None:
-    assert states.READY_STATES == {"SUCCESS", "FAILURE", "REVOKED"}
-    assert states.UNREADY_STATES == {"PENDING", "RECEIVED", "STARTED", "REJECTED", "RETRY"}
-    assert states.EXCEPTION_STATES == {"RETRY", "FAILURE", "REVOKED"}
-    assert states.PROPAGATE_STATES == {"FAILURE", "REVOKED"}
-    assert states.ALL_STATES == {"PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE",
+    assert set(states.READY_STATES) == {"SUCCESS", "FAILURE", "REVOKED"}
+    assert set(states.UNREADY_STATES) == {"PENDING", "RECEIVED", "STARTED", "REJECTED", "RETRY"}
+    assert set(states.EXCEPTION_STATES) == {"RETRY", "FAILURE", "REVOKED"}
+    assert set(states.PROPAGATE_STATES) == {"FAILURE", "REVOKED"}
+    assert set(states.ALL_STATES) == {"PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE",
                                  "RETRY", "REVOKED"}
     assert states.PROPAGATE_STATES <= states.EXCEPTION_STATES
     assert not states.READY_STATES & states.UNREADY_STATES
