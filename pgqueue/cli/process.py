@@ -40,7 +40,7 @@ def _running(pid: int) -> bool:
         return False  # a pid reused by this very process: the file is stale
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True  # alive, and someone else's

@@ -212,3 +212,38 @@ def test_an_unwritable_path_is_one_line(pg_dsn: str, tmp_path: Path, env: dict[s
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert run.stderr.strip() == f"Error: {option} {path}: No such file or directory"
+
+
+# -- the templates and the pidfile, directly ----------------------------------------------
+
+def test_node_name_templates_expand_as_celerys() -> None:
+    from pgqueue.cli.process import host_format, node_format
+
+    host = hostname()
+    assert host_format("w1@%h") == f"w1@{host}"
+    assert host_format("w1@%n") == f"w1@{host.partition('.')[0]}"
+    assert host_format("100%%-%x%") == "100%-%x%"  # %% is a %, unknown and lone % stay
+    node = "w1@box.example.com"
+    assert node_format("/run/%n.pid", node) == "/run/w1.pid"
+    assert node_format("%p|%h|%d|%i|%I", node) == f"{node}|box.example.com|example.com|0|"
+    assert node_format("%n.log", "box") == "box.log"  # a node name without @
+
+
+@pytest.mark.parametrize("content", ["not a pid\n", "", "-5", "99999999999999999999"])
+def test_a_pidfile_with_garbage_is_stale_and_replaced(tmp_path: Path, content: str) -> None:
+    from pgqueue.cli.process import pidfile
+
+    path = tmp_path / "w.pid"
+    path.write_text(content)
+    with pidfile(str(path)):
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert not path.exists()
+
+
+def test_a_pidfile_taken_over_by_another_process_is_left_to_it(tmp_path: Path) -> None:
+    from pgqueue.cli.process import pidfile
+
+    path = tmp_path / "w.pid"
+    with pidfile(str(path)):
+        path.write_text("12345\n")  # e.g. a second worker started after a stale check
+    assert path.read_text() == "12345\n"
