@@ -38,8 +38,9 @@ def prepare_annotations(setting: Any) -> list[Any]:
     items = list(setting) if isinstance(setting, (list, tuple)) else [setting]
     prepared = []
     for item in items:
-        if isinstance(item, str):
-            item = import_object(item)()
+        if isinstance(item, str):  # Celery's dotted path to a class to instantiate
+            found = import_object(item)
+            item = found() if isinstance(found, type) else found
         if isinstance(item, Mapping):
             for name, options in item.items():
                 check(options, f"task_annotations[{name!r}]")
@@ -112,11 +113,11 @@ def annotate(task: Task, annotations: list[Any]) -> None:
     first = next((found for a in annotations if (found := _for_task(a, task)) is not None),
                  None)
     anything = next((a["*"] for a in annotations if isinstance(a, dict) and "*" in a), None)
+    checked = [check(options, f"task_annotations for {task.name}")
+               for options in (first, anything) if options is not None]
     originals: dict[str, Any] = {}
-    for options in (first, anything):
-        if options is None:
-            continue
-        for key, value in check(options, f"task_annotations for {task.name}").items():
+    for options in checked:
+        for key, value in options.items():
             if key in _IGNORED:
                 normalise_key(_IGNORED[key])  # warns once, as the setting does
             originals.setdefault(key, task.__dict__.get(key, _MISSING))
