@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -13,6 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import db
+from pgqueue.annotations import annotate, prepare_annotations
 from pgqueue.client.producer import build_rows, insert_jobs
 from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
 from pgqueue.db import roles
@@ -65,7 +67,12 @@ class App:
         **settings: Any,
     ) -> None:
         self.main = main
+        self.tasks: dict[str, BaseTask] = {}
+        self._annotations: list[Any] = []
         self.conf = Settings()
+        self.conf.hooks["task_annotations"] = self._set_annotations
+        for setting in ("imports", "include"):
+            self.conf.hooks[setting] = functools.partial(_names, setting=setting)
         if config_source is not None:
             self.config_from_object(config_source)
         for url in (backend, broker, dsn):  # the most specific wins
@@ -79,7 +86,6 @@ class App:
         if task_cls is not None:
             self.Task = task_cls  # type: ignore[assignment]
         self.include = list(include or ())
-        self.tasks: dict[str, BaseTask] = {}
         self.on_after_configure = Signal("on_after_configure")
         self.on_after_finalize = Signal("on_after_finalize")
         self._configured = False
@@ -118,6 +124,18 @@ class App:
             if not silent:
                 raise
 
+    def _set_annotations(self, setting: Any) -> None:
+        """Apply ``task_annotations`` to every task, or leave all as they were."""
+        before, self._annotations = self._annotations, prepare_annotations(setting)
+        try:
+            for task in self.tasks.values():
+                annotate(task, self._annotations)
+        except Exception:
+            self._annotations = before
+            for task in self.tasks.values():
+                annotate(task, before)
+            raise
+
     def config_from_envvar(self, variable_name: str, silent: bool = False) -> None:
         module = os.environ.get(variable_name)
         if not module:
@@ -142,12 +160,15 @@ class App:
         return self._queries
 
     def finalize(self) -> None:
-        """Import ``include`` modules and fire ``on_after_configure`` once."""
+        """Import the modules of ``include=`` and of the ``imports``/``include`` settings,
+        and fire ``on_after_configure`` once."""
         with self._lock:
             if self._configured:
                 return
             self._configured = True
-        for module in self.include:
+        conf = self.conf
+        for module in [*self.include, *_names(conf.imports, "imports"),
+                       *_names(conf.include, "include")]:
             import_object(module)
         self.on_after_configure.send(sender=self)
         self.on_after_finalize.send(sender=self)
@@ -190,6 +211,7 @@ class App:
         if name in self.tasks and getattr(self.tasks[name], "__wrapped__", None) is fun:
             return self.tasks[name]
         task = make_task_class(self, fun, options, name)()
+        annotate(task, self._annotations)
         self.tasks[name] = task
         return task
 
@@ -203,6 +225,7 @@ class App:
         if not task.name:
             task.name = self.gen_task_name(type(task).__name__, type(task).__module__)
         task.app = self
+        annotate(task, self._annotations)
         self.tasks[task.name] = task
         return task
 
@@ -392,6 +415,15 @@ class App:
 
 
 Celery = App
+
+
+def _names(value: Any, setting: str) -> list[str]:
+    """The module names of the ``imports``/``include`` settings (a name or a list)."""
+    names = [value] if isinstance(value, str) else list(value) \
+        if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    if not all(isinstance(name, str) and name for name in names):
+        raise ConfigurationError(f"setting {setting!r} must list module names, got {value!r}")
+    return names
 
 
 def shared_task(*args: Any, **options: Any) -> Any:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
+import inspect
 import os
 import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import timedelta
+from types import ModuleType
 from typing import Any
 
 from pgqueue import limits
@@ -24,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "task_default_max_retries": 3,
     "task_default_retry_delay": 180,
     "task_routes": None,
+    "task_annotations": None,
+    "imports": (),
+    "include": (),
     "task_serializer": "json",
     "result_serializer": "json",
     "accept_content": ["json"],
@@ -101,8 +107,26 @@ ALIASES: dict[str, str] = {
 
 UNSUPPORTED: dict[str, str] = {
     "task_default_rate_limit": "rate limits are not implemented yet",
-    "task_annotations": "task annotations are not supported; set options on @app.task",
 }
+
+# Celery's old uppercase names that its prefix rules below do not derive
+# (the "New lowercase settings" table of Celery's configuration docs).
+OLD_NAMES: dict[str, str] = {
+    "CELERYD_TIME_LIMIT": "task_time_limit",
+    "CELERYD_TASK_TIME_LIMIT": "task_time_limit",
+    "CELERYD_SOFT_TIME_LIMIT": "task_soft_time_limit",
+    "CELERYD_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
+    "CELERY_SEND_EVENTS": "worker_send_task_events",
+    "CELERY_RESULT_DBURI": "result_backend",
+    "CELERY_MESSAGE_COMPRESSION": "result_compression",
+    "CELERY_MAX_CACHED_RESULTS": "result_cache_max",
+    "CELERY_DISABLE_RATE_LIMITS": "worker_disable_rate_limits",
+    "CELERY_ENABLE_REMOTE_CONTROL": "worker_enable_remote_control",
+    "CELERY_RESULT_ENGINE_OPTIONS": "database_engine_options",
+}
+# Old prefix -> the new prefixes it became, tried in order (CELERY_ROUTES is task_routes).
+_OLD_PREFIXES = (("celeryd_", ("worker_", "task_")), ("celerybeat_", ("beat_",)),
+                 ("celery_", ("", "task_")), ("broker_", ("broker_",)))
 
 _warned: set[str] = set()
 
@@ -155,54 +179,92 @@ _CHECKED: dict[str, Any] = {
 _NONE_MEANS_NO_LIMIT = {"task_default_max_retries", "task_time_limit", "task_soft_time_limit"}
 
 
+def known_names() -> list[str]:
+    return [*DEFAULTS, *ALIASES, *CELERY_IGNORED, *UNSUPPORTED]
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     # Near names only: a typo, not a different setting that shares a prefix.
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.85)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def celery_name(key: str) -> str | None:
+    """The lowercase setting an uppercase key names (``CELERY_TASK_SERIALIZER``,
+    ``CELERYD_CONCURRENCY``, ``BROKER_URL``), or None when the key is not Celery's (a
+    Flask or Django key such as ``DEBUG``)."""
+    if key in OLD_NAMES:
+        return OLD_NAMES[key]
+    lower, known = key.lower(), known_names()
+    if lower in known:
+        return lower
+    for old, new_prefixes in _OLD_PREFIXES:
+        if lower.startswith(old):
+            candidates = [new + lower[len(old):] for new in new_prefixes]
+            return next((c for c in candidates if c in known), candidates[0])
+    return None
+
+
 def normalise_key(key: str) -> str | None:
-    """Map a setting name to its pgqueue key, or None when it is accepted but ignored."""
-    key = key.lower()
-    if key in UNSUPPORTED:
-        raise ConfigurationError(f"setting {key!r} is not supported: {UNSUPPORTED[key]}")
-    if key in ALIASES:
-        return ALIASES[key]
-    if key in CELERY_IGNORED:
-        if key not in _warned:
-            _warned.add(key)
+    """Map a setting name to its pgqueue key; None when it is accepted but ignored. A key
+    that is not lowercase and not Celery's (a Flask app's ``SECRET_KEY``) comes back as is:
+    it is kept, readable, and means nothing to pgqueue, as in Celery."""
+    if not key.isidentifier():
+        raise ConfigurationError(f"unknown setting {key!r}: a setting name is an identifier")
+    name = key if key.islower() else celery_name(key)
+    if name is None:
+        return key
+    was = "" if name == key.lower() else f" (read as {name!r})"
+    if name in UNSUPPORTED:
+        raise ConfigurationError(f"setting {key!r}{was} is not supported: {UNSUPPORTED[name]}")
+    if name in ALIASES:
+        return ALIASES[name]
+    if name in CELERY_IGNORED:
+        if name not in _warned:
+            _warned.add(name)
             warnings.warn(
-                f"pgqueue ignores the Celery setting {key!r}: {CELERY_IGNORED[key]}",
+                f"pgqueue ignores the Celery setting {name!r}: {CELERY_IGNORED[name]}",
                 stacklevel=4,
             )
         return None
-    if key not in DEFAULTS:
+    if name not in DEFAULTS:
         raise ConfigurationError(
-            f"unknown setting {key!r}{_suggest(key, list(DEFAULTS) + list(ALIASES))}"
-        )
-    return key
+            f"unknown setting {key!r}{was}{_suggest(name, known_names())}")
+    return name
 
 
 class Settings(MutableMapping[str, Any]):
-    """``app.conf``: a mapping with attribute access that refuses unknown names."""
+    """``app.conf``: a mapping with attribute access that refuses unknown lowercase names
+    and keeps a framework's own keys (``DEBUG``, ``SECRET_KEY``) without reading them."""
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         object.__setattr__(self, "_data", dict(DEFAULTS))
         object.__setattr__(self, "changed", set())
         # Bumped by every write, so that values derived from settings can be cached.
         object.__setattr__(self, "generation", 0)
+        # Setting name -> a check that also applies a new value (see App); may raise.
+        object.__setattr__(self, "hooks", {})
         if values:
             self.update(values)
 
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self._data[key.lower()]
-        except KeyError:
-            raise KeyError(f"unknown setting {key!r}{_suggest(key, list(DEFAULTS))}") from None
+        if key in self._data:
+            return self._data[key]
+        if isinstance(key, str):
+            name = key if key.islower() else celery_name(key)
+            name = ALIASES.get(name, name) if name else None
+            if name in DEFAULTS:
+                return self._data[name]
+        raise KeyError(f"unknown setting {key!r}{_suggest(str(key), list(DEFAULTS))}")
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise ConfigurationError(f"setting names are strings, not {key!r}")
         name = normalise_key(key)
         if name is None:
+            return
+        if name not in DEFAULTS:  # a framework's own key, kept as Celery keeps it
+            self._data[name] = value
             return
         if name == "dsn" and value is not None:
             value = validate_dsn(str(value))
@@ -215,12 +277,18 @@ class Settings(MutableMapping[str, Any]):
                 _CHECKED[name](f"setting {name!r}", value)
             except (TypeError, ValueError) as error:
                 raise ConfigurationError(str(error)) from None
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook(value)
         self._data[name] = value
         self.changed.add(name)
         object.__setattr__(self, "generation", self.generation + 1)
 
     def __delitem__(self, key: str) -> None:
-        self._data[key] = DEFAULTS[key]
+        if key in DEFAULTS:
+            self._data[key] = DEFAULTS[key]
+        else:
+            del self._data[key]
         object.__setattr__(self, "generation", self.generation + 1)
 
     def __iter__(self) -> Iterator[str]:
@@ -248,25 +316,35 @@ class Settings(MutableMapping[str, Any]):
         return float(value)
 
 
+_UNREADABLE = object()  # a name dir() lists that getattr refuses (Django's settings)
+
+
 def load_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
-    """Settings from a module, class, dict or dotted path, Celery's ``config_from_object``."""
+    """Settings from a module, class, dict or dotted path, Celery's ``config_from_object``.
+
+    A config module's imports, modules, classes and functions (``from datetime import
+    timedelta``, ``import os``) are not settings and are skipped unless named like one."""
     if isinstance(obj, str):
         from pgqueue.utils import import_object
 
         obj = import_object(obj)
-    items = obj.items() if isinstance(obj, Mapping) else ((k, getattr(obj, k)) for k in dir(obj))
+    items = obj.items() if isinstance(obj, Mapping) else \
+        ((k, getattr(obj, k, _UNREADABLE)) for k in dir(obj))
+    imported = _imported_names(obj) if isinstance(obj, ModuleType) else set()
     prefix = f"{namespace}_" if namespace else ""
     found: dict[str, Any] = {}
     for key, value in items:
-        if key.startswith("_"):
+        if not isinstance(key, str) or key.startswith("_") or value is _UNREADABLE:
             continue
         if prefix:
             if not key.startswith(prefix):
                 continue
-            key = key[len(prefix) :]
-        elif not key.islower():
-            continue  # a module's constants and classes are not settings
-        found[key.lower()] = value
+            key = key[len(prefix) :].lower()
+        is_code = isinstance(value, (ModuleType, type, property)) or inspect.isroutine(value) \
+            or isinstance(getattr(type(obj), key, None), property)  # Django's LazySettings
+        if (key in imported or is_code) and not _names_a_setting(key):
+            continue
+        found[key] = value
     return found
 
 
@@ -280,23 +358,41 @@ def validate_byte_limit(name: str, value: Any) -> int:
     return value
 
 
-_SCHEMES = ("postgresql://", "postgres://")
+
+def _names_a_setting(key: str) -> bool:
+    return (key if key.islower() else celery_name(key)) in known_names()
+
+
+def _imported_names(module: ModuleType) -> set[str]:
+    """The names a module's own ``import`` statements bind."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    return {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
 
 
 def validate_dsn(dsn: str) -> str:
-    """Accept a Postgres URL or libpq key=value string; refuse other brokers clearly."""
+    """Accept a Postgres URL or libpq key=value string; refuse other brokers clearly.
+
+    Celery's and SQLAlchemy's spellings of a Postgres URL (``sqla+postgresql://``,
+    ``db+postgresql+psycopg2://``, ``postgresql+psycopg://``) name the same database: the
+    prefix picks a Celery transport and the suffix a Python driver, neither used here."""
     text = dsn.strip()
     if "://" in text:
-        scheme = text.split("://", 1)[0].lower()
-        if scheme in ("postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg"):
-            return "postgresql://" + text.split("://", 1)[1]  # SQLAlchemy-style URL
-        if not text.lower().startswith(_SCHEMES):
+        scheme, rest = text.split("://", 1)
+        parts = scheme.lower().split("+")
+        if parts[0] in ("sqla", "db"):
+            parts.pop(0)
+        if not (parts and parts[0] in ("postgresql", "postgres") and len(parts) <= 2):
             raise ConfigurationError(
                 f"{scheme}:// URLs are not supported: pgqueue's broker and result store is "
                 "PostgreSQL. Point the URL at your database, e.g. "
                 "postgresql://user:password@host:5432/dbname"
             )
-    elif "=" not in text:
+        return text if scheme.lower() in ("postgresql", "postgres") else f"postgresql://{rest}"
+    if "=" not in text:
         from pgqueue.db.connection import redact_dsn
 
         raise ConfigurationError(

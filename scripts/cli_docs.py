@@ -17,8 +17,9 @@ Every `pgqueue` command and option, as `--help` prints them. This page is genera
 Common to most commands: `-A/--app` names your App (`proj.tasks`, `proj.tasks:app`, or a
 package holding `app`), `--dsn` the database (default: the app's setting, then
 `$PGQUEUE_DSN`, then `$DATABASE_URL`), `--schema` the schema (default `pgqueue`, or
-`$PGQUEUE_SCHEMA`). Errors print one line starting with `Error:` and exit with status 1;
-`-l DEBUG` adds the traceback.
+`$PGQUEUE_SCHEMA`). Each may come before the command too, in Celery's order
+(`pgqueue -A proj worker -l info`). Errors print one line starting with `Error:` and exit
+with status 1; `-l DEBUG` adds the traceback.
 """
 
 
@@ -38,7 +39,7 @@ def _commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]
 
 def render() -> str:
     parts = [INTRO]
-    for path, command in _commands(main, "pgqueue"):
+    for path, command in [("pgqueue", main), *_commands(main, "pgqueue")]:
         ctx = click.Context(command, info_name=path, terminal_width=88, max_content_width=88)
         parts.append(f"\n## `{path}`\n\n```text\n{command.get_help(ctx).rstrip()}\n```\n")
     return "".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -11,15 +12,16 @@ from typing import Any
 
 import click
 import psycopg
+from click.core import ParameterSource
 
 from pgqueue import __version__
 from pgqueue.app import App
 from pgqueue.config import resolve_dsn
 from pgqueue.db import migrations, roles
 from pgqueue.exceptions import ConfigurationError, PgQueueError
-from pgqueue.utils import import_object
+from pgqueue.utils import hostname, import_object
 
-LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL"]
 _debug = False
 
 
@@ -54,26 +56,43 @@ def make_app(app_path: str | None, dsn: str | None, schema: str | None) -> App:
     return app
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, logfile: str | None = None) -> None:
     global _debug
     _debug = level.upper() == "DEBUG"
-    logging.basicConfig(
-        level=level.upper(),
-        format="[%(asctime)s: %(levelname)s/%(threadName)s] %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        logging.basicConfig(
+            level=level.upper(),
+            format="[%(asctime)s: %(levelname)s/%(threadName)s] %(message)s",
+            **({"filename": logfile} if logfile else {"stream": sys.stderr}),
+        )
+    except OSError as error:
+        raise ConfigurationError(f"--logfile {logfile}: {error.strerror}") from None
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
 
 
+def _inherit(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """An option given before the command (``pgqueue -A proj worker``, Celery's order)
+    counts as given after it; given in both places, it must say the same."""
+    before = ctx.find_root().params.get(param.name or "")
+    if before is None:
+        return value
+    if ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE:
+        if value != before:
+            raise ConfigurationError(f"{param.opts[-1]} is given twice, before the command "
+                                     f"({before}) and after it ({value})")
+        return value
+    return before
+
+
 app_option = click.option(
-    "-A", "--app", "app_path", metavar="MODULE[:ATTR]",
+    "-A", "--app", "app_path", metavar="MODULE[:ATTR]", callback=_inherit,
     help="Where your App is: 'proj.tasks', 'proj.tasks:app' or 'proj' (finds proj.app).")
 dsn_option = click.option(
-    "--dsn", envvar="PGQUEUE_DSN", metavar="URL",
+    "--dsn", envvar="PGQUEUE_DSN", metavar="URL", callback=_inherit,
     help="PostgreSQL URL. Default: the app's setting, then $PGQUEUE_DSN, then $DATABASE_URL, "
          "then the embedded server when the embedded extra is installed.")
 schema_option = click.option(
-    "--schema", envvar="PGQUEUE_SCHEMA", metavar="NAME",
+    "--schema", envvar="PGQUEUE_SCHEMA", metavar="NAME", callback=_inherit,
     help="Schema holding pgqueue's tables. Default: the app's setting, $PGQUEUE_SCHEMA or "
          "'pgqueue'.")
 
@@ -97,13 +116,34 @@ class Group(click.Group):
             sys.exit(1)
 
 
+def _takes(command: click.Command, name: str) -> bool:
+    if isinstance(command, click.Group):
+        return all(_takes(sub, name) for sub in command.commands.values())
+    return any(param.name == name for param in command.params)
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pgqueue")
-def main() -> None:
+@click.option("-A", "--app", "app_path", metavar="MODULE[:ATTR]",
+              help="Your App, for the command that follows (Celery's `celery -A proj "
+                   "worker`); the same as -A after the command.")
+@click.option("-b", "--broker", "--dsn", "dsn", metavar="URL",
+              help="PostgreSQL URL, for the command that follows; the same as --dsn after it.")
+@click.option("--schema", metavar="NAME",
+              help="Schema of pgqueue's tables, for the command that follows.")
+@click.pass_context
+def main(ctx: click.Context, app_path: str | None, dsn: str | None,
+         schema: str | None) -> None:
     """pgqueue: background tasks on PostgreSQL, with Celery's API.
 
     Run `pgqueue migrate` once, then `pgqueue worker -A yourapp.tasks`.
     """
+    command = main.get_command(ctx, ctx.invoked_subcommand or "")
+    for name, option, value in (("app_path", "-A", app_path), ("dsn", "--dsn", dsn),
+                                ("schema", "--schema", schema)):
+        if value is not None and command is not None and not _takes(command, name):
+            raise ConfigurationError(f"pgqueue {ctx.invoked_subcommand} does not take "
+                                     f"{option}; leave it out")
 
 
 @main.command()
@@ -161,18 +201,38 @@ def _queues(value: str | None) -> list[str] | None:
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
               help="Jobs run at once. Default: worker_concurrency, else 32 threads (8 per "
                    "CPU above 4 CPUs), one process per CPU, or 100 coroutines.")
-@click.option("-P", "--pool", type=click.Choice(["threads", "processes", "solo", "asyncio"]),
-              help="threads (default): a thread per slot, for I/O-bound tasks; processes: a "
-                   "forked child per slot, for CPU-bound tasks and hard time limits; solo: "
-                   "jobs run one by one in the main thread; asyncio: async def tasks as "
-                   "coroutines on one event loop.")
+@click.option("-P", "--pool", metavar="[threads|processes|solo|asyncio]",
+              help="threads (default): a thread per slot, for I/O-bound tasks; processes "
+                   "(or Celery's prefork): a forked child per slot, for CPU-bound tasks and "
+                   "hard time limits; solo: jobs run one by one in the main thread; asyncio: "
+                   "async def tasks as coroutines on one event loop. gevent and eventlet "
+                   "are refused: use asyncio or threads.")
 @click.option("-Q", "--queues", metavar="A,B",
               help="Comma-separated queues to consume. Default: task_default_queue.")
 @click.option("-n", "--hostname", "name", metavar="NAME",
-              help="Node name shown in logs and the workers table. Default: pgqueue@host.")
+              help="Node name shown in logs and the workers table; %h is replaced by the "
+                   "host name, %n by its first label, %d by its domain (-n w1@%h). "
+                   "Default: pgqueue@host.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              help="Logging level; DEBUG also prints tracebacks of errors.")
+              help="Logging level, in any case (-l info); DEBUG also prints tracebacks of "
+                   "errors.")
+@click.option("--logfile", metavar="PATH",
+              help="Append the log to PATH instead of stderr; %n, %h, %p, %i and %I are "
+                   "expanded as in Celery (%n: the node name before the @).")
+@click.option("--pidfile", metavar="PATH",
+              help="Write the worker's pid to PATH and remove it on exit; refuses to start "
+                   "while the pid in an existing PATH runs. %n, %h, %p expand as in --logfile.")
+@click.option("--detach", is_flag=True,
+              help="Refused: pgqueue runs in the foreground; let systemd, supervisor or "
+                   "your container runtime keep it running.")
+@click.option("-E", "--task-events", is_flag=True,
+              help="Accepted and ignored, with a warning: pgqueue sends no events; the jobs "
+                   "and results tables are the event log (pgqueue inspect).")
+@click.option("-O", "optimization", type=click.Choice(["default", "fair"],
+                                                       case_sensitive=False),
+              help="Accepted: pgqueue always schedules fairly (a worker claims only as many "
+                   "jobs as it has free slots), which is what -O fair asks of Celery.")
 @click.option("-B", "--beat", is_flag=True,
               help="Also run the periodic-task scheduler (safe on many: each fire runs once).")
 @click.option("--lease", type=click.FloatRange(min=1), metavar="SECONDS",
@@ -190,28 +250,46 @@ def _queues(value: str | None) -> list[str] | None:
               help="Soft limit for tasks without their own: SoftTimeLimitExceeded is raised "
                    "inside the task, which may catch it to clean up.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
-              help="With -P processes: replace a child after it ran N jobs.")
+              help="With -P processes: replace a child after it ran N jobs. Refused with "
+                   "the other pools, which have no children to replace.")
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
               help="With -P processes: replace a child after a job leaves its peak resident "
-                   "memory above KIB kilobytes.")
+                   "memory above KIB kilobytes. Refused with the other pools.")
 def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrency: int | None,
-           pool: str | None, queues: str | None, name: str | None, loglevel: str, beat: bool,
-           lease: float | None, poll_interval: float | None, shutdown_timeout: float | None,
+           pool: str | None, queues: str | None, name: str | None, loglevel: str,
+           logfile: str | None, pidfile: str | None, detach: bool, task_events: bool,
+           optimization: str | None, beat: bool, lease: float | None,
+           poll_interval: float | None, shutdown_timeout: float | None,
            time_limit: float | None, soft_time_limit: float | None,
            max_tasks_per_child: int | None, max_memory_per_child: int | None) -> None:
     """Run a worker: claim jobs, run them, record their results."""
-    setup_logging(loglevel)
+    from pgqueue.cli import process
+
+    if detach:
+        raise ConfigurationError("--detach is not supported: run pgqueue worker in the "
+                                 "foreground under systemd, supervisor or your container "
+                                 "runtime, which restart it and keep its logs")
     if not app_path:
         raise ConfigurationError("pgqueue worker needs -A/--app: the module defining your "
                                  "tasks, e.g. -A proj.tasks")
+    name = process.host_format(name) if name else None
+    nodename = name or f"pgqueue@{hostname()}"
+    setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
+    if task_events:
+        logging.getLogger("pgqueue.worker").warning(
+            "-E: pgqueue sends no events; the jobs and results tables are the event log "
+            "(pgqueue inspect)")
     app = make_app(app_path, dsn, schema)
     from pgqueue.worker.worker import Worker
 
-    Worker(app, queues=_queues(queues), concurrency=concurrency, pool=pool, name=name,
-           lease=lease, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
-           beat=beat, time_limit=time_limit, soft_time_limit=soft_time_limit,
-           max_tasks_per_child=max_tasks_per_child,
-           max_memory_per_child=max_memory_per_child).run()
+    node = Worker(app, queues=_queues(queues), concurrency=concurrency, pool=pool, name=name,
+                  lease=lease, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
+                  beat=beat, time_limit=time_limit, soft_time_limit=soft_time_limit,
+                  max_tasks_per_child=max_tasks_per_child,
+                  max_memory_per_child=max_memory_per_child)
+    with process.pidfile(process.node_format(pidfile, nodename)) if pidfile \
+            else contextlib.nullcontext():
+        node.run()
 
 
 @main.command()

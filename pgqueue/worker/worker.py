@@ -24,7 +24,7 @@ from pgqueue.control import ControlInbox
 from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
-from pgqueue.exceptions import MalformedJob
+from pgqueue.exceptions import ConfigurationError, MalformedJob
 from pgqueue.services.maintenance import Maintenance, leader_services
 from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
@@ -43,6 +43,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pgqueue.worker")
 
 POOLS = ("threads", "processes", "solo", "asyncio")
+# Celery's pool names: one is ours under another name, two have an alternative here.
+POOL_ALIASES = {"prefork": "processes"}
+POOLS_REFUSED = {
+    "gevent": "use -P asyncio for async def tasks, or -P threads for blocking I/O",
+    "eventlet": "use -P asyncio for async def tasks, or -P threads for blocking I/O",
+}
+
+
+def pool_name(name: str) -> str:
+    """The pool ``name`` means (Celery's ``prefork`` is ``processes``); refuses the rest."""
+    name = POOL_ALIASES.get(name.lower(), name.lower())
+    if name in POOLS_REFUSED:
+        raise ConfigurationError(f"pool {name!r} is not supported: {POOLS_REFUSED[name]}")
+    if name not in POOLS:
+        raise ConfigurationError(
+            f"unknown pool {name!r}; choose one of {', '.join(POOLS)} (or prefork)")
+    return name
 
 
 def default_concurrency(pool: str) -> int:
@@ -81,9 +98,7 @@ class Worker:
         conf = app.conf
         self.app = app
         self.queues = [limits.name("queue", q) for q in queues or [conf.task_default_queue]]
-        self.pool_name = pool or conf.worker_pool
-        if self.pool_name not in POOLS:
-            raise ValueError(f"unknown pool {self.pool_name!r}; choose one of {', '.join(POOLS)}")
+        self.pool_name = pool_name(str(conf.worker_pool if pool is None else pool))
         self.concurrency = 1 if self.pool_name == "solo" else int(
             concurrency or conf.worker_concurrency or default_concurrency(self.pool_name))
         if self.concurrency < 1:
@@ -110,6 +125,12 @@ class Worker:
             self.lease = max(self.lease, float(self.time_limit) + 5)
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
+        recycle = ("max_tasks_per_child" if self.max_tasks_per_child else
+                   "max_memory_per_child" if self.max_memory_per_child else None)
+        if recycle and self.pool_name != "processes":
+            raise ConfigurationError(
+                f"{recycle} needs -P processes: only -P processes recycles children (this "
+                f"worker's pool is {self.pool_name})")
 
         self.holdings = Holdings()
         self.cursors = ClaimCursors(self.queues, rescan_interval=self.poll_interval)
