@@ -173,6 +173,7 @@ EXPECTED_CHECKS = {
     ("jobs", "CHECK ((isfinite(run_at) AND isfinite(created_at) AND ((expires_at IS NULL) "
              "OR isfinite(expires_at)) AND ((started_at IS NULL) OR isfinite(started_at)) "
              "AND ((lease_expires_at IS NULL) OR isfinite(lease_expires_at))))"),
+    ("jobs", "CHECK ((attempt >= 0))"),
     ("results", "CHECK ((state = ANY (ARRAY['SUCCESS'::text, 'FAILURE'::text, "
                 "'REVOKED'::text])))"),
     ("schedules", "CHECK (((cron IS NULL) <> (every IS NULL)))"),

@@ -160,6 +160,12 @@ def test_an_infinite_job_time_is_refused_when_written(
         db.execute(f"UPDATE jobs SET {column} = %s WHERE id = %s", [value, job_id])
 
 
+def test_a_negative_attempt_is_refused_when_written(db: psycopg.Connection[Any]) -> None:
+    job_id = insert_raw(db, "default", "[]", "{}", "{}")
+    with pytest.raises(psycopg.errors.CheckViolation, match="jobs_attempt_not_negative"):
+        db.execute("UPDATE jobs SET attempt = -5 WHERE id = %s", [job_id])
+
+
 def test_a_row_at_the_largest_attempt_is_claimed_and_ends(
         app: App, db: psycopg.Connection[Any]) -> None:
     @app.task(name="echo")
