@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import db
+from pgqueue import db, signals
 from pgqueue.client.producer import build_rows, insert_jobs
 from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
 from pgqueue.db import roles
@@ -147,6 +147,7 @@ class App:
             if self._configured:
                 return
             self._configured = True
+        signals.import_modules.send(sender=self)
         for module in self.include:
             import_object(module)
         self.on_after_configure.send(sender=self)

@@ -14,6 +14,7 @@ import psycopg
 
 from pgqueue import __version__
 from pgqueue.app import App
+from pgqueue.cli import logs
 from pgqueue.config import resolve_dsn
 from pgqueue.db import migrations, roles
 from pgqueue.exceptions import ConfigurationError, PgQueueError
@@ -205,6 +206,7 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
         raise ConfigurationError("pgqueue worker needs -A/--app: the module defining your "
                                  "tasks, e.g. -A proj.tasks")
     app = make_app(app_path, dsn, schema)
+    logs.hand_over(loglevel)
     from pgqueue.worker.worker import Worker
 
     Worker(app, queues=_queues(queues), concurrency=concurrency, pool=pool, name=name,
