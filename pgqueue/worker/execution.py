@@ -8,6 +8,7 @@ import logging
 import reprlib
 import time
 import traceback as tb
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -228,9 +229,18 @@ async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str
 
 def is_async(task: Task) -> bool:
     """Whether the task runs as a coroutine: ``async def run``, or an ``async def
-    __call__`` around a plain one."""
-    return (inspect.iscoroutinefunction(task.run)
-            or inspect.iscoroutinefunction(type(task).__call__))
+    __call__`` around a plain one (known per class: asking costs microseconds a job)."""
+    cls = type(task)
+    found = _async_classes.get(cls)
+    if found is None:
+        found = (inspect.iscoroutinefunction(task.run)
+                 or inspect.iscoroutinefunction(cls.__call__))
+        if "run" not in vars(task):  # an instance's own run() is asked about each time
+            _async_classes[cls] = found
+    return found
+
+
+_async_classes: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 #: Interruptions a pool sends into a running job; it makes them the outcome itself.
