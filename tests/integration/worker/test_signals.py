@@ -132,13 +132,17 @@ def test_a_tracer_and_an_error_tracker_see_every_task_as_in_celery(
         with pytest.raises(ValueError):
             bad.get(timeout=20)
 
-    assert record.kinds(id=ok.id) == ["before_task_publish", "after_task_publish",
-                                      "task_prerun", "task_success", "task_postrun"]
-    assert record.kinds(id=bad.id) == ["before_task_publish", "after_task_publish",
-                                       "task_prerun", "task_failure", "task_postrun"]
-    assert record.kinds(id=again.id) == [
-        "before_task_publish", "after_task_publish", "task_prerun", "task_retry",
-        "task_postrun", "task_prerun", "task_success", "task_postrun"]
+    def ran(job_id: str) -> list[str]:
+        """The worker's signals (the producer's after_task_publish may come after the
+        worker's first ones: the job can start before the INSERT returns)."""
+        kinds = record.kinds(id=job_id)
+        assert kinds[0] == "before_task_publish" and kinds.count("after_task_publish") == 1
+        return [k for k in kinds if "publish" not in k]
+
+    assert ran(ok.id) == ["task_prerun", "task_success", "task_postrun"]
+    assert ran(bad.id) == ["task_prerun", "task_failure", "task_postrun"]
+    assert ran(again.id) == ["task_prerun", "task_retry", "task_postrun", "task_prerun",
+                             "task_success", "task_postrun"]
 
     [published] = record.events(id=ok.id, kind="before_task_publish")
     assert published["sender"] == published["task"] == "sig.add"
@@ -196,7 +200,7 @@ def test_a_receiver_connected_to_one_task_hears_only_that_task(
         with pytest.raises(ValueError):
             fails.delay("x").get(timeout=20)
     assert by_name == [ok.id]
-    assert by_object == [f"published {ok.id}", ok.id]
+    assert sorted(by_object) == [ok.id, f"published {ok.id}"]  # either may come first
 
 
 # -- hostile receivers ----------------------------------------------------------------------
