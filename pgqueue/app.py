@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import db
+from pgqueue import db, signals
 from pgqueue.annotations import annotate, prepare_annotations
 from pgqueue.client.producer import build_rows, insert_jobs
 from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
@@ -166,6 +166,7 @@ class App:
             if self._configured:
                 return
             self._configured = True
+        signals.import_modules.send(sender=self)
         conf = self.conf
         for module in [*self.include, *_names(conf.imports, "imports"),
                        *_names(conf.include, "include")]:

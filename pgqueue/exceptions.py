@@ -110,3 +110,38 @@ class TaskError(PgQueueError):
 
 class ImproperlyConfigured(ConfigurationError):
     """Celery's name for a configuration error."""
+
+
+class ExceptionInfo:
+    """What ``on_failure``, ``on_retry`` and the failure signals get as ``einfo``: the
+    exception and its traceback (the parts of Celery's ``billiard.einfo.ExceptionInfo``
+    that handlers read)."""
+
+    def __init__(self, exception: BaseException, internal: bool = False) -> None:
+        self.exception = exception
+        self.type = type(exception)
+        self.tb = exception.__traceback__
+        self.internal = internal
+        self._text: str | None = None
+
+    @property
+    def traceback(self) -> str:
+        """The formatted traceback, as ``traceback.format_exception`` gives it."""
+        if self._text is None:
+            import traceback
+
+            try:
+                self._text = "".join(traceback.format_exception(self.exception))
+            except BaseException:  # a hostile __str__: still a traceback of sorts
+                self._text = f"{self.type.__name__} (its traceback could not be formatted)"
+        return self._text
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, Any]:
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.type.__name__}>"

@@ -57,6 +57,13 @@ def read_row(app: App, job_id: str) -> list[Any]:
     return app.execute("result_get_state", {"id": job_id})
 
 
+def current_row(rows: list[Any]) -> tuple[Any, ...] | None:
+    """The row that says how the job stands: a job run again under its id (a caller may
+    reuse a ``task_id``) has a live row beside the final one of its last run, and the
+    live one is newer (a finish moves the row in one statement)."""
+    return next((r for r in rows if not r[0]), rows[0] if rows else None)
+
+
 def meta_from_row(row: tuple[Any, ...] | None) -> ResultMeta:
     if row is None:
         return ResultMeta(states.PENDING)
@@ -127,7 +134,6 @@ class AsyncResult:
         self.id = str(id)
         self.app = app
         self.task_name = task_name
-        self._final: ResultMeta | None = None
 
     task_id = property(lambda self: self.id)
 
@@ -146,13 +152,9 @@ class AsyncResult:
         return hash(self.id)
 
     def _meta(self) -> ResultMeta:
-        if self._final is not None:
-            return self._final
-        rows = read_row(self.app, self.id)
-        meta = meta_from_row(rows[0] if rows else None)
-        if meta.ready:
-            self._final = meta  # a final state never changes again
-        return meta
+        # Read anew every time, final states too: a job sent again under the same id
+        # makes a final state current no longer (one primary-key read).
+        return meta_from_row(current_row(read_row(self.app, self.id)))
 
     def read(self) -> ResultMeta:
         """One consistent reading: state, result or progress, traceback, date_done...
@@ -244,8 +246,9 @@ class AsyncResult:
     wait = get
 
     def _wait(self, timeout: float | None, interval: float) -> ResultMeta:
-        if self._final is not None:
-            return self._final
+        meta = self._meta()
+        if meta.ready:  # one read, and no LISTEN connection, for a finished job
+            return meta
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self.app.result_waiter
         event = waiter.register(self.id)
@@ -266,12 +269,10 @@ class AsyncResult:
     def forget(self) -> None:
         """Delete the stored result."""
         self.app.execute("result_forget", {"id": self.id})
-        self._final = None
 
     def revoke(self, terminate: bool = False, signal: str = "SIGTERM", **kwargs: Any) -> None:
         """Stop the job: not yet started, it ends REVOKED and never runs."""
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
-        self._final = None
 
 
 class EagerResult(AsyncResult):
@@ -284,7 +285,10 @@ class EagerResult(AsyncResult):
         self.task_name = None
         if state == states.FAILURE:
             result = rebuild_exception(result, None)
-        self._final = ResultMeta(state, result, traceback)
+        self._known = ResultMeta(state, result, traceback)
+
+    def _meta(self) -> ResultMeta:
+        return self._known
 
     def forget(self) -> None:
         pass

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgqueue import limits, states
-from pgqueue.exceptions import MaxRetriesExceededError, Retry
+from pgqueue.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry
 from pgqueue.request import Request
 from pgqueue.utils import storable_json
 
@@ -95,8 +95,44 @@ class Task:
         raise NotImplementedError(f"task {self.name!r} has no run() method")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task here and now, like calling the function."""
-        return self.run(*args, **kwargs)
+        """Run the task here and now, like calling the function.
+
+        Workers and ``apply()`` run every task through here too, so an override wraps
+        each run (Flask's ``ContextTask``: ``with app.app_context(): return
+        self.run(*args, **kwargs)``). For an ``async def`` task it returns the coroutine;
+        awaiting it runs the task."""
+        if self._request_var.get(None) is not None:  # a worker's run: its request is set
+            return self.run(*args, **kwargs)
+        token = self.push_request(Request(task=self.name, args=list(args), kwargs=kwargs))
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            self.pop_request(token)
+
+    # -- hooks: called by the worker and apply(), in Celery's order (docs/signals.md) ------
+    def before_start(self, task_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Before the task runs. What it raises is the job's outcome, and the task
+        does not run (as in Celery)."""
+
+    def on_success(self, retval: Any, task_id: str, args: Sequence[Any],
+                   kwargs: dict[str, Any]) -> None:
+        """After the task returned ``retval``. What it raises is logged, never the outcome."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Sequence[Any],
+                   kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        """After the task failed with ``exc``; ``einfo.traceback`` is the formatted
+        traceback. What it raises is logged, never the outcome."""
+
+    def on_retry(self, exc: BaseException | None, task_id: str, args: Sequence[Any],
+                 kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        """After the task asked to be retried; ``exc`` is the ``exc`` given to
+        ``retry()``. What it raises is logged, never the outcome."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Sequence[Any],
+                     kwargs: dict[str, Any], einfo: ExceptionInfo | None) -> None:
+        """After a run that ended SUCCESS or FAILURE (not RETRY), after ``on_success`` or
+        ``on_failure``; ``retval`` is the return value or the exception, ``einfo`` is
+        set for a FAILURE. What it raises is logged, never the outcome."""
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"

@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from pgqueue import __version__
 from pgqueue.app import App
+from pgqueue.cli import logs
 from pgqueue.config import resolve_dsn
 from pgqueue.db import migrations, roles
 from pgqueue.exceptions import ConfigurationError, PgQueueError
@@ -280,6 +281,7 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
             "-E: pgqueue sends no events; the jobs and results tables are the event log "
             "(pgqueue inspect)")
     app = make_app(app_path, dsn, schema)
+    logs.hand_over(loglevel)
     from pgqueue.worker.worker import Worker
 
     node = Worker(app, queues=_queues(queues), concurrency=concurrency, pool=pool, name=name,

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pgqueue.app import App
+from pgqueue.cli import logs
 from pgqueue.cli.base import (
     LOG_LEVELS,
     _print_rows,
@@ -51,6 +52,7 @@ def beat(app_path: str | None, dsn: str | None, schema: str | None, name: str | 
     """
     setup_logging(loglevel)
     app = make_app(app_path, dsn, schema)
+    logs.hand_over(loglevel)
     if max_interval:
         app.conf.beat_max_loop_interval = max_interval
     Beat(app, name=name, code_schedules=app_path is not None).run()

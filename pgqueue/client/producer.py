@@ -16,6 +16,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from pgqueue import db, limits
+from pgqueue.client import publish
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid
 
@@ -235,6 +236,9 @@ class JobBatch:
     #: ``task_max_args_bytes`` and ``task_max_args_depth``.
     max_bytes: int = 10 * 1024 * 1024
     max_depth: int = 100
+    #: ``headers=`` and ``retry_policy=`` as given, for the publish signals.
+    headers: Any = None
+    retry_policy: Any = None
 
     @property
     def ids(self) -> list[str]:
@@ -324,6 +328,10 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     """
     if not batch.rows:
         return 0
+    sent = None
+    if publish.wanted(batch.task):  # before the rows are encoded: receivers may change them
+        sent = publish.messages(batch.task, batch.shared, batch.rows, batch.headers)
+        publish.before(batch.task, sent, batch.retry_policy)
     queries = app.queries
     if batch.single:
         query = queries["job_insert_one"]
@@ -336,7 +344,10 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
         result = _insert_pooled(app, query, params, batch)
     else:
         result = _execute_on(batch.connection, query, params, batch)
-    return 1 if batch.single else int(result[0][0])
+    inserted = 1 if batch.single else int(result[0][0])
+    if sent and inserted:  # none when a live job held the unique_key (one job per batch)
+        publish.after(batch.task, sent)
+    return inserted
 
 
 def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
@@ -467,7 +478,7 @@ def build_rows(
         if getattr(builder, option) is not None and len(rows) > 1:
             raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs")
     return JobBatch(task_name, builder.shared(), rows, connection, builder.max_bytes,
-                    builder.max_depth)
+                    builder.max_depth, options.get("headers"), options.get("retry_policy"))
 
 
 def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:

@@ -16,9 +16,10 @@ from typing import Any
 def wrap_runs(cls: type, around: Callable[[type], AbstractContextManager[Any]]) -> None:
     """Make the ``run`` that a task class defines execute inside ``around(cls)``.
 
-    For a framework's Task base, from its ``__init_subclass__``: workers call ``run``
-    directly, so this is where a framework's context (Flask's app context, Django's
-    connection hygiene) goes. ``async def`` tasks are left as they are.
+    For a framework's Task base, from its ``__init_subclass__``: wrapping ``run`` (not
+    ``__call__``) keeps the framework's context (Flask's app context, Django's connection
+    hygiene) around the task body even under a user's own ``__call__`` override.
+    ``async def`` tasks are left as they are.
     """
     run = cls.__dict__.get("run")
     fun = run.__func__ if isinstance(run, staticmethod) else run

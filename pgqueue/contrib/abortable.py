@@ -49,4 +49,3 @@ class AbortableAsyncResult(AsyncResult):
         self.app.execute("job_revoke",
                          {"ids": [self.id], "reason": "aborted by request", **channels})
         self.app.execute("job_abort", {"ids": [self.id], "retention": RETENTION, **channels})
-        self._final = None

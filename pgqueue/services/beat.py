@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import __version__, db
+from pgqueue import __version__, db, signals
 from pgqueue.services.maintenance import Maintenance, leader_services
 from pgqueue.services.scheduler import Scheduler
 from pgqueue.utils import hostname, uuid7
@@ -52,6 +52,7 @@ class Beat:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         maintenance.start()
+        signals.beat_init.send_contained(sender=self)
         entries = self.scheduler.entries
         logger.info("pgqueue %s beat %s ready\n  database: %s (schema %s)\n"
                     "  schedules from code: %s", __version__, self.holder,

@@ -8,6 +8,7 @@ import logging
 import reprlib
 import time
 import traceback as tb
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,11 +16,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import states
-from pgqueue.exceptions import NotRegistered, Retry, TaskRevokedError
+from pgqueue.exceptions import (
+    NotRegistered,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
 from pgqueue.limits import decode_job
 from pgqueue.request import Request, inside_task
 from pgqueue.utils import storable_json, storable_text, utcnow, uuid
-from pgqueue.worker import aborts
+from pgqueue.worker import aborts, hooks
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -162,14 +169,15 @@ def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
     )
 
 
-def prepare(app: App, job: ClaimedJob) -> Task | Outcome:
+def prepare(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Task | Outcome:
     """The task to run, or the outcome when the job must not run (expired, unknown)."""
+    task = app.tasks.get(job.task)
     if job.expires_at is not None and job.expires_at <= utcnow():
         logger.info("Task %s[%s] expired at %s; revoked without running",
                     job.task, job.id, job.expires_at.isoformat())
+        hooks.revoked(task, make_request(job, worker_id, hostname), expired=True)
         return Outcome(job.id, job.attempt, states.REVOKED,
                        error=f"expired at {job.expires_at.isoformat()}")
-    task = app.tasks.get(job.task)
     if task is None:
         exc = NotRegistered(
             f"Task of kind {job.task!r} never registered, please make sure it's imported."
@@ -185,30 +193,64 @@ def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome
     An ``async def`` task runs on an event loop of its own here; the asyncio pool uses
     :func:`execute_async` instead.
     """
-    task = prepare(app, job)
+    task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task
     request = make_request(job, worker_id, hostname)
-    announce_start(app, task, job, request)
-    if inspect.iscoroutinefunction(task.run):
-        outcome = asyncio.run(run_task_async(task, job, request))
-    else:
-        outcome = run_task(task, job, request)
-    return conclude(app, task, job, outcome)
+    try:
+        announce_start(app, task, job, request)
+        if is_async(task):
+            outcome = asyncio.run(run_task_async(task, job, request))
+        else:
+            outcome = run_task(task, job, request)
+        return conclude(app, task, job, outcome, request)
+    except BaseException as exc:  # the pool makes it the job's FAILURE
+        _escaped(task, job, request, exc)
+        raise
 
 
 async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
-    task = prepare(app, job)
+    task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task
     request = make_request(job, worker_id, hostname)
-    if _tracks_start(app, task, job):
-        await asyncio.to_thread(announce_start, app, task, job, request)
-    if inspect.iscoroutinefunction(task.run):
-        outcome = await run_task_async(task, job, request)
-    else:  # a plain function must not block the loop
-        outcome = await asyncio.to_thread(run_task, task, job, request)
-    return conclude(app, task, job, outcome)
+    try:
+        if _tracks_start(app, task, job):
+            await asyncio.to_thread(announce_start, app, task, job, request)
+        if is_async(task):
+            outcome = await run_task_async(task, job, request)
+        else:  # a plain function must not block the loop
+            outcome = await asyncio.to_thread(run_task, task, job, request)
+        return conclude(app, task, job, outcome, request)
+    except BaseException as exc:
+        _escaped(task, job, request, exc)
+        raise
+
+
+def is_async(task: Task) -> bool:
+    """Whether the task runs as a coroutine: ``async def run``, or an ``async def
+    __call__`` around a plain one (known per class: asking costs microseconds a job)."""
+    cls = type(task)
+    found = _async_classes.get(cls)
+    if found is None:
+        found = (inspect.iscoroutinefunction(task.run)
+                 or inspect.iscoroutinefunction(cls.__call__))
+        if "run" not in vars(task):  # an instance's own run() is asked about each time
+            _async_classes[cls] = found
+    return found
+
+
+_async_classes: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+#: Interruptions a pool sends into a running job; it makes them the outcome itself.
+_INTERRUPTS = (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError,
+               asyncio.CancelledError)
+
+
+def _escaped(task: Task, job: ClaimedJob, request: Request, exc: BaseException) -> None:
+    if not isinstance(exc, _INTERRUPTS):
+        hooks.internal_error(task, job, request, exc)
 
 
 def _tracks_start(app: App, task: Task, job: ClaimedJob) -> bool:
@@ -226,13 +268,15 @@ def announce_start(app: App, task: Task, job: ClaimedJob, request: Request) -> N
                                      "attempt": job.attempt, "worker": request.worker})
 
 
-def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome) -> Outcome:
+def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome,
+             request: Request) -> Outcome:
     """Apply an abort requested while the job ran, then log the one line per job."""
     if task.abortable and outcome.state != states.REVOKED and aborts.is_aborted(app, job.id):
         outcome = Outcome(job.id, job.attempt, states.REVOKED, error="aborted by request",
                           result=outcome.result if outcome.state == states.SUCCESS
                           and not outcome.ignore_result else None,
                           runtime=outcome.runtime)
+        hooks.revoked(task, request)
     if task.ignore_result:
         outcome.ignore_result = True
     log_outcome(job, outcome)
@@ -253,26 +297,60 @@ def _running(task: Task, request: Request) -> Iterator[None]:
         task.pop_request(token)
 
 
+class _Attempt:
+    """One run between ``task_prerun`` and ``task_postrun``: turns what the task did
+    into an outcome, then calls the hooks on it (see :mod:`pgqueue.worker.hooks`)."""
+
+    def __init__(self, task: Task, job: ClaimedJob, request: Request) -> None:
+        self.task, self.job, self.request = task, job, request
+        self.retval: Any = None
+        self.state: str | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> _Attempt:
+        hooks.prerun(self.task, self.job)
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        hooks.postrun(self.task, self.job, self.retval, self.state)
+
+    def returned(self, value: Any) -> Outcome:
+        runtime = time.perf_counter() - self.started
+        return self._after(*_succeeded(self.task, self.job, value, runtime), value)
+
+    def raised(self, exc: BaseException) -> Outcome:
+        runtime = time.perf_counter() - self.started
+        return self._after(*_raised(self.task, self.job, exc, runtime), None)
+
+    def _after(self, outcome: Outcome, cause: BaseException | None, value: Any) -> Outcome:
+        self.state = outcome.state
+        self.retval = hooks.after_run(self.task, self.job, self.request, outcome, value, cause)
+        return outcome
+
+
 def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
-    with _running(task, request):
-        started = time.perf_counter()
+    with _running(task, request), _Attempt(task, job, request) as attempt:
         try:
-            value = task.run(*job.args, **job.kwargs)
+            task.before_start(job.id, job.args, job.kwargs)
+            value = task(*job.args, **job.kwargs)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: outcomes too
-            return _raised(task, job, exc, time.perf_counter() - started)
-        return _succeeded(task, job, value, time.perf_counter() - started)
+            return attempt.raised(exc)
+        return attempt.returned(value)
 
 
 async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outcome:
-    with _running(task, request):
-        started = time.perf_counter()
+    with _running(task, request), _Attempt(task, job, request) as attempt:
         try:
-            value = await task.run(*job.args, **job.kwargs)
+            task.before_start(job.id, job.args, job.kwargs)
+            value = task(*job.args, **job.kwargs)
+            if inspect.isawaitable(value):  # __call__ hands back the coroutine of run()
+                value = await value
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
                 raise  # by the pool (time limit, terminate): not the task's outcome
-            return _raised(task, job, exc, time.perf_counter() - started)
-        return _succeeded(task, job, value, time.perf_counter() - started)
+            return attempt.raised(exc)
+        return attempt.returned(value)
 
 
 def _cancelled_from_outside() -> bool:
@@ -282,18 +360,22 @@ def _cancelled_from_outside() -> bool:
     return cancelling is None or bool(cancelling())
 
 
-def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> Outcome:
+#: An outcome, and the exception behind it when it is a FAILURE or a RETRY.
+_Ended = tuple[Outcome, BaseException | None]
+
+
+def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> _Ended:
     if task.ignore_result or job.ignore_result:
         # Never stored (the finish drops it), so it need not be storable; conclude() drops
         # it once logged, and task.apply() returns it.
         return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime,
-                       ignore_result=True)
+                       ignore_result=True), None
     try:
         storable_json(value, f"the return value of task {task.name}",
                       task.app.conf["result_max_bytes"], "result_max_bytes")
     except (TypeError, ValueError) as exc:
-        return _failed_to_store(job, exc, runtime)
-    return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime)
+        return _failed_to_store(job, exc, runtime), exc
+    return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime), None
 
 
 def _failed_to_store(job: ClaimedJob, exc: Exception, runtime: float) -> Outcome:
@@ -317,7 +399,7 @@ def contained(exc: BaseException) -> Exception:
     return error
 
 
-def _raised(task: Task, job: ClaimedJob, raised: BaseException, runtime: float) -> Outcome:
+def _raised(task: Task, job: ClaimedJob, raised: BaseException, runtime: float) -> _Ended:
     exc = contained(raised)
     if isinstance(exc, Retry):
         return _retry_outcome(task, job, exc, runtime)
@@ -335,7 +417,7 @@ def _raised(task: Task, job: ClaimedJob, raised: BaseException, runtime: float) 
         outcome = crashed(job, exc, f"{type(exc).__name__} raised by the task "
                                     f"({type(error).__name__} while describing it)")
     outcome.runtime = runtime
-    return outcome
+    return outcome, exc
 
 
 def crashed(job: ClaimedJob, exc: BaseException, what: str | None = None) -> Outcome:
@@ -369,7 +451,7 @@ def safe_repr(value: object, limit: int = 1024) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
-def _retry_outcome(task: Task, job: ClaimedJob, signal: Retry, runtime: float) -> Outcome:
+def _retry_outcome(task: Task, job: ClaimedJob, signal: Retry, runtime: float) -> _Ended:
     when = signal.when
     try:
         if isinstance(when, datetime):
@@ -377,19 +459,20 @@ def _retry_outcome(task: Task, job: ClaimedJob, signal: Retry, runtime: float) -
         else:
             run_at = utcnow() + timedelta(seconds=float(when or 0))
     except (TypeError, ValueError, OverflowError) as e:  # NaN, inf, far beyond year 9999
-        return _failed_to_store(job, ValueError(
-            f"task {task.name} asked to retry at an impossible time: {when!r} ({e})"), runtime)
+        error = ValueError(f"task {task.name} asked to retry at an impossible time: "
+                           f"{when!r} ({e})")
+        return _failed_to_store(job, error, runtime), error
     try:
         for what, value in (("args", signal.args_override), ("kwargs", signal.kwargs_override)):
             if value is not None:
                 storable_json(value, f"the retry {what} of task {task.name}")
     except (TypeError, ValueError) as exc:
-        return _failed_to_store(job, exc, runtime)
+        return _failed_to_store(job, exc, runtime), exc
     reason = signal.exc if signal.exc is not None else signal
     return Outcome(
         job.id, job.attempt, states.RETRY, error=describe_error(reason), run_at=run_at,
         args=signal.args_override, kwargs=signal.kwargs_override, runtime=runtime,
-    )
+    ), signal
 
 
 # Like Celery's log line, a result is shown cut short: a large or deep value in the log
@@ -427,7 +510,7 @@ def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
                          None, utcnow(), utcnow())
         request = make_request(job, "eager", "localhost")
         request.is_eager = True
-        if inspect.iscoroutinefunction(task.run):
+        if is_async(task):
             outcome = asyncio.run(run_task_async(task, job, request))
         else:
             outcome = run_task(task, job, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pgqueue import signals
 from pgqueue.db.connection import Dedicated
 from pgqueue.db.queries import Queries
 from pgqueue.worker.holdings import Holdings
@@ -35,4 +36,5 @@ class Heartbeat:
                 "ids": ids, "attempts": attempts, "worker": self.worker_id,
                 "lease": self.lease})
         db.execute(self.queries["worker_heartbeat"], {"id": self.worker_id})
+        signals.heartbeat_sent.send_contained(sender=self)
         return self.interval

@@ -19,17 +19,17 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import __version__, db, limits
+from pgqueue import __version__, db, limits, signals
 from pgqueue.control import ControlInbox
 from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
-from pgqueue.exceptions import ConfigurationError, MalformedJob
+from pgqueue.exceptions import ConfigurationError, MalformedJob, NotRegistered
 from pgqueue.services.maintenance import Maintenance, leader_services
 from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
 from pgqueue.worker.claiming import ClaimCursors
-from pgqueue.worker.execution import ClaimedJob, Outcome, failure
+from pgqueue.worker.execution import ClaimedJob, Outcome, failure, make_request
 from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
@@ -39,6 +39,7 @@ from pgqueue.worker.pools.threads import ThreadPool
 
 if TYPE_CHECKING:
     from pgqueue.app import App
+    from pgqueue.services.scheduler import Scheduler
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -97,14 +98,23 @@ class Worker:
     ) -> None:
         conf = app.conf
         self.app = app
+        self.hostname = hostname()
+        self.nodename = name or f"pgqueue@{self.hostname}"
+        options = {"queues": queues, "concurrency": concurrency, "pool": pool, "name": name,
+                   "lease": lease, "poll_interval": poll_interval, "beat": beat,
+                   "shutdown_timeout": shutdown_timeout, "time_limit": time_limit,
+                   "soft_time_limit": soft_time_limit,
+                   "max_tasks_per_child": max_tasks_per_child,
+                   "max_memory_per_child": max_memory_per_child}
+        # First, as in Celery: a receiver may still change the settings read below.
+        signals.celeryd_init.send_contained(sender=self.nodename, instance=self, conf=conf,
+                                            options=options)
         self.queues = [limits.name("queue", q) for q in queues or [conf.task_default_queue]]
         self.pool_name = pool_name(str(conf.worker_pool if pool is None else pool))
         self.concurrency = 1 if self.pool_name == "solo" else int(
             concurrency or conf.worker_concurrency or default_concurrency(self.pool_name))
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.hostname = hostname()
-        self.nodename = name or f"pgqueue@{self.hostname}"
         # Unique per process: every write of this worker is fenced on it.
         self.worker_id = f"{self.nodename}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.lease = limits.seconds("lease", lease or conf.worker_lease_seconds)
@@ -139,6 +149,8 @@ class Worker:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._signals = 0
+        self._stop_signal: str | None = None
+        self.scheduler: Scheduler | None = None
         self.processed = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -150,6 +162,7 @@ class Worker:
     def run(self) -> None:
         """Run until :meth:`stop` or a signal; returns after a graceful shutdown."""
         app = self.app
+        signals.worker_init.send_contained(sender=self)
         app.finalize()
         queries = app.queries
         dsn = app.dsn
@@ -171,9 +184,15 @@ class Worker:
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        signals.celeryd_after_setup.send_contained(sender=self.nodename, instance=self,
+                                                   conf=app.conf)
         for part in (self.finisher, self.pool, self.listener, self.maintenance):
             part.start()
+        if self.scheduler is not None:
+            signals.beat_init.send_contained(sender=self.scheduler)
+            signals.beat_embedded_init.send_contained(sender=self.scheduler)
         self._banner()
+        signals.worker_ready.send_contained(sender=self)
         self.started.set()
         try:
             self._claim_loop()
@@ -190,7 +209,8 @@ class Worker:
         if self.beat:
             from pgqueue.services.scheduler import Scheduler
 
-            services.append(Scheduler(self.app))
+            self.scheduler = Scheduler(self.app)
+            services.append(self.scheduler)
         return services
 
     def _make_pool(self) -> Pool:
@@ -225,6 +245,7 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
+        self._stop_signal = signal.Signals(signum).name
         if self._signals > 1:
             logger.warning("Second signal: exiting now; held jobs return after their lease")
             os._exit(1)
@@ -280,6 +301,7 @@ class Worker:
             jobs = self._claim(min(free, self.claim_batch))
             for job in jobs:
                 if job.fault is None:
+                    self._received(job)
                     self.pool.submit(job)
                 else:
                     self._reject(job)
@@ -298,10 +320,22 @@ class Worker:
             self.holdings.add(job.id, job.attempt)
         return jobs
 
+    def _received(self, job: ClaimedJob) -> None:
+        """``task_received``, and ``task_unknown`` for a task this worker does not know
+        (the pool fails the job with ``NotRegistered``)."""
+        if signals.task_received.has_receivers_for(self):
+            signals.task_received.send_contained(
+                sender=self, request=make_request(job, self.worker_id, self.nodename))
+        if signals.task_unknown.has_receivers_for(self) and job.task not in self.app.tasks:
+            signals.task_unknown.send_contained(
+                sender=self, name=job.task, id=job.id, message=job,
+                exc=NotRegistered(f"Task of kind {job.task!r} never registered"))
+
     def _reject(self, job: ClaimedJob) -> None:
         """Fail, without running it, a job whose row no producer wrote."""
         error = MalformedJob(f"job {job.id} cannot run: {job.fault}")
         logger.error("Task %s[%s] rejected: %s", job.task, job.id, error)
+        signals.task_rejected.send_contained(sender=self, message=job, exc=error)
         self._job_finished(failure(job, error, with_traceback=False))
 
     def _job_started(self, job: ClaimedJob) -> None:
@@ -315,6 +349,8 @@ class Worker:
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(self) -> None:
+        signals.worker_shutting_down.send_contained(sender=self.nodename, sig=self._stop_signal,
+                                                    how="Warm", exitcode=0)
         unstarted = self.pool.take_unstarted()
         if unstarted:
             self._release([j.id for j in unstarted], [j.attempt for j in unstarted],
@@ -335,6 +371,7 @@ class Worker:
             logger.warning("could not deregister worker: %s", error)
         self.claimer.close()
         logger.info("Worker %s stopped after %d jobs", self.worker_id, self.processed)
+        signals.worker_shutdown.send_contained(sender=self)
         if self.pool.abandoned:
             logger.warning("%d threads abandoned at their time limits may still be running "
                            "until the process exits", self.pool.abandoned)

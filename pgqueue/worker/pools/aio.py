@@ -80,7 +80,7 @@ class AsyncioPool(Slots):
             if job.id not in self._terminated:
                 raise
             self._terminated.discard(job.id)
-            outcome = terminated_outcome(job)
+            outcome = terminated_outcome(self.context, job)
         finally:
             self._tasks.pop(job.id, None)
         ctx.finished(outcome)

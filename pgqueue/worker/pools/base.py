@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from pgqueue import states
 from pgqueue.exceptions import TimeLimitExceeded
-from pgqueue.worker.execution import ClaimedJob, Outcome, crashed, execute, failure, safe_str
+from pgqueue.worker import hooks
+from pgqueue.worker.execution import (
+    ClaimedJob,
+    Outcome,
+    crashed,
+    execute,
+    failure,
+    make_request,
+    safe_str,
+)
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -71,7 +80,12 @@ def time_limit_outcome(job: ClaimedJob, limit: float) -> Outcome:
                    with_traceback=False)
 
 
-def terminated_outcome(job: ClaimedJob) -> Outcome:
+def terminated_outcome(context: JobContext, job: ClaimedJob,
+                       signum: int | None = None) -> Outcome:
+    """REVOKED for a job terminated on request; sends ``task_revoked`` (in the worker's
+    process, as Celery does for prefork)."""
+    request = make_request(job, context.worker_id, context.hostname)
+    hooks.revoked(context.app.tasks.get(job.task), request, terminated=True, signum=signum)
     return Outcome(job.id, job.attempt, states.REVOKED, error="terminated by request")
 
 

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from pgqueue import states
+from pgqueue import signals, states
 from pgqueue.exceptions import SoftTimeLimitExceeded, WorkerLostError
 from pgqueue.utils import utcnow
 from pgqueue.worker import aborts
@@ -55,6 +55,16 @@ def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
         raise SoftTimeLimitExceeded("Soft time limit exceeded")
 
     signal.signal(signal.SIGALRM, soft_limit)
+    signals.worker_process_init.send_contained(sender=None)
+    try:
+        _serve_jobs(conn, context, max_tasks, max_memory_kib)
+    finally:
+        signals.worker_process_shutdown.send_contained(sender=None, pid=os.getpid(),
+                                                       exitcode=0)
+
+
+def _serve_jobs(conn: Connection, context: JobContext, max_tasks: int | None,
+                max_memory_kib: int | None) -> None:
     parent = os.getppid()
     done = 0
     while True:
@@ -103,8 +113,18 @@ class _Child:
     def kill(self) -> None:
         if self.process.is_alive():
             os.kill(self.process.pid or 0, signal.SIGKILL)
-        self.process.join(5)
+        self.reap(5)
         self.conn.close()
+
+    def reap(self, timeout: float) -> bool:
+        """Wait until the child has exited, polling its pid: ``join()`` waits on the exit
+        sentinel, which stays open while a process the task forked lives on."""
+        deadline = time.monotonic() + timeout
+        while self.process.is_alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
 
 class ProcessPool(QueuePool):
@@ -165,7 +185,7 @@ class ProcessPool(QueuePool):
                     continue
                 if job is None:
                     child.conn.send(None)
-                    child.process.join(5)
+                    child.reap(5)
                     return
                 try:
                     child = self._run_one(child, job)
@@ -188,8 +208,10 @@ class ProcessPool(QueuePool):
             child = self._replace(child)
             child.conn.send(job)
         while True:
-            # The exit sentinel wakes us when the child dies, with or without EOF.
-            if wait([child.conn, child.process.sentinel], _POLL):
+            # The exit sentinel wakes us when the child dies, with or without EOF; the pid
+            # is polled too, for a child whose forked process holds both open.
+            if wait([child.conn, child.process.sentinel], _POLL) \
+                    or not child.process.is_alive():
                 try:
                     if not child.conn.poll():
                         raise EOFError
@@ -199,28 +221,29 @@ class ProcessPool(QueuePool):
                     return self._replace(child)
                 self.context.finished(outcome)
                 if recycle:
-                    child.process.join(5)
+                    child.reap(5)
                     return self._replace(child)
                 return child
             if deadline is not None and time.monotonic() > deadline:
                 assert hard is not None
                 logger.error("Task %s[%s] exceeded its time limit (%.1fs): killing child %s",
                              job.task, job.id, hard, child.process.pid)
-                self._kill(child)
+                # Recorded first: nothing that waits for the child may delay the outcome.
                 self.context.finished(time_limit_outcome(job, hard))
+                self._kill(child)
                 return self._spawn()
             with self._lock:
                 terminate = job.id in self._terminate
                 self._terminate.discard(job.id)
             if terminate:
                 logger.warning("Task %s[%s] terminated by request", job.task, job.id)
+                self.context.finished(terminated_outcome(self.context, job, signal.SIGKILL))
                 self._kill(child)
-                self.context.finished(terminated_outcome(job))
                 return self._spawn()
 
     def _lost(self, job: ClaimedJob, child: _Child) -> Outcome:
         """The child died with the job: retry while retries remain, else WorkerLostError."""
-        child.process.join(1)
+        child.reap(1)
         code = child.process.exitcode
         error = WorkerLostError(f"Worker exited prematurely: exitcode {code} "
                                 f"(job {job.id}, attempt {job.attempt})")

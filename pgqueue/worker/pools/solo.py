@@ -59,7 +59,7 @@ class SoloPool(Slots):
         job = self._slot.job
         if job is None or job.id != job_id:
             return False
-        self.context.finished(terminated_outcome(job))
+        self.context.finished(terminated_outcome(self.context, job))
         self._slot.interrupt(job, TaskRevokedError)
         return True
 

@@ -42,7 +42,7 @@ class ThreadPool(QueuePool):
         if running is None or running.job is None:
             return False
         job = running.job
-        self.context.finished(terminated_outcome(job))
+        self.context.finished(terminated_outcome(self.context, job))
         running.interrupt(job, TaskRevokedError)
         return True
 
