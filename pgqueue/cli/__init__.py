@@ -1,10 +1,8 @@
-"""The ``pgqueue`` command: :mod:`.base` holds the group, the options every command
-shares and the core commands; each other module adds one command group."""
+"""The ``pgqueue`` command: :mod:`.base` holds the group and the options every command
+shares; each other module declares one command group on it (``@main.command()``), so
+importing it here is what adds it."""
 
-from pgqueue.cli import beat, embedded
+from pgqueue.cli import beat, embedded, jobs, migrate, worker  # noqa: F401
 from pgqueue.cli.base import main
-
-beat.register(main)
-embedded.register(main)
 
 __all__ = ["main"]

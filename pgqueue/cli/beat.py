@@ -12,10 +12,11 @@ from pgqueue.app import App
 from pgqueue.cli import logs
 from pgqueue.cli.base import (
     LOG_LEVELS,
-    _print_rows,
     app_option,
     dsn_option,
+    main,
     make_app,
+    print_rows,
     schema_option,
     setup_logging,
 )
@@ -27,7 +28,7 @@ from pgqueue.services.beat import Beat
 from pgqueue.utils import json_dumps, utcnow, uuid
 
 
-@click.command()
+@main.command()
 @app_option
 @dsn_option
 @schema_option
@@ -58,7 +59,7 @@ def beat(app_path: str | None, dsn: str | None, schema: str | None, name: str | 
     Beat(app, name=name, code_schedules=app_path is not None).run()
 
 
-@click.group("schedule")
+@main.group("schedule")
 def schedule_group() -> None:
     """List and change periodic schedules stored in the database."""
 
@@ -78,7 +79,7 @@ def list_schedules(app_path: str | None, dsn: str | None, schema: str | None,
                "last_run_at", "runs", "source"]
     table = [(r[0], r[1], r[5] or f"every {r[6]:g}s", r[7], bool(r[8]), r[10],
               r[11], r[12], r[13]) for r in rows]
-    _print_rows(headers, table, as_json)
+    print_rows(headers, table, as_json)
 
 
 def _json(text: str, what: str, kind: type) -> Any:
@@ -239,8 +240,3 @@ def run_now(name: str, app_path: str | None, dsn: str | None, schema: str | None
     if result is None or result[1] is None:
         raise ConfigurationError(f"schedule {name!r} disappeared before its job was sent")
     click.echo(str(result[1]))
-
-
-def register(main: click.Group) -> None:
-    main.add_command(beat)
-    main.add_command(schedule_group)

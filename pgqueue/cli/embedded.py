@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pgqueue.cli.base import LOG_LEVELS, dsn_option, setup_logging
+from pgqueue.cli.base import LOG_LEVELS, dsn_option, main, setup_logging
 from pgqueue.db import embedded
 
 dir_option = click.option(
@@ -20,7 +20,7 @@ dir_option = click.option(
 NOT_RUNNING = 3  # like `pg_ctl status`
 
 
-@click.group()
+@main.group()
 def db() -> None:
     """The embedded PostgreSQL server that pgqueue runs when no DSN is configured.
 
@@ -90,7 +90,7 @@ def destroy(data_dir: Path | None, yes: bool) -> None:
     click.echo("deleted" if embedded.destroy(data_dir) else "nothing to delete")
 
 
-@click.command()
+@main.command()
 @dsn_option
 @click.option("--keep", is_flag=True,
               help="Keep the demo's schema and jobs afterwards (its name is printed), and the "
@@ -112,8 +112,3 @@ def demo(dsn: str | None, keep: bool, timeout: float, loglevel: str) -> None:
 
     if not run_demo(dsn=dsn, keep=keep, timeout=timeout):
         sys.exit(1)
-
-
-def register(main: click.Group) -> None:
-    main.add_command(db)
-    main.add_command(demo)

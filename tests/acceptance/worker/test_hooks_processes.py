@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 from pgqueue import App, TimeLimitExceeded, signals
+from tests.acceptance.procs import WorkerProcess, workers
 from tests.conftest import wait_until
 from tests.recorder import Recorder
-
-from tests.acceptance.procs import WorkerProcess, workers
 
 pytestmark = pytest.mark.acceptance
 APPS = Path(__file__).resolve().parents[1] / "hook_apps"
