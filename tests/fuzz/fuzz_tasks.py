@@ -30,8 +30,14 @@ _local = threading.local()
 
 
 def _conn(app: App) -> psycopg.Connection[Any]:
-    """A connection of this thread in this process (a forked child drops its parent's)."""
+    """A connection of this thread in this process (a forked child drops its parent's).
+
+    One that a time limit or terminate interrupted mid-statement (the solo pool runs every
+    task on one thread) is still busy: it is dropped for a new one."""
     conn = getattr(_local, "conn", None)
+    if conn is not None and not conn.closed and _local.pid == os.getpid() \
+            and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.close()
     if conn is None or conn.closed or _local.pid != os.getpid():
         conn = psycopg.connect(app.dsn, autocommit=True)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(app.schema)))
