@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 APP = "tests.acceptance.beat_apps.clockwork"
 
 

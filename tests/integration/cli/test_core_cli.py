@@ -17,7 +17,7 @@ from pgqueue import App
 from tests.conftest import running_worker
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TASKS = "tests.acceptance.apps.core_app"
 DOWN = "postgresql://postgres@127.0.0.1:1/postgres"  # nothing listens on port 1
 

@@ -23,7 +23,7 @@ from pgqueue.worker import Worker
 from tests.conftest import running_worker, wait_until
 from tests.login_roles import login_roles
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class Wakes:
