@@ -125,6 +125,9 @@ def exception_class(module_name: str, name: str) -> type[BaseException] | None:
 class AsyncResult:
     """A handle on a job by id: its state, its result, and a way to wait for it."""
 
+    #: True when a send met a live job holding its ``unique_key``: this is that job.
+    duplicate: bool = False
+
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
         if app is None:
