@@ -126,6 +126,9 @@ class JobBuilder:
         self.ignore_result = bool(
             pick("ignore_result", getattr(task, "ignore_result", None), conf.task_ignore_result)
         )
+        # A Task class written by hand, or a base=, may say pickle without a check.
+        limits.serializer(f"{task_name}: serializer", pick(
+            "serializer", getattr(task, "serializer", None), conf.task_serializer))
         default_max = task.max_retries if task is not None else conf.task_default_max_retries
         self.max_retries = limits.max_retries(f"{task_name}: max_retries",
                                               options.get("max_retries", default_max))
