@@ -600,10 +600,20 @@ def _give_keys(task_name: str, rows: list[dict[str, Any]], keys: Sequence[Any]) 
 
 
 def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:
-    """Write a custom state and its metadata for the running job (fenced on its attempt)."""
+    """Write a custom state and its metadata for the running job (fenced on its attempt),
+    or for job ``task_id`` while it runs, from anywhere (as Celery's backend would)."""
     request = task.request
     if meta is not None:
         check_json(meta, f"{task.name}: update_state meta")
+    if task_id is not None and task_id != request.id:
+        limits.job_id(f"{task.name}: update_state task_id", task_id)
+        rows = task.app.execute("job_progress_other", {
+            "id": task_id, "state": state, "meta": Jsonb(meta) if meta is not None else None})
+        if not rows:
+            raise ValueError(f"{task.name}: update_state(task_id={task_id!r}): that job is "
+                             "not running (queued, finished or unknown); a state is kept "
+                             "only while a job runs")
+        return
     job_id = task_id or request.id
     if job_id is None or request.called_directly and task_id is None:
         return  # called outside a worker: nothing to record, like Celery's eager mode
