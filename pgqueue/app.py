@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import db, signals
 from pgqueue.annotations import annotate, prepare_annotations
-from pgqueue.client.producer import build_rows, insert_jobs
+from pgqueue.client.producer import JobBatch, build_rows, insert_jobs
 from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
 from pgqueue.db import roles
 from pgqueue.db.queries import Queries
@@ -280,12 +280,10 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
-        from pgqueue.result import AsyncResult
-
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         insert_jobs(self, batch)
-        return AsyncResult(batch.rows[0]["id"], app=self, task_name=name)
+        return self._results(batch)[0]
 
     def send_many(
         self,
@@ -295,12 +293,23 @@ class App:
         **options: Any,
     ) -> list[AsyncResult]:
         """Enqueue many calls of task ``name`` with one INSERT and one NOTIFY."""
-        from pgqueue.result import AsyncResult
-
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, calls, options)
         insert_jobs(self, batch)
-        return [AsyncResult(job_id, app=self, task_name=name) for job_id in batch.ids]
+        return self._results(batch)
+
+    def _results(self, batch: JobBatch) -> list[AsyncResult]:
+        """A result per call; for a row skipped for its ``unique_key``, the result of the
+        live job holding it, flagged ``duplicate``."""
+        from pgqueue.result import AsyncResult
+
+        results = []
+        for job_id in batch.ids:
+            holder = batch.duplicates.get(job_id)
+            result = AsyncResult(holder or job_id, app=self, task_name=batch.task)
+            result.duplicate = holder is not None
+            results.append(result)
+        return results
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         from pgqueue.result import AsyncResult

@@ -175,6 +175,9 @@ _CHECKED: dict[str, Any] = {
     "worker_lease_seconds": limits.seconds,
     "task_max_args_bytes": _count(limits.MAX_ARGS_BYTES),
     "task_max_args_depth": _count(limits.MAX_ARGS_DEPTH),
+    "task_serializer": limits.serializer,
+    "result_serializer": limits.serializer,
+    "accept_content": limits.serializer,
 }
 _NONE_MEANS_NO_LIMIT = {"task_default_max_retries", "task_time_limit", "task_soft_time_limit"}
 

@@ -27,7 +27,14 @@ class PermissionDenied(PgQueueError):
 
 
 class DuplicateJob(PgQueueError):
-    """A job with this ``task_id`` exists and has not finished."""
+    """A job with this ``task_id`` exists and has not finished, or (``on_duplicate=
+    "raise"``) a live job holds the ``unique_key``: ``job_id`` names that job."""
+
+    def __init__(self, message: str, job_id: str | None = None,
+                 unique_key: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.unique_key = unique_key
 
 
 class MalformedJob(PgQueueError, ValueError):

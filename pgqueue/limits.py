@@ -127,6 +127,22 @@ def eta(what: str, value: Any) -> datetime:
     return value
 
 
+# The names of JSON a serializer setting or accept_content may give.
+_JSON = ("json", "application/json")
+
+
+def serializer(what: str, value: Any) -> Any:
+    """``serializer``, ``task_serializer``, ``result_serializer``: JSON only. Also
+    ``accept_content`` (a list): the one message for pickle and every other format."""
+    names = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    for one in names:
+        if one not in _JSON:
+            raise ValueError(f"{what}: {show(one)} is refused: pgqueue stores arguments and "
+                             "results as JSON (jsonb), never pickle; use 'json' and pass "
+                             "values JSON can hold (ids, not objects)")
+    return value
+
+
 #: Checks of option values, by option name; each takes ``(what, value)``.
 OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "time_limit": seconds,
@@ -146,6 +162,7 @@ OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "parent_id": job_id,
     "root_id": job_id,
     "group_id": job_id,
+    "serializer": serializer,
 }
 
 

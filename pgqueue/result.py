@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,9 @@ def exception_class(module_name: str, name: str) -> type[BaseException] | None:
 class AsyncResult:
     """A handle on a job by id: its state, its result, and a way to wait for it."""
 
+    #: True when a send met a live job holding its ``unique_key``: this is that job.
+    duplicate: bool = False
+
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
         if app is None:
@@ -166,7 +170,9 @@ class AsyncResult:
 
     def _get_task_meta(self) -> dict[str, Any]:
         """Celery's form of :meth:`read`, for ported code that calls it."""
-        meta = self._meta()
+        return self._as_message(self._meta())
+
+    def _as_message(self, meta: ResultMeta) -> dict[str, Any]:
         return {"task_id": self.id, "status": meta.state, "result": meta.result,
                 "traceback": meta.traceback, "date_done": meta.date_done,
                 "name": meta.name, "args": meta.args, "kwargs": meta.kwargs,
@@ -224,29 +230,46 @@ class AsyncResult:
 
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 1.0, disable_sync_subtasks: bool = True,
+            callback: Callable[[str, Any], Any] | None = None,
+            on_message: Callable[[dict[str, Any]], Any] | None = None,
             **kwargs: Any) -> Any:
         """Wait until the job is final and return its result.
 
         Wakes on the completion notification of the finishing worker; ``interval`` only
         bounds how long it trusts silence before re-reading the row. Raises the task's
         exception when it failed (``propagate=True``) and :class:`TimeoutError` after
-        ``timeout`` seconds.
+        ``timeout`` seconds. As in Celery, ``on_message`` is called with the meta dict
+        (``status``, ``result``, ``task_id``, ...) of each state the wait reads (the first,
+        each change, the final one; progress is read at least every ``interval``), and
+        ``callback(task_id, result)`` once with the result it returns.
         """
         from pgqueue.request import inside_task
 
         if disable_sync_subtasks and inside_task.get():
             raise RuntimeError("Never call result.get() within a task: it can deadlock the "
                                "worker. Chain the work or pass disable_sync_subtasks=False.")
-        meta = self._wait(timeout, interval)
+        meta = self._wait(timeout, interval, on_message)
         if propagate and meta.state in states.PROPAGATE_STATES:
             assert isinstance(meta.result, BaseException)
             raise meta.result
+        if callback is not None:
+            callback(self.id, meta.result)
         return meta.result
 
     wait = get
 
-    def _wait(self, timeout: float | None, interval: float) -> ResultMeta:
-        meta = self._meta()
+    def _wait(self, timeout: float | None, interval: float,
+              on_message: Callable[[dict[str, Any]], Any] | None = None) -> ResultMeta:
+        seen: list[tuple[str, str]] = []
+
+        def read() -> ResultMeta:
+            meta = self._meta()
+            if on_message is not None and seen[-1:] != [(meta.state, repr(meta.result))]:
+                seen.append((meta.state, repr(meta.result)))
+                on_message(self._as_message(meta))
+            return meta
+
+        meta = read()
         if meta.ready:  # one read, and no LISTEN connection, for a finished job
             return meta
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -255,7 +278,7 @@ class AsyncResult:
         try:
             while True:
                 event.clear()
-                meta = self._meta()
+                meta = read()
                 if meta.ready:
                     return meta
                 remaining = None if deadline is None else deadline - time.monotonic()

@@ -42,10 +42,6 @@ def check_task_options(options: dict[str, Any], where: str) -> None:
             close = difflib.get_close_matches(key, TASK_OPTIONS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(f"{where}: unknown task option {key!r}{hint}")
-    serializer = options.get("serializer", "json")
-    if serializer != "json":
-        raise TypeError(f"{where}: serializer {serializer!r} is not supported; pgqueue stores "
-                        "arguments and results as JSON (jsonb)")
     limits.check_options(where, options)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import operator
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
@@ -29,8 +29,11 @@ SEND_OPTIONS = frozenset({
     "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
     "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
     "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
-    "headers", "shadow", "retry", "retry_policy", "exchange",
+    "headers", "shadow", "retry", "retry_policy", "exchange", "on_duplicate",
 })
+#: What ``on_duplicate`` may say, when a live job holds the ``unique_key``: hand out that
+#: job's result (flagged ``duplicate``), or raise :class:`DuplicateJob`.
+ON_DUPLICATE = ("return", "raise")
 _UNSUPPORTED_SEND_OPTIONS = {
     "link": "callbacks are not supported yet; call the next task from inside the task",
     "link_error": "error callbacks are not supported yet",
@@ -123,6 +126,9 @@ class JobBuilder:
         self.ignore_result = bool(
             pick("ignore_result", getattr(task, "ignore_result", None), conf.task_ignore_result)
         )
+        # A Task class written by hand, or a base=, may say pickle without a check.
+        limits.serializer(f"{task_name}: serializer", pick(
+            "serializer", getattr(task, "serializer", None), conf.task_serializer))
         default_max = task.max_retries if task is not None else conf.task_default_max_retries
         self.max_retries = limits.max_retries(f"{task_name}: max_retries",
                                               options.get("max_retries", default_max))
@@ -141,6 +147,11 @@ class JobBuilder:
             pick("expires", getattr(task, "expires", None), None), self.now, zone,
             f"{task_name}: expires")
         self.unique_key: str | None = options.get("unique_key")
+        on_duplicate = options.get("on_duplicate")
+        self.on_duplicate: str = "return" if on_duplicate is None else on_duplicate
+        if self.on_duplicate not in ON_DUPLICATE:
+            raise ValueError(f"{task_name}: on_duplicate must be 'return' or 'raise', "
+                             f"not {limits.show(self.on_duplicate)}")
         self.task_id: str | None = options.get("task_id")
         self.parent_id = options.get("parent_id")
         self.root_id = options.get("root_id")
@@ -239,6 +250,10 @@ class JobBatch:
     #: ``headers=`` and ``retry_policy=`` as given, for the publish signals.
     headers: Any = None
     retry_policy: Any = None
+    #: ``on_duplicate=``: "return" or "raise".
+    on_duplicate: str = "return"
+    #: After the insert: each row skipped for its ``unique_key`` -> the live job holding it.
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
@@ -255,10 +270,20 @@ class JobBatch:
                                  + len(json_dumps(row["kwargs"]).encode()))
         return {"jobs": text, **self.shared}
 
+    def key(self, row: dict[str, Any]) -> str | None:
+        """The row's ``unique_key``: its own (``apply_many``) or the call's."""
+        key: str | None = row.get("unique_key") or self.shared["unique_key"]
+        return key
+
+    @property
+    def keyed(self) -> bool:
+        return self.shared["unique_key"] is not None or any(
+            "unique_key" in row for row in self.rows)
+
     @property
     def single(self) -> bool:
         """One job that no ``unique_key`` can collide with: ``job_insert_one`` fits."""
-        return len(self.rows) == 1 and self.shared["unique_key"] is None
+        return len(self.rows) == 1 and not self.keyed
 
     def single_params(self) -> dict[str, Any]:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
@@ -321,7 +346,9 @@ def _arguments(task: str, row: dict[str, Any]) -> Iterator[tuple[str, str, Any]]
 
 def insert_jobs(app: App, batch: JobBatch) -> int:
     """Insert the batch with one statement and one NOTIFY per queue; returns how many
-    went in (a job whose ``unique_key`` exists already is skipped).
+    went in. A job whose ``unique_key`` a live job holds is skipped: ``batch.duplicates``
+    then names that job, or :class:`DuplicateJob` is raised (``on_duplicate="raise"``;
+    on the pooled connection nothing of the batch is then inserted).
 
     With a connection the insert joins that connection's transaction: the jobs exist
     only if it commits, and workers are notified on commit.
@@ -341,17 +368,75 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
         params = batch.params()
     params["jobs_channel"] = queries.jobs_channel
     if batch.connection is None:
-        result = _insert_pooled(app, query, params, batch)
+        inserted = _insert_pooled(app, query, params, batch)
     else:
-        result = _execute_on(batch.connection, query, params, batch)
-    inserted = 1 if batch.single else int(result[0][0])
+        connection = batch.connection
+        inserted = _insert(app, lambda q, p: _execute_on(connection, q, p, batch),
+                           query, params, batch)
     if sent and inserted:  # none when a live job held the unique_key (one job per batch)
         publish.after(batch.task, sent)
     return inserted
 
 
-def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
-                   batch: JobBatch) -> list[Any]:
+Run = Callable[[bytes, dict[str, Any]], list[Any]]
+
+
+def _insert(app: App, run: Run, query: bytes, params: dict[str, Any],
+            batch: JobBatch) -> int:
+    """Run the insert; for the rows it skipped, find the live jobs holding their keys."""
+    result = run(query, params)
+    if batch.single:
+        return 1
+    inserted = int(result[0][0])
+    if inserted < len(batch.rows):
+        ids = set((result[0][2] or "").split(","))
+        _find_holders(app, run, batch, [r for r in batch.rows if r["id"] not in ids])
+    return inserted
+
+
+# How many times a skipped row is looked up and inserted again, when the holder of its
+# key finished between the insert and the look-up (each time is such a race).
+_HOLDER_TRIES = 5
+
+
+def _find_holders(app: App, run: Run, batch: JobBatch, skipped: list[dict[str, Any]]) -> None:
+    """Fill ``batch.duplicates`` for the skipped rows. A key whose holder finished
+    meanwhile is free again: its row is inserted then. Never an id that does not exist:
+    after ``_HOLDER_TRIES`` races in a row, DuplicateJob says so. (In a REPEATABLE READ
+    transaction of the caller, a holder its snapshot cannot see fails the insert itself
+    with Postgres's SerializationFailure, which such callers retry.)"""
+    queries = app.queries
+    for _ in range(_HOLDER_TRIES):
+        keys = sorted({str(batch.key(row)) for row in skipped})
+        holders = dict(run(queries["job_unique_holders"], {"keys": json_dumps(keys)}))
+        gone = []
+        for row in skipped:
+            holder = holders.get(batch.key(row))
+            if holder is None:
+                gone.append(row)
+            elif holder != row["id"]:  # else: a first try that did land (_insert_pooled)
+                batch.duplicates[row["id"]] = holder
+        if not gone:
+            break
+        again = replace(batch, rows=gone, duplicates={})
+        result = run(queries["job_insert"],
+                     {**again.params(), "jobs_channel": queries.jobs_channel})
+        ids = set((result[0][2] or "").split(","))
+        skipped = [row for row in gone if row["id"] not in ids]
+        if not skipped:
+            break
+    else:
+        raise DuplicateJob(
+            f"{batch.task}: unique_key {batch.key(skipped[0])!r}: its holder finished and "
+            f"another took it, {_HOLDER_TRIES} times while it was looked up; send again")
+    if batch.duplicates and batch.on_duplicate == "raise":
+        row_id, holder = next(iter(batch.duplicates.items()))
+        row = next(r for r in batch.rows if r["id"] == row_id)
+        raise DuplicateJob(f"{batch.task}: unique_key {batch.key(row)!r} is held by the live "
+                           f"job {holder}", job_id=holder, unique_key=batch.key(row))
+
+
+def _insert_pooled(app: App, query: bytes, params: dict[str, Any], batch: JobBatch) -> int:
     """Insert on a pooled connection, once more on a checked pool if the first was dead.
 
     Pooled connections are not pinged before use (that would cost a round trip per
@@ -360,15 +445,28 @@ def _insert_pooled(app: App, query: bytes, params: dict[str, Any],
     and that counts as success.
     """
     try:
-        with app.connection() as conn:
-            return _execute(conn, query, params, batch)
+        return _insert_on_pool(app, query, params, batch)
     except psycopg.OperationalError:
         app.check_pool()  # after a server restart every idle connection is dead
+        batch.duplicates.clear()
     try:
-        with app.connection() as conn:
-            return _execute(conn, query, params, batch)
+        return _insert_on_pool(app, query, params, batch)
     except DuplicateJob:
-        return [(len(batch.rows), 0)]
+        if batch.keyed:
+            raise
+        return len(batch.rows)
+
+
+def _insert_on_pool(app: App, query: bytes, params: dict[str, Any], batch: JobBatch) -> int:
+    with app.connection() as conn:
+        def run(q: bytes, p: dict[str, Any]) -> list[Any]:
+            return _execute(conn, q, p, batch)
+
+        if not batch.keyed:
+            return _insert(app, run, query, params, batch)
+        # One transaction: on_duplicate="raise" leaves none of the batch behind.
+        with conn.transaction():
+            return _insert(app, run, query, params, batch)
 
 
 def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any],
@@ -466,6 +564,11 @@ def build_rows(
     connection = options.pop("connection", None)
     if connection is None and app.connection_provider is not None:
         connection = app.connection_provider()
+    keys = options.get("unique_key")
+    if isinstance(keys, (list, tuple)):
+        del options["unique_key"]
+    else:
+        keys = None
     builder = _builder(app, task_name, task, options)
     rows = []
     for call in calls:
@@ -474,18 +577,43 @@ def build_rows(
             rows.append(builder.row(call[0], call[1]))
         else:
             rows.append(builder.row(call, None))
+    if keys is not None:
+        _give_keys(task_name, rows, keys)
     for option in ("task_id", "unique_key"):
         if getattr(builder, option) is not None and len(rows) > 1:
-            raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs")
+            raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs; "
+                             f"give apply_many a list, one {option} per call")
     return JobBatch(task_name, builder.shared(), rows, connection, builder.max_bytes,
-                    builder.max_depth, options.get("headers"), options.get("retry_policy"))
+                    builder.max_depth, options.get("headers"), options.get("retry_policy"),
+                    builder.on_duplicate)
+
+
+def _give_keys(task_name: str, rows: list[dict[str, Any]], keys: Sequence[Any]) -> None:
+    """``apply_many(calls, unique_key=[...])``: one key (or None) per call."""
+    if len(keys) != len(rows):
+        raise ValueError(f"{task_name}: unique_key lists {len(keys)} keys for "
+                         f"{len(rows)} calls; give one per call (None for no key)")
+    for i, (row, key) in enumerate(zip(rows, keys, strict=True)):
+        if key is not None:
+            limits.check_options(f"{task_name}: call {i}", {"unique_key": key})
+            row["unique_key"] = key
 
 
 def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> None:
-    """Write a custom state and its metadata for the running job (fenced on its attempt)."""
+    """Write a custom state and its metadata for the running job (fenced on its attempt),
+    or for job ``task_id`` while it runs, from anywhere (as Celery's backend would)."""
     request = task.request
     if meta is not None:
         check_json(meta, f"{task.name}: update_state meta")
+    if task_id is not None and task_id != request.id:
+        limits.job_id(f"{task.name}: update_state task_id", task_id)
+        rows = task.app.execute("job_progress_other", {
+            "id": task_id, "state": state, "meta": Jsonb(meta) if meta is not None else None})
+        if not rows:
+            raise ValueError(f"{task.name}: update_state(task_id={task_id!r}): that job is "
+                             "not running (queued, finished or unknown); a state is kept "
+                             "only while a job runs")
+        return
     job_id = task_id or request.id
     if job_id is None or request.called_directly and task_id is None:
         return  # called outside a worker: nothing to record, like Celery's eager mode

@@ -75,10 +75,12 @@ def _insert_jobs(where: str = "") -> str:
            CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= now()
                 THEN 'queued' ELSE 'scheduled' END,
            %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
-           %(expires_at)s::timestamptz, %(max_retries)s::integer, %(unique_key)s::text,
+           %(expires_at)s::timestamptz, %(max_retries)s::integer,
+           coalesce(r.unique_key, %(unique_key)s::text),
            %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
            %(ignore_result)s::boolean, %(options)s::jsonb
-      FROM jsonb_to_recordset(%(jobs)s::jsonb) AS r(id uuid, args jsonb, kwargs jsonb)
+      FROM jsonb_to_recordset(%(jobs)s::jsonb)
+           AS r(id uuid, args jsonb, kwargs jsonb, unique_key text)
     {where}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING j.id, j.queue, j.state
@@ -132,11 +134,19 @@ _CLAIM_UPDATE = """
 
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
-    # Returns how many rows went in (fewer than sent when a unique_key already existed).
+    # Returns how many rows went in (fewer than sent when a unique_key already existed),
+    # the NOTIFYs sent, and the ids that went in, comma-separated (text: any driver).
     "job_insert": f"""
         WITH new AS ({_insert_jobs()}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
-        SELECT count(*), (SELECT count(*) FROM woken) FROM new
+        SELECT count(*), (SELECT count(*) FROM woken), string_agg(id::text, ',') FROM new
+    """,
+    # The live jobs holding these unique keys (a JSON array of strings), after an insert
+    # skipped some: a separate statement, so that it sees holders committed after the
+    # insert's snapshot was taken.
+    "job_unique_holders": """
+        SELECT unique_key, id::text FROM {schema}.jobs
+         WHERE unique_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb))
     """,
     # The common single send (``delay()``, no ``unique_key``): one VALUES row, no JSON
     # unpacking and no ON CONFLICT. A single enqueue is bound by this statement's cost
@@ -284,6 +294,13 @@ TEMPLATES: dict[str, str] = {
         UPDATE {schema}.jobs SET progress_state = %(state)s, meta = %(meta)s::jsonb
          WHERE id = %(id)s AND attempt = %(attempt)s AND worker = %(worker)s
            AND state = 'started'
+    """,
+    # update_state(task_id=<another job>): that job's progress while it runs, whoever
+    # runs it (a claim clears it, a finish drops it). Returns the row if it was running.
+    "job_progress_other": """
+        UPDATE {schema}.jobs SET progress_state = %(state)s, meta = %(meta)s::jsonb
+         WHERE id = %(id)s AND state = 'started'
+        RETURNING id
     """,
     # Promote due scheduled and retry jobs so the claim index sees them.
     "job_stage": f"""

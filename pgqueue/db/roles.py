@@ -24,8 +24,8 @@ KINDS = ("producer", "worker", "control", "reader")
 
 # The kind of role each named statement needs, where it is not the worker's.
 _NEEDS = {
-    "producer": ("job_insert", "job_insert_one", "result_get", "result_get_state",
-                 "result_forget"),
+    "producer": ("job_insert", "job_insert_one", "job_unique_holders", "result_get",
+                 "result_get_state", "result_forget"),
     "control": ("job_revoke", "job_abort", "job_purge", "control_request_insert",
                 "schedule_insert", "schedule_delete", "schedule_set_enabled",
                 "schedule_run_now"),

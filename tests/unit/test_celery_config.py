@@ -367,7 +367,7 @@ def test_acks_late_is_accepted_with_the_warning_of_the_setting(
     ({"*": {"bind": True}}, "'bind' is fixed when the task is defined"),
     ({"*": {"on_failure": print}}, "changes a method"),
     ({"*": {"@on_failure": print}}, "changes a method"),
-    ({"*": {"serializer": "pickle"}}, "serializer 'pickle' is not supported"),
+    ({"*": {"serializer": "pickle"}}, "serializer: 'pickle' is refused"),
     ({"*": {"priority": 42}}, "priority must be an integer from 0 to 9"),
     ({"*": {"autoretry_for": ["ValueError"]}}, "autoretry_for must be exception classes"),
     ({"*": {1: 2}}, "option names are strings"),
