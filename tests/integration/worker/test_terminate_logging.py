@@ -100,3 +100,43 @@ def test_a_task_raising_task_revoked_error_itself_still_fails_loudly(
     assert result.state == "FAILURE"
     assert [r for r in caplog.records if r.levelno == logging.ERROR
             and result.id in r.getMessage() and "TaskRevokedError" in r.getMessage()]
+
+
+def test_a_terminated_job_sends_task_revoked_not_task_failure(
+        app: App, tmp_path: Path) -> None:
+    from pgqueue import signals
+
+    marker = tmp_path / "started"
+    seen: list[str] = []
+    failed: list[str] = []
+
+    class Base(app.Task):  # type: ignore[name-defined,misc]
+        def on_failure(self, *args: object) -> None:
+            failed.append("on_failure")
+
+    @app.task(base=Base)
+    def spin() -> None:
+        marker.write_text("started")
+        while True:
+            time.sleep(0.01)
+
+    def on_revoked(**kw: object) -> None:
+        seen.append("task_revoked")
+
+    def on_failure(**kw: object) -> None:
+        failed.append("task_failure")
+
+    signals.task_revoked.connect(on_revoked, weak=False)
+    signals.task_failure.connect(on_failure, weak=False)
+    try:
+        with running_worker(app):
+            result = spin.delay()
+            wait_until(marker.exists, timeout=20, message="the task to start")
+            result.revoke(terminate=True)
+            wait_until(result.ready, timeout=10, message="the terminated job to end")
+            wait_until(lambda: bool(seen), timeout=5,
+                       message="task_revoked")
+    finally:
+        signals.task_revoked.disconnect(on_revoked)
+        signals.task_failure.disconnect(on_failure)
+    assert result.state == "REVOKED" and seen == ["task_revoked"] and failed == []
