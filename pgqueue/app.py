@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from pgqueue.control import Control
     from pgqueue.result import AsyncResult, ResultWaiter
 
+#: What ``autodiscover_tasks`` takes: package names, a callable returning them, or None.
+Packages = Iterable[str] | Callable[[], Iterable[str]] | None
 F = TypeVar("F", bound=Callable[..., Any])
 
 _current_app: App | None = None
@@ -89,6 +92,7 @@ class App:
         self.on_after_configure = Signal("on_after_configure")
         self.on_after_finalize = Signal("on_after_finalize")
         self._configured = False
+        self._discoveries: list[tuple[Packages, str]] = []
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         # Task name -> (cache key, JobBuilder, settings it was built from): see producer.
         self._builders: dict[str, tuple[tuple[Any, ...], Any, Settings]] = {}
@@ -167,6 +171,8 @@ class App:
                 return
             self._configured = True
         signals.import_modules.send(sender=self)
+        for packages, related_name in self._discoveries:
+            _discover(packages, related_name)
         conf = self.conf
         for module in [*self.include, *_names(conf.imports, "imports"),
                        *_names(conf.include, "include")]:
@@ -175,19 +181,23 @@ class App:
         self.on_after_finalize.send(sender=self)
 
     def autodiscover_tasks(
-        self, packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
-        related_name: str = "tasks", force: bool = True,
+        self, packages: Packages = None, related_name: str = "tasks", force: bool = False,
     ) -> None:
-        """Import ``<package>.tasks`` for each package that has one."""
-        import importlib
-
-        names = packages() if callable(packages) else (packages or ())
-        for package in names:
-            try:
-                importlib.import_module(f"{package}.{related_name}")
-            except ModuleNotFoundError as e:
-                if e.name != f"{package}.{related_name}":
-                    raise
+        """Import ``<package>.<related_name>`` for each package that has one, as Celery
+        does: when the app is finalized (a worker or beat starting), or at once with
+        ``force=True`` or on an app already finalized. ``packages`` may be a callable,
+        called then; without it, the installed apps of Django (``DJANGO_SETTINGS_MODULE``).
+        """
+        if packages is None and not _django_configured():
+            raise ConfigurationError(
+                "autodiscover_tasks() without packages finds the tasks of Django's installed "
+                "apps, but Django is not configured (DJANGO_SETTINGS_MODULE is unset): pass "
+                "the packages, e.g. app.autodiscover_tasks(['proj.orders'])")
+        with self._lock:
+            if not (force or self._configured):
+                self._discoveries.append((packages, related_name))
+                return
+        _discover(packages, related_name)
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -470,3 +480,44 @@ class _SharedTaskProxy:
 
     def __repr__(self) -> str:
         return f"<@shared_task: {self._fun.__module__}.{self._fun.__name__}>"
+
+
+# Installed Django apps whose tasks.py is not tasks: pgqueue's own is the django.tasks backend.
+_NOT_TASK_PACKAGES = frozenset({"pgqueue.contrib.django"})
+
+
+def _django_configured() -> bool:
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return True
+    settings = getattr(sys.modules.get("django.conf"), "settings", None)
+    return bool(settings is not None and settings.configured)
+
+
+def _django_packages() -> list[str]:
+    """The installed apps of Django, setting Django up first when nothing has (a worker
+    started with ``-A proj`` rather than ``manage.py``)."""
+    import django
+    from django.apps import apps
+
+    if not apps.apps_ready:
+        django.setup()
+    return [config.name for config in apps.get_app_configs()
+            if config.name not in _NOT_TASK_PACKAGES]
+
+
+def _discover(packages: Packages, related_name: str) -> None:
+    import importlib
+
+    if packages is None:
+        names: Iterable[str] = _django_packages()
+    else:
+        names = packages() if callable(packages) else packages
+    for package in names:
+        try:
+            importlib.import_module(f"{package}.{related_name}")
+        except ModuleNotFoundError as e:
+            if e.name == package:
+                raise ConfigurationError(f"autodiscover_tasks: there is no package {package!r} "
+                                         "to import tasks from") from None
+            if e.name != f"{package}.{related_name}":
+                raise

@@ -243,6 +243,12 @@ def is_async(task: Task) -> bool:
 _async_classes: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
+class Terminated(TaskRevokedError):
+    """What a pool raises in a job it terminated on request: the pool recorded REVOKED
+    already, so this is no outcome of the task (one the task raised itself, from
+    ``get()`` of a revoked job, is)."""
+
+
 #: Interruptions a pool sends into a running job; it makes them the outcome itself.
 _INTERRUPTS = (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError,
                asyncio.CancelledError)
@@ -335,6 +341,8 @@ def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
             task.before_start(job.id, job.args, job.kwargs)
             value = task(*job.args, **job.kwargs)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: outcomes too
+            if isinstance(exc, Terminated):
+                raise  # the pool recorded the outcome
             return attempt.raised(exc)
         return attempt.returned(value)
 

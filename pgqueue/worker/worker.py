@@ -282,7 +282,7 @@ class Worker:
                 aborts.mark(held)
             elif held:
                 for job_id in held:
-                    logger.warning("Terminating job %s on request", job_id)
+                    logger.info("Terminating job %s on request", job_id)
                     self.pool.terminate(job_id)
 
     # -- the loop ---------------------------------------------------------------------------

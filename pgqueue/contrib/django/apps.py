@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig, apps
+from django.apps import AppConfig
 
 from pgqueue.contrib.django.conf import get_app, setting
 
@@ -16,7 +16,5 @@ class PgQueueConfig(AppConfig):
     def ready(self) -> None:
         app = get_app()
         if setting("PGQUEUE_AUTODISCOVER"):
-            # Not this package's own tasks.py: that is the django.tasks backend.
-            app.autodiscover_tasks([config.name for config in apps.get_app_configs()
-                                    if config.name != self.name])
+            app.autodiscover_tasks(force=True)  # every installed app's tasks.py
         app.finalize()

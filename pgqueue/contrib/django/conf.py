@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue.app import App
 from pgqueue.config import resolve_dsn
 from pgqueue.contrib.django.connections import DjangoTask
+from pgqueue.db.connection import describe
 from pgqueue.exceptions import ConfigurationError
 
 #: Settings of this integration itself; every other ``PGQUEUE_X`` setting is pgqueue's ``x``.
@@ -78,22 +79,44 @@ def dsn_for_database(alias: str) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v not in (None, "")})
 
 
+def _database(dsn: str) -> tuple[str, str, str]:
+    """Host, port and dbname: what makes two DSNs the same database (users may differ)."""
+    info = conninfo_to_dict(dsn)
+    return (str(info.get("host") or ""), str(info.get("port") or "5432"),
+            str(info.get("dbname") or info.get("user") or ""))
+
+
 class DjangoApp(App):
-    """An App whose database is a Django one unless ``PGQUEUE_DSN`` names another.
+    """An App whose database is Django's: ``settings.PGQUEUE_DSN`` or else
+    ``DATABASES[PGQUEUE_DATABASE]``.
 
     The DSN is read at each use, not at start-up, so it follows Django's test runner
-    when it swaps in the test database.
+    when it swaps in the test database. A DSN given another way (``--dsn`` or
+    ``$PGQUEUE_DSN`` of ``manage.py pgqueue``) must name that same database: the Django
+    side enqueues there, so a worker elsewhere would never see its jobs.
     """
 
     Task = DjangoTask
     database: str = "default"
+    settings_dsn: str | None = None
 
     @property
     def dsn(self) -> str:
-        if self.conf.dsn:
-            return resolve_dsn(self.conf.dsn)
-        return dsn_for_database(self.database)
-
+        if self.settings_dsn:
+            django_dsn, source = resolve_dsn(self.settings_dsn), "settings.PGQUEUE_DSN"
+        else:
+            django_dsn = dsn_for_database(self.database)
+            source = f"DATABASES[{self.database!r}]"
+        if not self.conf.dsn or self.conf.dsn == self.settings_dsn:
+            return django_dsn
+        given = resolve_dsn(self.conf.dsn)
+        if _database(given) != _database(django_dsn):
+            raise ConfigurationError(
+                f"the DSN given to the worker ({describe(given)}, from --dsn or $PGQUEUE_DSN) "
+                f"is not the Django project's queue database ({describe(django_dsn)}, from "
+                f"{source}), where Django enqueues: unset PGQUEUE_DSN, or set "
+                "settings.PGQUEUE_DSN so that both sides use one database")
+        return given
 
 def in_transaction_connection(alias: str) -> Any:
     """Django's connection when the calling thread is inside ``atomic()``, else None."""
@@ -111,6 +134,7 @@ def get_app() -> DjangoApp:
             app = DjangoApp("django")
             app.database = setting("PGQUEUE_DATABASE")
             app.conf.update(pgqueue_settings())
+            app.settings_dsn = app.conf.dsn
             if setting("PGQUEUE_ENQUEUE_IN_TRANSACTION"):
                 alias = app.database
                 app.connection_provider = lambda: in_transaction_connection(alias)

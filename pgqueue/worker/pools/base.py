@@ -37,6 +37,7 @@ from pgqueue.worker import hooks
 from pgqueue.worker.execution import (
     ClaimedJob,
     Outcome,
+    Terminated,
     crashed,
     execute,
     failure,
@@ -86,6 +87,7 @@ def terminated_outcome(context: JobContext, job: ClaimedJob,
     process, as Celery does for prefork)."""
     request = make_request(job, context.worker_id, context.hostname)
     hooks.revoked(context.app.tasks.get(job.task), request, terminated=True, signum=signum)
+    logger.info("Task %s[%s] terminated by request", job.task, job.id)
     return Outcome(job.id, job.attempt, states.REVOKED, error="terminated by request")
 
 
@@ -245,6 +247,8 @@ class QueuePool(Slots):
         """Run ``job``; whatever escapes becomes its FAILURE (dropped if it ended already)."""
         try:
             self._run(executor, job)
+        except Terminated:  # terminate() recorded REVOKED already
+            executor.end()
         except BaseException as exc:
             executor.end()
             self.context.finished(crashed(job, exc))

@@ -236,7 +236,6 @@ class ProcessPool(QueuePool):
                 terminate = job.id in self._terminate
                 self._terminate.discard(job.id)
             if terminate:
-                logger.warning("Task %s[%s] terminated by request", job.task, job.id)
                 self.context.finished(terminated_outcome(self.context, job, signal.SIGKILL))
                 self._kill(child)
                 return self._spawn()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from pgqueue.worker.execution import ClaimedJob, crashed, failure
+from pgqueue.worker.execution import ClaimedJob, Terminated, crashed, failure
 from pgqueue.worker.pools.base import (
     JobContext,
     RunningJob,
@@ -28,6 +28,8 @@ class SoloPool(Slots):
     def submit(self, job: ClaimedJob) -> None:
         try:
             self._run(job)
+        except Terminated:  # terminate() recorded REVOKED already
+            self._slot.end()
         except BaseException as exc:  # nothing a job does may stop the claim loop
             self._slot.end()
             self.context.finished(crashed(job, exc))
@@ -44,6 +46,8 @@ class SoloPool(Slots):
         try:
             self.context.started(job)
             outcome = self.context.run(job)
+        except Terminated:
+            raise
         except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError) as exc:
             outcome = failure(job, exc, with_traceback=False)  # landed outside the task
         finally:
@@ -60,7 +64,7 @@ class SoloPool(Slots):
         if job is None or job.id != job_id:
             return False
         self.context.finished(terminated_outcome(self.context, job))
-        self._slot.interrupt(job, TaskRevokedError)
+        self._slot.interrupt(job, Terminated)
         return True
 
     def shutdown(self) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from pgqueue.worker.execution import ClaimedJob
+from pgqueue.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from pgqueue.worker.execution import ClaimedJob, Terminated
 from pgqueue.worker.pools.base import (
     Executor,
     JobContext,
@@ -43,7 +43,7 @@ class ThreadPool(QueuePool):
             return False
         job = running.job
         self.context.finished(terminated_outcome(self.context, job))
-        running.interrupt(job, TaskRevokedError)
+        running.interrupt(job, Terminated)
         return True
 
     def _run(self, executor: Executor, job: ClaimedJob) -> None:
