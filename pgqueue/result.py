@@ -232,7 +232,10 @@ class AsyncResult:
             interval: float = 1.0, disable_sync_subtasks: bool = True,
             callback: Callable[[str, Any], Any] | None = None,
             on_message: Callable[[dict[str, Any]], Any] | None = None,
-            **kwargs: Any) -> Any:
+            on_interval: Callable[[], Any] | None = None,
+            no_ack: bool = True, follow_parents: bool = True,
+            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES,  # noqa: N803
+            ) -> Any:
         """Wait until the job is final and return its result.
 
         Wakes on the completion notification of the finishing worker; ``interval`` only
@@ -241,15 +244,19 @@ class AsyncResult:
         ``timeout`` seconds. As in Celery, ``on_message`` is called with the meta dict
         (``status``, ``result``, ``task_id``, ...) of each state the wait reads (the first,
         each change, the final one; progress is read at least every ``interval``), and
-        ``callback(task_id, result)`` once with the result it returns.
+        ``callback(task_id, result)`` once with the result it returns. ``on_interval`` is
+        called each time the wait wakes without a final state; ``PROPAGATE_STATES`` are the
+        states that raise. ``no_ack`` (there is no result message to acknowledge: results
+        are rows) and ``follow_parents`` (a job has no parent results to raise yet) are
+        accepted for Celery's callers and change nothing. Any other keyword is a TypeError.
         """
         from pgqueue.request import inside_task
 
         if disable_sync_subtasks and inside_task.get():
             raise RuntimeError("Never call result.get() within a task: it can deadlock the "
                                "worker. Chain the work or pass disable_sync_subtasks=False.")
-        meta = self._wait(timeout, interval, on_message)
-        if propagate and meta.state in states.PROPAGATE_STATES:
+        meta = self._wait(timeout, interval, on_message, on_interval)
+        if propagate and meta.state in PROPAGATE_STATES:
             assert isinstance(meta.result, BaseException)
             raise meta.result
         if callback is not None:
@@ -259,7 +266,8 @@ class AsyncResult:
     wait = get
 
     def _wait(self, timeout: float | None, interval: float,
-              on_message: Callable[[dict[str, Any]], Any] | None = None) -> ResultMeta:
+              on_message: Callable[[dict[str, Any]], Any] | None = None,
+              on_interval: Callable[[], Any] | None = None) -> ResultMeta:
         seen: list[tuple[str, str]] = []
 
         def read() -> ResultMeta:
@@ -286,6 +294,8 @@ class AsyncResult:
                     raise TimeoutError(f"the job {self.id} did not finish within {timeout}s "
                                        f"(state {meta.state})")
                 event.wait(interval if remaining is None else min(interval, remaining))
+                if on_interval is not None:
+                    on_interval()
         finally:
             waiter.unregister(self.id, event)
 
