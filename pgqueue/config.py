@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import inspect
 import os
 import warnings
@@ -188,8 +187,7 @@ def known_names() -> list[str]:
 
 def _suggest(name: str, choices: list[str]) -> str:
     # Near names only: a typo, not a different setting that shares a prefix.
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.85)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return limits.did_you_mean(name, choices, cutoff=0.85)
 
 
 def celery_name(key: str) -> str | None:

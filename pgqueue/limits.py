@@ -8,10 +8,11 @@ every job that shares the queue (see docs/reliability.md, "Validated at the door
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -272,3 +273,21 @@ def _shape_fault(args: Any, kwargs: Any, options: Any) -> str | None:
         except (TypeError, ValueError):
             return f"options.eta must be an ISO 8601 date and time, got {show(eta)}"
     return None
+
+
+def did_you_mean(name: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """``"; did you mean 'x'?"`` for the nearest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_names(where: str, options: Iterable[str], known: Collection[str],
+                refused: Mapping[str, str], *, kind: str = "option",
+                refusal: str = "is not supported",
+                refusal_error: type[Exception] = TypeError) -> None:
+    """Each option name is known, or the error says why it is refused or what was meant."""
+    for key in options:
+        if key in refused:
+            raise refusal_error(f"{where}: option {key!r} {refusal}: {refused[key]}")
+        if key not in known:
+            raise TypeError(f"{where}: unknown {kind} {key!r}{did_you_mean(key, known)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
@@ -34,14 +33,8 @@ _UNSUPPORTED_TASK_OPTIONS = {
 
 
 def check_task_options(options: dict[str, Any], where: str) -> None:
-    for key in options:
-        if key in _UNSUPPORTED_TASK_OPTIONS:
-            raise TypeError(f"{where}: option {key!r} is not supported: "
-                            f"{_UNSUPPORTED_TASK_OPTIONS[key]}")
-        if key not in TASK_OPTIONS:
-            close = difflib.get_close_matches(key, TASK_OPTIONS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{where}: unknown task option {key!r}{hint}")
+    limits.check_names(where, options, TASK_OPTIONS, _UNSUPPORTED_TASK_OPTIONS,
+                       kind="task option")
     limits.check_options(where, options)
 
 

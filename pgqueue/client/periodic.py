@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pgqueue import limits
 from pgqueue.client.producer import SEND_OPTIONS, build_rows
 from pgqueue.exceptions import ConfigurationError, PgQueueError
 from pgqueue.schedules import (
@@ -62,14 +63,8 @@ class Entry:
 
 
 def check_options(where: str, options: Mapping[str, Any]) -> None:
-    for key in options:
-        if key in _PER_FIRE_OPTIONS:
-            raise ValueError(f"{where}: option {key!r} cannot be used on a schedule: "
-                             f"{_PER_FIRE_OPTIONS[key]}")
-        if key not in SEND_OPTIONS:
-            close = difflib.get_close_matches(key, SEND_OPTIONS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{where}: unknown option {key!r}{hint}")
+    limits.check_names(where, options, SEND_OPTIONS, _PER_FIRE_OPTIONS,
+                       refusal="cannot be used on a schedule", refusal_error=ValueError)
 
 
 def make_entry(name: Any, spec: Any, *, timezone: str = "UTC", catch_up: bool = True) -> Entry:

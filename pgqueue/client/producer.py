@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,14 +43,8 @@ _UNSUPPORTED_SEND_OPTIONS = {
 
 
 def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
-    for key in options:
-        if key in _UNSUPPORTED_SEND_OPTIONS:
-            raise TypeError(f"{task_name}: option {key!r} is not supported: "
-                            f"{_UNSUPPORTED_SEND_OPTIONS[key]}")
-        if key not in SEND_OPTIONS:
-            close = difflib.get_close_matches(key, SEND_OPTIONS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{task_name}: unknown apply_async option {key!r}{hint}")
+    limits.check_names(task_name, options, SEND_OPTIONS, _UNSUPPORTED_SEND_OPTIONS,
+                       kind="apply_async option")
 
 
 def _as_utc(value: datetime, zone: str, what: str) -> datetime:
