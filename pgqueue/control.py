@@ -31,14 +31,23 @@ class Control:
         self.app = app
 
     def revoke(self, task_id: str | Sequence[str], terminate: bool = False,
-               signal: str = "SIGTERM", **kwargs: Any) -> list[str]:
+               signal: str | None = None, **kwargs: Any) -> list[str]:
         """End jobs that have not started as REVOKED; they will never run.
 
         With ``terminate=True`` a running job is stopped too: its child process is killed
         (``-P processes``), its coroutine cancelled (``-P asyncio``), or, in a thread, it
         is recorded REVOKED at once and interrupted at its next bytecode. Without it, a
         running job runs to its end, as in Celery. Returns the ids revoked before start.
+        ``signal`` may only name Celery's default (TERM): the pool, not a signal, decides
+        how a job stops. Celery's other keywords (``destination``, ``reply``) are refused.
         """
+        if signal is not None and signal.upper().removeprefix("SIG") != "TERM":
+            raise ValueError(f"revoke(signal={signal!r}) is not supported: terminate=True "
+                             "stops a job the pool's way (prefork kills its child, threads "
+                             "interrupt it, asyncio cancels it); leave signal out")
+        if kwargs:
+            raise TypeError(f"revoke() got unsupported keyword(s) {', '.join(sorted(kwargs))}: "
+                            "every worker acts on a revoke; there are no replies to wait for")
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         channels = self.app.queries.channels()
         rows = self.app.execute("job_revoke",
@@ -46,7 +55,7 @@ class Control:
         revoked = [str(r[0]) for r in rows]
         running = [i for i in ids if i not in revoked]
         if terminate and running:
-            self.request("terminate", running, arguments={"signal": signal})
+            self.request("terminate", running)
         return revoked
 
     def request(self, action: str, job_ids: Sequence[str] = (),

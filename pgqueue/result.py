@@ -303,8 +303,13 @@ class AsyncResult:
         """Delete the stored result."""
         self.app.execute("result_forget", {"id": self.id})
 
-    def revoke(self, terminate: bool = False, signal: str = "SIGTERM", **kwargs: Any) -> None:
-        """Stop the job: not yet started, it ends REVOKED and never runs."""
+    def revoke(self, terminate: bool = False, signal: str | None = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Stop the job: not yet started, it ends REVOKED and never runs (see
+        :meth:`pgqueue.control.Control.revoke` for ``terminate`` and ``signal``)."""
+        if wait or timeout is not None:
+            raise TypeError("revoke(wait=, timeout=) is not supported: workers send no "
+                            "replies; use result.get(timeout=...) or read result.state")
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
 

@@ -40,3 +40,17 @@ def test_an_unknown_keyword_is_a_type_error(app: App) -> None:
         assert result.get(timeout=20) == 3
         with pytest.raises(TypeError, match="nonsense"):
             result.get(timeout=5, nonsense=True)  # type: ignore[call-arg]
+
+
+def test_revoke_refuses_what_it_cannot_honour(app: App) -> None:
+    from pgqueue import AsyncResult
+
+    result = AsyncResult("01a23fa6-6aa0-774f-95fd-fb784ac1d357", app=app)
+    with pytest.raises(ValueError, match="signal='SIGKILL'.*not supported"):
+        result.revoke(terminate=True, signal="SIGKILL")
+    with pytest.raises(TypeError, match="wait=, timeout="):
+        result.revoke(wait=True)
+    with pytest.raises(TypeError, match="destination"):
+        app.control.revoke(result.id, destination=["w1"])
+    result.revoke(terminate=True, signal="SIGTERM")  # Celery's default: accepted
+    assert result.state == "PENDING"  # unknown id: nothing to stop, nothing written
