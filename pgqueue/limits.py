@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pgqueue.utils import storable_json
+
 #: Time limits and leases: at most a year (a claim that long is a stuck job, not a plan).
 MAX_SECONDS = 365 * 24 * 3600
 #: ``countdown`` and ``expires`` in seconds: at most a hundred years either way.
@@ -30,6 +32,8 @@ MAX_RETRIES = 2**31 - 1
 #: jsonb stops at 255 MB; Python's JSON codecs recurse, ~1,000 levels at most.
 MAX_ARGS_BYTES = 200 * 1024 * 1024
 MAX_ARGS_DEPTH = 500
+#: ``headers=``, as JSON: trace contexts and tenant ids, not payloads (use arguments).
+MAX_HEADERS_BYTES = 64 * 1024
 
 # Characters a name cannot hold: control characters (NUL breaks every statement) and
 # lone surrogates (not encodable as UTF-8).
@@ -144,6 +148,17 @@ def serializer(what: str, value: Any) -> Any:
     return value
 
 
+def headers(what: str, value: Any) -> dict[str, Any]:
+    """A JSON object with string keys that jsonb stores, of at most MAX_HEADERS_BYTES."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a dict, not {show(value)}")
+    for key in value:
+        if not isinstance(key, str):  # JSON would turn 1 into "1" without a word
+            raise TypeError(f"{what}: keys must be strings, got {show(key)}")
+    storable_json(value, what, MAX_HEADERS_BYTES, "the headers limit")
+    return value
+
+
 #: Checks of option values, by option name; each takes ``(what, value)``.
 OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "time_limit": seconds,
@@ -157,6 +172,7 @@ OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "priority": priority,
     "max_retries": max_retries,
     "queue": name,
+    "routing_key": name,
     "name": name,
     "unique_key": lambda what, value: name(what, value, MAX_UNIQUE_KEY),
     "task_id": job_id,
@@ -164,6 +180,7 @@ OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "root_id": job_id,
     "group_id": job_id,
     "serializer": serializer,
+    "headers": headers,
 }
 
 
@@ -252,6 +269,20 @@ def decode_job(args: str, kwargs: str, options: str
     if fault is not None:
         return [], {}, {}, fault
     return decoded[0], decoded[1], decoded[2], None
+
+
+def decode_headers(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """A claimed row's headers, and why the job cannot run when they are not a JSON
+    object (written by plain SQL). Never raises, like :func:`decode_job`."""
+    if text is None:
+        return None, None
+    try:
+        value = json.loads(text)
+    except (RecursionError, ValueError):
+        return None, "headers cannot be decoded"
+    if not isinstance(value, dict):
+        return None, f"headers must be a JSON object or NULL, got {show(value)}"
+    return value, None
 
 
 def _shape_fault(args: Any, kwargs: Any, options: Any) -> str | None:

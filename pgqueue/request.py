@@ -37,6 +37,10 @@ class Request:
     called_directly: bool = True
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    #: ``apply_async(headers=...)`` and what before_task_publish receivers added.
+    headers: dict[str, Any] | None = None
+    #: ``apply_async(shadow=...)``: the name shown in log lines.
+    shadow: str | None = None
 
     @property
     def delivery_info(self) -> dict[str, Any]:

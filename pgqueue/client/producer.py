@@ -28,7 +28,7 @@ SEND_OPTIONS = frozenset({
     "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
     "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
     "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
-    "headers", "shadow", "retry", "retry_policy", "exchange", "on_duplicate",
+    "headers", "shadow", "retry", "retry_policy", "on_duplicate",
 })
 #: What ``on_duplicate`` may say, when a live job holds the ``unique_key``: hand out that
 #: job's result (flagged ``duplicate``), or raise :class:`DuplicateJob`.
@@ -39,6 +39,7 @@ _UNSUPPORTED_SEND_OPTIONS = {
     "chain": "chains are not supported yet",
     "add_to_parent": "task trees are not tracked yet",
     "compression": "arguments are stored as jsonb, uncompressed",
+    "exchange": "pgqueue has no exchanges; name the queue with queue= (or routing_key=)",
 }
 
 
@@ -98,6 +99,9 @@ class JobBuilder:
         limits.check_options(task_name, options)
         conf = app.conf
         self.task_name = task_name
+        if options.get("queue") is None and options.get("routing_key") is not None:
+            # No exchanges to bind: a routing key names the queue, as a direct one would.
+            options = {**options, "queue": options["routing_key"]}
         routed = _route(app, task_name)
         limits.check_options(f"{task_name}: task_routes", routed)
 
@@ -132,10 +136,11 @@ class JobBuilder:
             raise ValueError(f"{task_name}: give countdown or eta, not both")
         self.run_at: datetime | None = None
         if countdown is not None:
+            eta = self.now + timedelta(seconds=countdown)  # request.eta, as Celery's
             if countdown > 0:
-                self.run_at = self.now + timedelta(seconds=countdown)
+                self.run_at = eta
         elif eta is not None:
-            self.run_at = _as_utc(eta, zone, f"{task_name}: eta")
+            self.run_at = eta = _as_utc(eta, zone, f"{task_name}: eta")
         self.expires_at = _expires_at(
             pick("expires", getattr(task, "expires", None), None), self.now, zone,
             f"{task_name}: expires")
@@ -185,6 +190,8 @@ class JobBuilder:
             opts["track_started"] = True
         if eta is not None:
             opts["eta"] = eta.isoformat()
+        if options.get("shadow") is not None:
+            opts["shadow"] = limits.name(f"{name}: shadow", options["shadow"])
         return opts
 
     def row(self, args: Any, kwargs: Any) -> dict[str, Any]:
@@ -286,7 +293,9 @@ class JobBatch:
         kwargs = self._encode(row["kwargs"], levels=1, brackets=1) if row["kwargs"] else "{}"
         if (len(args) + len(kwargs)) * 4 > self.max_bytes:
             self._check_size(row, len(args.encode()) + len(kwargs.encode()))
-        return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs}
+        headers = row.get("headers")
+        return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs,
+                "headers": None if headers is None else json_dumps(headers)}
 
     def _encode(self, value: Any, levels: int, brackets: int) -> str:
         """``value`` as JSON text, each argument ``levels`` deep in it, which adds
@@ -352,6 +361,11 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     if publish.wanted(batch.task):  # before the rows are encoded: receivers may change them
         sent = publish.messages(batch.task, batch.shared, batch.rows, batch.headers)
         publish.before(batch.task, sent, batch.retry_policy)
+        for row, message in zip(batch.rows, sent, strict=True):
+            row["headers"] = publish.stored_headers(batch.task, message, batch.headers)
+    elif batch.headers is not None:
+        for row in batch.rows:
+            row["headers"] = batch.headers
     queries = app.queries
     if batch.single:
         query = queries["job_insert_one"]

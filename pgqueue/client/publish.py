@@ -4,12 +4,14 @@
 message would hold, as far as a row has it (protocol 2's names):
 
 - ``sender``: the task name.
-- ``headers``: ``lang``, ``task``, ``id``, ``shadow`` (None), ``eta``, ``expires`` (ISO
+- ``headers``: ``lang``, ``task``, ``id``, ``shadow``, ``eta``, ``expires`` (ISO
   8601 text or None), ``group``, ``group_index`` (None), ``retries`` (0), ``timelimit``
   (``[hard, soft]``), ``root_id``, ``parent_id``, ``argsrepr``, ``kwargsrepr``,
   ``origin`` (``<pid>@<host>``), ``ignore_result``, and the ``headers=`` given to
-  ``apply_async``. A receiver may add to it (a tracer injects its context there), but
-  pgqueue does not store headers yet, so the worker does not see what it adds.
+  ``apply_async``. A receiver may add to it (a tracer injects its context there): the
+  ``headers=`` given and what receivers add are stored in the job's ``headers`` column
+  (``self.request.headers`` in the worker); the keys above are not, being the row's
+  own columns, unless ``headers=`` gave them.
 - ``body``: ``(args, kwargs, embed)``, with ``embed`` Celery's empty
   ``callbacks``/``errbacks``/``chain``/``chord``.
 - ``exchange``: ``""``; ``routing_key``: the queue; ``properties``:
@@ -28,7 +30,7 @@ import os
 import reprlib
 from typing import Any
 
-from pgqueue import signals
+from pgqueue import limits, signals
 from pgqueue.utils import hostname
 
 _short = reprlib.Repr()
@@ -49,8 +51,8 @@ def messages(task_name: str, shared: dict[str, Any], rows: list[dict[str, Any]],
     found = []
     for row in rows:
         message_headers = {
-            "lang": "py", "task": task_name, "id": row["id"], "shadow": None,
-            "eta": shared.get("run_at"), "expires": shared.get("expires_at"),
+            "lang": "py", "task": task_name, "id": row["id"], "shadow": options.get("shadow"),
+            "eta": options.get("eta"), "expires": shared.get("expires_at"),
             "group": shared.get("group_id"), "group_index": None, "retries": 0,
             "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
             "root_id": shared.get("root_id"), "parent_id": shared.get("parent_id"),
@@ -65,6 +67,25 @@ def messages(task_name: str, shared: dict[str, Any], rows: list[dict[str, Any]],
                       "properties": {"correlation_id": row["id"],
                                      "priority": shared.get("priority")}})
     return found
+
+
+# The headers every message has, built from the row; not stored unless headers= gave them.
+_PROTOCOL = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+})
+
+
+def stored_headers(task_name: str, message: dict[str, Any], given: Any
+                   ) -> dict[str, Any] | None:
+    """What the job's ``headers`` column keeps after ``before_task_publish``: the
+    ``headers=`` given and what receivers added, checked as ``headers=`` is."""
+    kept = {k: v for k, v in message["headers"].items()
+            if k not in _PROTOCOL or isinstance(given, dict) and k in given}
+    if not kept and given is None:
+        return None
+    return limits.headers(f"{task_name}: headers (with what before_task_publish added)",
+                          kept)
 
 
 def before(task_name: str, sent: list[dict[str, Any]], retry_policy: Any) -> None:

@@ -16,7 +16,7 @@ from pgqueue.limits import MAX_SECONDS
 # finishes jobs (worker finish, revoke, rescue) so they cannot drift apart.
 _RESULT_COLUMNS = (
     "id, queue, task, state, result, error, traceback, args, kwargs, priority, attempt,"
-    " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at"
+    " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at, headers"
 )
 _RESULT_UPSERT = """
     ON CONFLICT (id) DO UPDATE SET
@@ -26,7 +26,7 @@ _RESULT_UPSERT = """
         attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, unique_key = EXCLUDED.unique_key,
         parent_id = EXCLUDED.parent_id, root_id = EXCLUDED.root_id,
         group_id = EXCLUDED.group_id, meta = EXCLUDED.meta, created_at = EXCLUDED.created_at,
-        started_at = EXCLUDED.started_at, finished_at = now()
+        started_at = EXCLUDED.started_at, headers = EXCLUDED.headers, finished_at = now()
 """
 # Notify waiters of finished ids, in chunks that stay below NOTIFY's 8000-byte payload.
 _NOTIFY_DONE = """
@@ -70,7 +70,8 @@ def _insert_jobs(where: str = "") -> str:
     return f"""
     INSERT INTO {{schema}}.jobs AS j (
         id, queue, task, args, kwargs, state, priority, run_at, expires_at,
-        max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options)
+        max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options,
+        headers)
     SELECT r.id, %(queue)s::text, %(task)s::text, r.args, r.kwargs,
            CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= now()
                 THEN 'queued' ELSE 'scheduled' END,
@@ -78,9 +79,9 @@ def _insert_jobs(where: str = "") -> str:
            %(expires_at)s::timestamptz, %(max_retries)s::integer,
            coalesce(r.unique_key, %(unique_key)s::text),
            %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
-           %(ignore_result)s::boolean, %(options)s::jsonb
+           %(ignore_result)s::boolean, %(options)s::jsonb, r.headers
       FROM jsonb_to_recordset(%(jobs)s::jsonb)
-           AS r(id uuid, args jsonb, kwargs jsonb, unique_key text)
+           AS r(id uuid, args jsonb, kwargs jsonb, unique_key text, headers jsonb)
     {where}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING j.id, j.queue, j.state
@@ -130,7 +131,8 @@ _CLAIM_UPDATE = """
          WHERE j.id = ANY(ARRAY({claimable}))
      RETURNING j.id::text, j.queue, j.task, j.args::text, j.kwargs::text, j.priority, j.run_at,
                j.expires_at, j.attempt, j.max_retries, j.ignore_result, j.options::text,
-               j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at"""
+               j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at,
+               j.headers::text"""
 
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
@@ -155,7 +157,8 @@ TEMPLATES: dict[str, str] = {
         WITH new AS (
             INSERT INTO {schema}.jobs (
                 id, queue, task, args, kwargs, state, priority, run_at, expires_at,
-                max_retries, parent_id, root_id, group_id, ignore_result, options)
+                max_retries, parent_id, root_id, group_id, ignore_result, options,
+                headers)
             VALUES (%(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
                     %(kwargs)s::jsonb,
                     CASE WHEN %(run_at)s::timestamptz IS NULL
@@ -164,7 +167,7 @@ TEMPLATES: dict[str, str] = {
                     %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
                     %(expires_at)s::timestamptz, %(max_retries)s::integer,
                     %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
-                    %(ignore_result)s::boolean, %(options)s::jsonb)
+                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb)
             RETURNING queue, state
         )
         SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
@@ -248,7 +251,7 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, final_state, final_result, final_error, final_traceback,
                    args, kwargs, priority, attempt, worker, unique_key, parent_id, root_id,
-                   group_id, meta, created_at, started_at
+                   group_id, meta, created_at, started_at, headers
               FROM {_STORED}
             {_RESULT_UPSERT}
         ), notified AS ({_NOTIFY_DONE.format(finished=_STORED)})
@@ -386,7 +389,7 @@ TEMPLATES: dict[str, str] = {
                    'WorkerLostError: worker ' || coalesce(worker, '?')
                        || ' stopped renewing its lease (attempt ' || attempt || ')',
                    NULL, args, kwargs, priority, attempt, worker, unique_key, parent_id,
-                   root_id, group_id, meta, created_at, started_at
+                   root_id, group_id, meta, created_at, started_at, headers
               FROM failed
             {_RESULT_UPSERT}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="requeued")}
@@ -404,7 +407,7 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
                    attempt, worker, unique_key, parent_id, root_id, group_id, meta,
-                   created_at, started_at
+                   created_at, started_at, headers
               FROM moved
             {_RESULT_UPSERT}
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})

@@ -23,7 +23,7 @@ from pgqueue.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from pgqueue.limits import decode_job
+from pgqueue.limits import decode_headers, decode_job
 from pgqueue.request import Request, inside_task
 from pgqueue.utils import storable_json, storable_text, utcnow, uuid
 from pgqueue.worker import aborts, hooks
@@ -58,17 +58,26 @@ class ClaimedJob:
     claimed_at: datetime
     #: Why the row cannot run (written by plain SQL around the producer's checks).
     fault: str | None = None
+    #: ``headers=`` and what before_task_publish receivers added (a JSON object or None).
+    headers: dict[str, Any] | None = None
+
+    @property
+    def display(self) -> str:
+        """The name in log lines: ``shadow=`` when the producer gave one."""
+        shadow = self.options.get("shadow")
+        return shadow if isinstance(shadow, str) else self.task
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:
         """A row of ``job_claim``: the id is text already; arguments and options are
         JSON text, decoded here, job by job."""
         args, kwargs, options, fault = decode_job(row[3], row[4], row[11])
+        headers, header_fault = decode_headers(row[17])
         (job_id, queue, task, _, _, priority, run_at, expires_at, attempt, max_retries,
-         ignore_result, _, parent_id, root_id, group_id, created_at, claimed_at) = row
+         ignore_result, _, parent_id, root_id, group_id, created_at, claimed_at, _) = row
         return cls(job_id, queue, task, args, kwargs, priority, run_at, expires_at, attempt,
                    max_retries, ignore_result, options, parent_id, root_id, group_id,
-                   created_at, claimed_at, fault)
+                   created_at, claimed_at, fault or header_fault, headers)
 
 
 @dataclass(slots=True)
@@ -166,6 +175,7 @@ def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
         ignore_result=job.ignore_result, called_directly=False,
         time_limit=job.options.get("time_limit"),
         soft_time_limit=job.options.get("soft_time_limit"),
+        headers=job.headers, shadow=job.options.get("shadow"),
     )
 
 
@@ -174,7 +184,7 @@ def prepare(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Task | 
     task = app.tasks.get(job.task)
     if job.expires_at is not None and job.expires_at <= utcnow():
         logger.info("Task %s[%s] expired at %s; revoked without running",
-                    job.task, job.id, job.expires_at.isoformat())
+                    job.display, job.id, job.expires_at.isoformat())
         hooks.revoked(task, make_request(job, worker_id, hostname), expired=True)
         return Outcome(job.id, job.attempt, states.REVOKED,
                        error=f"expired at {job.expires_at.isoformat()}")
@@ -433,7 +443,7 @@ def crashed(job: ClaimedJob, exc: BaseException, what: str | None = None) -> Out
     how it ended. FAILURE, built without trusting ``exc``'s str() (it may be what failed)."""
     what = what or f"{type(exc).__name__} escaped while the worker ran the task"
     error = f"{what}: {safe_str(exc)}"
-    logger.error("Task %s[%s] raised unexpected: %s", job.task, job.id, error, exc_info=exc)
+    logger.error("Task %s[%s] raised unexpected: %s", job.display, job.id, error, exc_info=exc)
     try:
         trace: str | None = "".join(tb.format_exception(exc))
     except BaseException:  # a traceback that can't be shown is no reason to stop
@@ -493,15 +503,15 @@ _result_repr.maxlist = _result_repr.maxtuple = _result_repr.maxdict = 100
 def log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
     if outcome.state == states.SUCCESS:
         logger.info("Task %s[%s] succeeded in %.4fs: %s",
-                    job.task, job.id, outcome.runtime, safe_repr(outcome.result))
+                    job.display, job.id, outcome.runtime, safe_repr(outcome.result))
     elif outcome.state == states.RETRY:
         assert outcome.run_at is not None
-        logger.info("Task %s[%s] retry: retry in %.1fs: %s", job.task, job.id,
+        logger.info("Task %s[%s] retry: retry in %.1fs: %s", job.display, job.id,
                     max(0.0, (outcome.run_at - utcnow()).total_seconds()), outcome.error)
     elif outcome.state == states.FAILURE:
-        logger.error("Task %s[%s] raised unexpected: %s", job.task, job.id, outcome.error)
+        logger.error("Task %s[%s] raised unexpected: %s", job.display, job.id, outcome.error)
     else:
-        logger.info("Task %s[%s] %s: %s", job.task, job.id, outcome.state.lower(),
+        logger.info("Task %s[%s] %s: %s", job.display, job.id, outcome.state.lower(),
                     outcome.error)
 
 

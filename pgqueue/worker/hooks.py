@@ -39,7 +39,7 @@ def call_hook(task: Task, job: ClaimedJob, name: str, *args: Any) -> None:
         except BaseException:
             what = type(exc).__name__
         logger.error("Task %s[%s]: its %s hook raised %s; the job's outcome stands",
-                     job.task, job.id, name, what, exc_info=exc)
+                     job.display, job.id, name, what, exc_info=exc)
 
 
 def prerun(task: Task, job: ClaimedJob) -> None:

@@ -334,7 +334,7 @@ class Worker:
     def _reject(self, job: ClaimedJob) -> None:
         """Fail, without running it, a job whose row no producer wrote."""
         error = MalformedJob(f"job {job.id} cannot run: {job.fault}")
-        logger.error("Task %s[%s] rejected: %s", job.task, job.id, error)
+        logger.error("Task %s[%s] rejected: %s", job.display, job.id, error)
         signals.task_rejected.send_contained(sender=self, message=job, exc=error)
         self._job_finished(failure(job, error, with_traceback=False))
 

@@ -54,6 +54,7 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("options", "jsonb", True, "'{}'::jsonb"),
         ("created_at", TS, True, "now()"),
         ("started_at", TS, False, None),
+        ("headers", "jsonb", False, None),
     ],
     "results": [
         ("id", "uuid", True, None),
@@ -76,6 +77,7 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("created_at", TS, True, None),
         ("started_at", TS, False, None),
         ("finished_at", TS, True, "now()"),
+        ("headers", "jsonb", False, None),
     ],
     "schedules": [
         ("name", "text", True, None),

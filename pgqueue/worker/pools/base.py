@@ -87,7 +87,7 @@ def terminated_outcome(context: JobContext, job: ClaimedJob,
     process, as Celery does for prefork)."""
     request = make_request(job, context.worker_id, context.hostname)
     hooks.revoked(context.app.tasks.get(job.task), request, terminated=True, signum=signum)
-    logger.info("Task %s[%s] terminated by request", job.task, job.id)
+    logger.info("Task %s[%s] terminated by request", job.display, job.id)
     return Outcome(job.id, job.attempt, states.REVOKED, error="terminated by request")
 
 

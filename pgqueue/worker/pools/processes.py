@@ -227,7 +227,7 @@ class ProcessPool(QueuePool):
             if deadline is not None and time.monotonic() > deadline:
                 assert hard is not None
                 logger.error("Task %s[%s] exceeded its time limit (%.1fs): killing child %s",
-                             job.task, job.id, hard, child.process.pid)
+                             job.display, job.id, hard, child.process.pid)
                 # Recorded first: nothing that waits for the child may delay the outcome.
                 self.context.finished(time_limit_outcome(job, hard))
                 self._kill(child)
@@ -246,7 +246,7 @@ class ProcessPool(QueuePool):
         code = child.process.exitcode
         error = WorkerLostError(f"Worker exited prematurely: exitcode {code} "
                                 f"(job {job.id}, attempt {job.attempt})")
-        logger.error("Task %s[%s] raised %s; replacing child %s", job.task, job.id, error,
+        logger.error("Task %s[%s] raised %s; replacing child %s", job.display, job.id, error,
                      child.process.pid)
         if job.max_retries is None or job.attempt <= job.max_retries:
             return Outcome(job.id, job.attempt, states.RETRY, error=f"WorkerLostError: {error}",

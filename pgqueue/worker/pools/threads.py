@@ -80,7 +80,7 @@ class ThreadPool(QueuePool):
                 logger.error("Task %s[%s] exceeded its time limit (%.1fs); %d threads past "
                              "their limits run already (the most this pool abandons): this "
                              "slot stays busy until the task returns",
-                             job.task, job.id, limit, self.abandoned)
+                             job.display, job.id, limit, self.abandoned)
                 return
             executor.holding = None
             self.abandoned += 1
@@ -91,7 +91,7 @@ class ThreadPool(QueuePool):
             abandoned = self.abandoned
         logger.warning("Task %s[%s] exceeded its time limit (%.1fs): its thread is abandoned "
                        "and may still be running (%d abandoned now); a new thread takes "
-                       "its slot", job.task, job.id, limit, abandoned)
+                       "its slot", job.display, job.id, limit, abandoned)
         executor.interrupt(job, TimeLimitExceeded)
 
     def _release(self, executor: Executor, job: ClaimedJob) -> bool:
@@ -101,5 +101,5 @@ class ThreadPool(QueuePool):
             self.abandoned -= 1
             abandoned = self.abandoned
         logger.warning("Task %s[%s]: its abandoned thread returned (%d abandoned now)",
-                       job.task, job.id, abandoned)
+                       job.display, job.id, abandoned)
         return False
