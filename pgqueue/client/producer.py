@@ -396,8 +396,9 @@ def _insert(app: App, run: Run, query: bytes, params: dict[str, Any],
         return 1
     inserted = int(result[0][0])
     if inserted < len(batch.rows):
-        ids = set((result[0][2] or "").split(","))
-        _find_holders(app, run, batch, [r for r in batch.rows if r["id"] not in ids])
+        ids = set((result[0][2] or "").split(","))  # those that went in with a key
+        _find_holders(app, run, batch, [r for r in batch.rows
+                                        if batch.key(r) is not None and r["id"] not in ids])
     return inserted
 
 

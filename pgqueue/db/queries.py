@@ -84,7 +84,7 @@ def _insert_jobs(where: str = "") -> str:
            AS r(id uuid, args jsonb, kwargs jsonb, unique_key text, headers jsonb)
     {where}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.unique_key
 """
 
 
@@ -137,11 +137,13 @@ _CLAIM_UPDATE = """
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     # Returns how many rows went in (fewer than sent when a unique_key already existed),
-    # the NOTIFYs sent, and the ids that went in, comma-separated (text: any driver).
+    # the NOTIFYs sent, and the ids that went in with a unique_key, comma-separated (only
+    # those can have been skipped; a bulk send without keys builds no list).
     "job_insert": f"""
         WITH new AS ({_insert_jobs()}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
-        SELECT count(*), (SELECT count(*) FROM woken), string_agg(id::text, ',') FROM new
+        SELECT count(*), (SELECT count(*) FROM woken),
+               string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
     """,
     # The live jobs holding these unique keys (a JSON array of strings), after an insert
     # skipped some: a separate statement, so that it sees holders committed after the
