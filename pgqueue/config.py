@@ -6,7 +6,7 @@ import ast
 import inspect
 import os
 import warnings
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from types import ModuleType
 from typing import Any
@@ -129,11 +129,6 @@ _OLD_PREFIXES = (("celeryd_", ("worker_", "task_")), ("celerybeat_", ("beat_",))
 
 _warned: set[str] = set()
 
-# Duration settings checked when set, and what 0 means for each (None: 0 is refused).
-DURATIONS: dict[str, str | None] = {
-    "result_expires": "results are kept for ever",
-    "priority_aging": None,
-}
 # Longer than anyone means, short enough that Postgres intervals built from it never
 # overflow (priority aging multiplies it by up to 9).
 MAX_DURATION = 100 * 365 * 86400.0
@@ -163,22 +158,46 @@ def _count(maximum: int) -> Any:
     return check
 
 
-# Settings whose values end up in statements: checked when set.
-_CHECKED: dict[str, Any] = {
-    "task_default_queue": limits.name,
-    "task_default_priority": limits.priority,
-    "task_default_max_retries": limits.max_retries,
-    "task_default_retry_delay": limits.delay,
-    "task_time_limit": limits.seconds,
-    "task_soft_time_limit": limits.seconds,
-    "worker_lease_seconds": limits.seconds,
-    "task_max_args_bytes": _count(limits.MAX_ARGS_BYTES),
-    "task_max_args_depth": _count(limits.MAX_ARGS_DEPTH),
-    "task_serializer": limits.serializer,
-    "result_serializer": limits.serializer,
-    "accept_content": limits.serializer,
+def _statement_value(check: Callable[..., Any], none_is_no_limit: bool = False
+                     ) -> Callable[[str, Any], Any]:
+    """A setting whose value ends up in statements: ``check`` raises for a bad value."""
+    def checked(name: str, value: Any) -> Any:
+        if value is None and none_is_no_limit:
+            return value
+        try:
+            check(f"setting {name!r}", value)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(str(error)) from None
+        return value
+    return checked
+
+
+def _duration(zero_means: str | None) -> Callable[[str, Any], Any]:
+    def checked(name: str, value: Any) -> Any:
+        check_duration(name, value, zero_means)
+        return value
+    return checked
+
+
+# Every setting whose value is checked when it is set: name -> check(name, value), which
+# returns the value to keep (possibly normalised) or raises ConfigurationError in one line.
+SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "task_default_queue": _statement_value(limits.name),
+    "task_default_priority": _statement_value(limits.priority),
+    "task_default_max_retries": _statement_value(limits.max_retries, none_is_no_limit=True),
+    "task_default_retry_delay": _statement_value(limits.delay),
+    "task_time_limit": _statement_value(limits.seconds, none_is_no_limit=True),
+    "task_soft_time_limit": _statement_value(limits.seconds, none_is_no_limit=True),
+    "worker_lease_seconds": _statement_value(limits.seconds),
+    "task_max_args_bytes": _statement_value(_count(limits.MAX_ARGS_BYTES)),
+    "task_max_args_depth": _statement_value(_count(limits.MAX_ARGS_DEPTH)),
+    "task_serializer": _statement_value(limits.serializer),
+    "result_serializer": _statement_value(limits.serializer),
+    "accept_content": _statement_value(limits.serializer),
+    "result_max_bytes": lambda name, value: validate_byte_limit(name, value),
+    "result_expires": _duration("results are kept for ever"),
+    "priority_aging": _duration(None),
 }
-_NONE_MEANS_NO_LIMIT = {"task_default_max_retries", "task_time_limit", "task_soft_time_limit"}
 
 
 def known_names() -> list[str]:
@@ -269,15 +288,8 @@ class Settings(MutableMapping[str, Any]):
             return
         if name == "dsn" and value is not None:
             value = validate_dsn(str(value))
-        elif name == "result_max_bytes":
-            value = validate_byte_limit(name, value)
-        elif name in DURATIONS:
-            check_duration(name, value, zero_means=DURATIONS[name])
-        elif name in _CHECKED and (value is not None or name not in _NONE_MEANS_NO_LIMIT):
-            try:
-                _CHECKED[name](f"setting {name!r}", value)
-            except (TypeError, ValueError) as error:
-                raise ConfigurationError(str(error)) from None
+        elif name in SETTING_CHECKS:
+            value = SETTING_CHECKS[name](name, value)
         hook = self.hooks.get(name)
         if hook is not None:
             hook(value)
