@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import db, limits
+from pgqueue import celery_compat, db, limits
 from pgqueue.client import publish
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid
@@ -23,29 +23,20 @@ if TYPE_CHECKING:
     from pgqueue.app import App
     from pgqueue.task import Task
 
-#: Options ``apply_async`` and ``send_task`` accept.
-SEND_OPTIONS = frozenset({
-    "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
-    "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
-    "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
-    "headers", "shadow", "retry", "retry_policy", "on_duplicate",
-})
+#: Options ``apply_async`` and ``send_task`` accept: those pgqueue/celery_compat.py does
+#: not refuse.
+SEND_OPTIONS = celery_compat.accepted(celery_compat.SEND_OPTIONS)
 #: What ``on_duplicate`` may say, when a live job holds the ``unique_key``: hand out that
 #: job's result (flagged ``duplicate``), or raise :class:`DuplicateJob`.
 ON_DUPLICATE = ("return", "raise")
-_UNSUPPORTED_SEND_OPTIONS = {
-    "link": "callbacks are not supported yet; call the next task from inside the task",
-    "link_error": "error callbacks are not supported yet",
-    "chain": "chains are not supported yet",
-    "add_to_parent": "task trees are not tracked yet",
-    "compression": "arguments are stored as jsonb, uncompressed",
-    "exchange": "pgqueue has no exchanges; name the queue with queue= (or routing_key=)",
-}
+_UNSUPPORTED_SEND_OPTIONS = celery_compat.reasons(celery_compat.SEND_OPTIONS,
+                                                  celery_compat.REFUSED)
 
 
 def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
     limits.check_names(task_name, options, SEND_OPTIONS, _UNSUPPORTED_SEND_OPTIONS,
                        kind="apply_async option")
+    celery_compat.warn_ignored("apply_async option", options, celery_compat.SEND_OPTIONS)
 
 
 def _as_utc(value: datetime, zone: str, what: str) -> datetime:
