@@ -326,11 +326,15 @@ SETTINGS: dict[str, Entry] = {
     "worker_enable_remote_control": refused(
         "control requests need the control role: grant it to no one (docs/security.md)",
         old=("CELERY_ENABLE_REMOTE_CONTROL",)),
-    "worker_hijack_root_logger": done("False: pgqueue worker leaves the root logger's "
-                                      "handlers alone"),
+    "worker_hijack_root_logger": done(
+        "when the app's import configured logging: True keeps pgqueue's handler alone, "
+        "False the app's", f"{_T}/cli/test_worker_logging_settings.py::"
+        "test_hijack_root_logger_false_keeps_the_apps_handlers"),
     "worker_log_color": refused("configure colours in your own handler (setup_logging "
                                 "signal)"),
-    "worker_log_format": done("the format of the worker's log lines"),
+    "worker_log_format": done("the format of pgqueue worker's and beat's log lines",
+                              f"{_T}/cli/test_worker_logging_settings.py::"
+                              "test_worker_log_format_formats_the_lines"),
     "worker_lost_wait": ignored("a lost child's job is ended as soon as the loss is seen",
                                 old=("CELERYD_WORKER_LOST_WAIT",)),
     "worker_max_memory_per_child": done("with -P processes; refused with the other pools"),
@@ -348,7 +352,9 @@ SETTINGS: dict[str, Entry] = {
     "worker_redirect_stdouts_level": ignored("stdout is left alone"),
     "worker_send_task_events": ignored(_NO_EVENTS, old=("CELERY_SEND_EVENTS",)),
     "worker_state_db": ignored("revokes are rows in the database, kept across restarts"),
-    "worker_task_log_format": done("the format of log lines about a task"),
+    "worker_task_log_format": refused("pgqueue has no separate task logger: set "
+                                      "worker_log_format; outcome lines name the task and "
+                                      "its id"),
     "worker_timer": ignored("scheduled jobs are staged by the leader's stager"),
     "worker_timer_precision": ignored("scheduled jobs are staged by the leader's stager "
                                       "(stage_interval)"),

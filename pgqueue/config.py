@@ -63,7 +63,6 @@ DEFAULTS: dict[str, Any] = {
     "worker_claim_batch_size": 100,
     "worker_hijack_root_logger": True,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
-    "worker_task_log_format": None,
     # maintenance and beat
     "leader_ttl_seconds": 15.0,
     "maintenance_interval": 1.0,

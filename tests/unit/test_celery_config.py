@@ -75,7 +75,6 @@ def test_a_flask_config_updates_conf_and_its_own_keys_stay_readable() -> None:
     ("CELERY_WORKER_LOG_FORMAT", "worker_log_format", "%(message)s"),
     ("CELERYD_MAX_TASKS_PER_CHILD", "worker_max_tasks_per_child", 10),
     ("CELERYD_POOL", "worker_pool", "processes"),
-    ("CELERY_WORKER_TASK_LOG_FORMAT", "worker_task_log_format", "%(message)s"),
 ])
 def test_old_uppercase_names_map_to_settings(old: str, new: str, value: Any) -> None:
     app = new_app()
