@@ -94,7 +94,7 @@ def _backend_settings(prefix: str, name: str, keys: str) -> dict[str, Entry]:
 #: Every setting: Celery's (from its configuration reference, 5.x) and pgqueue's own.
 SETTINGS: dict[str, Entry] = {
     # -- general, time and date ------------------------------------------------------------
-    "accept_content": done(_JSON, f"{_T}/client/test_option_registry.py::"
+    "accept_content": done(_JSON, "tests/unit/test_option_registry.py::"
                                   "test_refused_values_of_implemented_settings"),
     "result_accept_content": done(_JSON),
     "enable_utc": done("always on: every time is stored in UTC; False is refused (give "
@@ -276,7 +276,7 @@ SETTINGS: dict[str, Entry] = {
     "task_default_priority": done("the priority of tasks that don't set one (0..9)"),
     "task_eager_propagates": done(
         "task.apply() and eager apply_async raise the task's exception",
-        f"{_T}/client/test_option_registry.py::test_task_eager_propagates_raises",
+        "tests/unit/test_option_registry.py::test_task_eager_propagates_raises",
         old=("CELERY_EAGER_PROPAGATES_EXCEPTIONS",)),
     "task_ignore_result": done("no result row for a success",
                                f"{_T}/worker/test_core_worker.py::"
