@@ -21,8 +21,8 @@ docs/migrating-from-celery.md; tests/unit/test_option_registry.py walks every en
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 IMPLEMENTED = "implemented"

@@ -65,12 +65,12 @@ def test_implemented_settings_are_exactly_the_settings_pgqueue_keeps() -> None:
 
 def test_the_codes_lists_are_the_registrys() -> None:
     settings = celery_compat.SETTINGS
-    assert config.CELERY_IGNORED == celery_compat.reasons(settings, IGNORED)
-    assert config.UNSUPPORTED == celery_compat.reasons(settings, REFUSED)
+    assert celery_compat.reasons(settings, IGNORED) == config.CELERY_IGNORED
+    assert celery_compat.reasons(settings, REFUSED) == config.UNSUPPORTED
     assert set(config.ALIASES) == set(entries(settings, MAPPED))
     assert set(config.known_names()) == set(settings)
-    assert TASK_OPTIONS == celery_compat.accepted(celery_compat.TASK_OPTIONS)
-    assert producer.SEND_OPTIONS == celery_compat.accepted(celery_compat.SEND_OPTIONS)
+    assert celery_compat.accepted(celery_compat.TASK_OPTIONS) == TASK_OPTIONS
+    assert celery_compat.accepted(celery_compat.SEND_OPTIONS) == producer.SEND_OPTIONS
 
 
 @pytest.mark.parametrize("kind", sorted(TABLES))
@@ -200,7 +200,8 @@ def test_an_implemented_task_option_is_kept_on_the_task(name: str) -> None:
             bound = app.task(bind=True, name="reg.bound")(lambda self: self.name)
             assert bound.apply().get() == "reg.bound"
         elif name == "base":
-            assert app.task(base=Base, name="reg.based")(job).marker == "base"
+            based: Any = app.task(base=Base, name="reg.based")(job)
+            assert based.marker == "base"
         else:
             assert name in TASK_SAMPLES, f"give {name!r} a sample in TASK_SAMPLES"
             task = app.task(name=f"reg.{name}", **{name: TASK_SAMPLES[name]})(job)
@@ -212,7 +213,8 @@ def test_an_ignored_task_option_warns_once_with_its_reason(name: str) -> None:
     app = new_app()
     reason = celery_compat.TASK_OPTIONS[name].how
     with pytest.warns(UserWarning) as caught:
-        app.task(name="reg.one", **{name: True})(lambda: None)
+        given: dict[str, Any] = {name: True}
+        app.task(name="reg.one", **given)(lambda: None)
     assert [str(w.message) for w in caught] == [
         f"pgqueue ignores the task option {name!r}: {reason}"]
 
@@ -220,7 +222,8 @@ def test_an_ignored_task_option_warns_once_with_its_reason(name: str) -> None:
 @pytest.mark.parametrize("name", entries(celery_compat.TASK_OPTIONS, REFUSED))
 def test_a_refused_task_option_names_the_alternative_in_one_line(name: str) -> None:
     with pytest.raises(TypeError) as caught:
-        new_app().task(name="reg.refused", **{name: True})(lambda: None)
+        given: dict[str, Any] = {name: True}
+        new_app().task(name="reg.refused", **given)(lambda: None)
     assert str(caught.value).endswith(
         f": option {name!r} is not supported: {celery_compat.TASK_OPTIONS[name].how}")
 
