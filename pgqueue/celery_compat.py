@@ -109,7 +109,8 @@ SETTINGS: dict[str, Entry] = {
     # -- pgqueue's own ---------------------------------------------------------------------
     "dsn": ours("the PostgreSQL URL of the jobs and results (also broker_url, result_backend)"),
     "schema": ours("the schema of pgqueue's tables"),
-    "task_default_max_retries": ours("max_retries of tasks that don't set it"),
+    "task_default_max_retries": ours("max_retries of jobs sent by name for a task this "
+                                     "process doesn't import"),
     "task_default_retry_delay": ours(
         "default_retry_delay of tasks that don't set it",
         f"{_T}/client/test_option_registry.py::test_task_default_retry_delay_sets_the_delay"),
@@ -342,8 +343,8 @@ SETTINGS: dict[str, Entry] = {
     "worker_pool": done("threads, processes (prefork), asyncio, solo"),
     "worker_pool_putlocks": ignored("a worker claims only for its free slots"),
     "worker_pool_restarts": refused("restart the worker process to reload code"),
-    "worker_proc_alive_timeout": ignored("children report ready over a pipe the supervisor "
-                                         "waits on"),
+    "worker_proc_alive_timeout": ignored("the processes pool waits for no start-up "
+                                         "handshake; a child that dies is replaced"),
     "worker_prefetch_multiplier": ignored("a worker claims exactly as many jobs as it has "
                                           "free slots"),
     "worker_enable_prefetch_count_reduction": ignored("a worker claims exactly as many jobs "
@@ -366,8 +367,8 @@ TASK_OPTIONS: dict[str, Entry] = {
     "name": done("the registered name"),
     "bind": done("the task gets self"),
     "base": done("the Task class to subclass"),
-    "shared": ignored("every task is registered on its app and on the current app's "
-                      "name lookup"),
+    "shared": ignored("app.task registers with its app; shared_task registers with every "
+                      "app"),
     "typing": ignored("arguments are checked by the task's own signature when it runs"),
     "queue": done("the default queue of the task"),
     "priority": done("the default priority of the task (0..9, higher first)"),
