@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -142,6 +143,21 @@ def _only(name: str, value: Any, allowed: Any, why: str) -> Any:
     return value
 
 
+def _log_format(name: str, value: Any) -> Any:
+    """A logging format that formats a record: refused now, not with a traceback per line."""
+    record = logging.LogRecord("pgqueue.worker", logging.INFO, __file__, 1, "message",
+                               None, None)
+    try:
+        if not isinstance(value, str):
+            raise TypeError(f"a string, not {limits.show(value)}")
+        logging.Formatter(value, validate=True).format(record)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigurationError(
+            f"setting {name!r} is not a logging format ({error}); e.g. "
+            "'[%(asctime)s: %(levelname)s/%(processName)s] %(message)s'") from None
+    return value
+
+
 def _duration(zero_means: str | None) -> Callable[[str, Any], Any]:
     def checked(name: str, value: Any) -> Any:
         check_duration(name, value, zero_means)
@@ -172,6 +188,7 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "result_max_bytes": lambda name, value: validate_byte_limit(name, value),
     "result_expires": _duration("results are kept for ever"),
     "priority_aging": _duration(None),
+    "worker_log_format": _log_format,
 }
 
 

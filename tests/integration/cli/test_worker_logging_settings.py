@@ -48,6 +48,21 @@ def test_worker_log_format_formats_the_lines(
     assert stream.getvalue() == "FMT INFO pgqueue.worker: Task t[1] succeeded\n"
 
 
+@pytest.mark.parametrize(("value", "words"), [
+    ("%(no_such_field)s", "'no_such_field'"),
+    ("%(message", "not a logging format"),
+    (42, "a string, not 42"),
+])
+def test_a_log_format_that_cannot_format_a_line_is_refused_when_set(value: object,
+                                                                    words: str) -> None:
+    from pgqueue import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        new_app().conf.worker_log_format = value
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert str(caught.value).startswith("setting 'worker_log_format' is not a logging format")
+
+
 def test_the_commands_format_stays_when_the_setting_is_not_set(
         root: tuple[logging.Logger, io.StringIO, logging.Handler]) -> None:
     logger, stream, _ = root
