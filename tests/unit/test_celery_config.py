@@ -359,7 +359,7 @@ def test_acks_late_is_accepted_with_the_warning_of_the_setting(
 
 
 @pytest.mark.parametrize(("annotation", "message"), [
-    ({"*": {"rate_limit": "10/s"}}, r"rate_limit is not supported yet: .*\(issue 16\)"),
+    ({"*": {"rate_limit": "10/s"}}, r"'rate_limit' is not supported: .*\(issue 16\)"),
     ({"proj.add": {"rate_limit": "1/m"}}, "rate limits arrive with flow control"),
     ({"*": {"max_retry": 1}}, "did you mean 'max_retries'"),
     ({"*": {"name": "other"}}, "'name' is fixed when the task is defined"),
@@ -390,7 +390,8 @@ def test_a_failing_callable_annotation_leaves_every_task_as_it_was() -> None:
     def bad_for_mul(task: Task) -> dict[str, Any]:
         return {"time_limit": 1} if task.name == "proj.add" else {"rate_limit": "1/s"}
 
-    with pytest.raises(ConfigurationError, match="task_annotations for proj.mul: rate_limit"):
+    with pytest.raises(ConfigurationError,
+                       match="task_annotations for proj.mul: option 'rate_limit'"):
         app.conf.task_annotations = bad_for_mul
     assert (add.time_limit, mul.time_limit) == (8, 8)
     assert app.conf.task_annotations == {"*": {"time_limit": 8}}
@@ -398,7 +399,8 @@ def test_a_failing_callable_annotation_leaves_every_task_as_it_was() -> None:
 
 def test_an_annotation_refused_at_registration_names_the_task() -> None:
     app = new_app(task_annotations=lambda task: {"queue": 3, "rate_limit": "1/s"})
-    with pytest.raises(ConfigurationError, match="task_annotations for proj.add: rate_limit"):
+    with pytest.raises(ConfigurationError,
+                       match="task_annotations for proj.add: option 'rate_limit'"):
         tasks_of(app)
 
 
