@@ -172,8 +172,10 @@ SETTINGS: dict[str, Entry] = {
     "cache_backend": _backend("cache"),
     "cache_backend_options": _backend("cache"),
     **_backend_settings("cassandra", "Cassandra", "entry_ttl keyspace port read_consistency "
-                        "servers bundle_path table write_consistency auth_provider "
-                        "auth_kwargs options"),
+                        "servers bundle_path write_consistency auth_provider auth_kwargs "
+                        "options"),
+    "cassandra_table": ignored("configures the Cassandra result backend; results are rows in "
+                               "PostgreSQL", old=("CASSANDRA_COLUMN_FAMILY",)),
     **_backend_settings("s3", "S3", "access_key_id secret_access_key bucket base_path "
                         "endpoint_url region"),
     **_backend_settings("azureblockblob", "Azure Block Blob", "container_name "
@@ -187,7 +189,7 @@ SETTINGS: dict[str, Entry] = {
                         "consistency_level max_retry_attempts max_retry_wait_time"),
     **_backend_settings("redis", "Redis", "backend_use_ssl db host max_connections username "
                         "password port socket_timeout socket_connect_timeout "
-                        "retry_on_timeout socket_keepalive"),
+                        "retry_on_timeout socket_keepalive backend_health_check_interval"),
     **_backend_settings("elasticsearch", "Elasticsearch", "retry_on_timeout max_retries "
                         "timeout save_meta_as_text"),
     # -- control and events ----------------------------------------------------------------
@@ -250,7 +252,8 @@ SETTINGS: dict[str, Entry] = {
         old=("CELERY_RESULT_DB_SHORT_LIVED_SESSIONS",)),
     "database_table_schemas": refused("the tables live in one schema: set schema"),
     "database_table_names": refused("the table names are fixed: set schema to separate apps",
-                                    old=("CELERY_RESULT_DB_TABLENAMES",)),
+                                    old=("CELERY_RESULT_DB_TABLENAMES",
+                                         "CELERY_RESULT_DB_TABLE_NAMES")),
     "database_create_tables_at_setup": refused("tables are created by `pgqueue migrate` "
                                                "(or Django's migrate)"),
     # -- tasks -----------------------------------------------------------------------------
@@ -291,6 +294,7 @@ SETTINGS: dict[str, Entry] = {
                                          "pooled connection, then raised"),
     "task_queues": refused("queues are names: a worker consumes those given with -Q/--queues"),
     "task_queue_max_priority": ignored("priorities 0..9 work on every queue"),
+    "task_queue_ha_policy": ignored(_NO_AMQP, old=("CELERY_QUEUE_HA_POLICY",)),
     "task_reject_on_worker_lost": ignored("lost jobs are always requeued until max_retries"),
     "task_remote_tracebacks": refused("read AsyncResult.traceback for the worker's traceback"),
     "task_routes": done("dicts, patterns, routers; queue=, routing_key= (names the queue), "
@@ -351,7 +355,8 @@ SETTINGS: dict[str, Entry] = {
                                                       "as it has free slots"),
     "worker_redirect_stdouts": ignored("stdout is left alone"),
     "worker_redirect_stdouts_level": ignored("stdout is left alone"),
-    "worker_send_task_events": ignored(_NO_EVENTS, old=("CELERY_SEND_EVENTS",)),
+    "worker_send_task_events": ignored(_NO_EVENTS, old=("CELERY_SEND_EVENTS",
+                                                        "CELERYD_SEND_EVENTS")),
     "worker_state_db": ignored("revokes are rows in the database, kept across restarts"),
     "worker_task_log_format": refused("pgqueue has no separate task logger: set "
                                       "worker_log_format; outcome lines name the task and "
