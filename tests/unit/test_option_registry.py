@@ -138,7 +138,7 @@ def test_old_names_in_the_registry_are_read_as_their_setting(old: str, name: str
 
 
 # Celery's "New lowercase settings" tables (4.x and 5.x): each old name -> its setting.
-CELERY_OLD_NAMES = """
+CELERY_OLD_NAMES_TABLE = """
 CELERY_ACCEPT_CONTENT accept_content  CELERY_ENABLE_UTC enable_utc  CELERY_IMPORTS imports
 CELERY_INCLUDE include  CELERY_TIMEZONE timezone
 CELERYBEAT_MAX_LOOP_INTERVAL beat_max_loop_interval  CELERYBEAT_SCHEDULE beat_schedule
@@ -224,7 +224,8 @@ CELERYD_TASK_LOG_FORMAT worker_task_log_format  CELERYD_TIMER worker_timer
 CELERYD_TIMER_PRECISION worker_timer_precision
 CELERYD_DETECT_QUORUM_QUEUES worker_detect_quorum_queues
 CELERY_QUEUE_HA_POLICY task_queue_ha_policy
-""".split()
+"""
+CELERY_OLD_NAMES = CELERY_OLD_NAMES_TABLE.split()
 
 
 @pytest.mark.parametrize(("old", "name"), list(zip(CELERY_OLD_NAMES[::2],
