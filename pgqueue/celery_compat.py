@@ -73,6 +73,8 @@ def refused(alternative: str, old: tuple[str, ...] = ()) -> Entry:
 
 
 _T = "tests/integration"
+_ROW = f"{_T}/client/test_option_registry.py::test_a_producer_setting_shapes_the_row"
+_WORKER = f"{_T}/client/test_option_registry.py::test_worker_settings_shape_the_worker"
 _RATE = "rate limits arrive with flow control (issue 16); limit concurrency with a queue " \
         "and worker -c meanwhile"
 _CHORD = "chords are not supported yet; wait for the results in the task that needs them"
@@ -110,7 +112,7 @@ SETTINGS: dict[str, Entry] = {
     "dsn": ours("the PostgreSQL URL of the jobs and results (also broker_url, result_backend)"),
     "schema": ours("the schema of pgqueue's tables"),
     "task_default_max_retries": ours("max_retries of jobs sent by name for a task this "
-                                     "process doesn't import"),
+                                     "process doesn't import", _ROW),
     "task_default_retry_delay": ours(
         "default_retry_delay of tasks that don't set it",
         f"{_T}/client/test_option_registry.py::test_task_default_retry_delay_sets_the_delay"),
@@ -119,10 +121,10 @@ SETTINGS: dict[str, Entry] = {
     "producer_pool_size": ours("connections of the process's enqueue pool"),
     "result_max_bytes": ours("largest return value a task may store"),
     "priority_aging": ours("seconds of waiting per priority step of a queued job"),
-    "worker_lease_seconds": ours("how long a claim lives without a heartbeat"),
-    "worker_poll_interval": ours("safety-net poll under LISTEN/NOTIFY"),
-    "worker_shutdown_timeout": ours("how long a warm shutdown waits for running tasks"),
-    "worker_claim_batch_size": ours("most jobs claimed by one statement"),
+    "worker_lease_seconds": ours("how long a claim lives without a heartbeat", _WORKER),
+    "worker_poll_interval": ours("safety-net poll under LISTEN/NOTIFY", _WORKER),
+    "worker_shutdown_timeout": ours("how long a warm shutdown waits for running tasks", _WORKER),
+    "worker_claim_batch_size": ours("most jobs claimed by one statement", _WORKER),
     "worker_finish_batch_size": ours("most outcomes written by one statement"),
     "leader_ttl_seconds": ours("how long leadership lives without renewal"),
     "maintenance_interval": ours("how often the leader runs the rescuer"),
@@ -277,7 +279,7 @@ SETTINGS: dict[str, Entry] = {
     "task_default_routing_key": ignored("a job goes to its queue (task_default_queue); "
                                         "there are no routing keys to default"),
     "task_default_rate_limit": refused(_RATE),
-    "task_default_priority": done("the priority of tasks that don't set one (0..9)"),
+    "task_default_priority": done("the priority of tasks that don't set one (0..9)", _ROW),
     "task_eager_propagates": done(
         "task.apply() and eager apply_async raise the task's exception",
         "tests/unit/test_option_registry.py::test_task_eager_propagates_raises",
@@ -302,10 +304,10 @@ SETTINGS: dict[str, Entry] = {
                                      "test_task_routes_choose_the_queue"),
     "task_send_sent_event": ignored(_NO_EVENTS, old=("CELERY_SEND_TASK_SENT_EVENT",)),
     "task_serializer": done(_JSON),
-    "task_soft_time_limit": done("SoftTimeLimitExceeded raised in the task",
+    "task_soft_time_limit": done("SoftTimeLimitExceeded raised in the task", _ROW,
                                  old=("CELERYD_SOFT_TIME_LIMIT",
                                       "CELERYD_TASK_SOFT_TIME_LIMIT")),
-    "task_time_limit": done("the task is stopped and the job fails",
+    "task_time_limit": done("the task is stopped and the job fails", _ROW,
                             old=("CELERYD_TIME_LIMIT", "CELERYD_TASK_TIME_LIMIT")),
     "task_store_errors_even_if_ignored": ignored("a failure is always stored, even with "
                                                  "ignore_result"),
@@ -321,7 +323,7 @@ SETTINGS: dict[str, Entry] = {
     "worker_soft_shutdown_timeout": refused("use worker_shutdown_timeout (seconds a warm "
                                             "shutdown waits for running tasks)"),
     "worker_enable_soft_shutdown_on_idle": refused("use worker_shutdown_timeout"),
-    "worker_concurrency": done("size of the pool (-c)"),
+    "worker_concurrency": done("size of the pool (-c)", _WORKER),
     "worker_consumer": refused("the worker's consumer cannot be replaced; use signals and "
                                "task hooks"),
     "worker_direct": refused("send to a queue only that worker consumes (-Q)"),
@@ -342,9 +344,11 @@ SETTINGS: dict[str, Entry] = {
                               "test_worker_log_format_formats_the_lines"),
     "worker_lost_wait": ignored("a lost child's job is ended as soon as the loss is seen",
                                 old=("CELERYD_WORKER_LOST_WAIT",)),
-    "worker_max_memory_per_child": done("with -P processes; refused with the other pools"),
-    "worker_max_tasks_per_child": done("with -P processes; refused with the other pools"),
-    "worker_pool": done("threads, processes (prefork), asyncio, solo"),
+    "worker_max_memory_per_child": done("with -P processes; refused with the other pools",
+                                        _WORKER),
+    "worker_max_tasks_per_child": done("with -P processes; refused with the other pools",
+                                       _WORKER),
+    "worker_pool": done("threads, processes (prefork), asyncio, solo", _WORKER),
     "worker_pool_putlocks": ignored("a worker claims only for its free slots"),
     "worker_pool_restarts": refused("restart the worker process to reload code"),
     "worker_proc_alive_timeout": ignored("the processes pool waits for no start-up "

@@ -217,3 +217,39 @@ def test_a_shadow_given_overrides_one_in_headers(app: App, db: psycopg.Connectio
     sent = app.send_task("reg.t", headers={"shadow": "old", "k": 1}, shadow="new",
                          task_id=uuid())
     assert row(db, sent.id)["headers"] == {"shadow": "new", "k": 1}
+
+
+# Producer settings -> what the row of a job sent by name (no task here) holds.
+ROW_SETTINGS: dict[str, tuple[Any, Callable[[Row], bool]]] = {
+    "task_default_queue": ("mail", lambda r: r["queue"] == "mail"),
+    "task_default_priority": (6, lambda r: r["priority"] == 6),
+    "task_default_max_retries": (7, lambda r: r["max_retries"] == 7),
+    "task_time_limit": (30, lambda r: r["options"]["time_limit"] == 30
+                        and r["options"]["lease"] == 35),
+    "task_soft_time_limit": (20, lambda r: r["options"]["soft_time_limit"] == 20),
+    "task_track_started": (True, lambda r: r["options"]["track_started"] is True),
+    "task_ignore_result": (True, lambda r: r["ignore_result"] is True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROW_SETTINGS))
+def test_a_producer_setting_shapes_the_row(app: App, db: psycopg.Connection[Any],
+                                           name: str) -> None:
+    value, shows = ROW_SETTINGS[name]
+    app.conf[name] = value
+    sent = app.send_task("reg.by_name", [1])
+    assert shows(row(db, sent.id)), row(db, sent.id)
+
+
+def test_worker_settings_shape_the_worker(app: App) -> None:
+    from pgqueue.worker import Worker
+
+    app.conf.update(worker_pool="processes", worker_concurrency=3, worker_lease_seconds=40,
+                    worker_poll_interval=2.5, worker_shutdown_timeout=9,
+                    worker_claim_batch_size=7, worker_max_tasks_per_child=11,
+                    worker_max_memory_per_child=200_000, task_default_queue="mail")
+    worker = Worker(app, install_signal_handlers=False)
+    assert (worker.pool_name, worker.concurrency, worker.lease, worker.poll_interval,
+            worker.shutdown_timeout, worker.claim_batch, worker.max_tasks_per_child,
+            worker.max_memory_per_child, worker.queues) == (
+        "processes", 3, 40, 2.5, 9, 7, 11, 200_000, ["mail"])
