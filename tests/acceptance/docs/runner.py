@@ -1,0 +1,277 @@
+"""Run one docs block the way a reader would: the page from its top down to that block.
+
+``python -m tests.acceptance.docs.runner PAGE:N`` runs, in the current directory (a fresh
+project directory) and with the environment the test gives (the test database, its own
+schema), every runnable block of PAGE before block N, then block N. The page is one
+session: files written by earlier blocks stay, names defined by earlier python blocks stay,
+and commands an earlier block started in the background keep running until the end.
+Exit status 0: block N ran; 3: an earlier block failed (the output names it); 1: block N
+failed. The rules are in docs/architecture.md ("Docs are tested").
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tests.acceptance.docs import checks
+from tests.acceptance.docs.blocks import (
+    CODE, CONFIG, PYCON, PYTHON, SHELL, SQL, Block, find,
+)
+
+DSN_PATTERN = re.compile(r"\b(postgres(?:ql)?(?:\+\w+)?)://[^\s\"'`)\]]*")
+PIP_INSTALL = re.compile(r"\bpip install [^&;|#\n]*")
+# Commands that run until stopped: started in the background, waited for until ready.
+LONG_RUNNING = [
+    (re.compile(r"\bpgqueue\b.*\bworker\b(?!.*--help)"), re.compile(r" ready\b")),
+    (re.compile(r"\bpgqueue\b.*\bbeat\b(?!.*--help)"), re.compile(r"beat|scheduler|ready", re.I)),
+    (re.compile(r"\bflask\b.*\brun\b"), re.compile(r"Running on")),
+    (re.compile(r"\buvicorn\b"), re.compile(r"Application startup complete")),
+]
+# `command &  # comment`: started in the background (the comment holds no quote).
+BACKGROUND = re.compile(r"(.*[^&])&\s*(?:#[^\"'\n]*)?$", re.S)
+READY_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 120.0
+
+
+class SetupFailed(Exception):
+    pass
+
+
+class Session:
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.dsn = os.environ["PGQUEUE_DSN"]
+        self.schema = os.environ["PGQUEUE_SCHEMA"]
+        self.namespace: dict[str, Any] = {"__name__": "__main__"}
+        self.background: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.outputs: dict[str, str] = {}   # block id -> what its commands printed
+
+    # -- substitutions ---------------------------------------------------------------
+
+    def with_dsn(self, code: str) -> str:
+        """Placeholder URLs (postgresql://user@db/app, ...) name the test database."""
+        rest = self.dsn.split("://", 1)[1]
+        return DSN_PATTERN.sub(lambda m: f"{m.group(1)}://{rest}", code)
+
+    # -- python ----------------------------------------------------------------------
+
+    def run_python(self, block: Block) -> None:
+        code = self.with_dsn(block.code)
+        name = block.file_name
+        if name:
+            path = self.project / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if block.continues_file:
+                with path.open("a") as f:
+                    f.write("\n" + code)
+            else:
+                path.write_text(code)
+            module = name[:-3].replace("/", ".")
+            sys.modules.pop(module, None)
+            importlib.invalidate_caches()
+            # A file must at least compile; importing it is the blocks' business.
+            compile(path.read_text(), str(path), "exec")
+            return
+        exec(compile(code, f"<{block.id}>", "exec"), self.namespace)
+
+    def run_pycon(self, block: Block) -> None:
+        for source, expected in pycon_examples(block.code):
+            try:
+                value = eval(compile(source, f"<{block.id}>", "eval"), self.namespace)
+            except SyntaxError:
+                exec(compile(source, f"<{block.id}>", "exec"), self.namespace)
+                value = None
+            except Exception as e:
+                got = f"{type(e).__name__}: {e}"
+                if not matches(expected, got):
+                    raise AssertionError(f"{source!r} raised {got!r}, the page says "
+                                         f"{expected!r}") from e
+                continue
+            got = "" if value is None else repr(value)
+            if not matches(expected, got):
+                raise AssertionError(f"{source!r} gave {got!r}, the page says {expected!r}")
+
+    # -- shell -----------------------------------------------------------------------
+
+    def run_shell(self, block: Block) -> None:
+        printed: list[str] = []
+        for command in shell_commands(block):
+            command = PIP_INSTALL.sub("true ", self.with_dsn(command))
+            ready = next((r for pattern, r in LONG_RUNNING if pattern.search(command)), None)
+            background = BACKGROUND.match(command)
+            if background or ready:
+                self.start(background.group(1) if background else command, ready)
+                continue
+            print(f"$ {command}", flush=True)
+            done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", command],
+                                  cwd=self.project, capture_output=True, text=True,
+                                  timeout=COMMAND_TIMEOUT)
+            print(done.stdout + done.stderr, flush=True)
+            printed.append(done.stdout)
+            if done.returncode:
+                raise AssertionError(f"`{command}` exited {done.returncode}")
+        self.outputs[block.id] = "".join(printed)
+
+    def start(self, command: str, ready: re.Pattern[str] | None) -> None:
+        print(f"$ {command} &", flush=True)
+        log = self.project / f".bg-{len(self.background)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.project,
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.background.append((proc, log))
+        pattern = ready or re.compile(r".")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not pattern.search(log.read_text(errors="replace")):
+            if proc.poll() is not None:
+                if proc.returncode == 0 and ready is None:
+                    return
+                raise AssertionError(f"`{command}` exited {proc.returncode}:\n"
+                                     f"{log.read_text(errors='replace')}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"`{command}` not ready after {READY_TIMEOUT}s:\n"
+                                     f"{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+    def stop_background(self) -> None:
+        for proc, log in reversed(self.background):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+            print(f"--- output of background command {log.name}:\n"
+                  f"{log.read_text(errors='replace')[-3000:]}", flush=True)
+
+    # -- sql and configuration -------------------------------------------------------
+
+    def run_sql(self, block: Block) -> None:
+        """In one transaction, rolled back: a block may create roles or rows freely."""
+        text = re.sub(r"\bpgqueue\.(?=\w)", f'"{self.schema}".', block.code)
+        with psycopg.connect(self.dsn) as conn:
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
+                sql.Identifier(self.schema)))
+            for statement in split_sql(text):
+                conn.execute(statement.replace("%", "%%"))  # type: ignore[arg-type]
+            conn.rollback()
+
+    def run_config(self, block: Block) -> None:
+        parse: dict[str, Callable[[str], Any]] = {
+            "toml": tomllib.loads, "json": json.loads,
+            "ini": lambda s: configparser.ConfigParser().read_string(s),
+            "cfg": lambda s: configparser.ConfigParser().read_string(s),
+        }
+        if block.language in parse:
+            parse[block.language](block.code)
+        else:
+            import yaml  # type: ignore[import-untyped]
+
+            yaml.safe_load(block.code)
+
+    def run(self, block: Block) -> None:
+        language = block.language
+        if language in PYTHON:
+            self.run_python(block)
+        elif language in PYCON:
+            self.run_pycon(block)
+        elif language in SHELL:
+            self.run_shell(block)
+        elif language in SQL:
+            self.run_sql(block)
+        elif language in CONFIG:
+            self.run_config(block)
+        else:
+            raise AssertionError(f"{block.id}: no rule runs ```{language} blocks; mark it "
+                                 "```text if it is output, or add a no-run marker")
+        check = checks.AFTER.get(block.id)
+        if check:
+            check(self, block)
+
+
+def shell_commands(block: Block) -> list[str]:
+    """One string per command; `$ ` prompts in ```console blocks mark the commands."""
+    commands: list[str] = []
+    continuing = False
+    for line in block.code.splitlines():
+        if continuing:
+            commands[-1] += "\n" + line
+        elif block.language == "console":
+            if line.startswith("$ "):
+                commands.append(line[2:])
+        elif line.strip() and not line.lstrip().startswith("#"):
+            commands.append(line)
+        continuing = bool(commands) and line.rstrip().endswith("\\") and (
+            continuing or block.language != "console" or line.startswith("$ "))
+    return commands
+
+
+def pycon_examples(code: str) -> list[tuple[str, str]]:
+    examples: list[tuple[str, str]] = []
+    source: list[str] = []
+    expected: list[str] = []
+    for line in code.splitlines() + [">>> "]:
+        if line.startswith(">>> "):
+            if source:
+                examples.append(("\n".join(source), "\n".join(expected).strip()))
+            source, expected = [line[4:]], []
+        elif line.startswith("... ") and not expected:
+            source.append(line[4:])
+        else:
+            expected.append(line)
+    return [(s, e) for s, e in examples if s.strip()]
+
+
+def matches(expected: str, got: str) -> bool:
+    """`...` in the page stands for any text."""
+    pattern = ".*".join(re.escape(part) for part in expected.split("..."))
+    return re.fullmatch(pattern, got.strip(), flags=re.S) is not None
+
+
+def split_sql(text: str) -> list[str]:
+    without_comments = re.sub(r"--[^\n]*", "", text)
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def main(block_id: str) -> int:
+    blocks, target = find(block_id)
+    session = Session(Path.cwd())
+    sys.path.insert(0, str(session.project))
+    try:
+        for block in blocks[:target.number]:
+            if block.language not in CODE or block.no_run:
+                continue
+            print(f"=== {block.id} (line {block.line}, ```{block.language})", flush=True)
+            try:
+                session.run(block)
+            except BaseException:
+                traceback.print_exc()
+                if block is target:
+                    print(f"FAILED: {block.id}", flush=True)
+                    return 1
+                print(f"SETUP FAILED: {block.id}, which {target.id} builds on", flush=True)
+                return 3
+        return 0
+    finally:
+        session.stop_background()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
