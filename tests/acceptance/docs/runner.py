@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgqueue.db import migrations
 from tests.acceptance.docs import checks
 from tests.acceptance.docs.blocks import (
     CODE, CONFIG, PYCON, PYTHON, SHELL, SQL, Block, find,
@@ -166,6 +167,9 @@ class Session:
     def run_sql(self, block: Block) -> None:
         """In one transaction, rolled back: a block may create roles or rows freely."""
         text = re.sub(r"\bpgqueue\.(?=\w)", f'"{self.schema}".', block.code)
+        # The group roles are named after the schema (pgqueue_producer for "pgqueue").
+        text = re.sub(r"\bpgqueue_(?=producer|worker|control|reader)", f"{self.schema}_", text)
+        migrations.migrate(self.dsn, self.schema, roles=True)
         with psycopg.connect(self.dsn) as conn:
             conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
                 sql.Identifier(self.schema)))

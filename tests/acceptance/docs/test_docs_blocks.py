@@ -31,7 +31,7 @@ def test_blocks_are_found() -> None:
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
 def test_block_runs(block: Block, pg_dsn: str, tmp_path: Path) -> None:
     if block.no_run:
-        pytest.skip(f"no-run: {block.no_run}")
+        pytest.skip(f"{block.id}: no-run: {block.no_run}")
     assert block.language in CODE, f"```{block.language}: no rule runs it"
     bindir = str(Path(sys.executable).parent)
     dsn = _url(pg_dsn)
