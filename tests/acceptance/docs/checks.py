@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from psycopg import sql
+
 if TYPE_CHECKING:
     from tests.acceptance.docs.blocks import Block
     from tests.acceptance.docs.runner import Session
@@ -33,11 +36,46 @@ def quick_start_prints_5(session: Session, block: Block) -> None:
     assert last == "5", f"the quick start printed {last!r}, the README says 5"
 
 
-AFTER: dict[str, Callable[[Session, Block], None]] = {
-    "README.md:4": quick_start_prints_5,
-}
-
-
 def fresh(module: str) -> Any:
     importlib.invalidate_caches()
     return importlib.import_module(module)
+
+
+def jobs_of(session: Session, task: str) -> list[tuple[Any, ...]]:
+    """(state, args) of every job of ``task``, live or finished, by plain SQL."""
+    with psycopg.connect(session.dsn, autocommit=True) as conn:
+        return conn.execute(
+            sql.SQL("SELECT state, args FROM {}.all_jobs WHERE task = %s").format(
+                sql.Identifier(session.schema)), [task]).fetchall()
+
+
+def flask_progress(session: Session, block: Block) -> None:
+    """POST /longtask through Flask's test client; the page's worker runs the job; the
+    status URL from Location reports it to the end."""
+    client = fresh("yourapp").app.test_client()
+    started = client.post("/longtask")
+    assert started.status_code == 202, started.get_data(as_text=True)
+    url = started.headers["Location"]
+    assert started.get_json()["id"] in url
+    final = poll(lambda: client.get(url).get_json(), lambda j: j["state"] == "SUCCESS",
+                 "the status endpoint to report SUCCESS")
+    assert final["info"] == {"current": 10, "total": 10, "result": 42}
+
+
+def flask_signup(session: Session, block: Block) -> None:
+    """The signup commits the user and its job together; a failing request leaves neither."""
+    client = fresh("yourapp").app.test_client()
+    created = client.post("/signup", data={"email": "ada@example.com"})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    user_id = created.get_json()["id"]
+    assert [args for _, args in jobs_of(session, "yourapp.send_welcome")] == [[user_id]]
+    refused = client.post("/signup", data={})          # no email: 400 before the commit
+    assert refused.status_code == 400
+    assert len(jobs_of(session, "yourapp.send_welcome")) == 1
+
+
+AFTER: dict[str, Callable[[Session, Block], None]] = {
+    "README.md:4": quick_start_prints_5,
+    "docs/flask.md:4": flask_progress,
+    "docs/flask.md:5": flask_signup,
+}

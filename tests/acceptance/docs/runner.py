@@ -40,7 +40,7 @@ PIP_INSTALL = re.compile(r"\bpip install [^&;|#\n]*")
 # Commands that run until stopped: started in the background, waited for until ready.
 LONG_RUNNING = [
     (re.compile(r"\bpgqueue\b.*\bworker\b(?!.*--help)"), re.compile(r" ready\b")),
-    (re.compile(r"\bpgqueue\b.*\bbeat\b(?!.*--help)"), re.compile(r"beat|scheduler|ready", re.I)),
+    (re.compile(r"\bpgqueue\b.*\bbeat\b(?!.*--help)"), re.compile(r" ready\b")),
     (re.compile(r"\bflask\b.*\brun\b"), re.compile(r"Running on")),
     (re.compile(r"\buvicorn\b"), re.compile(r"Application startup complete")),
 ]
@@ -208,6 +208,8 @@ class Session:
         check = checks.AFTER.get(block.id)
         if check:
             check(self, block)
+            print(f"checked: {check.__name__} ({(check.__doc__ or '').split(';')[0].strip()})",
+                  flush=True)
 
 
 def shell_commands(block: Block) -> list[str]:
