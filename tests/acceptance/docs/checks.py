@@ -74,8 +74,44 @@ def flask_signup(session: Session, block: Block) -> None:
     assert len(jobs_of(session, "yourapp.send_welcome")) == 1
 
 
+def fastapi_progress(session: Session, block: Block) -> None:
+    """POST /reports through FastAPI's TestClient; the page's worker runs the job; the
+    status URL from Location reports it to the end."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(fresh("api").app) as client:
+        started = client.post("/reports", params={"pages": 3})
+        assert started.status_code == 202, started.text
+        url = started.headers["Location"]
+        assert started.json()["id"] in url
+        final = poll(lambda: client.get(url).json(), lambda j: j["state"] == "SUCCESS",
+                     "the status endpoint to report SUCCESS")
+        assert final["info"] == {"pages": 3}
+
+
+def fastapi_signup(session: Session, block: Block) -> None:
+    """The signups table is made here (the page leaves it to the reader's migrations); the
+    endpoint commits the row and its job together."""
+    import sqlalchemy
+
+    api = fresh("api")
+    engine = sqlalchemy.create_engine(api.sessions.kw["bind"].url)
+    api.Base.metadata.create_all(engine)
+    engine.dispose()
+    from fastapi.testclient import TestClient
+
+    with TestClient(api.app) as client:
+        created = client.post("/signups", params={"email": "ada@example.com"})
+        assert created.status_code == 201, created.text
+        body = created.json()
+    assert [args for _, args in jobs_of(session, "api.send_welcome")] == [[body["id"]]]
+    assert api.send_welcome.AsyncResult(body["job"]).id == body["job"]
+
+
 AFTER: dict[str, Callable[[Session, Block], None]] = {
     "README.md:4": quick_start_prints_5,
     "docs/flask.md:4": flask_progress,
     "docs/flask.md:5": flask_signup,
+    "docs/fastapi.md:3": fastapi_progress,
+    "docs/fastapi.md:4": fastapi_signup,
 }

@@ -44,8 +44,7 @@ LONG_RUNNING = [
     (re.compile(r"\bflask\b.*\brun\b"), re.compile(r"Running on")),
     (re.compile(r"\buvicorn\b"), re.compile(r"Application startup complete")),
 ]
-# `command &  # comment`: started in the background (the comment holds no quote).
-BACKGROUND = re.compile(r"(.*[^&])&\s*(?:#[^\"'\n]*)?$", re.S)
+BACKGROUND = re.compile(r"(.*[^&])&\s*$", re.S)  # `command &`
 READY_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
 
@@ -113,7 +112,7 @@ class Session:
     def run_shell(self, block: Block) -> None:
         printed: list[str] = []
         for command in shell_commands(block):
-            command = PIP_INSTALL.sub("true ", self.with_dsn(command))
+            command = PIP_INSTALL.sub("true ", self.with_dsn(strip_comments(command)))
             ready = next((r for pattern, r in LONG_RUNNING if pattern.search(command)), None)
             background = BACKGROUND.match(command)
             if background or ready:
@@ -227,6 +226,23 @@ def shell_commands(block: Block) -> list[str]:
         continuing = bool(commands) and line.rstrip().endswith("\\") and (
             continuing or block.language != "console" or line.startswith("$ "))
     return commands
+
+
+def strip_comments(command: str) -> str:
+    """The command without its `# ...` remarks (a `#` inside quotes or a word stays)."""
+    lines = []
+    for line in command.split("\n"):
+        quote = ""
+        for i, char in enumerate(line):
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "\"'":
+                quote = char
+            elif char == "#" and (i == 0 or line[i - 1].isspace()):
+                line = line[:i]
+                break
+        lines.append(line.rstrip())
+    return "\n".join(lines).strip()
 
 
 def pycon_examples(code: str) -> list[tuple[str, str]]:
