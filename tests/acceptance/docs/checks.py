@@ -108,10 +108,40 @@ def fastapi_signup(session: Session, block: Block) -> None:
     assert api.send_welcome.AsyncResult(body["job"]).id == body["job"]
 
 
+def sqlalchemy_session(session: Session, block: Block) -> None:
+    """The order and its job committed together; a block that raises leaves neither."""
+    ns = session.namespace
+    task = ns["fulfil_order"]
+    with ns["Session"](ns["engine"]) as db:
+        orders = db.query(ns["Order"]).all()
+    assert [args for _, args in jobs_of(session, task.name)] == [[o.id for o in orders]]
+    try:
+        with ns["Session"](ns["engine"]) as db, db.begin():
+            order = ns["Order"](item="rolled back")
+            db.add(order)
+            db.flush()
+            task.apply_async((order.id,), connection=db)
+            raise RuntimeError("the caller's transaction fails")
+    except RuntimeError:
+        pass
+    assert len(jobs_of(session, task.name)) == 1, "a rolled-back order left its job"
+
+
+def sqlalchemy_async(session: Session, block: Block) -> None:
+    """run_sync put the job in the AsyncSession's transaction, committed with the order."""
+    ns = session.namespace
+    states = dict((args[0], state) for state, args in jobs_of(session, ns["fulfil_order"].name))
+    with ns["Session"](ns["engine"]) as db:
+        desk = db.query(ns["Order"]).filter_by(item="desk").one()
+    assert desk.id in states and ns["job"].id
+
+
 AFTER: dict[str, Callable[[Session, Block], None]] = {
     "README.md:4": quick_start_prints_5,
     "docs/flask.md:4": flask_progress,
     "docs/flask.md:5": flask_signup,
     "docs/fastapi.md:3": fastapi_progress,
     "docs/fastapi.md:4": fastapi_signup,
+    "docs/sqlalchemy.md:1": sqlalchemy_session,
+    "docs/sqlalchemy.md:3": sqlalchemy_async,
 }

@@ -22,6 +22,7 @@ import sys
 import time
 import tomllib
 import traceback
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,11 @@ class Session:
         self.project = project
         self.dsn = os.environ["PGQUEUE_DSN"]
         self.schema = os.environ["PGQUEUE_SCHEMA"]
-        self.namespace: dict[str, Any] = {"__name__": "__main__"}
+        # Python blocks run in a module that is __main__, as typed into `python`: what
+        # looks a class's module up by name (SQLAlchemy's annotations, pickle) finds it.
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        self.namespace: dict[str, Any] = main.__dict__
         self.background: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.outputs: dict[str, str] = {}   # block id -> what its commands printed
 
