@@ -25,6 +25,7 @@ DISPLAY = {"", "text", "txt", "plain", "diff", "output"}
 
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)[^\n]*$")
 NO_RUN = re.compile(r"^<!--\s*docs:\s*no-run\s*\((.+)\)\s*-->\s*$")
+PROJECT = re.compile(r"^<!--\s*docs:\s*project\s+(\S+)\s*-->\s*$", re.M)
 FILE_HEADER = re.compile(r"^#\s*([\w./-]+\.py)(\s*\(continued\))?\s*$")
 
 
@@ -84,6 +85,12 @@ def page_blocks(path: Path) -> list[Block]:
                             i + 1, marker.group(1) if marker else None))
         i = j + 1
     return blocks
+
+
+def page_project(page: str) -> Path | None:
+    """The example project a page's blocks run in: `<!-- docs: project examples/x -->`."""
+    match = PROJECT.search((ROOT / page).read_text())
+    return ROOT / match.group(1) if match else None
 
 
 def all_blocks() -> list[Block]:

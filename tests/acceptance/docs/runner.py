@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from psycopg import sql
 from pgqueue.db import migrations
 from tests.acceptance.docs import checks
 from tests.acceptance.docs.blocks import (
-    CODE, CONFIG, PYCON, PYTHON, SHELL, SQL, Block, find,
+    CODE, CONFIG, PYCON, PYTHON, SHELL, SQL, Block, find, page_project,
 )
 
 DSN_PATTERN = re.compile(r"\b(postgres(?:ql)?(?:\+\w+)?)://[^\s\"'`)\]]*")
@@ -66,6 +67,18 @@ class Session:
         self.namespace: dict[str, Any] = main.__dict__
         self.background: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.outputs: dict[str, str] = {}   # block id -> what its commands printed
+        self.django_ready = False
+        self.pending: list[tuple[subprocess.Popen[bytes], Path, str, re.Pattern[str] | None]] = []
+
+    def use_project(self, source: Path) -> None:
+        """Copy the example project the page runs in; a Django one sets its settings."""
+        shutil.copytree(source, self.project, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("tests", "__pycache__", "*.md"))
+        manage = self.project / "manage.py"
+        if manage.exists():
+            found = re.search(r"DJANGO_SETTINGS_MODULE\W+([\w.]+)", manage.read_text())
+            if found:
+                os.environ["DJANGO_SETTINGS_MODULE"] = found.group(1)
 
     # -- substitutions ---------------------------------------------------------------
 
@@ -93,7 +106,16 @@ class Session:
             # A file must at least compile; importing it is the blocks' business.
             compile(path.read_text(), str(path), "exec")
             return
+        self.setup_django()
         exec(compile(code, f"<{block.id}>", "exec"), self.namespace)
+
+    def setup_django(self) -> None:
+        """In a Django project, python blocks run as in `python manage.py shell`."""
+        if os.environ.get("DJANGO_SETTINGS_MODULE") and not self.django_ready:
+            import django
+
+            django.setup()
+            self.django_ready = True
 
     def run_pycon(self, block: Block) -> None:
         for source, expected in pycon_examples(block.code):
@@ -123,6 +145,7 @@ class Session:
             if background or ready:
                 self.start(background.group(1) if background else command, ready)
                 continue
+            self.await_ready()
             print(f"$ {command}", flush=True)
             done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", command],
                                   cwd=self.project, capture_output=True, text=True,
@@ -131,9 +154,12 @@ class Session:
             printed.append(done.stdout)
             if done.returncode:
                 raise AssertionError(f"`{command}` exited {done.returncode}")
+        self.await_ready()
         self.outputs[block.id] = "".join(printed)
 
     def start(self, command: str, ready: re.Pattern[str] | None) -> None:
+        """Start a command in the background; `await_ready` waits for it (several start
+        side by side, which matters for a block of workers)."""
         print(f"$ {command} &", flush=True)
         log = self.project / f".bg-{len(self.background)}.log"
         with log.open("wb") as out:
@@ -141,28 +167,38 @@ class Session:
                                     stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.background.append((proc, log))
-        pattern = ready or re.compile(r".")
+        self.pending.append((proc, log, command, ready))
+
+    def await_ready(self) -> None:
+        """Until each command started says it is ready (its banner; a command with no
+        known banner: it printed something or exited 0). One that exits fails the block."""
         deadline = time.monotonic() + READY_TIMEOUT
-        while not pattern.search(log.read_text(errors="replace")):
-            if proc.poll() is not None:
-                if proc.returncode == 0 and ready is None:
-                    return
-                raise AssertionError(f"`{command}` exited {proc.returncode}:\n"
-                                     f"{log.read_text(errors='replace')}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"`{command}` not ready after {READY_TIMEOUT}s:\n"
-                                     f"{log.read_text(errors='replace')}")
+        while self.pending:
+            for item in list(self.pending):
+                proc, log, command, ready = item
+                text = log.read_text(errors="replace")
+                if (ready or re.compile(r".")).search(text) or (
+                        ready is None and proc.poll() == 0):
+                    self.pending.remove(item)
+                elif proc.poll() is not None:
+                    raise AssertionError(f"`{command}` exited {proc.returncode}:\n{text}")
+                elif time.monotonic() > deadline:
+                    raise AssertionError(f"`{command}` not ready after {READY_TIMEOUT}s:\n"
+                                         f"{text}")
             time.sleep(0.05)
 
     def stop_background(self) -> None:
-        for proc, log in reversed(self.background):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+        """SIGTERM to every command still running (all at once), SIGKILL after 30 s."""
+        running = [proc for proc, _ in self.background if proc.poll() is None]
+        for proc in running:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        for _, log in self.background:
             print(f"--- output of background command {log.name}:\n"
                   f"{log.read_text(errors='replace')[-3000:]}", flush=True)
 
@@ -279,13 +315,18 @@ def split_sql(text: str) -> list[str]:
 
 def main(block_id: str) -> int:
     blocks, target = find(block_id)
+    began = time.monotonic()
     session = Session(Path.cwd())
+    project = page_project(target.page)
+    if project:
+        session.use_project(project)
     sys.path.insert(0, str(session.project))
     try:
         for block in blocks[:target.number]:
             if block.language not in CODE or block.no_run:
                 continue
-            print(f"=== {block.id} (line {block.line}, ```{block.language})", flush=True)
+            print(f"=== {block.id} (line {block.line}, ```{block.language}) "
+                  f"at {time.monotonic() - began:.1f}s", flush=True)
             try:
                 session.run(block)
             except BaseException:
@@ -298,6 +339,7 @@ def main(block_id: str) -> int:
         return 0
     finally:
         session.stop_background()
+        print(f"=== stopped at {time.monotonic() - began:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

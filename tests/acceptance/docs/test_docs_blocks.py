@@ -39,7 +39,8 @@ def test_block_runs(block: Block, pg_dsn: str, tmp_path: Path) -> None:
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("PGQUEUE_", "DATABASE_URL", "DJANGO_"))}
         env.update({
-            "PGQUEUE_DSN": dsn, "PGQUEUE_SCHEMA": schema, "PGQUEUE_TEST": "1",
+            "PGQUEUE_DSN": dsn, "DATABASE_URL": dsn, "PGQUEUE_SCHEMA": schema,
+            "PGQUEUE_TEST": "1",
             "PGOPTIONS": f"-c search_path={schema},public",
             "PATH": bindir + os.pathsep + env.get("PATH", ""),
             "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
