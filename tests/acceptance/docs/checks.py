@@ -136,12 +136,41 @@ def sqlalchemy_async(session: Session, block: Block) -> None:
     assert desk.id in states and ns["job"].id
 
 
+def django_atomic(session: Session, block: Block) -> None:
+    """The order and its job committed together; charge_card raising leaves neither."""
+    ns = session.namespace
+    task, order_model = ns["fulfil_order"], ns["Order"]
+    assert [args for _, args in jobs_of(session, task.name)] == [[ns["order"].pk]]
+    try:
+        with ns["transaction"].atomic():
+            order = order_model.objects.create(item="declined")
+            task.delay(order.pk)
+            raise RuntimeError("card declined")
+    except RuntimeError:
+        pass
+    assert not order_model.objects.filter(item="declined").exists()
+    assert len(jobs_of(session, task.name)) == 1, "a rolled-back order left its job"
+
+
+def django_tasks_backend(session: Session, block: Block) -> None:
+    """Both enqueues are jobs: the second waits until run_after (five minutes away)."""
+    ns = session.namespace
+    with psycopg.connect(session.dsn, autocommit=True) as conn:
+        state = conn.execute(
+            sql.SQL("SELECT job_state FROM {}.all_jobs WHERE id = %s").format(
+                sql.Identifier(session.schema)), [str(ns["result"].id)]).fetchone()
+    assert state == ("scheduled",), state
+    assert ns["send_receipt"].get_result(ns["result"].id).status.name == "READY"
+
+
 AFTER: dict[str, Callable[[Session, Block], None]] = {
     "README.md:4": quick_start_prints_5,
     "docs/flask.md:4": flask_progress,
     "docs/flask.md:5": flask_signup,
     "docs/fastapi.md:3": fastapi_progress,
     "docs/fastapi.md:4": fastapi_signup,
+    "docs/django.md:5": django_atomic,
+    "docs/django.md:8": django_tasks_backend,
     "docs/sqlalchemy.md:1": sqlalchemy_session,
     "docs/sqlalchemy.md:3": sqlalchemy_async,
 }
