@@ -163,14 +163,15 @@ def django_tasks_backend(session: Session, block: Block) -> None:
     assert ns["send_receipt"].get_result(ns["result"].id).status.name == "READY"
 
 
-AFTER: dict[str, Callable[[Session, Block], None]] = {
-    "README.md:4": quick_start_prints_5,
-    "docs/flask.md:4": flask_progress,
-    "docs/flask.md:5": flask_signup,
-    "docs/fastapi.md:3": fastapi_progress,
-    "docs/fastapi.md:4": fastapi_signup,
-    "docs/django.md:5": django_atomic,
-    "docs/django.md:8": django_tasks_backend,
-    "docs/sqlalchemy.md:1": sqlalchemy_session,
-    "docs/sqlalchemy.md:3": sqlalchemy_async,
+# block id -> (text the block must contain, so a moved block cannot go unchecked; check)
+AFTER: dict[str, tuple[str, Callable[[Session, Block], None]]] = {
+    "README.md:4": ("pgqueue worker -A tasks &", quick_start_prints_5),
+    "docs/flask.md:4": ('@app.post("/longtask")', flask_progress),
+    "docs/flask.md:5": ('@app.post("/signup")', flask_signup),
+    "docs/fastapi.md:3": ("uvicorn api:app", fastapi_progress),
+    "docs/fastapi.md:4": ('@app.post("/signups"', fastapi_signup),
+    "docs/django.md:5": ("with transaction.atomic():", django_atomic),
+    "docs/django.md:8": ("send_receipt.enqueue(", django_tasks_backend),
+    "docs/sqlalchemy.md:1": ("with Session(engine) as session", sqlalchemy_session),
+    "docs/sqlalchemy.md:3": ("session.run_sync(", sqlalchemy_async),
 }

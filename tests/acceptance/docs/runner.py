@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import traceback
 import types
 from collections.abc import Callable
@@ -34,7 +33,15 @@ from psycopg import sql
 from pgqueue.db import migrations
 from tests.acceptance.docs import checks
 from tests.acceptance.docs.blocks import (
-    CODE, CONFIG, PYCON, PYTHON, SHELL, SQL, Block, find, page_project,
+    CODE,
+    CONFIG,
+    PYCON,
+    PYTHON,
+    SHELL,
+    SQL,
+    Block,
+    find,
+    page_project,
 )
 
 DSN_PATTERN = re.compile(r"\b(postgres(?:ql)?(?:\+\w+)?)://[^\s\"'`)\]]*")
@@ -214,12 +221,12 @@ class Session:
             conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
                 sql.Identifier(self.schema)))
             for statement in split_sql(text):
-                conn.execute(statement.replace("%", "%%"))  # type: ignore[arg-type]
+                conn.execute(statement)
             conn.rollback()
 
     def run_config(self, block: Block) -> None:
         parse: dict[str, Callable[[str], Any]] = {
-            "toml": tomllib.loads, "json": json.loads,
+            "toml": lambda s: toml_module().loads(s), "json": json.loads,
             "ini": lambda s: configparser.ConfigParser().read_string(s),
             "cfg": lambda s: configparser.ConfigParser().read_string(s),
         }
@@ -245,8 +252,11 @@ class Session:
         else:
             raise AssertionError(f"{block.id}: no rule runs ```{language} blocks; mark it "
                                  "```text if it is output, or add a no-run marker")
-        check = checks.AFTER.get(block.id)
-        if check:
+        if block.id in checks.AFTER:
+            needle, check = checks.AFTER[block.id]
+            assert needle in block.code, (
+                f"checks.AFTER[{block.id!r}] expects a block containing {needle!r}: the page "
+                "changed, move the key to the block's new number")
             check(self, block)
             print(f"checked: {check.__name__} ({(check.__doc__ or '').split(';')[0].strip()})",
                   flush=True)
@@ -267,6 +277,16 @@ def shell_commands(block: Block) -> list[str]:
         continuing = bool(commands) and line.rstrip().endswith("\\") and (
             continuing or block.language != "console" or line.startswith("$ "))
     return commands
+
+
+def toml_module() -> Any:
+    """tomllib (Python 3.11), else the tomli it comes from."""
+    for name in ("tomllib", "tomli"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise AssertionError("a ```toml block needs Python 3.11 or `pip install tomli` to parse")
 
 
 def strip_comments(command: str) -> str:

@@ -11,7 +11,11 @@ import pytest
 from tests.acceptance.docs import blocks as blocks_module
 from tests.acceptance.docs.blocks import NO_RUN, PROJECT, Block, page_blocks, pages
 from tests.acceptance.docs.runner import (
-    Session, matches, pycon_examples, shell_commands, strip_comments,
+    Session,
+    matches,
+    pycon_examples,
+    shell_commands,
+    strip_comments,
 )
 
 pytestmark = pytest.mark.acceptance
@@ -162,3 +166,14 @@ def test_page_urls_become_the_test_database(tmp_path: Path,
         'App("x", dsn="postgresql://postgres@127.0.0.1:5432/pgqueue_test")\n'
         'create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/pgqueue_test")\n'
         "export PGQUEUE_DSN=postgresql://postgres@127.0.0.1:5432/pgqueue_test\n")
+
+
+def test_every_check_names_the_block_it_was_written_for() -> None:
+    """A page edit that renumbers blocks must not leave a check on the wrong block."""
+    from tests.acceptance.docs.checks import AFTER
+
+    by_id = {b.id: b for b in blocks_module.code_blocks()}
+    for block_id, (needle, _) in AFTER.items():
+        assert block_id in by_id, f"checks.AFTER names {block_id}, which is no code block"
+        assert needle in by_id[block_id].code, f"{block_id} no longer holds {needle!r}"
+        assert not by_id[block_id].no_run, f"{block_id} is checked but marked no-run"
