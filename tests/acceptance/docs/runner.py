@@ -37,10 +37,12 @@ from tests.acceptance.docs.blocks import (
     CONFIG,
     PYCON,
     PYTHON,
+    ROOT,
     SHELL,
     SQL,
     Block,
     find,
+    page_blocks,
     page_project,
 )
 
@@ -54,6 +56,10 @@ LONG_RUNNING = [
     (re.compile(r"\buvicorn\b"), re.compile(r"Application startup complete")),
 ]
 BACKGROUND = re.compile(r"(.*[^&])&\s*$", re.S)  # `command &`
+QUICK_WORKER = "pgqueue worker -A tasks"
+# A page uses the quick start's tasks module (and its worker) when it names `tasks` and
+# does not write a tasks.py of its own.
+USES_QUICK_START = re.compile(r"\bfrom tasks import\b|^\s*import tasks\b|-A tasks\b", re.M)
 READY_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
 
@@ -75,6 +81,7 @@ class Session:
         self.background: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.outputs: dict[str, str] = {}   # block id -> what its commands printed
         self.django_ready = False
+        self.quick_worker: subprocess.Popen[bytes] | None = None
         self.pending: list[tuple[subprocess.Popen[bytes], Path, str, re.Pattern[str] | None]] = []
 
     def use_project(self, source: Path) -> None:
@@ -112,9 +119,34 @@ class Session:
             importlib.invalidate_caches()
             # A file must at least compile; importing it is the blocks' business.
             compile(path.read_text(), str(path), "exec")
+            if name == "tasks.py" and self.quick_worker:
+                self.restart_quick_worker()   # as the reader would, to load the new tasks
             return
         self.setup_django()
         exec(compile(code, f"<{block.id}>", "exec"), self.namespace)
+
+    # -- the quick start's setup -----------------------------------------------------
+
+    def quick_start(self) -> None:
+        """The README's tasks.py in the project and `pgqueue worker -A tasks` running, for
+        pages that build on the quick start instead of writing their own tasks.py."""
+        readme = next(b for b in page_blocks(ROOT / "README.md")
+                      if b.file_name == "tasks.py" and not b.continues_file)
+        print(f"=== the quick start: {readme.id} as tasks.py, `pgqueue worker -A tasks`",
+              flush=True)
+        (self.project / "tasks.py").write_text(self.with_dsn(readme.code))
+        self.start_quick_worker()
+
+    def start_quick_worker(self) -> None:
+        self.start(QUICK_WORKER, LONG_RUNNING[0][1])
+        self.quick_worker = self.background[-1][0]
+        self.await_ready()
+
+    def restart_quick_worker(self) -> None:
+        assert self.quick_worker is not None
+        os.killpg(self.quick_worker.pid, signal.SIGTERM)
+        self.quick_worker.wait(30)
+        self.start_quick_worker()
 
     def setup_django(self) -> None:
         """In a Django project, python blocks run as in `python manage.py shell`."""
@@ -279,6 +311,14 @@ def shell_commands(block: Block) -> list[str]:
     return commands
 
 
+def needs_quick_start(blocks: list[Block]) -> bool:
+    if not blocks or blocks[0].page == "README.md":
+        return False
+    writes_own = any(b.file_name == "tasks.py" and not b.continues_file for b in blocks)
+    return not writes_own and any(
+        USES_QUICK_START.search(b.code) for b in blocks if b.language in CODE and not b.no_run)
+
+
 def toml_module() -> Any:
     """tomllib (Python 3.11), else the tomli it comes from."""
     for name in ("tomllib", "tomli"):
@@ -342,6 +382,8 @@ def main(block_id: str) -> int:
         session.use_project(project)
     sys.path.insert(0, str(session.project))
     try:
+        if needs_quick_start(blocks):
+            session.quick_start()
         for block in blocks[:target.number]:
             if block.language not in CODE or block.no_run:
                 continue

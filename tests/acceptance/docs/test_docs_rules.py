@@ -177,3 +177,19 @@ def test_every_check_names_the_block_it_was_written_for() -> None:
         assert block_id in by_id, f"checks.AFTER names {block_id}, which is no code block"
         assert needle in by_id[block_id].code, f"{block_id} no longer holds {needle!r}"
         assert not by_id[block_id].no_run, f"{block_id} is checked but marked no-run"
+
+
+def test_pages_on_the_quick_start_get_its_tasks_and_worker() -> None:
+    from tests.acceptance.docs.runner import needs_quick_start
+
+    uses = Block("docs/canvas.md", 1, "python", "from tasks import add\n", 1, None)
+    own = Block("docs/p.md", 1, "python", "# tasks.py\nfrom pgqueue import App\n", 1, None)
+    skipped = Block("docs/p.md", 1, "python", "from tasks import add\n", 1, "reason")
+    shell = Block("docs/p.md", 2, "sh", "pgqueue worker -A tasks\n", 1, None)
+    assert needs_quick_start([uses])
+    assert needs_quick_start([shell])
+    assert not needs_quick_start([own, uses])          # the page writes its own
+    assert not needs_quick_start([skipped])            # only no-run blocks name it
+    readme = Block("README.md", 5, "python", "from tasks import add\n", 1, None)
+    assert not needs_quick_start([readme])             # the quick start is the README's
+    assert any(b.file_name == "tasks.py" for b in page_blocks(blocks_module.ROOT / "README.md"))
