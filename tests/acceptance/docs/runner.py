@@ -177,7 +177,7 @@ class Session:
 
     def run_shell(self, block: Block) -> None:
         printed: list[str] = []
-        for command in shell_commands(block):
+        for command, shown in shell_steps(block):
             command = PIP_INSTALL.sub("true ", self.with_dsn(strip_comments(command)))
             ready = next((r for pattern, r in LONG_RUNNING if pattern.search(command)), None)
             background = BACKGROUND.match(command)
@@ -193,6 +193,9 @@ class Session:
             printed.append(done.stdout)
             if done.returncode:
                 raise AssertionError(f"`{command}` exited {done.returncode}")
+            if shown.strip() and not matches(shown, done.stdout + done.stderr):
+                raise AssertionError(f"`{command}` printed {done.stdout + done.stderr!r}; the "
+                                     f"page shows {shown!r} (`...` stands for any text)")
         self.await_ready()
         self.outputs[block.id] = "".join(printed)
 
@@ -296,19 +299,27 @@ class Session:
 
 def shell_commands(block: Block) -> list[str]:
     """One string per command; `$ ` prompts in ```console blocks mark the commands."""
-    commands: list[str] = []
+    return [command for command, _ in shell_steps(block)]
+
+
+def shell_steps(block: Block) -> list[tuple[str, str]]:
+    """(command, the output the page shows for it): in ```console blocks, the lines
+    after a `$ ` command up to the next one; elsewhere nothing is shown."""
+    steps: list[tuple[str, str]] = []
     continuing = False
     for line in block.code.splitlines():
         if continuing:
-            commands[-1] += "\n" + line
+            steps[-1] = (steps[-1][0] + "\n" + line, "")
         elif block.language == "console":
             if line.startswith("$ "):
-                commands.append(line[2:])
+                steps.append((line[2:], ""))
+            elif steps:
+                steps[-1] = (steps[-1][0], (steps[-1][1] + "\n" + line).strip("\n"))
         elif line.strip() and not line.lstrip().startswith("#"):
-            commands.append(line)
-        continuing = bool(commands) and line.rstrip().endswith("\\") and (
+            steps.append((line, ""))
+        continuing = bool(steps) and line.rstrip().endswith("\\") and (
             continuing or block.language != "console" or line.startswith("$ "))
-    return commands
+    return steps
 
 
 def needs_quick_start(blocks: list[Block]) -> bool:

@@ -15,6 +15,7 @@ from tests.acceptance.docs.runner import (
     matches,
     pycon_examples,
     shell_commands,
+    shell_steps,
     strip_comments,
 )
 
@@ -111,6 +112,7 @@ def test_console_blocks_run_only_prompted_lines_with_their_continuations() -> No
     block = Block("p.md", 1, "console", code, 1, None)
     assert shell_commands(block) == ["pgqueue schedule add n t \\\n      --every 30",
                                      "pgqueue schedule list"]
+    assert shell_steps(block)[0][1] == "schedule 'n' added: ..."
     sh = Block("p.md", 1, "sh", "# a remark\npgqueue migrate   # safe again\n\n", 1, None)
     assert shell_commands(sh) == ["pgqueue migrate   # safe again"]
 
