@@ -163,6 +163,19 @@ def django_tasks_backend(session: Session, block: Block) -> None:
     assert ns["send_receipt"].get_result(ns["result"].id).status.name == "READY"
 
 
+def signals_context_task(session: Session, block: Block) -> None:
+    """ContextTask wraps a run: a task sees the Flask app as current_app (eager here)."""
+    from flask import current_app
+
+    ns = session.namespace
+
+    def which_app() -> str:
+        return str(current_app.name)
+
+    task = ns["celery"].task(name="docs.which_app")(which_app)
+    assert task.apply().get() == ns["flask_app"].name
+
+
 # block id -> (text the block must contain, so a moved block cannot go unchecked; check)
 AFTER: dict[str, tuple[str, Callable[[Session, Block], None]]] = {
     "README.md:4": ("pgqueue worker -A tasks &", quick_start_prints_5),
@@ -172,6 +185,7 @@ AFTER: dict[str, tuple[str, Callable[[Session, Block], None]]] = {
     "docs/fastapi.md:4": ('@app.post("/signups"', fastapi_signup),
     "docs/django.md:5": ("with transaction.atomic():", django_atomic),
     "docs/django.md:8": ("send_receipt.enqueue(", django_tasks_backend),
+    "docs/signals.md:1": ("class ContextTask(celery.Task)", signals_context_task),
     "docs/sqlalchemy.md:1": ("with Session(engine) as session", sqlalchemy_session),
     "docs/sqlalchemy.md:3": ("session.run_sync(", sqlalchemy_async),
 }
