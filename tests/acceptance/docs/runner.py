@@ -49,9 +49,11 @@ from tests.acceptance.docs.blocks import (
 DSN_PATTERN = re.compile(r"\b(postgres(?:ql)?(?:\+\w+)?)://[^\s\"'`)\]]*")
 PIP_INSTALL = re.compile(r"\bpip install [^&;|#\n]*")
 # Commands that run until stopped: started in the background, waited for until ready.
+# `pgqueue [options] worker|beat ...` (also after `manage.py`), not their --help.
+PGQUEUE_COMMAND = r"\bpgqueue(?:\s+-\S+(?:\s+[^-\s]\S*)?)*\s+{}(?=\s|$)(?!.*--help)"
 LONG_RUNNING = [
-    (re.compile(r"\bpgqueue\b.*\bworker\b(?!.*--help)"), re.compile(r" ready\b")),
-    (re.compile(r"\bpgqueue\b.*\bbeat\b(?!.*--help)"), re.compile(r" ready\b")),
+    (re.compile(PGQUEUE_COMMAND.format("worker"), re.S), re.compile(r" ready\b")),
+    (re.compile(PGQUEUE_COMMAND.format("beat"), re.S), re.compile(r" ready\b")),
     (re.compile(r"\bflask\b.*\brun\b"), re.compile(r"Running on")),
     (re.compile(r"\buvicorn\b"), re.compile(r"Application startup complete")),
 ]
@@ -62,10 +64,6 @@ QUICK_WORKER = "pgqueue worker -A tasks"
 USES_QUICK_START = re.compile(r"\bfrom tasks import\b|^\s*import tasks\b|-A tasks\b", re.M)
 READY_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
-
-
-class SetupFailed(Exception):
-    pass
 
 
 class Session:

@@ -195,3 +195,22 @@ def test_pages_on_the_quick_start_get_its_tasks_and_worker() -> None:
     readme = Block("README.md", 5, "python", "from tasks import add\n", 1, None)
     assert not needs_quick_start([readme])             # the quick start is the README's
     assert any(b.file_name == "tasks.py" for b in page_blocks(blocks_module.ROOT / "README.md"))
+
+
+@pytest.mark.parametrize(("command", "long_running"), [
+    ("pgqueue worker -A tasks", True),
+    ("pgqueue -A proj worker -l info -P prefork", True),
+    ("python manage.py pgqueue worker -c 8 -Q default,mail", True),
+    ("pgqueue beat -A tasks", True),
+    ("pgqueue worker --help", False),
+    ("pgqueue inspect workers", False),
+    ("pgqueue schedule add beat-report tasks.add --every 30", False),
+    ("flask --app yourapp run", True),
+    ("uvicorn api:app", True),
+    ("pgqueue migrate", False),
+])
+def test_commands_that_never_end_by_themselves_are_recognised(
+        command: str, long_running: bool) -> None:
+    from tests.acceptance.docs.runner import LONG_RUNNING
+
+    assert any(p.search(command) for p, _ in LONG_RUNNING) is long_running
