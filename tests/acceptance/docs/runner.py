@@ -1,18 +1,19 @@
-"""Run one docs block the way a reader would: the page from its top down to that block.
+"""Run a docs page the way a reader would: its blocks from the top down.
 
-``python -m tests.acceptance.docs.runner PAGE:N`` runs, in the current directory (a fresh
-project directory) and with the environment the test gives (the test database, its own
-schema), every runnable block of PAGE before block N, then block N. The page is one
-session: files written by earlier blocks stay, names defined by earlier python blocks stay,
-and commands an earlier block started in the background keep running until the end.
-Exit status 0: block N ran; 3: an earlier block failed (the output names it); 1: block N
-failed. The rules are in docs/architecture.md ("Docs are tested").
+``python -m tests.acceptance.docs.runner PAGE [N]`` runs, in the current directory (a
+fresh project directory) and with the environment the test gives (the test database, a
+schema of the page's own), the runnable blocks of PAGE in order (up to block N). The page
+is one session: files written by earlier blocks stay, names defined by earlier python
+blocks stay, and commands an earlier block started in the background keep running until
+the end. The rules are in docs/architecture.md ("Docs are tested").
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import importlib
+import io
 import json
 import os
 import re
@@ -41,7 +42,6 @@ from tests.acceptance.docs.blocks import (
     SHELL,
     SQL,
     Block,
-    find,
     page_blocks,
     page_project,
 )
@@ -382,36 +382,73 @@ def split_sql(text: str) -> list[str]:
     return [s.strip() for s in without_comments.split(";") if s.strip()]
 
 
-def main(block_id: str) -> int:
-    blocks, target = find(block_id)
+def run_page(page: str, upto: int | None = None) -> dict[str, dict[str, str]]:
+    """Run the page's blocks in order (up to block ``upto``), in the current directory;
+    for each runnable block: {"status": "passed" | "failed" | "blocked", "output": ...}.
+    After a failure, the later blocks are "blocked": they build on it."""
+    blocks = page_blocks(ROOT / page)
     began = time.monotonic()
+    results: dict[str, dict[str, str]] = {}
+    failed: str | None = None
     session = Session(Path.cwd())
-    project = page_project(target.page)
+    project = page_project(page)
     if project:
         session.use_project(project)
     sys.path.insert(0, str(session.project))
+    setup = io.StringIO()
     try:
-        if needs_quick_start(blocks):
-            session.quick_start()
-        for block in blocks[:target.number]:
+        with contextlib.redirect_stdout(setup):
+            try:
+                if needs_quick_start(blocks):
+                    session.quick_start()
+            except BaseException:
+                traceback.print_exc(file=sys.stdout)
+                failed = "the quick start's setup"
+        for block in blocks[:upto]:
             if block.language not in CODE or block.no_run:
                 continue
-            print(f"=== {block.id} (line {block.line}, ```{block.language}) "
-                  f"at {time.monotonic() - began:.1f}s", flush=True)
-            try:
-                session.run(block)
-            except BaseException:
-                traceback.print_exc()
-                if block is target:
-                    print(f"FAILED: {block.id}", flush=True)
-                    return 1
-                print(f"SETUP FAILED: {block.id}, which {target.id} builds on", flush=True)
-                return 3
-        return 0
+            if failed:
+                results[block.id] = {"status": "blocked", "output": (
+                    f"not run: {failed}, which it builds on, failed:\n{setup.getvalue()}")}
+                continue
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output):
+                print(f"=== {block.id} (line {block.line}, ```{block.language}) "
+                      f"at {time.monotonic() - began:.1f}s", flush=True)
+                try:
+                    session.run(block)
+                    status = "passed"
+                except BaseException:
+                    traceback.print_exc(file=sys.stdout)
+                    status, failed = "failed", block.id
+            results[block.id] = {"status": status, "output": output.getvalue()}
+            sys.stdout.write(output.getvalue())
+            if failed:
+                setup = output
     finally:
-        session.stop_background()
-        print(f"=== stopped at {time.monotonic() - began:.1f}s", flush=True)
+        stopped = io.StringIO()
+        with contextlib.redirect_stdout(stopped):
+            session.stop_background()
+            print(f"=== stopped at {time.monotonic() - began:.1f}s", flush=True)
+        sys.stdout.write(stopped.getvalue())
+        for result in results.values():
+            if result["status"] != "passed":
+                result["output"] += stopped.getvalue()[-4000:]
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """`runner PAGE [UPTO] [--json PATH]`: run a page (for a person: PAGE 5 stops after
+    block 5); the docs test reads the JSON."""
+    args = [a for a in argv if a != "--json"]
+    json_path = argv[argv.index("--json") + 1] if "--json" in argv else None
+    if json_path:
+        args.remove(json_path)
+    results = run_page(args[0], int(args[1]) if len(args) > 1 else None)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results))
+    return 0 if all(r["status"] == "passed" for r in results.values()) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))
