@@ -100,10 +100,3 @@ def all_blocks() -> list[Block]:
 def code_blocks() -> list[Block]:
     """What the test collects: every block that is not a display (output, diagram)."""
     return [block for block in all_blocks() if block.language not in DISPLAY]
-
-
-def find(block_id: str) -> tuple[list[Block], Block]:
-    """The page's blocks and the one named ``page:number``."""
-    page, number = block_id.rsplit(":", 1)
-    blocks = page_blocks(ROOT / page)
-    return blocks, blocks[int(number) - 1]
