@@ -45,7 +45,10 @@ class AbortableAsyncResult(AsyncResult):
 
     def abort(self) -> None:
         """Ask the job to stop: revoked if it has not started, flagged if it runs."""
+        row_id = self.row_id
+        if row_id is None:  # not a task id: no job to abort
+            return
         channels = self.app.queries.channels()
         self.app.execute("job_revoke",
-                         {"ids": [self.id], "reason": "aborted by request", **channels})
-        self.app.execute("job_abort", {"ids": [self.id], "retention": RETENTION, **channels})
+                         {"ids": [row_id], "reason": "aborted by request", **channels})
+        self.app.execute("job_abort", {"ids": [row_id], "retention": RETENTION, **channels})
