@@ -510,9 +510,10 @@ def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any]
 
 
 def _duplicate_id(error: Exception, job_ids: list[str]) -> DuplicateJob:
-    ids = ", ".join(job_ids[:3])
+    ids = ", ".join(limits.show(i) for i in job_ids[:3])
     return DuplicateJob(f"a job with this task_id already exists and has not finished "
-                        f"({ids}{'...' if len(job_ids) > 3 else ''}): {error}")
+                        f"({ids}{'...' if len(job_ids) > 3 else ''}): send it again once "
+                        "that job has finished, or under another task_id")
 
 
 def _execute_on(connection: Any, query: bytes, params: dict[str, Any],

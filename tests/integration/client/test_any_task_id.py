@@ -111,9 +111,8 @@ def test_the_task_sees_its_row_id_and_update_state_takes_the_string(
     assert app.AsyncResult(seen).result == seen
     assert target.state == states.PENDING
     bad = tasks["progress"].apply_async(("target-job",), task_id="progress-job")
-    with running_worker(app):
-        with pytest.raises(ValueError, match="that job is not running"):
-            bad.get(timeout=30)
+    with running_worker(app), pytest.raises(ValueError, match="that job is not running"):
+        bad.get(timeout=30)
 
 
 # -- duplicates ----------------------------------------------------------------------------
