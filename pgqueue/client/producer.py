@@ -639,9 +639,10 @@ def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> N
     if meta is not None:
         check_json(meta, f"{task.name}: update_state meta")
     # Another job's id, in any spelling: the string it was sent with names its row too.
+    own_row = limits.row_id(request.id) if request.id is not None else None
     if task_id is not None and task_id != request.id \
             and limits.row_id(limits.job_id(f"{task.name}: update_state task_id",
-                                            task_id)) != request.id:
+                                            task_id)) != own_row:
         rows = task.app.execute("job_progress_other", {
             "id": limits.row_id(task_id), "state": state,
             "meta": Jsonb(meta) if meta is not None else None})
@@ -650,7 +651,7 @@ def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> N
                              "not running (queued, finished or unknown); a state is kept "
                              "only while a job runs")
         return
-    job_id = limits.row_id(request.id) if request.id is not None else None
+    job_id = own_row
     if job_id is None or request.called_directly and task_id is None:
         return  # called outside a worker: nothing to record, like Celery's eager mode
     task.app.execute("job_progress", {

@@ -134,7 +134,7 @@ _CLAIM_UPDATE = """
      RETURNING j.id::text, j.queue, j.task, j.args::text, j.kwargs::text, j.priority, j.run_at,
                j.expires_at, j.attempt, j.max_retries, j.ignore_result, j.options::text,
                j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at,
-               j.headers::text"""
+               j.headers::text, j.task_id"""
 
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ everywhere an id is taken; an id no job has is PENDING, never an exception."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -98,21 +99,61 @@ def test_spellings_of_a_uuid_name_the_same_row_and_are_kept_as_given(
         tasks["add"].apply_async((1, 2), task_id=canonical)
 
 
-def test_the_task_sees_its_row_id_and_update_state_takes_the_string(
-    app: App, tasks: dict[str, Any]
+def test_the_task_sees_the_id_as_sent_and_update_state_takes_it(
+    app: App, db: psycopg.Connection[Any], tasks: dict[str, Any]
 ) -> None:
-    """Inside the worker ``request.id`` is the row's uuid (it names the same job:
-    AsyncResult of it reads the same row); another job is reached by its string."""
-    target = tasks["add"].apply_async((1, 1), task_id="target-job", countdown=3600)
-    me = tasks["whoami"].apply_async(task_id="who-am-i")
-    with running_worker(app):
-        seen = me.get(timeout=30)
-    assert seen == limits.row_id("who-am-i")
-    assert app.AsyncResult(seen).result == seen
+    """Inside the worker ``request.id`` is the string sent, as in Celery; hooks and
+    signals get it too; update_state reaches a job by it, this one or another."""
+    from pgqueue import signals
+
+    seen: list[Any] = []
+
+    def prerun(task_id: str, **_: Any) -> None:
+        seen.append(task_id)
+
+    signals.task_prerun.connect(prerun)
+    try:
+        target = tasks["add"].apply_async((1, 1), task_id="target-job", countdown=3600)
+        me = tasks["whoami"].apply_async(task_id="who-am-i")
+        with running_worker(app):
+            assert me.get(timeout=30) == "who-am-i"
+            bad = tasks["progress"].apply_async(("target-job",), task_id="progress-job")
+            with pytest.raises(ValueError, match="that job is not running"):
+                bad.get(timeout=30)
+            # its own id, as sent: the fenced write of the running job, not another's
+            own = tasks["progress"].apply_async(("own-progress",), task_id="own-progress")
+            assert own.get(timeout=30) == "ok"
+    finally:
+        signals.task_prerun.disconnect(prerun)
+    assert seen == ["who-am-i", "progress-job", "own-progress"]
     assert target.state == states.PENDING
-    bad = tasks["progress"].apply_async(("target-job",), task_id="progress-job")
-    with running_worker(app), pytest.raises(ValueError, match="that job is not running"):
-        bad.get(timeout=30)
+
+
+def test_a_task_applied_eagerly_under_a_string_id(app: App, tasks: dict[str, Any]) -> None:
+    result = tasks["whoami"].apply(task_id="eager-one")
+    assert (result.id, result.result) == ("eager-one", "eager-one")
+    assert tasks["progress"].apply(("eager-two",), task_id="eager-two").result == "ok"
+
+
+def test_an_abortable_task_sent_under_a_string_id_sees_the_abort(app: App) -> None:
+    from pgqueue.contrib.abortable import AbortableTask
+
+    @app.task(bind=True, base=AbortableTask, name="ids.wait_for_abort")
+    def wait_for_abort(self: Task) -> str:
+        self.update_state(state="WAITING")
+        deadline = time.monotonic() + 60
+        while not self.is_aborted():
+            assert time.monotonic() < deadline, "no abort seen"
+            time.sleep(0.02)
+        return "saw the abort"
+
+    wait_for_abort.apply_async(task_id="abort-me")
+    result = wait_for_abort.AsyncResult("abort-me")
+    with running_worker(app):
+        wait_until(lambda: result.state == "WAITING", timeout=30, message="the task to run")
+        result.abort()
+        wait_until(lambda: result.ready(), timeout=30, message="the task to end")
+    assert result.state == states.REVOKED and result.is_aborted()
 
 
 # -- duplicates ----------------------------------------------------------------------------
