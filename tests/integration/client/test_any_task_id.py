@@ -199,6 +199,23 @@ def test_revoke_by_string(app: App, db: psycopg.Connection[Any], tasks: dict[str
     assert app.control.revoke("order-42", terminate=True) == []
 
 
+def test_terminate_by_string_stops_the_running_job(app: App) -> None:
+    @app.task(bind=True, name="ids.spin")
+    def spin(self: Task) -> None:
+        self.update_state(state="SPINNING")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a bytecode loop: the thread pool interrupts it
+            pass
+
+    spin.apply_async(task_id="terminate-me")
+    result = app.AsyncResult("terminate-me")
+    with running_worker(app):
+        wait_until(lambda: result.state == "SPINNING", timeout=30, message="the job to run")
+        assert app.control.revoke("terminate-me", terminate=True) == []  # it had started
+        wait_until(lambda: result.ready(), timeout=30, message="the job to be terminated")
+    assert result.state == states.REVOKED
+
+
 def test_abort_by_string(app: App) -> None:
     from pgqueue.contrib.abortable import AbortableTask
 
