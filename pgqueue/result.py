@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import states
+from pgqueue import limits, states
 from pgqueue.db.listener import Listener
 from pgqueue.exceptions import PermissionDenied, TaskError, TaskRevokedError, TimeoutError
 
@@ -46,8 +46,12 @@ class ResultMeta:
 _arguments_hidden: weakref.WeakSet[App] = weakref.WeakSet()
 
 
-def read_row(app: App, job_id: str) -> list[Any]:
-    """The ``result_get`` row of a job, without its arguments if the role may not see them."""
+def read_row(app: App, job_id: str | None) -> list[Any]:
+    """The ``result_get`` rows of a job (by its row uuid, see :func:`limits.row_id`),
+    without its arguments if the role may not see them. None (a string that cannot be a
+    task id) has no rows."""
+    if job_id is None:
+        return []
     if app not in _arguments_hidden:
         try:
             return app.execute("result_get", {"id": job_id})
@@ -124,7 +128,11 @@ def exception_class(module_name: str, name: str) -> type[BaseException] | None:
 
 
 class AsyncResult:
-    """A handle on a job by id: its state, its result, and a way to wait for it."""
+    """A handle on a job by id: its state, its result, and a way to wait for it.
+
+    Any string is a task id, as in Celery: ``id`` is the string given; the rows are found
+    by its uuid (:func:`pgqueue.limits.row_id`). An id no job has is PENDING.
+    """
 
     #: True when a send met a live job holding its ``unique_key``: this is that job.
     duplicate: bool = False
@@ -140,6 +148,12 @@ class AsyncResult:
         self.task_name = task_name
 
     task_id = property(lambda self: self.id)
+
+    @property
+    def row_id(self) -> str | None:
+        """The uuid of the job's rows (``jobs.id``, ``results.id``); None for a string
+        that cannot be a task id (empty, too long, with NUL), which no job has."""
+        return limits.row_id(self.id)
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -158,7 +172,7 @@ class AsyncResult:
     def _meta(self) -> ResultMeta:
         # Read anew every time, final states too: a job sent again under the same id
         # makes a final state current no longer (one primary-key read).
-        return meta_from_row(current_row(read_row(self.app, self.id)))
+        return meta_from_row(current_row(read_row(self.app, self.row_id)))
 
     def read(self) -> ResultMeta:
         """One consistent reading: state, result or progress, traceback, date_done...
@@ -281,8 +295,11 @@ class AsyncResult:
         if meta.ready:  # one read, and no LISTEN connection, for a finished job
             return meta
         deadline = None if timeout is None else time.monotonic() + timeout
+        row_id = self.row_id
+        if row_id is None:  # no job can have it: PENDING until the timeout, as in Celery
+            row_id = self.id
         waiter = self.app.result_waiter
-        event = waiter.register(self.id)
+        event = waiter.register(row_id)
         try:
             while True:
                 event.clear()
@@ -297,11 +314,12 @@ class AsyncResult:
                 if on_interval is not None:
                     on_interval()
         finally:
-            waiter.unregister(self.id, event)
+            waiter.unregister(row_id, event)
 
     def forget(self) -> None:
         """Delete the stored result."""
-        self.app.execute("result_forget", {"id": self.id})
+        if self.row_id is not None:
+            self.app.execute("result_forget", {"id": self.row_id})
 
     def revoke(self, terminate: bool = False, signal: str | None = None,
                wait: bool = False, timeout: float | None = None) -> None:
