@@ -681,6 +681,8 @@ TEMPLATES: dict[str, str] = {
 }
 
 PING = sql.SQL("SELECT 1")
+# The pid of the server session (see db.connection.through_pooler).
+BACKEND_PID = sql.SQL("SELECT pg_backend_pid()")
 # Settings of a worker's own sessions, all at once (see db.Dedicated).
 SESSION_SETTINGS = sql.SQL(
     "SELECT set_config(name, value, false)"
