@@ -142,7 +142,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def pgbouncer(dsn: str, pool_mode: str = "transaction", pool_size: int = 40) -> Iterator[str]:
+def pgbouncer(dsn: str, pool_mode: str = "transaction", pool_size: int = 10) -> Iterator[str]:
     """A PgBouncer process of our own in front of the server of ``dsn``, on a free port,
     with trust auth; yields ``dsn`` with its host and port changed to go through it.
     Skips the test when pgbouncer is not installed."""

@@ -1,0 +1,188 @@
+"""``python -m bench --producers``: many producers at once, as a web app sends.
+
+16 processes each call ``noop.delay()`` in a loop for the same seconds; the figures are
+jobs/s over all of them and p50/p99 of one call. In the same run, pgbench runs pgqueue's
+own enqueue statement (the script of the reference row, ``job_insert_one`` with NOTIFY)
+with 16 clients: the ceiling of any client sending the same rows one commit each. The
+target is pgqueue ≥ 0.8 × pgbench.
+
+Rows, taking turns within each repeat so that load from elsewhere spreads over all:
+
+* durable (the default), 16 processes;
+* ``producer_durable=False`` (synchronous_commit=off: commits return before the WAL
+  flush), 16 processes, against pgbench with ``-c synchronous_commit=off``;
+* 16 threads of one process (``producer_pool_size=16``);
+* ``transaction_pooling=True`` on a direct connection: what giving up prepared
+  statements costs, without a pooler's own hop;
+* through PgBouncer when ``BENCH_PGBOUNCER_DSN`` names one in front of the bench server
+  (transaction mode, database ``bench``).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from . import env, reference
+from .measure import median, percentile
+
+PRODUCERS = 16
+#: How many call times each producer sends back (evenly spread), for the percentiles.
+SAMPLES_PER_PRODUCER = 5_000
+
+
+def _send_loop(delay: Callable[[], Any], start_at: float, seconds: float) -> list[float]:
+    while time.time() < start_at:
+        time.sleep(min(0.01, max(0.0, start_at - time.time())))
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end:
+            return times
+        delay()
+        times.append(time.perf_counter() - t0)
+
+
+def _app(dsn: str, settings: dict[str, Any]) -> tuple[Any, Callable[[], Any]]:
+    from pgqueue import App
+
+    app = App("bench-producer", dsn=dsn, schema=reference.PGQUEUE_SCHEMA, **settings)
+
+    @app.task(name="noop", ignore_result=True)
+    def noop() -> None: ...
+
+    noop.delay()  # the pool is open and the statement built before the clock starts
+    return app, noop.delay
+
+
+def _thin(times: list[float]) -> list[float]:
+    step = max(1, len(times) // SAMPLES_PER_PRODUCER)
+    return times[::step]
+
+
+def _producer(dsn: str, settings: dict[str, Any], start_at: float, seconds: float,
+              out: Any) -> None:
+    app, delay = _app(dsn, settings)
+    times = _send_loop(delay, start_at, seconds)
+    app.close()
+    out.put((len(times), _thin(times)))
+
+
+def _processes(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 3.0  # time for 16 interpreters to start and connect
+    procs = [ctx.Process(target=_producer, args=(dsn, settings, start_at, seconds, out))
+             for _ in range(PRODUCERS)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=120 + seconds) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return _figures(got, seconds)
+
+
+def _threads(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
+    app, delay = _app(dsn, {**settings, "producer_pool_size": PRODUCERS})
+    start_at = time.time() + 0.5
+    got: list[tuple[int, list[float]]] = []
+
+    def one() -> None:
+        times = _send_loop(delay, start_at, seconds)
+        got.append((len(times), _thin(times)))
+
+    threads = [threading.Thread(target=one) for _ in range(PRODUCERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    app.close()
+    return _figures(got, seconds)
+
+
+def _figures(got: list[tuple[int, list[float]]], seconds: float) -> dict[str, float]:
+    samples = [s * 1000 for _, times in got for s in times]
+    return {"jobs_per_s": sum(n for n, _ in got) / seconds,
+            "p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99)}
+
+
+def _truncate() -> None:
+    with psycopg.connect(env.database_dsn(harness=True), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {reference.PGQUEUE_SCHEMA}.jobs")
+        conn.execute("CHECKPOINT")  # each run starts without the last one's dirty pages
+
+
+def main(quick: bool = False, repeats: int | None = None) -> int:
+    if shutil.which("pgbench") is None:
+        raise SystemExit("bench --producers needs pgbench (apt-get install postgresql-client)")
+    seconds = 5 if quick else 10
+    repeats = repeats or (1 if quick else 3)
+    script = reference.setup()
+    dsn = env.database_dsn()
+    bouncer = os.environ.get("BENCH_PGBOUNCER_DSN")
+    runs: dict[str, Callable[[], dict[str, float]]] = {
+        "pgbench_durable": lambda: _pgbench(script, seconds, durable=True),
+        "pgqueue_processes_durable": lambda: _processes(dsn, {}, seconds),
+        "pgbench_nondurable": lambda: _pgbench(script, seconds, durable=False),
+        "pgqueue_processes_nondurable": lambda: _processes(
+            dsn, {"producer_durable": False}, seconds),
+        "pgqueue_threads_durable": lambda: _threads(dsn, {}, seconds),
+        "pgqueue_processes_unprepared": lambda: _processes(
+            dsn, {"transaction_pooling": True}, seconds),
+    }
+    if bouncer:
+        runs["pgqueue_processes_pgbouncer"] = lambda: _processes(bouncer, {}, seconds)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for repeat in range(repeats):
+        for name, run in runs.items():
+            _truncate()
+            env.log(f"producers: {name} (repeat {repeat + 1}/{repeats})")
+            results[name].append(run())
+    summary = {name: {key: median([r[key] for r in rs]) for key in rs[0]}
+               for name, rs in results.items()}
+    table = render(summary, seconds, repeats)
+    env.RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (env.RESULTS_DIR / f"producers-{stamp}.json").write_text(
+        json.dumps({"seconds": seconds, "repeats": repeats, "runs": results}, indent=1))
+    (env.RESULTS_DIR / "producers.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+def _pgbench(script: str, seconds: float, durable: bool) -> dict[str, float]:
+    return reference.pgbench_latency(script, PRODUCERS, int(seconds), prepared=True,
+                                     options=None if durable else "-c synchronous_commit=off")
+
+
+LABELS = {
+    "pgbench_durable": "pgbench, pgqueue's enqueue statement, 16 clients",
+    "pgqueue_processes_durable": "pgqueue delay(), 16 processes",
+    "pgbench_nondurable": "pgbench, same, synchronous_commit=off",
+    "pgqueue_processes_nondurable": "pgqueue delay(), 16 processes, producer_durable=False",
+    "pgqueue_threads_durable": "pgqueue delay(), 16 threads of 1 process (pool of 16)",
+    "pgqueue_processes_unprepared": "pgqueue delay(), 16 processes, no prepared statements",
+    "pgqueue_processes_pgbouncer": "pgqueue delay(), 16 processes, through PgBouncer",
+}
+REFERENCE_OF = {"pgqueue_processes_nondurable": "pgbench_nondurable"}
+
+
+def render(summary: dict[str, dict[str, float]], seconds: float, repeats: int) -> str:
+    lines = [f"Many producers ({seconds:.0f} s per run, median of {repeats}):", "",
+             "| row | jobs/s | × pgbench | call p50 ms | call p99 ms |",
+             "|---|---:|---:|---:|---:|"]
+    for name, fig in summary.items():
+        ref = summary[REFERENCE_OF.get(name, "pgbench_durable")]["jobs_per_s"]
+        ratio = "" if name.startswith("pgbench") else f"{fig['jobs_per_s'] / ref:.2f}"
+        lines.append(f"| {LABELS[name]} | {fig['jobs_per_s']:,.0f} | {ratio} | "
+                     f"{fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} |")
+    return "\n".join(lines)
