@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import threading
 import time
@@ -52,6 +53,12 @@ def _send_loop(delay: Callable[[], Any], start_at: float, seconds: float) -> lis
         times.append(time.perf_counter() - t0)
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _app(dsn: str, settings: dict[str, Any]) -> tuple[Any, Callable[[], Any]]:
     from pgqueue import App
 
@@ -72,9 +79,11 @@ def _thin(times: list[float]) -> list[float]:
 def _producer(dsn: str, settings: dict[str, Any], start_at: float, seconds: float,
               out: Any) -> None:
     app, delay = _app(dsn, settings)
+    cpu = _cpu()
     times = _send_loop(delay, start_at, seconds)
+    cpu = _cpu() - cpu  # includes the wait for the start: a sleep, next to nothing
     app.close()
-    out.put((len(times), _thin(times)))
+    out.put((len(times), _thin(times), cpu))
 
 
 def _processes(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
@@ -88,31 +97,35 @@ def _processes(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, 
     got = [out.get(timeout=120 + seconds) for _ in procs]
     for p in procs:
         p.join(30)
-    return _figures(got, seconds)
+    return _figures(got, seconds, sum(cpu for *_, cpu in got))
 
 
 def _threads(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
     app, delay = _app(dsn, {**settings, "producer_pool_size": PRODUCERS})
     start_at = time.time() + 0.5
-    got: list[tuple[int, list[float]]] = []
+    got: list[tuple[int, list[float], float]] = []
 
     def one() -> None:
         times = _send_loop(delay, start_at, seconds)
-        got.append((len(times), _thin(times)))
+        got.append((len(times), _thin(times), 0.0))
 
+    cpu = _cpu()
     threads = [threading.Thread(target=one) for _ in range(PRODUCERS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    cpu = _cpu() - cpu
     app.close()
-    return _figures(got, seconds)
+    return _figures(got, seconds, cpu)
 
 
-def _figures(got: list[tuple[int, list[float]]], seconds: float) -> dict[str, float]:
-    samples = [s * 1000 for _, times in got for s in times]
-    return {"jobs_per_s": sum(n for n, _ in got) / seconds,
-            "p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99)}
+def _figures(got: list[tuple[int, list[float], float]], seconds: float,
+             cpu: float) -> dict[str, float]:
+    samples = [s * 1000 for _, times, _ in got for s in times]
+    jobs = sum(n for n, *_ in got)
+    return {"jobs_per_s": jobs / seconds, "p50_ms": percentile(samples, 50),
+            "p99_ms": percentile(samples, 99), "client_cpu_us": cpu / max(1, jobs) * 1e6}
 
 
 def _truncate() -> None:
@@ -160,8 +173,14 @@ def main(quick: bool = False, repeats: int | None = None) -> int:
 
 
 def _pgbench(script: str, seconds: float, durable: bool) -> dict[str, float]:
-    return reference.pgbench_latency(script, PRODUCERS, int(seconds), prepared=True,
-                                     options=None if durable else "-c synchronous_commit=off")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    figures = reference.pgbench_latency(
+        script, PRODUCERS, int(seconds), prepared=True,
+        options=None if durable else "-c synchronous_commit=off")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    jobs = figures["jobs_per_s"] * seconds
+    return {**figures, "client_cpu_us": cpu / max(1.0, jobs) * 1e6}
 
 
 LABELS = {
@@ -178,11 +197,12 @@ REFERENCE_OF = {"pgqueue_processes_nondurable": "pgbench_nondurable"}
 
 def render(summary: dict[str, dict[str, float]], seconds: float, repeats: int) -> str:
     lines = [f"Many producers ({seconds:.0f} s per run, median of {repeats}):", "",
-             "| row | jobs/s | × pgbench | call p50 ms | call p99 ms |",
-             "|---|---:|---:|---:|---:|"]
+             "| row | jobs/s | × pgbench | call p50 ms | call p99 ms | client CPU µs/job |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, fig in summary.items():
         ref = summary[REFERENCE_OF.get(name, "pgbench_durable")]["jobs_per_s"]
         ratio = "" if name.startswith("pgbench") else f"{fig['jobs_per_s'] / ref:.2f}"
         lines.append(f"| {LABELS[name]} | {fig['jobs_per_s']:,.0f} | {ratio} | "
-                     f"{fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} |")
+                     f"{fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} | "
+                     f"{fig['client_cpu_us']:.0f} |")
     return "\n".join(lines)

@@ -10,7 +10,6 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue.db import queries, roles
@@ -270,10 +269,7 @@ class Dedicated:
             if not self.settings:
                 self._local = None
             elif through_pooler(self.dsn):
-                self._local = b"".join(
-                    sql.SQL("SET LOCAL {} = {}; ").format(
-                        sql.Identifier(name), sql.Literal(value)).as_bytes(self._conn)
-                    for name, value in self.settings.items())
+                self._local = queries.begin_local(self.settings).as_bytes(self._conn)
             else:
                 self._local = None
                 self._conn.execute(queries.SESSION_SETTINGS, {
@@ -308,7 +304,7 @@ class Dedicated:
         if cur is None or cur.closed:
             cur = psycopg.ClientCursor(conn)
             conn._pgqueue_client_cursor = cur  # type: ignore[attr-defined]
-        cur.execute(b"BEGIN; " + self._local + query + b"; COMMIT", params)  # type: ignore[operator]
+        cur.execute((self._local or b"") + query + queries.END_LOCAL, params)
         for _ in range(1 + len(self.settings)):  # BEGIN, each SET
             cur.nextset()
         return cur.fetchall() if cur.description else []

@@ -136,6 +136,9 @@ def test_worker_session_settings_stay_in_their_transaction(direct_dsn: str) -> N
         try:
             for _ in range(10):
                 assert claimer.execute(read) == [("off", "off")]
+            assert claimer.execute(read + b" -- a comment at the end") == [("off", "off")]
+            assert claimer.execute(b"SELECT %(v)s::text", {"v": "it's; COMMIT"}) == [
+                ("it's; COMMIT",)]  # parameters are bound as literals, quoted
             with db.connect(single) as other:
                 for _ in range(10):
                     assert other.execute(read).fetchone() == ("on", "on")
