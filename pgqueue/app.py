@@ -107,7 +107,9 @@ class App:
         self._queries: Queries | None = None
         self._waiter: ResultWaiter | None = None
         self._control: Control | None = None
-        self.conf.hooks["producer_durable"] = lambda _value: self._drop_pool()
+        # Settings the pooled connections are made with: a new value means a new pool.
+        for setting in ("producer_durable", "transaction_pooling"):
+            self.conf.hooks[setting] = lambda _value: self._drop_pool()
         # Returns the connection whose transaction an enqueue without ``connection=`` joins,
         # or None for pgqueue's own pool. Framework integrations set it (Django: inside
         # ``transaction.atomic()``, its connection).
