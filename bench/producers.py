@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -40,9 +41,8 @@ PRODUCERS = 16
 SAMPLES_PER_PRODUCER = 5_000
 
 
-def _send_loop(delay: Callable[[], Any], start_at: float, seconds: float) -> list[float]:
-    while time.time() < start_at:
-        time.sleep(min(0.01, max(0.0, start_at - time.time())))
+def _send_loop(delay: Callable[[], Any], ready: Any, seconds: float) -> list[float]:
+    ready.wait(300)  # every producer is connected and warm: all start together
     times: list[float] = []
     end = time.perf_counter() + seconds
     while True:
@@ -67,8 +67,18 @@ def _app(dsn: str, settings: dict[str, Any]) -> tuple[Any, Callable[[], Any]]:
     @app.task(name="noop", ignore_result=True)
     def noop() -> None: ...
 
-    noop.delay()  # the pool is open and the statement built before the clock starts
-    return app, noop.delay
+    # The pool is open and the statement built before the clock starts. A server shared
+    # with other work may be out of connections for a moment: try for a while.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            noop.delay()
+            return app, noop.delay
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            app.close()
+            time.sleep(0.5)
 
 
 def _thin(times: list[float]) -> list[float]:
@@ -76,11 +86,16 @@ def _thin(times: list[float]) -> list[float]:
     return times[::step]
 
 
-def _producer(dsn: str, settings: dict[str, Any], start_at: float, seconds: float,
+def _producer(dsn: str, settings: dict[str, Any], ready: Any, seconds: float,
               out: Any) -> None:
-    app, delay = _app(dsn, settings)
+    try:
+        app, delay = _app(dsn, settings)
+    except Exception as error:
+        ready.abort()
+        out.put(error)
+        raise
     cpu = _cpu()
-    times = _send_loop(delay, start_at, seconds)
+    times = _send_loop(delay, ready, seconds)
     cpu = _cpu() - cpu  # includes the wait for the start: a sleep, next to nothing
     app.close()
     out.put((len(times), _thin(times), cpu))
@@ -89,24 +104,27 @@ def _producer(dsn: str, settings: dict[str, Any], start_at: float, seconds: floa
 def _processes(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start_at = time.time() + 3.0  # time for 16 interpreters to start and connect
-    procs = [ctx.Process(target=_producer, args=(dsn, settings, start_at, seconds, out))
+    ready = ctx.Barrier(PRODUCERS)
+    procs = [ctx.Process(target=_producer, args=(dsn, settings, ready, seconds, out))
              for _ in range(PRODUCERS)]
     for p in procs:
         p.start()
-    got = [out.get(timeout=120 + seconds) for _ in procs]
+    got = [out.get(timeout=300 + seconds) for _ in procs]
     for p in procs:
         p.join(30)
+    errors = [e for e in got if isinstance(e, Exception)]
+    if errors:
+        raise SystemExit(f"bench --producers: a producer could not start: {errors[0]}")
     return _figures(got, seconds, sum(cpu for *_, cpu in got))
 
 
 def _threads(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
     app, delay = _app(dsn, {**settings, "producer_pool_size": PRODUCERS})
-    start_at = time.time() + 0.5
+    ready = threading.Barrier(PRODUCERS)
     got: list[tuple[int, list[float], float]] = []
 
     def one() -> None:
-        times = _send_loop(delay, start_at, seconds)
+        times = _send_loop(delay, ready, seconds)
         got.append((len(times), _thin(times), 0.0))
 
     cpu = _cpu()
@@ -138,7 +156,7 @@ def main(quick: bool = False, repeats: int | None = None) -> int:
     if shutil.which("pgbench") is None:
         raise SystemExit("bench --producers needs pgbench (apt-get install postgresql-client)")
     seconds = 5 if quick else 10
-    repeats = repeats or (1 if quick else 3)
+    repeats = repeats or (1 if quick else 2)
     script = reference.setup()
     dsn = env.database_dsn()
     bouncer = os.environ.get("BENCH_PGBOUNCER_DSN")
@@ -173,10 +191,19 @@ def main(quick: bool = False, repeats: int | None = None) -> int:
 
 
 def _pgbench(script: str, seconds: float, durable: bool) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures = reference.pgbench_latency(
-        script, PRODUCERS, int(seconds), prepared=True,
-        options=None if durable else "-c synchronous_commit=off")
+    for attempt in (1, 2, 3):  # a server shared with other work may be out of connections
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            figures = reference.pgbench_latency(
+                script, PRODUCERS, int(seconds), prepared=True,
+                options=None if durable else "-c synchronous_commit=off")
+            break
+        except subprocess.CalledProcessError as error:
+            env.log(f"pgbench failed ({(error.stderr or '').strip()[-200:]}); "
+                    f"{'trying again' if attempt < 3 else 'giving up'}")
+            if attempt == 3:
+                raise
+            time.sleep(5)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     jobs = figures["jobs_per_s"] * seconds
