@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", action="store_true",
                         help="run the scale checks (pgqueue: 1M future jobs + 1M results; "
                              "a long-open transaction) instead of the comparison")
+    parser.add_argument("--producers", action="store_true",
+                        help="run the many-producers check (16 processes calling delay() "
+                             "against pgbench with 16 clients) instead of the comparison")
     parser.add_argument("--repeats", type=int, help="runs per figure (median is reported)")
     parser.add_argument("--drain-jobs", type=int, help="jobs per drain run")
     parser.add_argument("--hold", type=float,
@@ -236,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     env.ensure_database()
+    if args.producers:
+        from . import producers
+
+        return producers.main(quick=args.quick, repeats=args.repeats)
     if args.scale:
         from . import scale
 

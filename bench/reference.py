@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -104,6 +105,28 @@ def pgbench(script: str, clients: int, seconds: int, prepared: bool = False) -> 
     if not match:
         raise RuntimeError(f"could not read tps from pgbench output:\n{out}")
     return float(match.group(1))
+
+
+def pgbench_latency(script: str, clients: int, seconds: int, prepared: bool = False,
+                    options: str | None = None) -> dict[str, float]:
+    """Transactions per second of ``script`` (as ``jobs_per_s``) with the p50/p99 of one
+    transaction in ms, from pgbench's per-transaction log; ``options`` goes to each
+    session as PGOPTIONS (e.g. ``-c synchronous_commit=off``)."""
+    environ = {**os.environ, **({"PGOPTIONS": options} if options else {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "script.sql"
+        path.write_text(script)
+        argv = _pgbench_argv(path, clients, seconds, prepared) + [
+            "--log", f"--log-prefix={Path(tmp) / 'txn'}"]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                             env=environ).stdout
+        samples = [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txn*")
+                   for line in log.read_text().splitlines()]
+    match = re.search(r"tps = ([\d.]+) \((?:without initial connection time|excluding)", out)
+    if not match or not samples:
+        raise RuntimeError(f"could not read pgbench's figures:\n{out}")
+    return {"jobs_per_s": float(match.group(1)), "p50_ms": percentile(samples, 50),
+            "p99_ms": percentile(samples, 99)}
 
 
 def throttled_latency(script: str, rate: int, seconds: int) -> dict[str, float]:

@@ -17,7 +17,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pgqueue import db, signals
 from pgqueue.annotations import annotate, prepare_annotations
 from pgqueue.client.producer import JobBatch, build_rows, insert_jobs
-from pgqueue.config import Settings, load_object, resolve_dsn, resolve_schema
+from pgqueue.config import (
+    Settings,
+    load_object,
+    resolve_dsn,
+    resolve_listen_dsn,
+    resolve_schema,
+)
 from pgqueue.db import roles
 from pgqueue.db.queries import Queries
 from pgqueue.exceptions import ConfigurationError, NotRegistered
@@ -118,6 +124,9 @@ class App:
         self._queries: Queries | None = None
         self._waiter: ResultWaiter | None = None
         self._control: Control | None = None
+        # Settings the pooled connections are made with: a new value means a new pool.
+        for setting in ("producer_durable", "transaction_pooling"):
+            self.conf.hooks[setting] = lambda _value: self._drop_pool()
         # Returns the connection whose transaction an enqueue without ``connection=`` joins,
         # or None for pgqueue's own pool. Framework integrations set it (Django: inside
         # ``transaction.atomic()``, its connection).
@@ -167,7 +176,20 @@ class App:
 
     @property
     def dsn(self) -> str:
-        return resolve_dsn(self.conf.dsn)
+        dsn = resolve_dsn(self.conf.dsn)
+        db.declare_pooling(dsn, self.conf.transaction_pooling)
+        return dsn
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where LISTEN connections go: the ``listen_dsn`` setting (or PGQUEUE_LISTEN_DSN),
+        else the DSN, unless that goes through a transaction pooler, where a LISTEN hears
+        nothing: None then, and workers and ``get()`` poll (docs/deploying.md)."""
+        explicit = resolve_listen_dsn(self.conf)
+        if explicit:
+            return explicit
+        dsn = self.dsn
+        return None if db.through_pooler(dsn) else dsn
 
     @property
     def schema(self) -> str:
@@ -401,13 +423,35 @@ class App:
                     min_size=1,
                     max_size=max(1, int(self.conf.producer_pool_size)),
                     kwargs={"autocommit": True,
-                            "application_name": db.application_name(self.schema, "app")},
+                            "application_name": db.application_name(self.schema, "app"),
+                            "prepare_threshold": db.prepare_threshold(dsn)},
+                    configure=self._producer_session(dsn),
                     timeout=10,
                     name=f"pgqueue:{self.main or 'app'}",
                     open=True,
                 )
                 self._pool_pid = current_pid()
             return self._pool
+
+    def _producer_session(self, dsn: str) -> Callable[[psycopg.Connection[Any]], None] | None:
+        """What each new pooled connection runs first: ``producer_durable=False`` turns
+        synchronous_commit off for its session (never through a pooler, where the session
+        is shared with other clients)."""
+        if self.conf.producer_durable:
+            return None
+        if db.through_pooler(dsn):
+            raise ConfigurationError(
+                "producer_durable=False needs a direct connection: through a transaction "
+                "pooler a session setting would reach other clients; set it on the "
+                "sending role instead (ALTER ROLE ... SET synchronous_commit = off)")
+        return db.set_synchronous_commit_off
+
+    def _drop_pool(self) -> None:
+        """Close the pool; the next use opens one with the current settings."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == current_pid():
+            pool.close()
 
     def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Run the named statement on a pooled connection and return its rows.

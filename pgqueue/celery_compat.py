@@ -121,6 +121,16 @@ SETTINGS: dict[str, Entry] = {
     "producer_pool_size": ours("connections of the process's enqueue pool"),
     "result_max_bytes": ours("largest return value a task may store"),
     "priority_aging": ours("seconds of waiting per priority step of a queued job"),
+    "transaction_pooling": ours(
+        "a transaction pooler (PgBouncer) in front: no prepares, no session SET; auto-detected",
+        "tests/integration/db/test_pgbouncer.py::test_the_setting_overrides_detection"),
+    "listen_dsn": ours(
+        "direct connection for LISTEN when the DSN is a pooler (else the listener polls)",
+        "tests/integration/db/test_pgbouncer.py::test_the_core_path_works_through_pgbouncer"),
+    "producer_durable": ours(
+        "False: sends commit without waiting for the WAL flush (a crash may lose ~0.6 s)",
+        "tests/integration/db/test_pgbouncer.py::"
+        "test_a_non_durable_producer_turns_synchronous_commit_off"),
     "worker_lease_seconds": ours("how long a claim lives without a heartbeat", _WORKER),
     "worker_poll_interval": ours("safety-net poll under LISTEN/NOTIFY", _WORKER),
     "worker_shutdown_timeout": ours("how long a warm shutdown waits for running tasks", _WORKER),

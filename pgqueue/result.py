@@ -357,7 +357,7 @@ class ResultWaiter:
         self._events: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self._listener = Listener(
-            app.dsn, [app.queries.done_channel], self._on_notify, self._wake_all,
+            app.listen_dsn, [app.queries.done_channel], self._on_notify, self._wake_all,
             name="pgqueue-results",
             application_name=f"pgqueue:{app.schema}:results",
         )

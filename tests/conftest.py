@@ -16,7 +16,7 @@ from psycopg import sql
 from pgqueue import App
 from pgqueue.worker import Worker
 
-from .pgserver import fresh_schema, test_database
+from .pgserver import fresh_schema, pgbouncer, test_database
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
@@ -33,9 +33,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
+def direct_dsn() -> Iterator[str]:
     """DSN of a database the tests own (see tests/pgserver.py for how it is found)."""
     with test_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(direct_dsn: str) -> Iterator[str]:
+    """The DSN apps and workers use: ``direct_dsn``, or with PGQUEUE_TEST_VIA_PGBOUNCER set
+    a PgBouncer of this session's own in transaction mode in front of it (``listen``: with
+    PGQUEUE_LISTEN_DSN on the direct DSN; any other value: polling, no LISTEN)."""
+    via = os.environ.get("PGQUEUE_TEST_VIA_PGBOUNCER")
+    if not via:
+        yield direct_dsn
+        return
+    if via == "listen":
+        os.environ["PGQUEUE_LISTEN_DSN"] = direct_dsn
+    with pgbouncer(direct_dsn) as dsn:
         yield dsn
 
 
@@ -54,9 +69,10 @@ def app(pg_dsn: str, schema: str) -> Iterator[App]:
 
 
 @pytest.fixture
-def db(pg_dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
-    """A plain connection with search_path on the test schema, for asserting on rows."""
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+def db(direct_dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """A plain connection with search_path on the test schema, for asserting on rows
+    (direct: a session SET does not survive a transaction pooler)."""
+    with psycopg.connect(direct_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         yield conn
 

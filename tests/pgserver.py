@@ -11,7 +11,13 @@ machine that has a server there.
 
 from __future__ import annotations
 
+import getpass
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -121,3 +127,68 @@ def drop_schema(dsn: str, schema: str) -> None:
         for kind in roles.KINDS:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
                 sql.Identifier(roles.role_name(schema, kind))))
+
+
+# -- PgBouncer ------------------------------------------------------------------------------
+def pgbouncer_binary() -> str | None:
+    """The pgbouncer executable (Debian installs it in /usr/sbin), or None."""
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def pgbouncer(dsn: str, pool_mode: str = "transaction", pool_size: int = 10) -> Iterator[str]:
+    """A PgBouncer process of our own in front of the server of ``dsn``, on a free port,
+    with trust auth; yields ``dsn`` with its host and port changed to go through it.
+    Skips the test when pgbouncer is not installed."""
+    import pytest
+
+    binary = pgbouncer_binary()
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    info = conninfo_to_dict(dsn)
+    user = str(info.get("user") or getpass.getuser())
+    with tempfile.TemporaryDirectory(prefix="pgqueue-pgbouncer-") as folder:
+        os.chmod(folder, 0o755)  # readable by the user it drops to when started as root
+        port = _free_port()
+        users = os.path.join(folder, "users.txt")
+        with open(users, "w") as f:
+            f.write(f'"{user}" ""\n')
+        ini = os.path.join(folder, "pgbouncer.ini")
+        with open(ini, "w") as f:
+            f.write(
+                "[databases]\n"
+                f"* = host={info.get('host') or '127.0.0.1'} port={info.get('port') or 5432}\n"
+                "[pgbouncer]\n"
+                f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+                f"auth_type = trust\nauth_file = {users}\n"
+                f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\n"
+                "max_client_conn = 1000\n")
+        for path in (users, ini):
+            os.chmod(path, 0o644)
+        command = [binary, *(["-u", "nobody"] if os.geteuid() == 0 else []), ini]
+        log = open(os.path.join(folder, "pgbouncer.log"), "w")  # noqa: SIM115
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        through = make_conninfo(dsn, host="127.0.0.1", port=str(port))
+        try:
+            deadline = time.monotonic() + 20
+            while not _answers(through):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    with open(log.name) as f:
+                        raise RuntimeError(f"pgbouncer did not start: {f.read()[-2000:]}")
+                time.sleep(0.05)
+            yield through
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()

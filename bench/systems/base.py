@@ -114,8 +114,12 @@ class System:
     @property
     def db(self) -> psycopg.Connection[Any]:
         if self._db is None or self._db.closed:
-            options = {"options": f"-c search_path={self.search_path}"} if self.search_path else {}
-            self._db = psycopg.connect(self.dsn, autocommit=True, **options)
+            options: dict[str, Any] = (
+                {"options": f"-c search_path={self.search_path}"} if self.search_path else {})
+            # No prepared statements: the harness's own statements are not measured, and
+            # it may run through PgBouncer (BENCH_PG_DSN, docs/deploying.md).
+            self._db = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None,
+                                       **options)
         return self._db
 
     def backend_pids(self) -> list[int]:

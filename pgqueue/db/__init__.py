@@ -12,14 +12,19 @@ from pgqueue.db.connection import (
     Outage,
     application_name,
     connect,
+    declare_pooling,
     describe,
     is_connection_error,
     missing_schema,
     one_line,
+    prepare_threshold,
     run,
+    set_synchronous_commit_off,
+    through_pooler,
     translate_errors,
 )
 
 __all__ = ["CONNECT_TIMEOUT", "SCHEMA_ERRORS", "Dedicated", "Outage", "application_name",
-           "connect", "describe", "is_connection_error", "missing_schema", "one_line", "run",
-           "translate_errors"]
+           "connect", "declare_pooling", "describe", "is_connection_error", "missing_schema",
+           "one_line", "prepare_threshold", "run", "set_synchronous_commit_off",
+           "through_pooler", "translate_errors"]

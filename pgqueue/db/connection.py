@@ -73,16 +73,76 @@ def application_name(schema: str, role: str) -> str:
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """A new autocommit connection; a clear :class:`DatabaseUnavailable` when it fails."""
+    """A new autocommit connection; a clear :class:`DatabaseUnavailable` when it fails.
+    Through a transaction pooler (see :func:`through_pooler`) it prepares no statement."""
     kwargs.setdefault("autocommit", True)
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
     try:
-        return psycopg.connect(dsn, **kwargs)
+        conn = psycopg.connect(dsn, **kwargs)
     except psycopg.ProgrammingError as e:
         raise DatabaseUnavailable(redact(f"invalid database DSN: {one_line(e)}", dsn)) from None
     except psycopg.OperationalError as e:
         raise DatabaseUnavailable(redact(
             f"cannot connect to PostgreSQL at {describe(dsn)}: {one_line(e)}", dsn)) from None
+    try:
+        if through_pooler(dsn, conn):
+            conn.prepare_threshold = None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def set_synchronous_commit_off(conn: psycopg.Connection[Any]) -> None:
+    """Commits of this session return before their WAL is flushed (see producer_durable)."""
+    conn.execute(queries.SESSION_SETTINGS, {"names": ["synchronous_commit"],
+                                            "values": ["off"]})
+
+
+# -- transaction poolers (PgBouncer) ---------------------------------------------------
+# A pooler in transaction mode hands each transaction of a client to any server session,
+# so nothing may outlive a transaction: no prepared statement (psycopg prepares a
+# statement run 5 times; PgBouncer before 1.21 does not carry it to the next session:
+# 'prepared statement "_pg3_0" already exists'), no session SET, no LISTEN.
+_declared: dict[str, bool] = {}  # DSN -> what the transaction_pooling setting says
+_found: dict[str, bool] = {}  # DSN -> what a probe of its first connection found
+
+
+def declare_pooling(dsn: str, pooled: bool | str) -> None:
+    """Record the ``transaction_pooling`` setting for ``dsn``: True, False or "auto"."""
+    if isinstance(pooled, bool):
+        _declared[dsn] = pooled
+    else:
+        _declared.pop(dsn, None)
+
+
+def through_pooler(dsn: str, conn: psycopg.Connection[Any] | None = None) -> bool:
+    """Whether ``dsn`` reaches Postgres through a pooler: as declared, else probed once
+    per process on ``conn`` (a new connection is opened when none is given).
+
+    The probe: Postgres tells a client its backend's pid when the session starts, and a
+    pooler, whose sessions are not the server's, makes up its own (PgBouncer sends
+    random bytes). So the pid the session started with differs from the one
+    ``pg_backend_pid()`` returns. One statement, on the first connection only."""
+    if dsn in _declared:
+        return _declared[dsn]
+    found = _found.get(dsn)
+    if found is None:
+        if conn is None:
+            connect(dsn).close()  # probes the new connection
+            return _found[dsn]
+        row = conn.execute(queries.BACKEND_PID, prepare=False).fetchone()
+        found = _found[dsn] = row is None or row[0] != conn.info.backend_pid
+        if found:
+            logger.info("%s: reached through a connection pooler; no prepared statements, "
+                        "no session state (docs/deploying.md)", describe(dsn))
+    return found
+
+
+def prepare_threshold(dsn: str) -> int | None:
+    """psycopg's ``prepare_threshold`` for connections to ``dsn``: None (never prepare)
+    through a pooler, else psycopg's default."""
+    return None if through_pooler(dsn) else 5
 
 
 def run(
@@ -195,13 +255,23 @@ class Dedicated:
             self.settings.update(plan_cache_mode="force_generic_plan", enable_seqscan="off")
         self.outage = Outage(role)
         self._conn: psycopg.Connection[Any] | None = None
+        # Through a pooler the settings cannot be the session's: they would stay with a
+        # server session that serves other clients next (a claimer's synchronous_commit
+        # =off would make another client's commits non-durable). Each statement then
+        # runs in a transaction of its own that sets them locally (see _run_local).
+        self._local: bytes | None = None
 
     def connect(self) -> psycopg.Connection[Any]:
         """The connection, opened (with the session settings) if there is none."""
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.dsn, application_name=application_name(self.schema,
                                                                               self.role))
-            if self.settings:
+            if not self.settings:
+                self._local = None
+            elif through_pooler(self.dsn):
+                self._local = queries.begin_local(self.settings).as_bytes(self._conn)
+            else:
+                self._local = None
                 self._conn.execute(queries.SESSION_SETTINGS, {
                     "names": list(self.settings), "values": list(self.settings.values())})
         return self._conn
@@ -211,14 +281,33 @@ class Dedicated:
         conn = self.connect()
         try:
             with translate_errors(self.schema, "worker", conn):
-                cur = run(conn, query, params)
-                rows = cur.fetchall() if cur.description else []
+                if self._local is not None:
+                    rows = self._run_local(conn, query, params)
+                else:
+                    cur = run(conn, query, params)
+                    rows = cur.fetchall() if cur.description else []
         except BaseException:
             if conn.broken or conn.closed:
                 self.close()
+            elif conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with suppress(psycopg.Error):
+                    conn.execute(b"ROLLBACK")
             raise
         self.outage.recovered()
         return rows
+
+    def _run_local(self, conn: psycopg.Connection[Any], query: bytes,
+                   params: dict[str, Any] | None) -> list[Any]:
+        """``BEGIN; SET LOCAL ...; <query>; COMMIT`` as one simple query: one round trip,
+        as the statement alone (the parameters are bound on the client)."""
+        cur: psycopg.ClientCursor[Any] | None = getattr(conn, "_pgqueue_client_cursor", None)
+        if cur is None or cur.closed:
+            cur = psycopg.ClientCursor(conn)
+            conn._pgqueue_client_cursor = cur  # type: ignore[attr-defined]
+        cur.execute((self._local or b"") + query + queries.END_LOCAL, params)
+        for _ in range(1 + len(self.settings)):  # BEGIN, each SET
+            cur.nextset()
+        return cur.fetchall() if cur.description else []
 
     def failed(self, error: BaseException) -> float:
         """Drop the connection after ``error``; returns the backoff delay to wait."""

@@ -22,17 +22,22 @@ class Listener(threading.Thread):
 
     After every (re)connect ``on_connect`` runs, so that callers re-check state they may
     have missed while the connection was down.
+
+    With ``dsn=None`` (no direct connection to LISTEN on, behind a transaction pooler) it
+    polls instead: it is ready at once and calls ``on_connect`` every ``poll_interval``
+    seconds, so callers re-check then what a notification would have told them.
     """
 
     def __init__(
         self,
-        dsn: str,
+        dsn: str | None,
         channels: Sequence[str],
         on_notify: Callable[[str, str], None],
         on_connect: Callable[[], None] | None = None,
         name: str = "pgqueue-listener",
         ping_interval: float = 5.0,
         application_name: str = "pgqueue:listener",
+        poll_interval: float = 1.0,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.dsn = dsn
@@ -41,6 +46,7 @@ class Listener(threading.Thread):
         self.on_connect = on_connect
         self.ping_interval = ping_interval
         self.application_name = application_name
+        self.poll_interval = poll_interval
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
@@ -49,7 +55,15 @@ class Listener(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def polling(self) -> bool:
+        """True when there is no LISTEN connection, only polling."""
+        return self.dsn is None
+
     def run(self) -> None:
+        if self.dsn is None:
+            self._poll()
+            return
         while not self._stopping.is_set():
             try:
                 self._listen()
@@ -63,7 +77,19 @@ class Listener(threading.Thread):
                     self._conn.close()
                     self._conn = None
 
+    def _poll(self) -> None:
+        self.ready.set()
+        while True:
+            if self.on_connect is not None:
+                try:
+                    self.on_connect()
+                except Exception:
+                    logger.exception("%s: unexpected error", self.name)
+            if self._stopping.wait(self.poll_interval):
+                return
+
     def _listen(self) -> None:
+        assert self.dsn is not None
         conn = self._conn = db.connect(self.dsn, application_name=self.application_name)
         for channel in self.channels:
             conn.execute(queries.listen(channel))

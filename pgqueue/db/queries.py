@@ -685,6 +685,20 @@ TEMPLATES: dict[str, str] = {
 }
 
 PING = sql.SQL("SELECT 1")
+# The pid of the server session (see db.connection.through_pooler).
+BACKEND_PID = sql.SQL("SELECT pg_backend_pid()")
+
+# Through a transaction pooler the same settings for one statement's transaction (see
+# db.Dedicated): BEGIN_LOCAL(settings) + statement + END_LOCAL, sent as one simple query.
+# The newline ends a comment the statement may end with.
+END_LOCAL = b"\n;\nCOMMIT"
+
+
+def begin_local(settings: dict[str, str]) -> sql.Composed:
+    """``BEGIN; SET LOCAL name = 'value'; ...``: settings that end with the transaction."""
+    sets = [sql.SQL("SET LOCAL {} = {}; ").format(sql.Identifier(name), sql.Literal(value))
+            for name, value in settings.items()]
+    return sql.Composed([sql.SQL("BEGIN; "), *sets])
 # Settings of a worker's own sessions, all at once (see db.Dedicated).
 SESSION_SETTINGS = sql.SQL(
     "SELECT set_config(name, value, false)"

@@ -174,9 +174,10 @@ class Worker:
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
-        self.listener = Listener(dsn, [queries.jobs_channel, queries.control_channel],
+        self.listener = Listener(app.listen_dsn, [queries.jobs_channel, queries.control_channel],
                                  self._on_notify, self._on_listen, name="pgqueue-listener",
-                                 application_name=db.application_name(app.schema, "listener"))
+                                 application_name=db.application_name(app.schema, "listener"),
+                                 poll_interval=self.poll_interval)
         aborts.track_locally()
         self.control = ControlInbox([self.worker_id, self.nodename])
         self.control.read(app)  # from now on: requests before this are not ours

@@ -32,9 +32,9 @@ def count(db: psycopg.Connection[Any], table: str) -> int:
 
 
 @pytest.fixture
-def listener(pg_dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection LISTENing on the schema's jobs channel."""
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+def listener(direct_dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection LISTENing on the schema's jobs channel (direct: not through a pooler)."""
+    with psycopg.connect(direct_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{schema}.jobs")))
         yield conn
 
