@@ -225,12 +225,20 @@ TEMPLATES: dict[str, str] = {
          WHERE c.key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb))
     """,
     # Claims that can never hold again: past their period, or (without one) whose job
-    # has left the states they name. Claims without period or states hold for ever.
-    "unique_claim_prune": f"""
+    # finished in a state they do not name, or is gone. A live job may come back into
+    # the states (queued after started, for a claim on queued and success). Claims
+    # without period or states hold for ever. A claim a send took meanwhile (its writer
+    # unseen by this snapshot, whose look-ups of the new holder would find nothing) stays.
+    "unique_claim_prune": """
         WITH pruned AS (
-            DELETE FROM {{schema}}.unique_claims c
+            DELETE FROM {schema}.unique_claims c
              WHERE c.expires_at < now()
-                OR (c.expires_at IS NULL AND c.states IS NOT NULL AND NOT {_CLAIM_HOLDS})
+                OR (c.expires_at IS NULL AND c.states IS NOT NULL
+                    AND pg_visible_in_snapshot(c.xid, pg_current_snapshot())
+                    AND NOT EXISTS (SELECT 1 FROM {schema}.jobs h WHERE h.id = c.job_id)
+                    AND NOT EXISTS (SELECT 1 FROM {schema}.results h
+                                     WHERE h.id = c.job_id
+                                       AND lower(h.state) = ANY(c.states)))
             RETURNING 1
         )
         SELECT count(*) FROM pruned
