@@ -524,6 +524,9 @@ def _insert_claimed(app: App, run: Run, batch: JobBatch) -> int:
                 first[key] = row
     inserted = 0
     for _ in range(_HOLDER_TRIES):
+        # Claims are taken in key order: two batches with the same keys never wait for
+        # each other's rows in opposite orders (a deadlock).
+        pending.sort(key=lambda row: batch.claim_key(row) or "")
         part = replace(batch, rows=pending, duplicates={})
         result = run(queries["job_insert_claimed"],
                      {**part.params(), "jobs_channel": queries.jobs_channel})

@@ -247,6 +247,39 @@ def test_apply_many_duplicates_within_the_batch_and_against_existing(
     assert claim(db, "b") is not None and claim(db, "b")[0] == results[1].id  # type: ignore[index]
 
 
+def send_at_once(add: Any, orders: list[list[str]]) -> list[list[AsyncResult]]:
+    """Each list of keys sent by apply_many in a thread of its own, all at once."""
+    barrier = threading.Barrier(len(orders))
+    got: list[list[AsyncResult]] = []
+    errors: list[BaseException] = []
+
+    def send(order: list[str]) -> None:
+        try:
+            barrier.wait(10)
+            got.append(add.apply_many([(1, 1)] * len(order), unique_key=order,
+                                      unique_for=60))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    return got
+
+
+def test_batches_with_the_same_keys_in_opposite_orders_do_not_deadlock(
+        add: Any, db: psycopg.Connection[Any]) -> None:
+    keys = [f"k{i}" for i in range(30)]
+    for round_ in range(5):
+        batch = [f"{key}-{round_}" for key in keys]
+        got = send_at_once(add, [batch, batch[::-1]])
+        assert sum(not r.duplicate for results in got for r in results) == len(keys)
+    assert db.execute("SELECT count(*) FROM jobs").fetchone() == (5 * len(keys),)
+
+
 def test_apply_many_raise_inserts_nothing(add: Any, db: psycopg.Connection[Any]) -> None:
     add.apply_async((0, 0), unique_key="a", unique_for=30)
     with pytest.raises(DuplicateJob):
