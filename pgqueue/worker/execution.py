@@ -24,7 +24,7 @@ from pgqueue.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from pgqueue.limits import decode_headers, decode_job
+from pgqueue.limits import MAX_DELAY, decode_headers, decode_job
 from pgqueue.request import Request, inside_task
 from pgqueue.utils import storable_json, storable_text, utcnow, uuid
 from pgqueue.worker import aborts, hooks
@@ -431,8 +431,14 @@ def contained(exc: BaseException) -> Exception:
 def _raised(task: Task, job: ClaimedJob, raised: BaseException, runtime: float) -> _Ended:
     exc = contained(raised)
     if isinstance(exc, Snooze):
-        return Outcome(job.id, job.attempt, SNOOZED, snooze=exc.seconds,
-                       runtime=runtime), exc
+        seconds = exc.seconds
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+                and 0 <= seconds <= MAX_DELAY:  # a Snooze made by hand skipped the checks
+            return Outcome(job.id, job.attempt, SNOOZED, snooze=float(seconds),
+                           runtime=runtime), exc
+        exc = ValueError(f"task {task.name} snoozed for {safe_repr(seconds, 60)} seconds: "
+                         f"give 0 to {MAX_DELAY:,}")
+        return _failed_to_store(job, exc, runtime), exc
     if isinstance(exc, Retry):
         return _retry_outcome(task, job, exc, runtime)
     if isinstance(exc, task.autoretry_for) and not isinstance(exc, task.dont_autoretry_for):

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import App, Task
+from pgqueue import App, Snooze, Task
 from tests.conftest import running_worker, wait_until
 from tests.recorder import Recorder
 
@@ -94,6 +94,18 @@ def test_hostile_seconds_fail_the_job_and_the_worker_goes_on(
     row = db.execute("SELECT error FROM results WHERE id = %s", [bad.id]).fetchone()
     assert row is not None
     assert re.match(error, row[0]), row[0]
+
+
+@pytest.mark.parametrize("seconds", [-1, math.nan, "soon"])
+def test_a_snooze_made_by_hand_is_checked_too(app: App, db: psycopg.Connection[Any],
+                                              seconds: Any) -> None:
+    @app.task(name="t.handmade", max_retries=0)
+    def handmade() -> None:
+        raise Snooze(seconds)
+
+    result = handmade.delay()
+    with running_worker(app), pytest.raises(ValueError, match="snoozed for"):
+        result.get(timeout=20)
 
 
 def test_snooze_outside_a_worker_is_refused(app: App) -> None:
