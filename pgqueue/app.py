@@ -360,6 +360,30 @@ class App:
             results.append(result)
         return results
 
+    def retry(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        task: str | None = None,
+        state: str | Sequence[str] | None = None,
+        since: Any = None,
+        limit: int | None = None,
+    ) -> list[AsyncResult]:
+        """Send finished jobs again, under their own ids, and return their results.
+
+        By id (``app.retry([id1, id2])``: each must have ended FAILURE or REVOKED, or
+        none is retried), or by filter: ``task=``, ``state=`` ("FAILURE", the default;
+        "REVOKED"; "any"), ``since=`` (a datetime, timedelta or seconds ago: finished
+        since then), ``limit=``. The outcome each leaves is kept in its history
+        (``AsyncResult.history()``); see docs/unique-and-retry.md."""
+        from pgqueue.client.retry import retry_jobs
+        from pgqueue.result import AsyncResult
+
+        if isinstance(ids, str):
+            ids = [ids]
+        moved = retry_jobs(self, ids, task=task, state=state, since=since, limit=limit)
+        return [AsyncResult(job_id, app=self) for job_id in moved]
+
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         from pgqueue.result import AsyncResult
 

@@ -479,6 +479,14 @@ SEND_OPTIONS: dict[str, Entry] = {
     "connection": ours("enqueue inside that transaction (psycopg, SQLAlchemy, Django)"),
     "unique_key": ours("at most one live job per key"),
     "on_duplicate": ours("'return' the live job's result or 'raise' DuplicateJob"),
+    "unique_for": ours(
+        "no second job with the unique_key within this many seconds, whatever the state",
+        "tests/integration/flow2/test_unique_periods.py::"
+        "test_unique_for_holds_the_key_whatever_the_state_until_the_period_ends"),
+    "unique_states": ours(
+        "which states of the holder keep the unique_key taken (live, waiting, all, ...)",
+        "tests/integration/flow2/test_unique_periods.py::"
+        "test_a_schedule_with_unique_states_skips_fires_while_its_job_waits"),
     "lease": ours("seconds a claim lasts without a heartbeat"),
     "exchange": refused("pgqueue has no exchanges; name the queue with queue= (or "
                         "routing_key=)"),

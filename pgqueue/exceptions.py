@@ -83,6 +83,18 @@ class Retry(PgQueueError):
         return f"Retry {self.humanize()}"
 
 
+class Snooze(PgQueueError):
+    """Raised by ``Task.snooze(seconds)``: the job is to run again in ``seconds``,
+    without spending an attempt (``raise self.snooze(60)``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(seconds)
+
+    def __str__(self) -> str:
+        return f"Snooze for {self.seconds:g}s"
+
+
 class MaxRetriesExceededError(PgQueueError):
     """The task asked to retry but has no retries left."""
 

@@ -321,6 +321,22 @@ class AsyncResult:
         if self.row_id is not None:
             self.app.execute("result_forget", {"id": self.row_id})
 
+    def retry(self) -> AsyncResult:
+        """Send this job again under the same id, if it ended FAILURE or REVOKED (else
+        ValueError, saying why); returns this result, which now reads the new run. The
+        old outcome is kept in :meth:`history`."""
+        self.app.retry([self.id])
+        return self
+
+    def history(self) -> list[dict[str, Any]]:
+        """The outcomes that retries by hand replaced, oldest first: ``state``,
+        ``attempt``, ``error``, ``traceback``, ``result``, ``worker``, ``started_at``,
+        ``finished_at``, ``retried_at``, ``retried_by`` (rows of ``job_history``)."""
+        names = ("state", "attempt", "error", "traceback", "result", "worker",
+                 "started_at", "finished_at", "retried_at", "retried_by")
+        return [dict(zip(names, row, strict=True))
+                for row in self.app.execute("job_history_get", {"id": self.id})]
+
     def revoke(self, terminate: bool = False, signal: str | None = None,
                wait: bool = False, timeout: float | None = None) -> None:
         """Stop the job: not yet started, it ends REVOKED and never runs (see

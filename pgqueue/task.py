@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgqueue import celery_compat, limits, states
-from pgqueue.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry
+from pgqueue.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry, Snooze
 from pgqueue.request import Request
 from pgqueue.utils import storable_json
 
@@ -247,6 +247,27 @@ class Task:
             args_override=list(args) if args is not None else None,
             kwargs_override=dict(kwargs) if kwargs is not None else None,
         )
+        if throw:
+            raise signal
+        return signal
+
+    def snooze(self, seconds: float | timedelta, throw: bool = True) -> Snooze:
+        """Put this job off for ``seconds`` without spending an attempt:
+        ``raise self.snooze(30)``. The job waits (scheduled) and runs again with the same
+        ``request.retries``; ``max_retries`` is not touched. ``seconds``: from 0 to
+        100 years (a number or a timedelta), checked here."""
+        what = f"{self.name}.snooze()"
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise TypeError(f"{what} takes a number of seconds or a timedelta, "
+                            f"not {limits.show(seconds)}")
+        if not 0 <= seconds <= limits.MAX_DELAY:  # NaN fails both comparisons
+            raise ValueError(f"{what}: seconds must be from 0 to {limits.MAX_DELAY:,} "
+                             f"(100 years), got {limits.show(seconds)}")
+        if self.request.called_directly:
+            raise RuntimeError(f"{what} called outside a worker: there is no job to put off")
+        signal = Snooze(float(seconds))
         if throw:
             raise signal
         return signal

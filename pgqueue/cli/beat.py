@@ -20,7 +20,7 @@ from pgqueue.cli.base import (
     schema_option,
     setup_logging,
 )
-from pgqueue.client.periodic import make_entry, timetable_of
+from pgqueue.client.periodic import make_entry, split_scope, timetable_of
 from pgqueue.client.producer import build_rows
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.schedules import check_timezone
@@ -147,8 +147,9 @@ def add(name: str, task_name: str, app_path: str | None, dsn: str | None, schema
         "options": options, "timezone": zone_name, "catch_up": catch_up,
     }, timezone=check_timezone(app.conf.timezone), catch_up=bool(app.conf.beat_catch_up))
     _check_task(app, app_path, task_name)
+    checked, _ = split_scope(f"schedule {name!r}", options)  # unique_for/unique_states
     build_rows(app, task_name, app.tasks.get(task_name), [(entry.args, entry.kwargs)],
-               options).params()  # checks the options and that the arguments are JSON
+               checked).params()  # checks the options and that the arguments are JSON
     row = entry.row(utcnow())
     params = {**row, "args": json_dumps(row["args"]), "kwargs": json_dumps(row["kwargs"]),
               "options": json_dumps(row["options"]), "enabled": not disabled,
@@ -232,6 +233,7 @@ def run_now(name: str, app_path: str | None, dsn: str | None, schema: str | None
     app = make_app(app_path, dsn, schema)
     row = _get(app, name)
     task, args, kwargs, options = row[1], row[2], row[3], row[4]
+    options, _ = split_scope(f"schedule {name!r}", options)  # run-now takes no claim
     job = build_rows(app, task, app.tasks.get(task), [(args, kwargs)],
                      {**options, "unique_key": f"beat:{name}:run-now:{uuid()}"}).params()
     with app.connection("control") as conn:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import celery_compat, limits
-from pgqueue.client.producer import SEND_OPTIONS, build_rows
+from pgqueue.client.producer import SEND_OPTIONS, build_rows, unique_scope
 from pgqueue.exceptions import ConfigurationError, PgQueueError
 from pgqueue.schedules import (
     Schedule,
@@ -69,6 +69,16 @@ def check_options(where: str, options: Mapping[str, Any]) -> None:
                                                            celery_compat.REFUSED))
     limits.check_names(where, options, SEND_OPTIONS, _PER_FIRE_OPTIONS,
                        refusal="cannot be used on a schedule", refusal_error=ValueError)
+
+
+def split_scope(where: str, options: Mapping[str, Any]
+                ) -> tuple[dict[str, Any], tuple[float | None, list[str] | None] | None]:
+    """A schedule's send options without ``unique_for``/``unique_states``, and those
+    checked: they make the schedule's fires share the claim ``beat:<name>`` (a fire is
+    skipped while the claim holds), apart from each fire's own ``unique_key``."""
+    rest = dict(options)
+    scope = unique_scope(where, rest.pop("unique_for", None), rest.pop("unique_states", None))
+    return rest, scope
 
 
 def make_entry(name: Any, spec: Any, *, timezone: str = "UTC", catch_up: bool = True) -> Entry:
@@ -180,8 +190,9 @@ def code_entries(app: App) -> list[Entry]:
                 raise ValueError(f"periodic task {name!r}: no task named {entry.task!r} is "
                                  f"registered{hint} (import its module, e.g. with "
                                  "App(include=[...]), or fix the name)")
+            options, _ = split_scope(f"periodic task {name!r}", entry.options)
             build_rows(app, entry.task, app.tasks[entry.task],
-                       [(entry.args, entry.kwargs)], entry.options).params()
+                       [(entry.args, entry.kwargs)], options).params()
         except (ValueError, TypeError, PgQueueError) as error:
             message = str(error)
             if not message.startswith("periodic task"):

@@ -31,6 +31,16 @@ SEND_OPTIONS = celery_compat.accepted(celery_compat.SEND_OPTIONS)
 ON_DUPLICATE = ("return", "raise")
 _UNSUPPORTED_SEND_OPTIONS = celery_compat.reasons(celery_compat.SEND_OPTIONS,
                                                   celery_compat.REFUSED)
+#: The states ``unique_states=`` may name: a live job's (``jobs.state``) and a finished
+#: one's (``results.state`` in lower case).
+UNIQUE_STATES = ("scheduled", "queued", "retry", "started", "success", "failure", "revoked")
+#: Names for sets of them: "live" (not finished), "waiting" (not started either), "all"
+#: (whatever the state, even once the job's row is gone: the default with unique_for=).
+UNIQUE_STATE_GROUPS: dict[str, tuple[str, ...] | None] = {
+    "live": ("scheduled", "queued", "retry", "started"),
+    "waiting": ("scheduled", "queued", "retry"),
+    "all": None,
+}
 
 
 def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
@@ -80,6 +90,43 @@ def _expires_at(expires: Any, now: datetime, zone: str, what: str) -> datetime |
         return now + timedelta(seconds=limits.delay(what, expires))
     raise TypeError(f"{what} must be seconds, a timedelta or a datetime, "
                     f"not {limits.show(expires)}")
+
+
+def unique_scope(where: str, unique_for: Any, unique_states: Any
+                 ) -> tuple[float | None, list[str] | None] | None:
+    """``unique_for=`` and ``unique_states=`` checked: (period in seconds or None, states
+    or None for all), or None when neither is given (a plain ``unique_key``)."""
+    if unique_for is None and unique_states is None:
+        return None
+    period = None
+    if unique_for is not None:
+        if isinstance(unique_for, timedelta):
+            unique_for = unique_for.total_seconds()
+        if not isinstance(unique_for, (int, float)) or isinstance(unique_for, bool) \
+                or not 0 < unique_for <= limits.MAX_DELAY:
+            raise ValueError(f"{where}: unique_for must be a number of seconds above 0 and "
+                             f"at most {limits.MAX_DELAY:,} (or a timedelta), got "
+                             f"{limits.show(unique_for)}")
+        period = float(unique_for)
+    if unique_states is None:
+        return period, None
+    if isinstance(unique_states, str):
+        if unique_states in UNIQUE_STATE_GROUPS:
+            group = UNIQUE_STATE_GROUPS[unique_states]
+            return period, None if group is None else list(group)
+        unique_states = [unique_states]
+    if not isinstance(unique_states, (list, tuple, set, frozenset)) or not unique_states:
+        raise ValueError(f"{where}: unique_states must be 'live', 'waiting', 'all' or a "
+                         f"non-empty list of {', '.join(UNIQUE_STATES)}; got "
+                         f"{limits.show(unique_states)}")
+    for state in unique_states:
+        if state not in UNIQUE_STATES:
+            hint = limits.did_you_mean(str(state).lower(), UNIQUE_STATES) \
+                if isinstance(state, str) else ""
+            raise ValueError(f"{where}: unique_states: unknown state {limits.show(state)}"
+                             f"{hint} (states: {', '.join(UNIQUE_STATES)}; or 'live', "
+                             "'waiting', 'all')")
+    return period, sorted(set(unique_states), key=UNIQUE_STATES.index)
 
 
 def _route(app: App, task_name: str) -> dict[str, Any]:
@@ -162,6 +209,8 @@ class JobBuilder:
         if self.on_duplicate not in ON_DUPLICATE:
             raise ValueError(f"{task_name}: on_duplicate must be 'return' or 'raise', "
                              f"not {limits.show(self.on_duplicate)}")
+        self.scope = unique_scope(task_name, options.get("unique_for"),
+                                  options.get("unique_states"))
         # Any string is a task id (checked above): the row's uuid, and the string as given
         # when the uuid does not say it already (limits.row_id).
         self.task_id: str | None = options.get("task_id")
@@ -288,6 +337,13 @@ class JobBatch:
     #: After the insert: each row skipped for its ``unique_key`` (its task id, as known)
     #: -> the live job holding it (the same).
     duplicates: dict[str, str] = field(default_factory=dict)
+    #: ``unique_for=``/``unique_states=`` given: the keys are claims (``claim_key`` in each
+    #: row), not the jobs' ``unique_key`` (see ``unique_claims``).
+    scoped: bool = False
+
+    def claim_key(self, row: dict[str, Any]) -> str | None:
+        key: str | None = row.get("claim_key")
+        return key
 
     @property
     def ids(self) -> list[str]:
@@ -312,7 +368,7 @@ class JobBatch:
 
     @property
     def keyed(self) -> bool:
-        return self.shared["unique_key"] is not None or any(
+        return self.scoped or self.shared["unique_key"] is not None or any(
             "unique_key" in row for row in self.rows)
 
     @property
@@ -403,7 +459,10 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
         for row in batch.rows:
             row["headers"] = batch.headers
     queries = app.queries
-    if batch.single:
+    if batch.scoped:
+        query = queries["job_insert_claimed"]
+        params = {}  # per try: see _insert_claimed
+    elif batch.single:
         query = queries["job_insert_one"]
         params = batch.single_params()
     else:
@@ -427,6 +486,8 @@ Run = Callable[[bytes, dict[str, Any]], list[Any]]
 def _insert(app: App, run: Run, query: bytes, params: dict[str, Any],
             batch: JobBatch) -> int:
     """Run the insert; for the rows it skipped, find the live jobs holding their keys."""
+    if batch.scoped:
+        return _insert_claimed(app, run, batch)
     result = run(query, params)
     if batch.single:
         return 1
@@ -478,6 +539,67 @@ def _find_holders(app: App, run: Run, batch: JobBatch, skipped: list[dict[str, A
         row = next(r for r in batch.rows if known_id(r) == row_id)
         raise DuplicateJob(f"{batch.task}: unique_key {batch.key(row)!r} is held by the live "
                            f"job {holder}", job_id=holder, unique_key=batch.key(row))
+
+
+def _insert_claimed(app: App, run: Run, batch: JobBatch) -> int:
+    """Insert a batch sent with ``unique_for``/``unique_states``: each row whose key is
+    free takes its claim and goes in, in one statement. A row that did not is looked up
+    in a statement of its own (a fresh snapshot): its key's holder if the claim holds,
+    or the row is sent again (its holder left the states that count meanwhile, or a
+    snapshot could not see it yet). Later rows of a key in the batch share the first's
+    fate."""
+    queries = app.queries
+    first: dict[str, dict[str, Any]] = {}
+    pending = []
+    for row in batch.rows:
+        key = batch.claim_key(row)
+        if key is None or key not in first:
+            pending.append(row)
+            if key is not None:
+                first[key] = row
+    inserted = 0
+    for _ in range(_HOLDER_TRIES):
+        # Claims are taken in key order: two batches with the same keys never wait for
+        # each other's rows in opposite orders (a deadlock).
+        pending.sort(key=lambda row: batch.claim_key(row) or "")
+        part = replace(batch, rows=pending, duplicates={})
+        result = run(queries["job_insert_claimed"],
+                     {**part.params(), "jobs_channel": queries.jobs_channel})
+        inserted += int(result[0][0])
+        ids = set((result[0][2] or "").split(","))
+        skipped = [row for row in pending if row["id"] not in ids]
+        if not skipped:
+            break
+        keys = sorted({str(batch.claim_key(row)) for row in skipped})
+        holders = {key: (holder, holds) for key, holder, holds in run(
+            queries["unique_claim_holders"], {"keys": json_dumps(keys)})}
+        pending = []
+        for row in skipped:
+            holder, holds = holders.get(batch.claim_key(row), (None, False))
+            if holder == row["id"]:  # a first try that did land (_insert_pooled)
+                inserted += 1
+            elif holds:
+                batch.duplicates[row["id"]] = holder
+            else:
+                pending.append(row)
+        if not pending:
+            break
+    else:
+        raise DuplicateJob(
+            f"{batch.task}: unique_key {batch.claim_key(pending[0])!r}: its claim changed "
+            f"hands {_HOLDER_TRIES} times while it was looked up; send again")
+    for row in batch.rows:
+        key = batch.claim_key(row)
+        if key is not None and first[key] is not row:
+            head = first[key]["id"]
+            batch.duplicates[row["id"]] = batch.duplicates.get(head, head)
+    if batch.duplicates and batch.on_duplicate == "raise":
+        row_id, holder = next(iter(batch.duplicates.items()))
+        row = next(r for r in batch.rows if r["id"] == row_id)
+        raise DuplicateJob(f"{batch.task}: unique_key {batch.claim_key(row)!r} is held by "
+                           f"the job {holder} (unique_for/unique_states)",
+                           job_id=holder, unique_key=batch.claim_key(row))
+    return inserted
 
 
 def _insert_pooled(app: App, query: bytes, params: dict[str, Any], batch: JobBatch) -> int:
@@ -632,9 +754,33 @@ def build_rows(
     shadow = builder.job_options.get("shadow")
     if shadow is not None:  # kept with the result too, under protocol 2's header name
         headers = {**(headers or {}), "shadow": shadow}
-    return JobBatch(task_name, builder.shared(), rows, connection, builder.max_bytes,
+    shared = builder.shared()
+    scoped = builder.scope is not None
+    if scoped:
+        shared = _claim_rows(task_name, builder, shared, rows)
+    return JobBatch(task_name, shared, rows, connection, builder.max_bytes,
                     builder.max_depth, headers, options.get("retry_policy"),
-                    builder.on_duplicate)
+                    builder.on_duplicate, scoped=scoped)
+
+
+def _claim_rows(task_name: str, builder: JobBuilder, shared: dict[str, Any],
+                rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """With ``unique_for``/``unique_states``, each row's key becomes its ``claim_key``
+    (the jobs' ``unique_key`` column stays NULL: its index allows one live job per key,
+    whatever the scope); returns the shared parameters with the claim's."""
+    assert builder.scope is not None
+    period, states = builder.scope
+    keyed = False
+    for row in rows:
+        key = row.pop("unique_key", None) or builder.unique_key
+        if key is not None:
+            row["claim_key"] = key
+            keyed = True
+    if not keyed:
+        raise ValueError(f"{task_name}: unique_for and unique_states need a unique_key, "
+                         "the key no second job may take meanwhile")
+    return {**shared, "unique_key": None, "claim_for": period,
+            "claim_states": None if states is None else json_dumps(states)}
 
 
 def _give_keys(task_name: str, rows: list[dict[str, Any]], keys: Sequence[Any]) -> None:

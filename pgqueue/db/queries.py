@@ -110,6 +110,55 @@ _SCHEDULE_COLUMNS = """
     timezone, enabled, catch_up, next_run_at, last_run_at, total_run_count, source
 """
 
+# Whether the claim ``c`` on a unique key still holds (sends with unique_for= or
+# unique_states=, see unique_claims in sql/migrations/0008_unique_periods.sql): not past
+# its period, and its job in one of its states (NULL states: any, even once the job's row
+# is gone). A job is looked for in jobs, then in results (their states in lower case).
+_CLAIM_HOLDS = """((c.expires_at IS NULL OR c.expires_at > now())
+          AND (c.states IS NULL OR coalesce(coalesce(
+                   (SELECT h.state FROM {schema}.jobs h WHERE h.id = c.job_id),
+                   (SELECT lower(h.state) FROM {schema}.results h WHERE h.id = c.job_id))
+               = ANY(c.states), false)))"""
+
+
+def _claim_take(rows: str) -> str:
+    """The claims a send asks for, one per row of ``rows`` (a FROM item with ``id`` and
+    ``claim_key``; keys are distinct: the producer sends later rows of a key after the
+    first). A claim is taken when it is free. One written by a transaction this
+    statement's snapshot cannot see (a producer that committed the same key an instant
+    ago) counts as held whatever its state, and the producer then looks again with
+    ``unique_claim_holders``: a subquery here could not see that holder's job."""
+    return f"""
+        INSERT INTO {{schema}}.unique_claims AS c (key, job_id, states, expires_at)
+        SELECT r.claim_key, r.id,
+               CASE WHEN %(claim_states)s::jsonb IS NOT NULL THEN ARRAY(
+                   SELECT jsonb_array_elements_text(%(claim_states)s::jsonb)) END,
+               now() + make_interval(secs => %(claim_for)s::float8)
+          FROM {rows}
+        ON CONFLICT (key) DO UPDATE SET
+            job_id = EXCLUDED.job_id, states = EXCLUDED.states,
+            expires_at = EXCLUDED.expires_at, claimed_at = now(),
+            xid = pg_current_xact_id()
+         WHERE (c.xid = pg_current_xact_id()
+                OR pg_visible_in_snapshot(c.xid, pg_current_snapshot()))
+           AND NOT {_CLAIM_HOLDS}
+        RETURNING c.job_id"""
+
+# schedule_fire's form of _SEND_SCHEDULE_JOB: with ``claim_key`` (a schedule with
+# unique_for= or unique_states= in its options, key ``beat:<name>``) the job goes in only
+# if it takes the claim; the fire is spent either way.
+_SEND_CLAIMED_SCHEDULE_JOB = f""", claimed AS ({_claim_take('''(
+            SELECT %(claim_job_id)s::uuid AS id, %(claim_key)s::text AS claim_key
+              FROM touched WHERE %(claim_key)s::text IS NOT NULL) r''')}
+        ), new AS ({_insert_jobs('''
+     WHERE EXISTS (SELECT 1 FROM touched)
+       AND (%(claim_key)s::text IS NULL OR r.id IN (SELECT job_id FROM claimed))
+       AND NOT EXISTS (SELECT 1 FROM {schema}.results res
+                        WHERE res.unique_key = %(unique_key)s::text)''')}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        SELECT (SELECT count(*) FROM touched), (SELECT id FROM new),
+               (SELECT count(*) FROM woken)"""
+
 # The lease of a claimed job: the worker's, or the job's own (``options.lease``) when
 # longer, at most a year. Read only from a JSON number and bounded, so that no row's
 # options (written by plain SQL, say) can fail the statement that claims or renews it
@@ -153,6 +202,48 @@ TEMPLATES: dict[str, str] = {
     "job_unique_holders": """
         SELECT unique_key, coalesce(task_id, id::text) FROM {schema}.jobs
          WHERE unique_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb))
+    """,
+    # A send with unique_for= or unique_states=: each row with a ``claim_key`` goes in
+    # only if it takes the claim on its key (see _claim_take), in the same statement, so
+    # the claim and the job exist together or not at all. Returns what job_insert does.
+    "job_insert_claimed": f"""
+        WITH claimed AS ({_claim_take('''jsonb_to_recordset(%(jobs)s::jsonb)
+                                          AS r(id uuid, claim_key text)
+                                    WHERE r.claim_key IS NOT NULL''')}
+        ), new AS ({_insert_jobs('''
+         WHERE r.id IN (SELECT job_id FROM claimed)
+            OR r.id IN (SELECT q.id FROM jsonb_to_recordset(%(jobs)s::jsonb)
+                                         AS q(id uuid, claim_key text)
+                         WHERE q.claim_key IS NULL)''')}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        SELECT count(*), (SELECT count(*) FROM woken), string_agg(id::text, ',') FROM new
+    """,
+    # The claims on these keys (a JSON array of strings) and whether each still holds,
+    # after job_insert_claimed took fewer than asked: a statement of its own, so that it
+    # sees claims committed after the insert's snapshot was taken.
+    "unique_claim_holders": f"""
+        SELECT c.key, c.job_id::text, {_CLAIM_HOLDS}
+          FROM {{schema}}.unique_claims c
+         WHERE c.key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb))
+    """,
+    # Claims that can never hold again: past their period, or (without one) whose job
+    # finished in a state they do not name, or is gone. A live job may come back into
+    # the states (queued after started, for a claim on queued and success). Claims
+    # without period or states hold for ever. A claim a send took meanwhile (its writer
+    # unseen by this snapshot, whose look-ups of the new holder would find nothing) stays.
+    "unique_claim_prune": """
+        WITH pruned AS (
+            DELETE FROM {schema}.unique_claims c
+             WHERE c.expires_at < now()
+                OR (c.expires_at IS NULL AND c.states IS NOT NULL
+                    AND pg_visible_in_snapshot(c.xid, pg_current_snapshot())
+                    AND NOT EXISTS (SELECT 1 FROM {schema}.jobs h WHERE h.id = c.job_id)
+                    AND NOT EXISTS (SELECT 1 FROM {schema}.results h
+                                     WHERE h.id = c.job_id
+                                       AND lower(h.state) = ANY(c.states)))
+            RETURNING 1
+        )
+        SELECT count(*) FROM pruned
     """,
     # The common single send (``delay()``, no ``unique_key``): one VALUES row, no JSON
     # unpacking and no ON CONFLICT. A single enqueue is bound by this statement's cost
@@ -276,6 +367,32 @@ TEMPLATES: dict[str, str] = {
                    args = coalesce(r.args, j.args), kwargs = coalesce(r.kwargs, j.kwargs)
               FROM retry r
              WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = r.id AND j.attempt = r.attempt
+               AND j.worker = %(worker)s
+            RETURNING j.id, j.queue, j.state
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="moved WHERE state = 'queued'")})
+        SELECT id, (SELECT count(*) FROM woken) FROM moved
+    """,
+    # Snoozed attempts (``raise self.snooze(seconds)``), fenced like job_finish: the job
+    # waits ``seconds`` (scheduled) and its attempt is given back, so max_retries is not
+    # spent; ``options.snoozed`` counts the snoozes.
+    "job_snooze": f"""
+        WITH snooze AS (
+            SELECT * FROM jsonb_to_recordset(%(snoozes)s::jsonb) AS s(
+                id uuid, attempt integer, seconds float8)
+        ), moved AS (
+            UPDATE {{schema}}.jobs AS j
+               SET state = CASE WHEN s.seconds > 0 THEN 'scheduled' ELSE 'queued' END,
+                   run_at = now() + make_interval(secs => s.seconds),
+                   attempt = greatest(j.attempt - 1, 0),
+                   worker = NULL, lease_expires_at = NULL, progress_state = NULL,
+                   options = CASE WHEN jsonb_typeof(j.options) = 'object'
+                       THEN j.options || jsonb_build_object('snoozed', CASE
+                           WHEN jsonb_typeof(j.options -> 'snoozed') = 'number'
+                           THEN least((j.options ->> 'snoozed')::numeric, 2147483646) + 1
+                           ELSE 1 END)
+                       ELSE j.options END
+              FROM snooze s
+             WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = s.id AND j.attempt = s.attempt
                AND j.worker = %(worker)s
             RETURNING j.id, j.queue, j.state
         ), woken AS ({_NOTIFY_QUEUES.format(woken="moved WHERE state = 'queued'")})
@@ -488,6 +605,68 @@ TEMPLATES: dict[str, str] = {
     "result_get": _RESULT_GET.format(arguments="args, kwargs"),
     # The same for a role that may not read arguments (a producer's, see pgqueue.roles).
     "result_get_state": _RESULT_GET.format(arguments="NULL::jsonb, NULL::jsonb"),
+    # Retry by hand: final jobs (by ``ids``, or by task, state and finish time) go back
+    # to jobs under their id, queued, with a fresh count of attempts; the outcome they
+    # leave is kept in job_history. ``defaults``: per task (NULL: any other), the
+    # max_retries, options and ignore_result of a new send. A job whose id is live again,
+    # or whose unique_key a live job holds, stays where it is.
+    "result_retry": f"""
+        WITH picked AS (
+            SELECT r.id FROM {{schema}}.results r
+             WHERE (%(ids)s::uuid[] IS NULL OR r.id = ANY(%(ids)s::uuid[]))
+               AND (%(task)s::text IS NULL OR r.task = %(task)s::text)
+               AND r.state = ANY(%(states)s::text[])
+               AND (%(since)s::timestamptz IS NULL OR r.finished_at >= %(since)s::timestamptz)
+               AND NOT EXISTS (SELECT 1 FROM {{schema}}.jobs l WHERE l.id = r.id)
+               AND (r.unique_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM {{schema}}.jobs l WHERE l.unique_key = r.unique_key))
+             ORDER BY r.finished_at, r.id
+             LIMIT %(limit)s
+               FOR UPDATE OF r
+        ), moved AS (
+            DELETE FROM {{schema}}.results r USING picked WHERE r.id = picked.id
+            RETURNING r.*
+        ), kept AS (
+            INSERT INTO {{schema}}.job_history (
+                job_id, task, state, attempt, error, traceback, result, worker, started_at,
+                finished_at)
+            SELECT id, task, state, attempt, error, traceback, result, worker, started_at,
+                   finished_at
+              FROM moved
+        ), defaults AS (
+            SELECT * FROM jsonb_to_recordset(%(defaults)s::jsonb) AS d(
+                task text, max_retries integer, options jsonb, ignore_result boolean)
+        ), new AS (
+            INSERT INTO {{schema}}.jobs (
+                id, queue, task, args, kwargs, state, priority, run_at, attempt, max_retries,
+                unique_key, parent_id, root_id, group_id, ignore_result, options, created_at,
+                headers)
+            SELECT m.id, m.queue, m.task, m.args, m.kwargs, 'queued', m.priority, now(), 0,
+                   CASE WHEN d.task IS NULL THEN o.max_retries ELSE d.max_retries END,
+                   m.unique_key, m.parent_id, m.root_id, m.group_id,
+                   coalesce(d.ignore_result, o.ignore_result, false),
+                   coalesce(d.options, o.options, '{{{{}}}}'::jsonb), m.created_at, m.headers
+              FROM moved m
+              LEFT JOIN defaults d ON d.task = m.task
+              LEFT JOIN defaults o ON o.task IS NULL
+            RETURNING id, queue
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new")})
+        SELECT id::text, (SELECT count(*) FROM woken) FROM new
+    """,
+    # What retries by hand replaced, oldest first (AsyncResult.history()).
+    "job_history_get": """
+        SELECT state, attempt, error, traceback, result, worker, started_at, finished_at,
+               retried_at, retried_by
+          FROM {schema}.job_history WHERE job_id = %(id)s ORDER BY id
+    """,
+    "job_history_prune": """
+        WITH pruned AS (
+            DELETE FROM {schema}.job_history
+             WHERE retried_at < now() - make_interval(secs => %(older_than)s)
+            RETURNING 1
+        )
+        SELECT count(*) FROM pruned
+    """,
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
     # The oldest expired results, in the order of results_finished_at_idx, deleted by
     # their row address (a TID scan: no second index look-up per row). ``after`` starts
@@ -588,7 +767,7 @@ TEMPLATES: dict[str, str] = {
                    total_run_count = total_run_count + 1, updated_at = now()
              WHERE name = %(name)s::text AND enabled AND next_run_at = %(due)s::timestamptz
             RETURNING name
-        ){_SEND_SCHEDULE_JOB}
+        ){_SEND_CLAIMED_SCHEDULE_JOB}
     """,
     # Move next_run_at on without a job: skipped fires, or a first computation.
     "schedule_advance": """
@@ -775,6 +954,14 @@ END $pgqueue$
     "GRANT SELECT, INSERT, DELETE ON {schema}.jobs TO {control}",
     "GRANT UPDATE (options) ON {schema}.jobs TO {control}",
     "GRANT SELECT, INSERT, UPDATE ON {schema}.results TO {control}",
+    # unique_for= and unique_states= (0008): producers and beat take claims, the pruner
+    # deletes them; a retry by hand (control) moves a result back to jobs and keeps its
+    # outcome in job_history.
+    "GRANT SELECT, INSERT, UPDATE ON {schema}.unique_claims TO {producer}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.unique_claims TO {worker}",
+    "GRANT DELETE ON {schema}.results TO {control}",
+    "GRANT SELECT, INSERT ON {schema}.job_history TO {control}",
+    "GRANT SELECT, DELETE ON {schema}.job_history TO {worker}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {control}",
     "GRANT SELECT, INSERT, DELETE ON {schema}.control_requests TO {control}",
     # reader: dashboards, `pgqueue inspect`, the Django admin.

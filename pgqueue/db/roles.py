@@ -25,12 +25,13 @@ KINDS = ("producer", "worker", "control", "reader")
 # The kind of role each named statement needs, where it is not the worker's.
 _NEEDS = {
     "producer": ("job_insert", "job_insert_one", "job_unique_holders", "result_get",
-                 "result_get_state", "result_forget"),
+                 "result_get_state", "result_forget", "job_insert_claimed",
+                 "unique_claim_holders"),
     "control": ("job_revoke", "job_abort", "job_purge", "control_request_insert",
                 "schedule_insert", "schedule_delete", "schedule_set_enabled",
-                "schedule_run_now"),
+                "schedule_run_now", "result_retry"),
     "reader": ("job_counts", "job_list_started", "worker_list", "schedule_list",
-               "schedule_get", "leader_get"),
+               "schedule_get", "leader_get", "job_history_get"),
 }
 NEEDS = {statement: kind for kind, names in _NEEDS.items() for statement in names}
 

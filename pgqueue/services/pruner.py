@@ -51,8 +51,10 @@ class Pruner:
 
     def run_once(self, db: Dedicated) -> float:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
+        db.execute(self.queries["unique_claim_prune"])  # claims that can never hold again
         if not self.result_expires:
             return self.interval
+        db.execute(self.queries["job_history_prune"], {"older_than": self.result_expires})
         started = time.monotonic()
         # A catch-up goes on from the run before only if that run asked to go on and was
         # not cut off since (a lost leader lease, an outage).

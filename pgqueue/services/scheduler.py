@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.client.periodic import code_entries, timetable_of
+from pgqueue.client.periodic import code_entries, split_scope, timetable_of
 from pgqueue.client.producer import build_rows
 from pgqueue.db.connection import Dedicated
 from pgqueue.exceptions import PgQueueError
@@ -109,17 +109,29 @@ class Scheduler:
             return following
         key = f"beat:{name}:{fire.astimezone(UTC).isoformat()}"
         try:
-            job = build_rows(self.app, task, self.app.tasks.get(task),
-                             [(args, kwargs)], {**options, "unique_key": key}).params()
+            options, scope = split_scope(f"schedule {name!r}", options)
+            batch = build_rows(self.app, task, self.app.tasks.get(task),
+                               [(args, kwargs)], {**options, "unique_key": key})
+            job = batch.params()
         except (ValueError, TypeError, PgQueueError) as error:
             logger.error("Schedule %r: cannot build its job, fire at %s skipped: %s",
                          name, fire.isoformat(), error)
             self._advance(db, name, due, following)
             return following
+        claim: dict[str, Any] = {"claim_key": None, "claim_job_id": None,
+                                 "claim_for": None, "claim_states": None}
+        if scope is not None:  # unique_for/unique_states: the fires share one claim
+            claim = {"claim_key": f"beat:{name}", "claim_job_id": batch.ids[0],
+                     "claim_for": scope[0],
+                     "claim_states": None if scope[1] is None else json_dumps(scope[1])}
         result = db.execute(self.queries["schedule_fire"], {
             "name": name, "due": due, "next_run_at": following, "now": now,
-            **job, "jobs_channel": self.queries.jobs_channel})
+            **job, **claim, "jobs_channel": self.queries.jobs_channel})
         touched, job_id, _ = result[0]
+        if touched and job_id is None and scope is not None:
+            logger.info("Scheduler: schedule %r fire at %s skipped: the claim beat:%s of "
+                        "an earlier fire holds (unique_for/unique_states)",
+                        name, fire.isoformat(), name)
         if touched and job_id is not None:
             missed = f" (coalescing the fires missed since {due.isoformat()})" \
                 if fire > due else ""

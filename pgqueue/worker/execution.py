@@ -19,11 +19,12 @@ from pgqueue import limits, states
 from pgqueue.exceptions import (
     NotRegistered,
     Retry,
+    Snooze,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from pgqueue.limits import decode_headers, decode_job
+from pgqueue.limits import MAX_DELAY, decode_headers, decode_job
 from pgqueue.request import Request, inside_task
 from pgqueue.utils import storable_json, storable_text, utcnow, uuid
 from pgqueue.worker import aborts, hooks
@@ -89,9 +90,15 @@ class ClaimedJob:
                    created_at, claimed_at, fault or header_fault, headers, task_id)
 
 
+#: The state of an outcome that puts the job off (``raise self.snooze(seconds)``): it runs
+#: again in ``Outcome.snooze`` seconds, its attempt given back. Never a result's state.
+SNOOZED = "SNOOZED"
+
+
 @dataclass(slots=True)
 class Outcome:
-    """How an attempt ended. ``state`` RETRY means it will run again at ``run_at``."""
+    """How an attempt ended. ``state`` RETRY means it will run again at ``run_at``;
+    SNOOZED, in ``snooze`` seconds without spending the attempt."""
 
     job_id: str
     attempt: int
@@ -106,6 +113,7 @@ class Outcome:
     #: The result is not kept: the worker's task or the job says so (the producer may not
     #: have known the task's setting).
     ignore_result: bool = False
+    snooze: float | None = None
 
     def finish_record(self) -> dict[str, Any]:
         return {"id": self.job_id, "attempt": self.attempt, "state": self.state,
@@ -116,6 +124,9 @@ class Outcome:
         assert self.run_at is not None
         return {"id": self.job_id, "attempt": self.attempt, "run_at": self.run_at.isoformat(),
                 "error": self.error, "args": self.args, "kwargs": self.kwargs}
+
+    def snooze_record(self) -> dict[str, Any]:
+        return {"id": self.job_id, "attempt": self.attempt, "seconds": self.snooze or 0.0}
 
 
 #: The longest error line, and text argument of an exception, an outcome keeps; tracebacks
@@ -428,6 +439,15 @@ def contained(exc: BaseException) -> Exception:
 
 def _raised(task: Task, job: ClaimedJob, raised: BaseException, runtime: float) -> _Ended:
     exc = contained(raised)
+    if isinstance(exc, Snooze):
+        seconds = exc.seconds
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+                and 0 <= seconds <= MAX_DELAY:  # a Snooze made by hand skipped the checks
+            return Outcome(job.id, job.attempt, SNOOZED, snooze=float(seconds),
+                           runtime=runtime), exc
+        exc = ValueError(f"task {task.name} snoozed for {safe_repr(seconds, 60)} seconds: "
+                         f"give 0 to {MAX_DELAY:,}")
+        return _failed_to_store(job, exc, runtime), exc
     if isinstance(exc, Retry):
         return _retry_outcome(task, job, exc, runtime)
     if isinstance(exc, task.autoretry_for) and not isinstance(exc, task.dont_autoretry_for):
@@ -519,9 +539,15 @@ def log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
                     max(0.0, (outcome.run_at - utcnow()).total_seconds()), outcome.error)
     elif outcome.state == states.FAILURE:
         logger.error("Task %s[%s] raised unexpected: %s", job.display, job.id, outcome.error)
+    elif outcome.state == SNOOZED:
+        logger.info("Task %s[%s] snoozed for %.1fs", job.display, job.id, outcome.snooze or 0)
     else:
         logger.info("Task %s[%s] %s: %s", job.display, job.id, outcome.state.lower(),
                     outcome.error)
+
+
+#: How many snoozes in a row ``task.apply()`` runs again at once before it gives up.
+EAGER_SNOOZES = 100
 
 
 def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
@@ -535,6 +561,7 @@ def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
     row_id = limits.row_id(job_id) or uuid()
     given = job_id if job_id != row_id else None
     attempt = 1
+    snoozes = 0
     while True:
         job = ClaimedJob(row_id, task.queue or "default", task.name, args, kwargs, 0,
                          utcnow(), None, attempt, task.max_retries, False, {}, None, None,
@@ -545,6 +572,14 @@ def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
             outcome = asyncio.run(run_task_async(task, job, request))
         else:
             outcome = run_task(task, job, request)
+        if outcome.state == SNOOZED and snoozes < EAGER_SNOOZES:
+            snoozes += 1  # at once, like an eager retry, and the attempt stays
+            continue
+        if outcome.state == SNOOZED:
+            exc = RuntimeError(f"task {task.name} snoozed {EAGER_SNOOZES} times in a row "
+                               "in eager mode (task.apply() does not wait)")
+            outcome = failure(job, exc, with_traceback=False)
+            break
         if outcome.state != states.RETRY:
             break
         attempt += 1  # eager retries run at once, as in Celery

@@ -22,7 +22,7 @@ from pgqueue.db.connection import Dedicated, is_connection_error, one_line
 from pgqueue.db.queries import Queries
 from pgqueue.exceptions import SchemaMissing
 from pgqueue.utils import json_dumps, storable_text
-from pgqueue.worker.execution import Outcome, describe_error, exception_payload
+from pgqueue.worker.execution import SNOOZED, Outcome, describe_error, exception_payload
 from pgqueue.worker.holdings import Holdings
 
 logger = logging.getLogger("pgqueue.worker")
@@ -99,13 +99,16 @@ class Finisher(threading.Thread):
                 time.sleep(delay)
 
     def _flush(self, batch: list[Outcome]) -> None:
-        finals = [o for o in batch if o.state != states.RETRY]
+        finals = [o for o in batch if o.state not in (states.RETRY, SNOOZED)]
         retries = [o for o in batch if o.state == states.RETRY]
+        snoozes = [o for o in batch if o.state == SNOOZED]
         handled: set[str] = set()
         if finals:
             handled |= self._write("job_finish", finals)
         if retries:
             handled |= self._write("job_retry", retries)
+        if snoozes:
+            handled |= self._write("job_snooze", snoozes)
         for outcome in batch:
             if outcome.job_id not in handled:
                 logger.warning("Job %s attempt %d was no longer ours (rescued or revoked); "
@@ -130,6 +133,8 @@ class Finisher(threading.Thread):
     def _execute(self, name: str, outcomes: list[Outcome]) -> set[str]:
         if name == "job_finish":
             params = {"outcomes": json_dumps([o.finish_record() for o in outcomes])}
+        elif name == "job_snooze":
+            params = {"snoozes": json_dumps([o.snooze_record() for o in outcomes])}
         else:
             params = {"retries": json_dumps([o.retry_record() for o in outcomes])}
         rows = self.db.execute(self.queries[name], {

@@ -4,6 +4,7 @@
     then on SUCCESS:  on_success, task_success, after_return
          on FAILURE:  on_failure, task_failure, after_return
          on RETRY:    on_retry, task_retry
+         on SNOOZED:  (no hook: the run is put off, it neither failed nor retried)
     and always task_postrun.
 
 ``before_start`` is part of the run: what it raises is the attempt's outcome. Everything
@@ -70,6 +71,8 @@ def after_run(task: Task, job: ClaimedJob, request: Request, outcome: Outcome,
         call_hook(task, job, "after_return", outcome.state, value, job.known_id, args, kwargs, None)
         return value
     assert cause is not None
+    if outcome.state == "SNOOZED":  # execution.SNOOZED: put off, not ended
+        return cause
     einfo = ExceptionInfo(cause)
     if outcome.state == states.RETRY:
         reason = cause.exc if isinstance(cause, Retry) else cause

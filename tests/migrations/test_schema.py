@@ -126,6 +126,30 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("created_at", TS, True, "now()"),
         ("requested_by", "text", True, "CURRENT_USER"),
     ],
+    # 0008: unique_for= / unique_states= claims, and what retries by hand replaced.
+    "unique_claims": [
+        ("key", "text", True, None),
+        ("job_id", "uuid", True, None),
+        ("states", "text[]", False, None),
+        ("expires_at", TS, False, None),
+        ("claimed_at", TS, True, "now()"),
+        ("xid", "xid8", True, "pg_current_xact_id()"),
+    ],
+    "job_history": [
+        ("id", "bigint", True, None),
+        ("job_id", "uuid", True, None),
+        ("task", "text", True, None),
+        ("state", "text", True, None),
+        ("attempt", "integer", True, None),
+        ("error", "text", False, None),
+        ("traceback", "text", False, None),
+        ("result", "jsonb", False, None),
+        ("worker", "text", False, None),
+        ("started_at", TS, False, None),
+        ("finished_at", TS, True, None),
+        ("retried_at", TS, True, "now()"),
+        ("retried_by", "text", True, "CURRENT_USER"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
@@ -133,7 +157,7 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
     ],
 }
 # The identity column of control_requests.
-EXPECTED_SEQUENCES = {"control_requests_id_seq"}
+EXPECTED_SEQUENCES = {"control_requests_id_seq", "job_history_id_seq"}
 # `workers` holds nothing that must survive a crash of the server.
 EXPECTED_UNLOGGED = {"workers"}
 
@@ -171,6 +195,17 @@ EXPECTED_INDEXES = {
                                        "SCHEMA.control_requests USING btree (created_at)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
+    "unique_claims_pkey": "CREATE UNIQUE INDEX unique_claims_pkey ON SCHEMA.unique_claims "
+                          "USING btree (key)",
+    "unique_claims_expires_at_idx": "CREATE INDEX unique_claims_expires_at_idx ON "
+                                    "SCHEMA.unique_claims USING btree (expires_at) "
+                                    "WHERE (expires_at IS NOT NULL)",
+    "job_history_pkey": "CREATE UNIQUE INDEX job_history_pkey ON SCHEMA.job_history USING "
+                        "btree (id)",
+    "job_history_job_id_idx": "CREATE INDEX job_history_job_id_idx ON SCHEMA.job_history "
+                              "USING btree (job_id)",
+    "job_history_retried_at_idx": "CREATE INDEX job_history_retried_at_idx ON "
+                                  "SCHEMA.job_history USING btree (retried_at)",
 }
 
 EXPECTED_CHECKS = {
