@@ -335,7 +335,7 @@ class AsyncResult:
         names = ("state", "attempt", "error", "traceback", "result", "worker",
                  "started_at", "finished_at", "retried_at", "retried_by")
         return [dict(zip(names, row, strict=True))
-                for row in self.app.execute("job_history_get", {"id": self.id})]
+                for row in self.app.execute("job_history_get", {"id": self.row_id})]
 
     def revoke(self, terminate: bool = False, signal: str | None = None,
                wait: bool = False, timeout: float | None = None) -> None:

@@ -640,18 +640,19 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {{schema}}.jobs (
                 id, queue, task, args, kwargs, state, priority, run_at, attempt, max_retries,
                 unique_key, parent_id, root_id, group_id, ignore_result, options, created_at,
-                headers)
+                headers, task_id)
             SELECT m.id, m.queue, m.task, m.args, m.kwargs, 'queued', m.priority, now(), 0,
                    CASE WHEN d.task IS NULL THEN o.max_retries ELSE d.max_retries END,
                    m.unique_key, m.parent_id, m.root_id, m.group_id,
                    coalesce(d.ignore_result, o.ignore_result, false),
-                   coalesce(d.options, o.options, '{{{{}}}}'::jsonb), m.created_at, m.headers
+                   coalesce(d.options, o.options, '{{{{}}}}'::jsonb), m.created_at, m.headers,
+                   m.task_id
               FROM moved m
               LEFT JOIN defaults d ON d.task = m.task
               LEFT JOIN defaults o ON o.task IS NULL
-            RETURNING id, queue
+            RETURNING id, queue, task_id
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new")})
-        SELECT id::text, (SELECT count(*) FROM woken) FROM new
+        SELECT id::text, (SELECT count(*) FROM woken), coalesce(task_id, id::text) FROM new
     """,
     # What retries by hand replaced, oldest first (AsyncResult.history()).
     "job_history_get": """

@@ -48,6 +48,9 @@ SEND_SAMPLES: dict[str, tuple[Any, Callable[[Row], bool]]] = {
     "retry_policy": ({"max_retries": 1}, lambda r: r["args"] == [1]),
     "unique_key": ("only-one", lambda r: r["unique_key"] == "only-one"),
     "on_duplicate": ("raise", lambda r: r["args"] == [1]),
+    # with unique_for/unique_states the key is a claim (unique_claims), not the column
+    "unique_for": (60, lambda r: r["unique_key"] is None),
+    "unique_states": ("live", lambda r: r["unique_key"] is None),
     "lease": (45, lambda r: r["options"]["lease"] == 45),
 }
 
@@ -92,8 +95,13 @@ def test_an_implemented_send_option_marks_the_row(
     value, shows = SEND_SAMPLES[name]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sent = app.send_task("reg.t", [1], **{name: value})
+        scoped = name in ("unique_for", "unique_states")  # they scope a unique_key
+        sent = app.send_task("reg.t", [1], **{name: value},
+                             **({"unique_key": "only-one"} if scoped else {}))
     assert shows(row(db, sent.id)), row(db, sent.id)
+    if scoped:
+        assert db.execute("SELECT count(*) FROM unique_claims WHERE key = 'only-one'"
+                          ).fetchone() == (1,)
 
 
 @pytest.mark.parametrize("name", entries(IGNORED))
