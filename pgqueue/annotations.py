@@ -25,6 +25,7 @@ ANNOTATABLE = frozenset({
     "dont_autoretry_for", "retry_kwargs", "retry_backoff", "retry_backoff_max",
     "retry_jitter", "ignore_result", "expires", "time_limit", "soft_time_limit",
     "track_started", "lease", "serializer", "acks_late", "reject_on_worker_lost",
+    "rate_limit",
 })
 # Accepted as Celery takes them, with the warning of the setting that means the same.
 _IGNORED = {"acks_late": "task_acks_late", "reject_on_worker_lost": "task_reject_on_worker_lost"}
@@ -62,10 +63,6 @@ def check(annotation: Any, where: str) -> dict[str, Any]:
     for key in options:
         if not isinstance(key, str):
             raise ConfigurationError(f"{where}: option names are strings, not {key!r}")
-        if key == "rate_limit":
-            raise ConfigurationError(
-                f"{where}: rate_limit is not supported yet: rate limits arrive with flow "
-                "control (issue 16); remove it from task_annotations")
         if key.startswith(("@", "on_")) or key in ("after_return", "before_start", "run"):
             raise ConfigurationError(
                 f"{where}: {key!r} changes a method; annotations carry task options only "

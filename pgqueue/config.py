@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     # seconds of waiting per priority step of a queued job (None: no aging); see
     # maintenance.PriorityAging
     "priority_aging": None,
+    # flow control (docs/flow-control.md): a rate for every task without its own, and
+    # {queue: jobs at once}, both fleet-wide
+    "task_default_rate_limit": None,
+    "queue_concurrency": {},
     # workers
     "worker_concurrency": None,
     "worker_pool": "threads",
@@ -105,7 +109,6 @@ ALIASES: dict[str, str] = {
 }
 
 UNSUPPORTED: dict[str, str] = {
-    "task_default_rate_limit": "rate limits are not implemented yet",
 }
 
 # Celery's old uppercase names that its prefix rules below do not derive
@@ -179,6 +182,19 @@ def _duration(zero_means: str | None) -> Callable[[str, Any], Any]:
     return checked
 
 
+def _queue_concurrency(name: str, value: Any) -> dict[str, int]:
+    """``{queue: jobs at once}``, each queue a name and each limit 1 to a million."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"setting {name!r} must be a dict of queue name -> jobs at "
+                                 f"once, got {limits.show(value)}")
+    try:
+        return {limits.name(f"setting {name!r}: queue", queue):
+                limits.concurrency(f"setting {name!r}[{queue!r}]", limit)
+                for queue, limit in value.items()}
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
 # Every setting whose value is checked when it is set: name -> check(name, value), which
 # returns the value to keep (possibly normalised) or raises ConfigurationError in one line.
 SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -197,6 +213,8 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "result_max_bytes": lambda name, value: validate_byte_limit(name, value),
     "result_expires": _duration("results are kept for ever"),
     "priority_aging": _duration(None),
+    "task_default_rate_limit": _statement_value(limits.rate),
+    "queue_concurrency": lambda name, value: _queue_concurrency(name, value),
 }
 
 

@@ -25,9 +25,9 @@ TASK_OPTIONS = frozenset({
     "retry_backoff_max", "retry_jitter", "ignore_result", "expires", "time_limit",
     "soft_time_limit", "track_started", "lease", "serializer", "acks_late", "typing",
     "shared", "trail", "reject_on_worker_lost", "store_errors_even_if_ignored",
+    "rate_limit", "concurrency_limit",
 })
 _UNSUPPORTED_TASK_OPTIONS = {
-    "rate_limit": "rate limits are not implemented yet",
     "throws": "expected exceptions are not supported yet; they end FAILURE like any other",
 }
 
@@ -70,6 +70,10 @@ class Task:
     lease: float | None = None
     acks_late: bool = True
     serializer: str = "json"
+    #: Starts allowed fleet-wide (Celery's ``"10/m"``); see docs/flow-control.md.
+    rate_limit: str | float | None = None
+    #: Jobs sharing a ``concurrency_key`` that may run at once (default 1: a mutex).
+    concurrency_limit: int | None = None
 
     #: Whether an abort request can end this task REVOKED (``AbortableTask`` sets it).
     abortable: ClassVar[bool] = False

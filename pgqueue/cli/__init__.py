@@ -2,7 +2,7 @@
 shares; each other module declares one command group on it (``@main.command()``), so
 importing it here is what adds it."""
 
-from pgqueue.cli import beat, embedded, jobs, migrate, worker  # noqa: F401
+from pgqueue.cli import beat, control, embedded, jobs, migrate, queues, worker  # noqa: F401
 from pgqueue.cli.base import main
 
 __all__ = ["main"]

@@ -28,7 +28,7 @@ SEND_OPTIONS = frozenset({
     "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
     "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
     "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
-    "headers", "shadow", "retry", "retry_policy", "on_duplicate",
+    "headers", "shadow", "retry", "retry_policy", "on_duplicate", "concurrency_key",
 })
 #: What ``on_duplicate`` may say, when a live job holds the ``unique_key``: hand out that
 #: job's result (flagged ``duplicate``), or raise :class:`DuplicateJob`.
@@ -192,6 +192,10 @@ class JobBuilder:
             opts["eta"] = eta.isoformat()
         if options.get("shadow") is not None:
             opts["shadow"] = limits.name(f"{name}: shadow", options["shadow"])
+        if options.get("concurrency_key") is not None:  # see docs/flow-control.md
+            opts["concurrency_key"] = options["concurrency_key"]
+            opts["concurrency_limit"] = limits.concurrency(
+                f"{name}: concurrency_limit", getattr(task, "concurrency_limit", None) or 1)
         return opts
 
     def row(self, args: Any, kwargs: Any) -> dict[str, Any]:

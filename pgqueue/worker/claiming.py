@@ -62,14 +62,17 @@ class ClaimCursors:
         self.next_rescan = float("-inf")
 
     def claim(self, claimer: Dedicated, queries: Queries, limit: int, worker: str,
-              lease: float) -> list[ClaimedJob]:
+              lease: float, held_tasks: Sequence[str] = ()) -> list[ClaimedJob]:
         """Claim up to ``limit`` jobs on ``claimer`` from where the cursors are; returns
-        them in claim order. Database errors propagate, with nothing recorded."""
+        them in claim order. Jobs with a ``concurrency_key`` and jobs of ``held_tasks``
+        (rate-limited) are left to :mod:`pgqueue.worker.gates`. Database errors
+        propagate, with nothing recorded."""
         position = self.params()
         claimer.connect()  # a claim's time is its statement's, not a reconnect's
         started = time.monotonic()
         rows = claimer.execute(queries[statement(position)], {
-            **position, "limit": limit, "worker": worker, "lease": lease})
+            **position, "limit": limit, "worker": worker, "lease": lease,
+            "held_tasks": list(held_tasks)})
         return self.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
                             time.monotonic() - started)
 
@@ -83,6 +86,7 @@ class ClaimCursors:
             "after_priority": [a[0] if a else FROM_START for a in after],
             "after_run_at": [a[1] if a else None for a in after],
             "after_id": [a[2] if a else None for a in after],
+            "held_tasks": [],
         }
 
     def claimed(self, params: dict[str, Any], limit: int, jobs: list[ClaimedJob],
@@ -109,6 +113,8 @@ def statement(position: dict[str, Any]) -> str:
 
 
 def from_start(queues: Sequence[str]) -> dict[str, Any]:
-    """``job_claim`` position parameters that read every queue from its start."""
+    """``job_claim`` position parameters that read every queue from its start (and
+    hold back no task)."""
     return {"queues": list(queues), "after_priority": [FROM_START] * len(queues),
-            "after_run_at": [None] * len(queues), "after_id": [None] * len(queues)}
+            "after_run_at": [None] * len(queues), "after_id": [None] * len(queues),
+            "held_tasks": []}
