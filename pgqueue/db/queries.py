@@ -525,6 +525,9 @@ TEMPLATES: dict[str, str] = {
           FROM jsonb_to_recordset(%(limits)s::jsonb) AS l(
                scope text, name text, concurrency integer, rate_count float8,
                rate_seconds float8)
+         WHERE concurrency IS NOT NULL OR rate_count IS NOT NULL
+            OR EXISTS (SELECT FROM {schema}.flow_limits e
+                        WHERE e.scope = l.scope AND e.name = l.name)
          ORDER BY scope, name
         ON CONFLICT (scope, name) DO UPDATE SET
             concurrency = EXCLUDED.concurrency, rate_count = EXCLUDED.rate_count,
@@ -608,12 +611,14 @@ TEMPLATES: dict[str, str] = {
         {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable", lease=_LEASE)}
     """,
     # The last step: rates move on by what was started (``spend`` seconds each), from
-    # no earlier than ``catch_up`` seconds ago (see pgqueue.worker.gates).
+    # the time the start was due if it came at most ``catch_up`` seconds late (the
+    # pace holds), or else from now (see pgqueue.worker.gates).
     "flow_limit_advance": """
         UPDATE {schema}.flow_limits AS f
-           SET next_start_at = greatest(f.next_start_at,
-                                        now() - make_interval(secs => a.catch_up))
-                               + make_interval(secs => a.spend)
+           SET next_start_at = CASE
+                   WHEN f.next_start_at >= now() - make_interval(secs => a.catch_up)
+                   THEN f.next_start_at ELSE now() END
+               + make_interval(secs => a.spend)
           FROM unnest(%(scopes)s::text[], %(names)s::text[], %(catch_up)s::float8[],
                       %(spend)s::float8[]) AS a(scope, name, catch_up, spend)
          WHERE f.scope = a.scope AND f.name = a.name

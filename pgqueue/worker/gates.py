@@ -19,8 +19,9 @@ control channel. Its queues then fall in two kinds:
 A rate of N per window W allows one start every ``W / N`` seconds, or, for fast rates,
 a group of ``burst`` starts every ``burst * W / N`` (at most ~20 ms apart, and ``burst``
 at most N / 50): any window of W seconds sees at most N + ``burst`` starts, N + 1 up to
-about 100/s. A claim may start late by half a group's interval without losing the
-rate's pace. The worker knows when the next start is allowed and sleeps until then
+about 100/s. A claim that comes at most half a group's interval after its start was due
+keeps the rate's pace (the next is due one interval after the due time, not after the
+claim); a later one, or the first after a pause, starts the pace again from now. The worker knows when the next start is allowed and sleeps until then
 while it goes on claiming its other queues.
 """
 
@@ -301,8 +302,8 @@ class Gates:
         # rate only holds back that task, which the next claim finds out.
         if queue_rate is not None:
             row_due = queue_row[5] if queue_row is not None else 0.0
-            wake = max(row_due, -queue_rate.burst * queue_rate.interval / 2) \
-                + len(rows) * queue_rate.interval
+            late = row_due < -queue_rate.burst * queue_rate.interval / 2
+            wake = (0.0 if late else row_due) + len(rows) * queue_rate.interval
         else:
             wake = 0.0
         return rows, wake
