@@ -67,12 +67,11 @@ class ClaimCursors:
         them in claim order. Jobs with a ``concurrency_key`` and jobs of ``held_tasks``
         (rate-limited) are left to :mod:`pgqueue.worker.gates`. Database errors
         propagate, with nothing recorded."""
-        position = self.params()
+        position = {**self.params(), "held_tasks": list(held_tasks)}
         claimer.connect()  # a claim's time is its statement's, not a reconnect's
         started = time.monotonic()
         rows = claimer.execute(queries[statement(position)], {
-            **position, "limit": limit, "worker": worker, "lease": lease,
-            "held_tasks": list(held_tasks)})
+            **position, "limit": limit, "worker": worker, "lease": lease})
         return self.claimed(position, limit, [ClaimedJob.from_row(r) for r in rows],
                             time.monotonic() - started)
 
@@ -106,10 +105,11 @@ class ClaimCursors:
 def statement(position: dict[str, Any]) -> str:
     """The name of the claim statement for ``position`` (from :meth:`ClaimCursors.params`):
     a lighter one for a single queue read from its start, the usual claim of an idle
-    worker."""
+    worker; the ``_held`` variants while some tasks are held back (rate-limited)."""
+    held = "_held" if position.get("held_tasks") else ""
     if len(position["queues"]) == 1 and position["after_priority"] == [FROM_START]:
-        return "job_claim_one_queue"
-    return "job_claim"
+        return f"job_claim_one_queue{held}"
+    return f"job_claim{held}"
 
 
 def from_start(queues: Sequence[str]) -> dict[str, Any]:
