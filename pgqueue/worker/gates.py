@@ -19,7 +19,7 @@ control channel. Its queues then fall in two kinds:
 A rate of N per window W allows one start every ``W / N`` seconds, or, for fast rates,
 a group of ``burst`` starts every ``burst * W / N`` (at most ~20 ms apart, and ``burst``
 at most N / 50): any window of W seconds sees at most N + ``burst`` starts, N + 1 up to
-about 100/s. A claim that comes at most half a group's interval after its start was due
+about 100/s. A claim that comes less than a group's interval after its start was due
 keeps the rate's pace (the next is due one interval after the due time, not after the
 claim); a later one, or the first after a pause, starts the pace again from now. The worker knows when the next start is allowed and sleeps until then
 while it goes on claiming its other queues.
@@ -73,6 +73,13 @@ class Limit:
     def burst(self) -> int:
         """Starts allowed together: groups at most 20 ms apart, at most N / 50 of them."""
         return burst(self.rate_count or 1, self.rate_seconds or 1)
+
+    @property
+    def catch_up(self) -> float:
+        """How late (seconds) a start may come and still keep the pace: just under a
+        group's interval, which keeps every window of the rate's length within
+        N + ``burst`` starts."""
+        return 0.9 * self.burst * self.interval
 
     @property
     def limits_claims(self) -> bool:
@@ -296,13 +303,13 @@ class Gates:
         if spent:
             claimer.execute(queries["flow_limit_advance"], {
                 "scopes": [k[0] for k in spent], "names": [k[1] for k in spent],
-                "catch_up": [lim.burst * lim.interval / 2 for lim, _ in spent.values()],
+                "catch_up": [lim.catch_up for lim, _ in spent.values()],
                 "spend": [n * lim.interval for lim, n in spent.values()]})
         # The next start here is due when the rate of the queue allows it; a task's
         # rate only holds back that task, which the next claim finds out.
         if queue_rate is not None:
             row_due = queue_row[5] if queue_row is not None else 0.0
-            late = row_due < -queue_rate.burst * queue_rate.interval / 2
+            late = row_due < -queue_rate.catch_up
             wake = (0.0 if late else row_due) + len(rows) * queue_rate.interval
         else:
             wake = 0.0
