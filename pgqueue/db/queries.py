@@ -628,9 +628,9 @@ TEMPLATES: dict[str, str] = {
     """,
     # Set at run time (pgqueue.flow): one field of a queue's or a task's limits, then a
     # wake-up on the control channel so that every worker reads the limits again.
-    "flow_limit_set": f"""
+    "flow_limit_set": """
         WITH changed AS (
-            INSERT INTO {{schema}}.flow_limits AS f (
+            INSERT INTO {schema}.flow_limits AS f (
                 scope, name, paused, concurrency, rate_count, rate_seconds, source)
             VALUES (%(scope)s::text, %(name)s::text, coalesce(%(paused)s::boolean, false),
                     %(concurrency)s::integer, %(rate_count)s::float8,

@@ -21,8 +21,9 @@ a group of ``burst`` starts every ``burst * W / N`` (at most ~20 ms apart, and `
 at most N / 50): any window of W seconds sees at most N + ``burst`` starts, N + 1 up to
 about 100/s. A claim that comes less than a group's interval after its start was due
 keeps the rate's pace (the next is due one interval after the due time, not after the
-claim); a later one, or the first after a pause, starts the pace again from now. The worker knows when the next start is allowed and sleeps until then
-while it goes on claiming its other queues.
+claim); a later one, or the first after a pause, starts the pace again from now. The
+worker knows when the next start is allowed and sleeps until then while it goes on
+claiming its other queues.
 """
 
 from __future__ import annotations

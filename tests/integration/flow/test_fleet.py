@@ -88,7 +88,7 @@ def test_queue_and_key_concurrency_hold_across_three_workers(
     with workers() as started:
         start_fleet(started, pg_dsn, schema, "-Q", "narrow,default")
         fleet_app.send_many("flow_tasks.span", [["narrow", 150]] * 24, queue="narrow")
-        for n in range(8):
+        for _ in range(8):
             for key in ("user:1", "user:2", "user:3"):
                 fleet_app.send_task("flow_tasks.keyed", [key, 100], concurrency_key=key)
         wait_until(lambda: finished(db, "flow_tasks.span") == 24
