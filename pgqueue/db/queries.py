@@ -614,13 +614,12 @@ TEMPLATES: dict[str, str] = {
         {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable", lease=_LEASE)}
     """,
     # The last step: rates move on by what was started (``spend`` seconds each), from
-    # the time the start was due if it came at most ``catch_up`` seconds late (the
-    # pace holds), or else from now (see pgqueue.worker.gates).
+    # the time the start was due, or from ``catch_up`` seconds ago if it came later
+    # than that (see pgqueue.worker.gates).
     "flow_limit_advance": """
         UPDATE {schema}.flow_limits AS f
-           SET next_start_at = CASE
-                   WHEN f.next_start_at >= now() - make_interval(secs => a.catch_up)
-                   THEN f.next_start_at ELSE now() END
+           SET next_start_at = greatest(f.next_start_at,
+                                        now() - make_interval(secs => a.catch_up))
                + make_interval(secs => a.spend)
           FROM unnest(%(scopes)s::text[], %(names)s::text[], %(catch_up)s::float8[],
                       %(spend)s::float8[]) AS a(scope, name, catch_up, spend)

@@ -17,11 +17,11 @@ control channel. Its queues then fall in two kinds:
   committed, so neither can overshoot.
 
 A rate of N per window W allows one start every ``W / N`` seconds, or, for fast rates,
-a group of ``burst`` starts every ``burst * W / N`` (at most ~20 ms apart, and ``burst``
-at most N / 50): any window of W seconds sees at most N + ``burst`` starts, N + 1 up to
-about 100/s. A claim that comes less than a group's interval after its start was due
-keeps the rate's pace (the next is due one interval after the due time, not after the
-claim); a later one, or the first after a pause, starts the pace again from now. The
+a group of ``burst`` starts every ``burst * W / N`` (at most ~50 ms apart, and ``burst``
+at most N / 25): any window of W seconds sees at most N + ``burst`` starts, N + 1 below
+50/s and at most 4 % over N above. The next start is due one interval after the one before was due, not
+after it came: a claim that comes late keeps the rate's pace, up to just under a group's
+interval of delay (more is lost: an idle rate saves up no starts). The
 worker knows when the next start is allowed and sleeps until then while it goes on
 claiming its other queues.
 """
@@ -72,12 +72,12 @@ class Limit:
 
     @property
     def burst(self) -> int:
-        """Starts allowed together: groups at most 20 ms apart, at most N / 50 of them."""
+        """Starts allowed together (see :func:`burst`)."""
         return burst(self.rate_count or 1, self.rate_seconds or 1)
 
     @property
     def catch_up(self) -> float:
-        """How late (seconds) a start may come and still keep the pace: just under a
+        """How much of a late start's delay the pace makes up (seconds): just under a
         group's interval, which keeps every window of the rate's length within
         N + ``burst`` starts."""
         return 0.9 * self.burst * self.interval
@@ -88,7 +88,8 @@ class Limit:
 
 
 def burst(count: float, seconds: float) -> int:
-    return max(1, min(int(0.02 * count / seconds), int(count / 50)))
+    """Starts taken together: as many as start in 50 ms, at most N / 25 (4 %)."""
+    return max(1, min(int(0.05 * count / seconds), int(count / 25)))
 
 
 def code_limits(app: App, queues: Sequence[str]) -> list[dict[str, Any]]:
@@ -310,8 +311,7 @@ class Gates:
         # rate only holds back that task, which the next claim finds out.
         if queue_rate is not None:
             row_due = queue_row[5] if queue_row is not None else 0.0
-            late = row_due < -queue_rate.catch_up
-            wake = (0.0 if late else row_due) + len(rows) * queue_rate.interval
+            wake = max(row_due, -queue_rate.catch_up) + len(rows) * queue_rate.interval
         else:
             wake = 0.0
         return rows, wake
