@@ -19,10 +19,10 @@ control channel. Its queues then fall in two kinds:
 A rate of N per window W allows one start every ``W / N`` seconds, or, for fast rates,
 a group of ``burst`` starts every ``burst * W / N`` (at most ~50 ms apart, and ``burst``
 at most N / 25): any window of W seconds sees at most N + ``burst`` starts, N + 1 below
-50/s and at most 4 % over N above. The next start is due one interval after the one before was due, not
-after it came: a claim that comes late keeps the rate's pace, up to just under a group's
-interval of delay (more is lost: an idle rate saves up no starts). The
-worker knows when the next start is allowed and sleeps until then while it goes on
+50/s and at most 4 % over N above. The next start is due one interval after the one
+before was due, not after it came: a claim that comes late keeps the rate's pace, up to
+just under a group's interval of delay (more is lost: an idle rate saves up no starts).
+The worker knows when the next start is allowed and sleeps until then while it goes on
 claiming its other queues.
 """
 
