@@ -4,6 +4,7 @@ the claim; and the spans the tasks record themselves with the database's clock).
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,21 @@ def test_pause_stops_starts_within_a_second_and_resume_restarts_them(
         wait_until(lambda: finished(db, "flow_tasks.span") == 50, timeout=60,
                    message="jobs after resume")
         assert time.monotonic() - resumed_at < 30
+
+
+def test_a_killed_workers_slots_come_back_when_its_jobs_are_rescued(
+        fleet_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:
+    """The queue limit counts started jobs: a SIGKILLed worker's jobs hold their slots
+    until the rescuer requeues them (their lease ran out), then every job ends."""
+    with workers() as started:
+        start_fleet(started, pg_dsn, schema, "-Q", "narrow", "--lease", "2", count=2)
+        fleet_app.send_many("flow_tasks.span", [["narrow", 400]] * 9, queue="narrow")
+        victim = started[0]
+        wait_until(lambda: db.execute(
+            "SELECT count(*) FROM jobs WHERE state = 'started' AND worker LIKE %s",
+            [f"%:{victim.pid}:%"]).fetchone()[0] > 0, timeout=30)
+        victim.signal(signal.SIGKILL)
+        wait_until(lambda: finished(db, "flow_tasks.span") == 9, timeout=60, interval=0.2,
+                   message="every job, after the rescue")
+    narrow = db.execute("SELECT started, ended FROM spans WHERE key = 'narrow'").fetchall()
+    assert most_at_once(narrow) <= 3
