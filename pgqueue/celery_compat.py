@@ -75,8 +75,9 @@ def refused(alternative: str, old: tuple[str, ...] = ()) -> Entry:
 _T = "tests/integration"
 _ROW = f"{_T}/client/test_option_registry.py::test_a_producer_setting_shapes_the_row"
 _WORKER = f"{_T}/client/test_option_registry.py::test_worker_settings_shape_the_worker"
-_RATE = "rate limits arrive with flow control (issue 16); limit concurrency with a queue " \
-        "and worker -c meanwhile"
+_FLOW = "tests/integration/flow"
+_RATE_TEST = f"{_FLOW}/test_fleet.py::test_a_rate_limit_holds_across_three_workers"
+_CODE_LIMITS = f"{_FLOW}/test_limits.py::test_code_limits_are_written_and_run_time_ones_win"
 _CHORD = "chords are not supported yet; wait for the results in the task that needs them"
 _NO_BROKER = "there is no message broker: jobs are rows in PostgreSQL"
 _NO_EVENTS = "there are no events: the jobs and results tables are the event log"
@@ -121,6 +122,7 @@ SETTINGS: dict[str, Entry] = {
     "producer_pool_size": ours("connections of the process's enqueue pool"),
     "result_max_bytes": ours("largest return value a task may store"),
     "priority_aging": ours("seconds of waiting per priority step of a queued job"),
+    "queue_concurrency": ours("{queue: jobs running at once}, fleet-wide", _CODE_LIMITS),
     "transaction_pooling": ours(
         "a transaction pooler (PgBouncer) in front: no prepares, no session SET; auto-detected",
         "tests/integration/db/test_pgbouncer.py::test_the_setting_overrides_detection"),
@@ -288,7 +290,8 @@ SETTINGS: dict[str, Entry] = {
     "task_default_exchange_type": ignored(_NO_AMQP),
     "task_default_routing_key": ignored("a job goes to its queue (task_default_queue); "
                                         "there are no routing keys to default"),
-    "task_default_rate_limit": refused(_RATE),
+    "task_default_rate_limit": done("a fleet-wide rate for every task without its own",
+                                    _CODE_LIMITS),
     "task_default_priority": done("the priority of tasks that don't set one (0..9)", _ROW),
     "task_eager_propagates": done(
         "task.apply() and eager apply_async raise the task's exception",
@@ -337,7 +340,9 @@ SETTINGS: dict[str, Entry] = {
     "worker_consumer": refused("the worker's consumer cannot be replaced; use signals and "
                                "task hooks"),
     "worker_direct": refused("send to a queue only that worker consumes (-Q)"),
-    "worker_disable_rate_limits": refused(_RATE, old=("CELERY_DISABLE_RATE_LIMITS",)),
+    "worker_disable_rate_limits": refused(
+        "rate limits hold for the whole fleet, not per worker: remove one with "
+        "`pgqueue control rate_limit TASK none`", old=("CELERY_DISABLE_RATE_LIMITS",)),
     "worker_deduplicate_successful_tasks": ignored("a finished job leaves the jobs table and "
                                                    "never runs again"),
     "worker_enable_remote_control": refused(
@@ -423,7 +428,11 @@ TASK_OPTIONS: dict[str, Entry] = {
     "trail": ignored("child tasks are not tracked; parent_id and root_id are columns"),
     "send_events": ignored(_NO_EVENTS),
     "resultrepr_maxsize": ignored("log lines shorten results to 1024 characters"),
-    "rate_limit": refused(_RATE),
+    "rate_limit": done("N/s|m|h starts of this task across every worker (docs/flow-control.md)",
+                       _RATE_TEST),
+    "concurrency_limit": ours("jobs of one concurrency_key running at once, fleet-wide",
+                              f"{_FLOW}/test_fleet.py::"
+                              "test_queue_and_key_concurrency_hold_across_three_workers"),
     "throws": refused("expected exceptions are not supported yet: catch them in the task "
                       "and return a value saying so"),
     "store_eager_result": refused("an eager result is never stored: run a worker"),
@@ -479,6 +488,9 @@ SEND_OPTIONS: dict[str, Entry] = {
     "connection": ours("enqueue inside that transaction (psycopg, SQLAlchemy, Django)"),
     "unique_key": ours("at most one live job per key"),
     "on_duplicate": ours("'return' the live job's result or 'raise' DuplicateJob"),
+    "concurrency_key": ours("jobs sharing the key run at most concurrency_limit at once",
+                            f"{_FLOW}/test_limits.py::"
+                            "test_keyed_jobs_wait_in_order_and_slots_come_back"),
     "unique_for": ours(
         "no second job with the unique_key within this many seconds, whatever the state",
         "tests/integration/flow2/test_unique_periods.py::"

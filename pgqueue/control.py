@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import limits
+from pgqueue import flow, limits
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -74,6 +74,35 @@ class Control:
             "arguments": json.dumps(arguments or {}), "retention": RETENTION,
             **self.app.queries.channels()})
         return int(rows[0][0])
+
+    # -- flow control (pgqueue.flow, docs/flow-control.md) ------------------------------
+    def rate_limit(self, task_name: str, rate_limit: Any, destination: Any = None,
+                   **kwargs: Any) -> None:
+        """Celery's ``rate_limit(task, "10/m")``, for the whole fleet and persisted: at
+        most that many starts of the task per window on all workers together, seen by
+        every worker within a second. None removes the limit (0, Celery's way, is
+        refused as a likely mistake)."""
+        if destination is not None or kwargs:
+            raise TypeError("rate_limit(): a limit holds for every worker; destination, "
+                            "reply and timeout are not supported")
+        flow.rate_limit(self.app, task_name, rate_limit)
+
+    def pause_queue(self, queue: str, create: bool = False) -> None:
+        """Start no new job of ``queue`` on any worker; running jobs finish."""
+        flow.pause(self.app, queue, create=create)
+
+    def resume_queue(self, queue: str) -> None:
+        flow.resume(self.app, queue)
+
+    def queue_limit(self, queue: str, concurrency: int | None | bool = False,
+                    rate_limit: Any = False, create: bool = False) -> None:
+        """At most ``concurrency`` jobs of ``queue`` at once and ``rate_limit`` starts
+        (``"200/s"``), fleet-wide; None removes a limit, one not given stays."""
+        flow.limit_queue(self.app, queue, concurrency, rate_limit, create=create)
+
+    def queues(self) -> list[flow.QueueState]:
+        """Every queue: paused or not, queued and running jobs, limits."""
+        return flow.queues(self.app)
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every job waiting in ``queues`` (all queues when None); returns the count."""

@@ -64,6 +64,10 @@ class Task:
     lease: float | None = None
     acks_late: bool = True
     serializer: str = "json"
+    #: Starts allowed fleet-wide (Celery's ``"10/m"``); see docs/flow-control.md.
+    rate_limit: str | float | None = None
+    #: Jobs sharing a ``concurrency_key`` that may run at once (default 1: a mutex).
+    concurrency_limit: int | None = None
 
     #: Whether an abort request can end this task REVOKED (``AbortableTask`` sets it).
     abortable: ClassVar[bool] = False

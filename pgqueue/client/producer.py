@@ -260,6 +260,10 @@ class JobBuilder:
             opts["eta"] = eta.isoformat()
         if options.get("shadow") is not None:
             opts["shadow"] = limits.name(f"{name}: shadow", options["shadow"])
+        if options.get("concurrency_key") is not None:  # see docs/flow-control.md
+            opts["concurrency_key"] = options["concurrency_key"]
+            opts["concurrency_limit"] = limits.concurrency(
+                f"{name}: concurrency_limit", getattr(task, "concurrency_limit", None) or 1)
         return opts
 
     def row(self, args: Any, kwargs: Any) -> dict[str, Any]:

@@ -185,6 +185,27 @@ _CLAIM_UPDATE = """
                j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at,
                j.headers::text, j.task_id"""
 
+# The concurrency limit of a keyed job (options.concurrency_limit, 1 to a million; 1 when
+# a row written by plain SQL says something else), and how many jobs of a key run.
+_KEY_LIMIT = """CASE WHEN jsonb_typeof(j.options -> 'concurrency_limit') = 'number'
+              THEN least(greatest((j.options ->> 'concurrency_limit')::numeric, 1),
+                         1000000)::integer ELSE 1 END"""
+_KEY_RUNNING = """(SELECT count(*) FROM {{schema}}.jobs AS s
+                    WHERE s.state = 'started' AND s.concurrency_key = {key})"""
+
+# Seconds until a rate allows its next start (negative: it is allowed already).
+_DUE_IN = """CASE WHEN isfinite(next_start_at)
+                    THEN extract(epoch FROM next_start_at - now())::float8
+                    ELSE '-Infinity'::float8 END"""
+
+# What the claims of unlimited queues leave alone (see pgqueue.worker.gates): jobs with
+# a concurrency_key, and, in the ``_held`` variants used only while some task has a rate
+# limit, the jobs of those tasks (``held_tasks``). Both are tests of the row the index
+# scan visits anyway; but the task test is a separate variant because a generic plan of
+# ``job_claim`` with it drains 3x slower (bench.flow), even with the array empty.
+_OPEN = "AND concurrency_key IS NULL"
+_HELD = "AND task <> ALL(%(held_tasks)s::text[])"
+
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     # Returns how many rows went in (fewer than sent when a unique_key already existed),
@@ -286,12 +307,14 @@ TEMPLATES: dict[str, str] = {
                     SELECT * FROM (
                         SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority > q.priority
+                           {_OPEN}
                          ORDER BY priority DESC, run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) higher
                     UNION ALL
                     SELECT * FROM (
                         SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority = q.priority
+                           {_OPEN}
                            AND (run_at, id) > (q.run_at, q.id)
                          ORDER BY run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) same
@@ -299,6 +322,7 @@ TEMPLATES: dict[str, str] = {
                     SELECT * FROM (
                         SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority < q.priority
+                           {_OPEN}
                          ORDER BY priority DESC, run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) lower
                 ) branches
@@ -314,9 +338,9 @@ TEMPLATES: dict[str, str] = {
     # the three branches and the sort, is ~0.2 ms quicker on a cold machine, and that
     # is a tenth of the enqueue-to-start latency.
     "job_claim_one_queue": f"""
-        {_CLAIM_UPDATE.format(lease=_LEASE, claimable='''
-            SELECT id FROM {schema}.jobs
-             WHERE state = 'queued' AND queue = (%(queues)s::text[])[1]
+        {_CLAIM_UPDATE.format(lease=_LEASE, claimable=f'''
+            SELECT id FROM {{schema}}.jobs
+             WHERE state = 'queued' AND queue = (%(queues)s::text[])[1] {_OPEN}
              ORDER BY priority DESC, run_at, id
              LIMIT %(limit)s FOR UPDATE SKIP LOCKED''')}
     """,
@@ -601,6 +625,181 @@ TEMPLATES: dict[str, str] = {
                lease_expires_at, progress_state, meta
           FROM {schema}.jobs WHERE state = 'started' ORDER BY started_at
     """,
+    # -- flow control (pgqueue.flow, pgqueue.worker.gates) ------------------------------
+    # Every limit, with the seconds until each rate allows its next start (by the
+    # server's clock); workers read it at most a second apart.
+    "flow_limit_list": f"""
+        SELECT scope, name, paused, concurrency, rate_count, rate_seconds,
+               {_DUE_IN}, source
+          FROM {{schema}}.flow_limits ORDER BY scope, name
+    """,
+    # Which of these queues have queued jobs with a concurrency_key (one probe each).
+    "flow_keyed_queues": """
+        SELECT q FROM unnest(%(queues)s::text[]) AS q
+         WHERE EXISTS (SELECT FROM {schema}.jobs
+                        WHERE state = 'queued' AND queue = q AND concurrency_key IS NOT NULL)
+    """,
+    # The limits of the code (@task(rate_limit=...), task_default_rate_limit,
+    # queue_concurrency) that a worker starts with. Limits set at run time (source
+    # 'control') are left as they are; rows are written in key order, as claims lock them.
+    "flow_limit_sync": """
+        INSERT INTO {schema}.flow_limits AS f (
+            scope, name, concurrency, rate_count, rate_seconds, source)
+        SELECT scope, name, concurrency, rate_count, rate_seconds, 'code'
+          FROM jsonb_to_recordset(%(limits)s::jsonb) AS l(
+               scope text, name text, concurrency integer, rate_count float8,
+               rate_seconds float8)
+         WHERE concurrency IS NOT NULL OR rate_count IS NOT NULL
+            OR EXISTS (SELECT FROM {schema}.flow_limits e
+                        WHERE e.scope = l.scope AND e.name = l.name)
+         ORDER BY scope, name
+        ON CONFLICT (scope, name) DO UPDATE SET
+            concurrency = EXCLUDED.concurrency, rate_count = EXCLUDED.rate_count,
+            rate_seconds = EXCLUDED.rate_seconds, updated_at = now()
+         WHERE f.source = 'code'
+           AND (f.concurrency, f.rate_count, f.rate_seconds) IS DISTINCT FROM
+               (EXCLUDED.concurrency, EXCLUDED.rate_count, EXCLUDED.rate_seconds)
+    """,
+    # The first step of a limited claim: lock the limits it obeys, in key order (so two
+    # claimers never wait for each other in a circle), and read them as they are now.
+    "flow_limit_lock": f"""
+        SELECT scope, name, concurrency, rate_count, rate_seconds,
+               {_DUE_IN}
+          FROM {{schema}}.flow_limits
+         WHERE (scope, name) IN (SELECT * FROM unnest(%(scopes)s::text[], %(names)s::text[]))
+         ORDER BY scope, name
+           FOR UPDATE
+    """,
+    "flow_queue_running": """
+        SELECT count(*) FROM {schema}.jobs WHERE state = 'started' AND queue = %(queue)s
+    """,
+    # The jobs a limited claim may take, in claim order: of the whole queue
+    # (``whole``), or only those of rate-limited ``tasks`` and those with a key; never
+    # of ``blocked`` tasks (rate spent) nor of keys already at their limit (by this
+    # statement's snapshot; checked again under the key's lock). Not locked: a look.
+    "flow_candidates": f"""
+        SELECT j.id, j.task, j.concurrency_key, {_KEY_LIMIT}
+          FROM {{schema}}.jobs AS j
+         WHERE j.state = 'queued' AND j.queue = %(queue)s
+           AND (%(whole)s OR j.task = ANY(%(tasks)s::text[]) OR j.concurrency_key IS NOT NULL)
+           AND j.task <> ALL(%(blocked)s::text[])
+           AND (j.concurrency_key IS NULL OR {_KEY_RUNNING.format(key="j.concurrency_key")}
+                < {_KEY_LIMIT})
+         ORDER BY j.priority DESC, j.run_at, j.id
+         LIMIT %(scan)s
+    """,
+    # The same for a queue with no limit of its own whose only held jobs are keyed: a
+    # scan of the (small) index of keyed jobs.
+    "flow_candidates_keyed": f"""
+        SELECT j.id, j.task, j.concurrency_key, {_KEY_LIMIT}
+          FROM {{schema}}.jobs AS j
+         WHERE j.state = 'queued' AND j.queue = %(queue)s AND j.concurrency_key IS NOT NULL
+           AND j.task <> ALL(%(blocked)s::text[])
+           AND {_KEY_RUNNING.format(key="j.concurrency_key")} < {_KEY_LIMIT}
+         ORDER BY j.priority DESC, j.run_at, j.id
+         LIMIT %(scan)s
+    """,
+    # The second step: one transaction-scoped lock per key, in the order of their
+    # hashes, so that the statement after it counts every start of those keys.
+    "flow_key_lock": """
+        SELECT count(pg_advisory_xact_lock(h))
+          FROM (SELECT DISTINCT hashtextextended(%(schema)s || ':' || k, 7) AS h
+                  FROM unnest(%(keys)s::text[]) AS k ORDER BY 1) AS hashes
+    """,
+    # The claim: of the candidates (in claim order), at most ``budget_counts`` per
+    # budgeted task, as many per key as the key has room for now, ``limit`` in all.
+    "flow_claim": f"""
+        WITH candidate AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(tasks)s::text[], %(keys)s::text[],
+                                 %(key_limits)s::integer[])
+                   WITH ORDINALITY AS c(id, task, key, key_limit, n)
+        ), ranked AS (
+            SELECT c.*, row_number() OVER (PARTITION BY c.key ORDER BY c.n) AS key_rank,
+                   row_number() OVER (PARTITION BY c.task ORDER BY c.n) AS task_rank
+              FROM candidate c
+        ), budget AS (
+            SELECT * FROM unnest(%(budget_tasks)s::text[], %(budget_counts)s::integer[])
+                   AS b(task, n)
+        ), chosen AS (
+            SELECT r.id FROM ranked r LEFT JOIN budget b ON b.task = r.task
+             WHERE (b.task IS NULL OR r.task_rank <= b.n)
+               AND (r.key IS NULL OR r.key_rank + {_KEY_RUNNING.format(key="r.key")}
+                    <= r.key_limit)
+             ORDER BY r.n
+             LIMIT %(limit)s
+        ), claimable AS (
+            SELECT j.id FROM {{schema}}.jobs AS j
+             WHERE j.id = ANY(ARRAY(SELECT id FROM chosen)) AND j.state = 'queued'
+               FOR UPDATE SKIP LOCKED
+        )
+        {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable", lease=_LEASE)}
+    """,
+    # The last step: rates move on by what was started (``spend`` seconds each), from
+    # the time the start was due, or from ``catch_up`` seconds ago if it came later
+    # than that (see pgqueue.worker.gates).
+    "flow_limit_advance": """
+        UPDATE {schema}.flow_limits AS f
+           SET next_start_at = greatest(f.next_start_at,
+                                        now() - make_interval(secs => a.catch_up))
+               + make_interval(secs => a.spend)
+          FROM unnest(%(scopes)s::text[], %(names)s::text[], %(catch_up)s::float8[],
+                      %(spend)s::float8[]) AS a(scope, name, catch_up, spend)
+         WHERE f.scope = a.scope AND f.name = a.name
+    """,
+    # Set at run time (pgqueue.flow): one field of a queue's or a task's limits, then a
+    # wake-up on the control channel so that every worker reads the limits again.
+    "flow_limit_set": """
+        WITH changed AS (
+            INSERT INTO {schema}.flow_limits AS f (
+                scope, name, paused, concurrency, rate_count, rate_seconds, source)
+            VALUES (%(scope)s::text, %(name)s::text, coalesce(%(paused)s::boolean, false),
+                    %(concurrency)s::integer, %(rate_count)s::float8,
+                    %(rate_seconds)s::float8, 'control')
+            ON CONFLICT (scope, name) DO UPDATE SET
+                paused = coalesce(%(paused)s::boolean, f.paused),
+                concurrency = CASE WHEN %(set_concurrency)s THEN EXCLUDED.concurrency
+                                   ELSE f.concurrency END,
+                rate_count = CASE WHEN %(set_rate)s THEN EXCLUDED.rate_count
+                                  ELSE f.rate_count END,
+                rate_seconds = CASE WHEN %(set_rate)s THEN EXCLUDED.rate_seconds
+                                    ELSE f.rate_seconds END,
+                source = CASE WHEN %(set_concurrency)s OR %(set_rate)s THEN 'control'
+                              ELSE f.source END,
+                updated_at = now()
+            RETURNING name
+        )
+        SELECT pg_notify(%(control_channel)s, 'flow') FROM changed
+    """,
+    # Whether anything names the queue: a job, a limit, or a live worker consuming it.
+    "flow_queue_known": """
+        SELECT EXISTS (SELECT FROM {schema}.jobs WHERE queue = %(name)s)
+            OR EXISTS (SELECT FROM {schema}.flow_limits
+                        WHERE scope = 'queue' AND name = %(name)s)
+            OR EXISTS (SELECT FROM {schema}.workers WHERE %(name)s = ANY(queues))
+    """,
+    # `pgqueue queue list`: every queue that has jobs, a limit or a worker.
+    "flow_queue_list": """
+        WITH counts AS (
+            SELECT queue, count(*) FILTER (WHERE state = 'queued') AS queued,
+                   count(*) FILTER (WHERE state = 'started') AS running,
+                   count(*) FILTER (WHERE state IN ('scheduled', 'retry')) AS waiting
+              FROM {schema}.jobs GROUP BY queue
+        ), consumed AS (
+            SELECT DISTINCT unnest(queues) AS queue FROM {schema}.workers
+        ), named AS (
+            SELECT queue FROM counts
+            UNION SELECT name FROM {schema}.flow_limits WHERE scope = 'queue'
+            UNION SELECT queue FROM consumed
+        )
+        SELECT n.queue, coalesce(l.paused, false), coalesce(c.queued, 0),
+               coalesce(c.running, 0), coalesce(c.waiting, 0), l.concurrency,
+               l.rate_count, l.rate_seconds, l.source,
+               (SELECT count(*) FROM {schema}.workers w WHERE n.queue = ANY(w.queues))
+          FROM named n
+          LEFT JOIN counts c ON c.queue = n.queue
+          LEFT JOIN {schema}.flow_limits l ON l.scope = 'queue' AND l.name = n.queue
+         ORDER BY n.queue
+    """,
     # -- results ----------------------------------------------------------------------
     "result_get": _RESULT_GET.format(arguments="args, kwargs"),
     # The same for a role that may not read arguments (a producer's, see pgqueue.roles).
@@ -864,6 +1063,9 @@ TEMPLATES: dict[str, str] = {
     """,
 }
 
+for _name in ("job_claim", "job_claim_one_queue"):
+    TEMPLATES[f"{_name}_held"] = TEMPLATES[_name].replace(_OPEN, f"{_OPEN} {_HELD}")
+
 PING = sql.SQL("SELECT 1")
 # The pid of the server session (see db.connection.through_pooler).
 BACKEND_PID = sql.SQL("SELECT pg_backend_pid()")
@@ -950,6 +1152,8 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.results,"
     " {schema}.schedules, {schema}.workers, {schema}.leader TO {worker}",
     "GRANT SELECT ON {schema}.control_requests TO {worker}",
+    # flow control: workers write the code's limits and move rates on as they claim
+    "GRANT SELECT, INSERT, UPDATE ON {schema}.flow_limits TO {worker}",
     # control: revoke, abort, terminate, purge, manage schedules; write control requests
     # (and delete expired ones).
     "GRANT SELECT, INSERT, DELETE ON {schema}.jobs TO {control}",
@@ -965,6 +1169,7 @@ END $pgqueue$
     "GRANT SELECT, DELETE ON {schema}.job_history TO {worker}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {control}",
     "GRANT SELECT, INSERT, DELETE ON {schema}.control_requests TO {control}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.flow_limits TO {control}",
     # reader: dashboards, `pgqueue inspect`, the Django admin.
     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
 )

@@ -43,6 +43,7 @@ WORKER_PRIVILEGES = (
     + [("workers", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
     + [("leader", p) for p in ("SELECT", "INSERT", "UPDATE")]
     + [("control_requests", "SELECT")]
+    + [("flow_limits", p) for p in ("SELECT", "INSERT", "UPDATE")]
 )
 BEAT_PRIVILEGES = [("schedules", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
 

@@ -31,6 +31,7 @@ from pgqueue.worker import aborts
 from pgqueue.worker.claiming import ClaimCursors
 from pgqueue.worker.execution import ClaimedJob, Outcome, failure, make_request
 from pgqueue.worker.finisher import Finisher
+from pgqueue.worker.gates import Gates
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
 from pgqueue.worker.pools.base import JobContext, Pool
@@ -171,6 +172,8 @@ class Worker:
         roles.check_worker(self.claimer, app.schema, self.beat)  # one line if a grant lacks
         services = self._services()  # checks beat schedules before the worker registers
         self._register()
+        self.gates = Gates(queries, self.queues)
+        self.gates.sync(self.claimer, app)  # the code's limits; those set at run time win
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
@@ -257,13 +260,17 @@ class Worker:
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == self.app.queries.control_channel:
+            self.gates.changed()  # limits are read again at the next claim
+            self._wake.set()
             self._apply_control()  # the payload is only a wake-up: anyone can NOTIFY
         elif payload in self.queues:
+            self.gates.notified(payload)
             self._wake.set()
 
     def _on_listen(self) -> None:
         """After every (re)connect: claim at once, and apply control requests written
         while the listener was away."""
+        self.gates.changed()
         self._wake.set()
         self._apply_control()
 
@@ -295,7 +302,7 @@ class Worker:
                 self.pool.wait_for_slot(self.poll_interval)
                 continue
             if not more_likely:
-                self._wake.wait(self.poll_interval)
+                self._wake.wait(self.gates.wait_time(self.poll_interval))
                 if self._stopping.is_set():
                     break
             self._wake.clear()
@@ -310,8 +317,8 @@ class Worker:
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
         try:
-            jobs = self.cursors.claim(self.claimer, self.app.queries, limit, self.worker_id,
-                                      self.lease)
+            jobs = self.gates.claim(self.claimer, self.cursors, limit, self.worker_id,
+                                    self.lease)
         except Exception as error:
             if not is_connection_error(error):
                 logger.exception("claim failed")

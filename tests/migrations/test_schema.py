@@ -56,6 +56,8 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("started_at", TS, False, None),
         ("headers", "jsonb", False, None),
         ("task_id", "text", False, None),
+        # generated from options (0007)
+        ("concurrency_key", "text", False, "(options ->> 'concurrency_key'::text)"),
     ],
     "results": [
         ("id", "uuid", True, None),
@@ -150,6 +152,17 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("retried_at", TS, True, "now()"),
         ("retried_by", "text", True, "CURRENT_USER"),
     ],
+    "flow_limits": [
+        ("scope", "text", True, None),
+        ("name", "text", True, None),
+        ("paused", "boolean", True, "false"),
+        ("concurrency", "integer", False, None),
+        ("rate_count", "double precision", False, None),
+        ("rate_seconds", "double precision", False, None),
+        ("next_start_at", TS, True, "'-infinity'::timestamp with time zone"),
+        ("source", "text", True, "'control'::text"),
+        ("updated_at", TS, True, "now()"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
@@ -193,6 +206,14 @@ EXPECTED_INDEXES = {
                                 "SCHEMA.control_requests USING btree (xid)",
     "control_requests_created_at_idx": "CREATE INDEX control_requests_created_at_idx ON "
                                        "SCHEMA.control_requests USING btree (created_at)",
+    "jobs_keyed_claim_idx": "CREATE INDEX jobs_keyed_claim_idx ON SCHEMA.jobs USING btree "
+                            "(queue, priority DESC, run_at, id) WHERE ((state = "
+                            "'queued'::text) AND (concurrency_key IS NOT NULL))",
+    "jobs_keyed_started_idx": "CREATE INDEX jobs_keyed_started_idx ON SCHEMA.jobs USING "
+                              "btree (concurrency_key) WHERE ((state = 'started'::text) "
+                              "AND (concurrency_key IS NOT NULL))",
+    "flow_limits_pkey": "CREATE UNIQUE INDEX flow_limits_pkey ON SCHEMA.flow_limits USING "
+                        "btree (scope, name)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
     "unique_claims_pkey": "CREATE UNIQUE INDEX unique_claims_pkey ON SCHEMA.unique_claims "
@@ -222,6 +243,16 @@ EXPECTED_CHECKS = {
     ("schedules", "CHECK (((cron IS NULL) <> (every IS NULL)))"),
     ("schedules", "CHECK ((source = ANY (ARRAY['code'::text, 'db'::text])))"),
     ("leader", "CHECK ((id = 1))"),
+    ("flow_limits", "CHECK ((scope = ANY (ARRAY['queue'::text, 'task'::text])))"),
+    ("flow_limits", "CHECK ((concurrency >= 1))"),
+    ("flow_limits", "CHECK (((rate_count > (0)::double precision) AND (rate_count <= "
+                    "('1000000000'::numeric)::double precision)))"),
+    ("flow_limits", "CHECK (((rate_seconds > (0)::double precision) AND (rate_seconds <= "
+                    "(86400)::double precision)))"),
+    ("flow_limits", "CHECK ((source = ANY (ARRAY['code'::text, 'control'::text])))"),
+    ("flow_limits", "CHECK (((rate_count IS NULL) = (rate_seconds IS NULL)))"),
+    ("flow_limits", "CHECK (((scope = 'queue'::text) OR ((concurrency IS NULL) AND (NOT "
+                    "paused))))"),
 }
 
 # The view every state can be read from with plain SQL, in Celery's vocabulary.
