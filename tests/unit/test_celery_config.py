@@ -391,7 +391,7 @@ def test_a_failing_callable_annotation_leaves_every_task_as_it_was() -> None:
         return {"time_limit": 1} if task.name == "proj.add" else {"rate_limit": "fast"}
 
     with pytest.raises(ConfigurationError,
-                       match="task_annotations for proj.mul: option 'rate_limit'"):
+                       match="task_annotations for proj.mul: rate_limit must be a rate"):
         app.conf.task_annotations = bad_for_mul
     assert (add.time_limit, mul.time_limit) == (8, 8)
     assert app.conf.task_annotations == {"*": {"time_limit": 8}}

@@ -260,6 +260,7 @@ TASK_SAMPLES: dict[str, Any] = {
     "retry_kwargs": {"countdown": 1}, "retry_backoff": 2, "retry_backoff_max": 30,
     "retry_jitter": False, "ignore_result": True, "expires": 60, "time_limit": 9,
     "soft_time_limit": 8, "track_started": True, "lease": 45, "serializer": "json",
+    "rate_limit": "10/m", "concurrency_limit": 2,
 }
 
 

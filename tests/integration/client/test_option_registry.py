@@ -49,6 +49,7 @@ SEND_SAMPLES: dict[str, tuple[Any, Callable[[Row], bool]]] = {
     "unique_key": ("only-one", lambda r: r["unique_key"] == "only-one"),
     "on_duplicate": ("raise", lambda r: r["args"] == [1]),
     # with unique_for/unique_states the key is a claim (unique_claims), not the column
+    "concurrency_key": ("user:42", lambda r: r["options"].get("concurrency_key") == "user:42"),
     "unique_for": (60, lambda r: r["unique_key"] is None),
     "unique_states": ("live", lambda r: r["unique_key"] is None),
     "lease": (45, lambda r: r["options"]["lease"] == 45),
