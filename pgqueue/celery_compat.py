@@ -1,9 +1,10 @@
 """Every Celery option and setting, and what pgqueue does with each: the one registry.
 
-Four tables: :data:`SETTINGS` (Celery's settings, new and old names, and pgqueue's own),
+Five tables: :data:`SETTINGS` (Celery's settings, new and old names, and pgqueue's own),
 :data:`TASK_OPTIONS` (``@app.task(...)`` options and ``Task`` attributes),
-:data:`SEND_OPTIONS` (``apply_async``, ``send_task``, ``Signature.set``). Each name has
-one :class:`Entry`, whose status is one of:
+:data:`SEND_OPTIONS` (``apply_async``, ``send_task``, ``Signature.set``),
+:data:`WORKER_FLAGS` and :data:`BEAT_FLAGS` (``celery worker``/``celery beat`` flags and
+pgqueue's own). Each name has one :class:`Entry`, whose status is one of:
 
 - ``implemented``: it has its effect; ``how`` says where, ``test`` names a test showing it.
 - ``mapped``: read as another pgqueue name (``to``).
@@ -12,7 +13,8 @@ one :class:`Entry`, whose status is one of:
 - ``refused``: refused in one line; ``how`` names the alternative.
 
 The code that accepts names reads these tables (``config.py`` for settings,
-``task.check_task_options`` and ``client/producer.py`` for options), so a name is accepted
+``task.check_task_options`` and ``client/producer.py`` for options, ``cli/flags.py`` for
+the flags of ``pgqueue worker`` and ``pgqueue beat``), so a name is accepted
 exactly when its entry says so. Changing what pgqueue does with a name is a one-line change
 here (``"link": refused(...)`` becomes ``"link": done(..., test=...)``), plus the code that
 honours it. ``python scripts/option_table.py`` writes the table in
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 IMPLEMENTED = "implemented"
 MAPPED = "mapped"
@@ -45,6 +47,10 @@ class Entry:
     old: tuple[str, ...] = ()
     #: ``pgqueue`` for names Celery doesn't have.
     origin: str = "celery"
+    #: flags: the other spellings of the flag (``-c`` of ``--concurrency``).
+    aliases: tuple[str, ...] = ()
+    #: flags: whether the flag takes a value (``--uid 1000``) rather than standing alone.
+    takes_value: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -60,8 +66,8 @@ def ours(how: str, test: str = "") -> Entry:
     return Entry(IMPLEMENTED, how, test=test, origin="pgqueue")
 
 
-def mapped(to: str, how: str = "", old: tuple[str, ...] = ()) -> Entry:
-    return Entry(MAPPED, how or f"read as {to}", to=to, old=old)
+def mapped(to: str, how: str = "", old: tuple[str, ...] = (), test: str = "") -> Entry:
+    return Entry(MAPPED, how or f"read as {to}", to=to, old=old, test=test)
 
 
 def ignored(why: str, old: tuple[str, ...] = ()) -> Entry:
@@ -70,6 +76,11 @@ def ignored(why: str, old: tuple[str, ...] = ()) -> Entry:
 
 def refused(alternative: str, old: tuple[str, ...] = ()) -> Entry:
     return Entry(REFUSED, alternative, old=old)
+
+
+def flag(entry: Entry, *aliases: str, value: bool = False) -> Entry:
+    """``entry`` as a command-line flag, also spelt ``aliases``; ``value``: it takes one."""
+    return replace(entry, aliases=aliases, takes_value=value)
 
 
 _T = "tests/integration"
@@ -501,6 +512,117 @@ SEND_OPTIONS: dict[str, Entry] = {
     "timeout": refused("an enqueue is one INSERT; set statement_timeout on the connection"),
     "confirm_timeout": refused("an enqueue is one INSERT, committed or raised"),
     "stamped_headers": refused("stamping is not supported; use headers="),
+}
+
+_FLAGS = f"{_T}/cli/test_worker_flags.py"
+_SHAPES = f"{_T}/cli/test_celery_cli_shapes.py::" \
+          "test_celerys_worker_line_runs_with_pidfile_and_logfile"
+_RUNS = f"{_FLAGS}::test_worker_flags_shape_the_running_worker"
+_LIMITS = f"{_FLAGS}::test_time_limit_flags_end_the_jobs"
+_BEAT = f"{_FLAGS}::test_beat_flags_shape_the_running_beat"
+_FOREGROUND = "pgqueue runs in the foreground: let systemd, supervisor or your container " \
+              "runtime keep it running"
+_USER = "start pgqueue as that user and group (systemd User=/Group=, the container's USER)"
+_UMASK = "set the umask where pgqueue is started (systemd UMask=, the shell's umask)"
+_EXECUTABLE = "only meant for --detach, which is refused: " + _FOREGROUND
+_STATE_FILE = "beat keeps its state in the schedules table, not a file"
+_SCHEDULER = "schedules live in the schedules table (pgqueue schedule, the Django admin); " \
+             "remove the flag"
+
+
+def _common(process: str) -> dict[str, Entry]:
+    """The flags ``pgqueue worker`` and ``pgqueue beat`` share."""
+    test = _RUNS if process == "worker" else _BEAT
+    return {
+        "--app": flag(done("the module of your App, before or after the command", test), "-A",
+                      value=True),
+        "--dsn": flag(ours("the PostgreSQL URL (also -b/--broker before the command)", test),
+                      value=True),
+        "--schema": flag(ours("the schema of pgqueue's tables", test), value=True),
+        "--loglevel": flag(done("DEBUG..FATAL in any case; DEBUG adds tracebacks",
+                                f"{_T}/cli/test_core_cli.py::"
+                                "test_debug_level_shows_the_traceback" if process == "worker"
+                                else test), "-l", value=True),
+        "--logfile": flag(done("append the log to a file (%n, %h, %p, %i, %I expand)",
+                               _SHAPES if process == "worker" else test), "-f", value=True),
+        "--pidfile": flag(done("the pid in a file, removed on exit; refuses to start while "
+                               "that pid runs", _SHAPES if process == "worker" else test),
+                          value=True),
+        "--detach": flag(refused(_FOREGROUND), "-D"),
+        "--uid": flag(refused(_USER), value=True),
+        "--gid": flag(refused(_USER), value=True),
+        "--umask": flag(refused(_UMASK), value=True),
+        "--executable": flag(refused(_EXECUTABLE), value=True),
+    }
+
+
+#: ``celery worker`` flags (Celery 5.6) and ``pgqueue worker``'s own.
+WORKER_FLAGS: dict[str, Entry] = {
+    **_common("worker"),
+    "--hostname": flag(done("the node name in logs and the workers table (%h, %n, %d "
+                            "expand)", _SHAPES), "-n", value=True),
+    "--concurrency": flag(done("size of the pool", _RUNS), "-c", value=True),
+    "--pool": flag(done("threads, processes (prefork), solo, asyncio; gevent and eventlet "
+                        "refused naming asyncio", _SHAPES), "-P", value=True),
+    "--queues": flag(done("the queues consumed", _RUNS), "-Q", value=True),
+    "--include": flag(mapped("include", "modules imported at start, added to the include "
+                                        "setting", test=_RUNS), "-I", value=True),
+    "--optimization": flag(done("default and fair both claim only for free slots (Celery's "
+                                "fair)", f"{_T}/worker/test_core_worker.py::"
+                                         "test_a_worker_claims_no_more_than_its_free_slots"),
+                           "-O", value=True),
+    "--beat": flag(done("also run the scheduler", "tests/acceptance/services/"
+                        "test_beat_processes.py::"
+                        "test_leader_sigkilled_and_restarted_every_fire_runs_exactly_once"),
+                   "-B"),
+    "--time-limit": flag(done("hard limit of tasks without their own", _LIMITS), value=True),
+    "--soft-time-limit": flag(done("soft limit of tasks without their own", _LIMITS),
+                              value=True),
+    "--max-tasks-per-child": flag(done("with -P processes; refused with the other pools",
+                                       f"{_T}/worker/test_reliability.py::"
+                                       "test_process_pool_recycles_children"), value=True),
+    "--max-memory-per-child": flag(done("with -P processes; refused with the other pools",
+                                        f"{_FLAGS}::test_max_memory_per_child_replaces_the_"
+                                        "child"), value=True),
+    "--lease": flag(ours("seconds a claim lasts without a heartbeat", _RUNS), value=True),
+    "--poll-interval": flag(ours("safety-net poll under LISTEN/NOTIFY", _RUNS), value=True),
+    "--shutdown-timeout": flag(ours("how long a warm shutdown waits for running tasks",
+                                    "tests/acceptance/worker/test_faults.py::"
+                                    "test_shutdown_timeout_hands_running_jobs_back_at_once"),
+                               value=True),
+    "--task-events": flag(ignored("pgqueue sends no events; the jobs and results tables "
+                                  "are the event log (pgqueue inspect)"), "-E", "--events"),
+    "--statedb": flag(ignored("revokes are rows in the database, kept across restarts"),
+                      "-S", value=True),
+    "--schedule-filename": flag(ignored(_STATE_FILE), "-s", "--schedule", value=True),
+    "--without-gossip": flag(ignored("workers do not talk to each other: the tables are "
+                                     "shared")),
+    "--without-mingle": flag(ignored("workers do not talk to each other: the tables are "
+                                     "shared")),
+    "--without-heartbeat": flag(ignored(f"{_NO_EVENTS}; leases are renewed regardless")),
+    "--prefetch-multiplier": flag(ignored("a worker claims exactly as many jobs as it has "
+                                          "free slots"), value=True),
+    "--disable-prefetch": flag(ignored("a worker claims exactly as many jobs as it has free "
+                                       "slots")),
+    "--heartbeat-interval": flag(refused("a worker renews its leases every third of "
+                                         "--lease: set --lease"), value=True),
+    "--autoscale": flag(refused("the pool has a fixed size: set -c"), value=True),
+    "--exclude-queues": flag(refused("name the queues to consume with -Q"), "-X",
+                             value=True),
+    "--purge": flag(refused("run `pgqueue purge` before starting the worker"), "--discard"),
+    "--scheduler": flag(refused(_SCHEDULER), value=True),
+}
+
+#: ``celery beat`` flags (Celery 5.6) and ``pgqueue beat``'s own.
+BEAT_FLAGS: dict[str, Entry] = {
+    **_common("beat"),
+    "--hostname": flag(ours("the name of this scheduler in logs and the leader table",
+                            _BEAT), "-n", value=True),
+    "--max-interval": flag(mapped("beat_max_loop_interval", "longest sleep of the "
+                                  "scheduler (beat_max_loop_interval)", test=_BEAT),
+                           value=True),
+    "--schedule": flag(ignored(_STATE_FILE), "-s", value=True),
+    "--scheduler": flag(refused(_SCHEDULER), "-S", value=True),
 }
 
 
