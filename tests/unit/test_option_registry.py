@@ -24,7 +24,8 @@ from pgqueue.task import TASK_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"setting": celery_compat.SETTINGS, "task option": celery_compat.TASK_OPTIONS,
-          "send option": celery_compat.SEND_OPTIONS}
+          "send option": celery_compat.SEND_OPTIONS, "worker flag": celery_compat.WORKER_FLAGS,
+          "beat flag": celery_compat.BEAT_FLAGS}
 
 
 def entries(table: dict[str, Entry], status: str) -> list[str]:
@@ -71,6 +72,16 @@ def test_the_codes_lists_are_the_registrys() -> None:
     assert set(config.known_names()) == set(settings)
     assert celery_compat.accepted(celery_compat.TASK_OPTIONS) == TASK_OPTIONS
     assert celery_compat.accepted(celery_compat.SEND_OPTIONS) == producer.SEND_OPTIONS
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_each_implemented_entry_names_the_test_showing_its_effect(kind: str) -> None:
+    missing = sorted(name for name, entry in TABLES[kind].items()
+                     if entry.status in (IMPLEMENTED, MAPPED) and not entry.test
+                     and not (kind == "setting" and entry.status == MAPPED))
+    assert not missing, (
+        f"{kind}s {missing} in pgqueue/celery_compat.py name no test: give each "
+        "test='tests/<path>.py::test_name' of a test showing its effect")
 
 
 @pytest.mark.parametrize("kind", sorted(TABLES))
