@@ -251,6 +251,7 @@ def test_celerys_old_names_reach_their_entry(old: str, name: str) -> None:
     ("task_serializer", "pickle", "'pickle' is refused"),
     ("enable_utc", False, "can only be True: pgqueue keeps every time in UTC"),
     ("result_extended", False, "can only be True"),
+    ("result_serializer", "pickle", "'pickle' is refused"),
 ])
 def test_refused_values_of_implemented_settings(name: str, value: Any, words: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
@@ -342,3 +343,13 @@ def test_task_eager_propagates_raises() -> None:
     with pytest.raises(ValueError, match="broken"):
         broken.delay()
     assert isinstance(broken.apply(throw=False).result, ValueError)
+
+
+def test_retry_backoff_max_caps_the_backoff() -> None:
+    app = new_app()
+
+    @app.task(name="reg.capped", retry_backoff=100, retry_backoff_max=5, retry_jitter=False)
+    def capped() -> None:
+        return None
+
+    assert capped.autoretry_countdown() == 5  # 100 * 2**0, capped
