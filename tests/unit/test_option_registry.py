@@ -353,3 +353,16 @@ def test_retry_backoff_max_caps_the_backoff() -> None:
         return None
 
     assert capped.autoretry_countdown() == 5  # 100 * 2**0, capped
+
+
+@pytest.mark.parametrize("option", ["acks_late", "reject_on_worker_lost"])
+def test_an_annotation_carrying_an_ignored_option_warns_once(option: str) -> None:
+    app = new_app()
+    app.task(name="reg.annotated")(lambda: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app.conf.task_annotations = {"*": {option: False}}
+        app.conf.task_annotations = {"reg.annotated": {option: True}}
+    assert [str(w.message) for w in caught] == [
+        f"pgqueue ignores the Celery setting 'task_{option}': "
+        f"{celery_compat.SETTINGS[f'task_{option}'].how}"]
