@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from pgqueue.celery_compat import WORKER_FLAGS
 from pgqueue.cli import logs
 from pgqueue.cli.base import (
     LOG_LEVELS,
@@ -18,11 +19,13 @@ from pgqueue.cli.base import (
     setup_logging,
     split_queues,
 )
+from pgqueue.cli.flags import celery_flags, warn_ignored
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.utils import hostname
 
 
 @main.command()
+@celery_flags(WORKER_FLAGS)
 @app_option
 @dsn_option
 @schema_option
@@ -45,19 +48,16 @@ from pgqueue.utils import hostname
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Logging level, in any case (-l info); DEBUG also prints tracebacks of "
                    "errors.")
-@click.option("--logfile", metavar="PATH",
+@click.option("-I", "--include", metavar="A,B",
+              help="Comma-separated modules to import at start, besides the app's "
+                   "include and imports settings (-I proj.more_tasks).")
+@click.option("-f", "--logfile", metavar="PATH",
               help="Append the log to PATH instead of stderr; %n, %h, %p, %i and %I are "
                    "expanded as in Celery (%n: the node name before the @).")
 @click.option("--pidfile", metavar="PATH",
               help="Write the worker's pid to PATH and remove it on exit; refuses to start "
                    "while the pid in an existing PATH runs. %n, %h, %p expand as in --logfile.")
-@click.option("--detach", is_flag=True,
-              help="Refused: pgqueue runs in the foreground; let systemd, supervisor or "
-                   "your container runtime keep it running.")
-@click.option("-E", "--task-events", is_flag=True,
-              help="Accepted and ignored, with a warning: pgqueue sends no events; the jobs "
-                   "and results tables are the event log (pgqueue inspect).")
-@click.option("-O", "optimization", type=click.Choice(["default", "fair"],
+@click.option("-O", "--optimization", "optimization", type=click.Choice(["default", "fair"],
                                                        case_sensitive=False),
               help="Accepted: pgqueue always schedules fairly (a worker claims only as many "
                    "jobs as it has free slots), which is what -O fair asks of Celery.")
@@ -84,30 +84,31 @@ from pgqueue.utils import hostname
               help="With -P processes: replace a child after a job leaves its peak resident "
                    "memory above KIB kilobytes. Refused with the other pools.")
 def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrency: int | None,
-           pool: str | None, queues: str | None, name: str | None, loglevel: str,
-           logfile: str | None, pidfile: str | None, detach: bool, task_events: bool,
+           pool: str | None, queues: str | None, name: str | None, include: str | None,
+           loglevel: str, logfile: str | None, pidfile: str | None,
            optimization: str | None, beat: bool, lease: float | None,
            poll_interval: float | None, shutdown_timeout: float | None,
            time_limit: float | None, soft_time_limit: float | None,
            max_tasks_per_child: int | None, max_memory_per_child: int | None) -> None:
-    """Run a worker: claim jobs, run them, record their results."""
+    """Run a worker: claim jobs, run them, record their results.
+
+    Celery's flags that pgqueue refuses stop it in one line naming the alternative; those
+    meaningless here are logged once and ignored (docs/migrating-from-celery.md).
+    """
     from pgqueue.cli import process
 
-    if detach:
-        raise ConfigurationError("--detach is not supported: run pgqueue worker in the "
-                                 "foreground under systemd, supervisor or your container "
-                                 "runtime, which restart it and keep its logs")
     if not app_path:
         raise ConfigurationError("pgqueue worker needs -A/--app: the module defining your "
                                  "tasks, e.g. -A proj.tasks")
     name = process.host_format(name) if name else None
     nodename = name or f"pgqueue@{hostname()}"
     setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
-    if task_events:
-        logging.getLogger("pgqueue.worker").warning(
-            "-E: pgqueue sends no events; the jobs and results tables are the event log "
-            "(pgqueue inspect)")
+    warn_ignored(logging.getLogger("pgqueue.worker"))
     app = make_app(app_path, dsn, schema)
+    if include:
+        given = app.conf.include
+        app.conf.include = [*([given] if isinstance(given, str) else given or ()),
+                            *(split_queues(include) or ())]
     logs.hand_over(loglevel, app.conf)
     from pgqueue.worker.worker import Worker
 

@@ -80,9 +80,12 @@ def test_prefork_is_the_processes_pool(setting: str) -> None:
     assert Worker(app).pool_name == "processes"
 
 
-def test_detach_is_refused_naming_a_supervisor() -> None:
-    assert_refused(cli("-A", TASKS, "worker", "--detach"), "--detach is not supported",
-                   "systemd", "supervisor")
+@pytest.mark.parametrize("spelling", ["--detach", "-D"])
+def test_detach_is_refused_naming_a_supervisor(spelling: str) -> None:
+    result = cli("-A", TASKS, "worker", spelling)
+    assert result.exit_code == 2  # a usage error, as every refused flag
+    assert result.output.strip().startswith("Error: --detach is not supported")
+    assert "systemd" in result.output and "supervisor" in result.output
 
 
 @pytest.mark.parametrize("level", ["INFO", "info", "Info", "warning", "FATAL"])
