@@ -290,6 +290,11 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
+        if options.get("link") is not None or options.get("link_error") is not None:
+            from pgqueue.canvas import Signature
+
+            return Signature(name, args, kwargs, app=self).apply_async(  # type: ignore[no-any-return]
+                **options)
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         insert_jobs(self, batch)

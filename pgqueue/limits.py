@@ -32,6 +32,10 @@ MAX_RETRIES = 2**31 - 1
 #: jsonb stops at 255 MB; Python's JSON codecs recurse, ~1,000 levels at most.
 MAX_ARGS_BYTES = 200 * 1024 * 1024
 MAX_ARGS_DEPTH = 500
+#: How deep a workflow may nest (chains in groups in chords, links of links), and how
+#: many jobs one send may make: a deeper one is most likely a signature linked to itself.
+MAX_CANVAS_DEPTH = 100
+MAX_CANVAS_STEPS = 1_000_000
 #: ``headers=``, as JSON: trace contexts and tenant ids, not payloads (use arguments).
 MAX_HEADERS_BYTES = 64 * 1024
 

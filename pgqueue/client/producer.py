@@ -34,9 +34,11 @@ SEND_OPTIONS = frozenset({
 #: job's result (flagged ``duplicate``), or raise :class:`DuplicateJob`.
 ON_DUPLICATE = ("return", "raise")
 _UNSUPPORTED_SEND_OPTIONS = {
-    "link": "callbacks are not supported yet; call the next task from inside the task",
-    "link_error": "error callbacks are not supported yet",
-    "chain": "chains are not supported yet",
+    "link": "link= is taken by apply_async and send_task, not by apply_many; send a "
+            "group with the link instead",
+    "link_error": "link_error= is taken by apply_async and send_task, not by apply_many; "
+                  "send a group with the link_error instead",
+    "chain": "pass a chain(...) signature and call its apply_async",
     "add_to_parent": "task trees are not tracked yet",
     "compression": "arguments are stored as jsonb, uncompressed",
     "exchange": "pgqueue has no exchanges; name the queue with queue= (or routing_key=)",
