@@ -459,6 +459,7 @@ TEMPLATES: dict[str, str] = {
         SELECT id, members FROM jsonb_to_recordset(%(groups)s::jsonb)
                                 AS g(id uuid, members uuid[])
         ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        RETURNING id
     """,
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
