@@ -200,7 +200,7 @@ class Signature(dict[str, Any]):
         return apply_eagerly(self.app, self.clone(args, kwargs, **options))
 
     # -- composing ------------------------------------------------------------------------
-    def __or__(self, other: Any) -> Signature:
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, Signature):
             if isinstance(self, group):
                 return chord(self, body=other, app=self._app)
@@ -210,12 +210,12 @@ class Signature(dict[str, Any]):
             return chain(*mine, *theirs, app=self._app)
         return NotImplemented
 
-    def __ror__(self, other: Any) -> Signature:
+    def __ror__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, Signature):
             return other.__or__(self)
         return NotImplemented
 
-    def __ior__(self, other: Any) -> Signature:
+    def __ior__(self, other: Any) -> Signature:  # type: ignore[override]
         return self.__or__(other)
 
     def __deepcopy__(self, memo: Any) -> Signature:
@@ -262,7 +262,7 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
         if isinstance(varies, Signature):
             return varies.clone()
         return Signature.from_dict(varies, app=app)
-    return Signature(varies, *args, app=app, **kwargs)
+    return Signature(varies, *args, app=app, **kwargs)  # type: ignore[misc]
 
 
 def _signatures(tasks: Iterable[Any], app: App | None) -> list[Signature]:
@@ -336,10 +336,10 @@ class group(Signature):  # noqa: N801 - Celery's name
         self["options"]["group_id"] = _id or self["options"].get("group_id") or uuid()
         return self["options"]["group_id"]
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return len(self["kwargs"]["tasks"])
 
-    def __iter__(self) -> Any:  # type: ignore[override]
+    def __iter__(self) -> Any:
         return iter(self.tasks)
 
     def __repr__(self) -> str:
@@ -357,7 +357,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
             members = header.tasks
             options = {**header.options, **options}
         elif isinstance(header, Mapping):
-            members = [header]
+            members = [maybe_signature(header, app)]
         else:
             members = _signatures(header, app)
         members = _signatures(members, app)
@@ -383,7 +383,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body = self["kwargs"].get("body")
         return None if body is None else maybe_signature(body, self._app)
 
-    def __call__(self, body: Any = None, **options: Any) -> Any:  # type: ignore[override]
+    def __call__(self, body: Any = None, **options: Any) -> Any:
         """``chord(header)(body)``: send with this body."""
         if body is None:
             raise TypeError("chord(header)(body): give the body to call the chord with")

@@ -443,8 +443,7 @@ def apply_eagerly(app: App, sig: Signature, previous: Any = None,
     from pgqueue.result import EagerResult, GroupResult
 
     sig = maybe_signature(sig, app)
-    kind = sig.subtask_type
-    if kind == "chain":
+    if isinstance(sig, chain):
         result: Any = None
         for step in sig.tasks:
             result = apply_eagerly(app, step, previous, has_previous)
@@ -452,21 +451,19 @@ def apply_eagerly(app: App, sig: Signature, previous: Any = None,
                 return result
             previous, has_previous = result.result, True
         return result
-    if kind in ("group", "chunks"):
+    if isinstance(sig, (group, chunks)):
         members = sig.group().tasks if isinstance(sig, chunks) else sig.tasks
         results = [apply_eagerly(app, m, previous, has_previous) for m in members]
         return GroupResult(uuid(), results, app=app)
-    if kind == "chord":
+    if isinstance(sig, chord):
         header = apply_eagerly(app, group(sig.tasks, app=app), previous, has_previous)
         body = sig.body
         assert body is not None
         failed = next((r for r in header.results if not r.successful()), None)
         if failed is not None:
-            from pgqueue.exceptions import ChordError
-            from pgqueue.worker.execution import exception_payload
-
-            error = ChordError(f"Dependency {failed.id} raised {failed.result!r}")
-            return EagerResult(uuid(), "FAILURE", exception_payload(error), None, app)
+            payload = {"exc_type": "ChordError", "exc_module": "pgqueue.exceptions",
+                       "exc_message": [f"Dependency {failed.id} raised {failed.result!r}"]}
+            return EagerResult(uuid(), "FAILURE", payload, None, app)
         return apply_eagerly(app, body, [r.result for r in header.results], True)
     args = sig.args
     if has_previous and not sig.immutable:
