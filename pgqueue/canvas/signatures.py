@@ -126,7 +126,11 @@ class Signature(dict[str, Any]):
               **options: Any) -> Signature:
         """A copy; ``args`` go before its own (unless immutable), ``kwargs`` and options
         are merged in."""
-        copy = Signature.from_dict(_deep_copy(self), app=self._app)
+        try:
+            copy = Signature.from_dict(_deep_copy(self), app=self._app)
+        except RecursionError:
+            raise ValueError("the workflow nests deeper than Python can copy: a signature "
+                             "linked to itself, or nested in itself?") from None
         copy._merge(args, kwargs, options)
         return copy
 
