@@ -290,7 +290,7 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
-        if options.get("link") is not None or options.get("link_error") is not None:
+        if "link" in options or "link_error" in options:
             from pgqueue.canvas import Signature
 
             return Signature(name, args, kwargs, app=self).apply_async(  # type: ignore[no-any-return]

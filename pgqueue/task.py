@@ -153,7 +153,7 @@ class Task:
         """Send the task. Options: ``countdown``, ``eta``, ``expires``, ``priority``,
         ``queue``, ``task_id``, ``ignore_result``, ``connection`` (enqueue inside that
         transaction), ``unique_key``, ``lease``, ``time_limit``, ``soft_time_limit``."""
-        if options.get("link") is not None or options.get("link_error") is not None:
+        if "link" in options or "link_error" in options:
             return self.signature(args, kwargs).apply_async(**options)  # type: ignore[no-any-return]
         if self.app.conf.task_always_eager and options.get("connection") is None:
             return self.apply(args, kwargs, task_id=options.get("task_id"))

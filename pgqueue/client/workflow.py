@@ -363,6 +363,9 @@ def send(app: App, sig: Signature, args: Sequence[Any] | None,
          kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> Any:
     """Send ``sig`` (any canvas) with partial ``args``/``kwargs`` and ``options``;
     returns its result: an AsyncResult (with ``.parent`` along a chain) or a GroupResult."""
+    for option in ("link", "link_error"):
+        if option in options and not options[option]:
+            del options[option]  # link=None, link=[]: nothing to link
     if sig.subtask_type in ("xmap", "xstarmap"):
         sig = Signature(sig.task, sig.args, sig.kwargs, sig.options, app=sig._app)
     if _is_simple(sig, options):
