@@ -20,7 +20,7 @@ import psycopg
 
 from pgqueue import limits
 from pgqueue.canvas.signatures import Signature, chain, chord, chunks, group, maybe_signature
-from pgqueue.client.producer import JobBuilder, _execute_on, build_rows, insert_jobs
+from pgqueue.client.producer import JobBatch, JobBuilder, _execute_on, insert_jobs
 from pgqueue.utils import check_json, json_dumps, uuid
 
 if TYPE_CHECKING:
@@ -194,17 +194,20 @@ class Plan:
         if self.size > limits.MAX_CANVAS_STEPS:
             raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
                              "steps; send it in parts")
-        options = self._options(sig, inherited)
-        links = [maybe_signature(s, self.app) for s in _as_list(options.pop("link", None))]
+        options = {**inherited, **sig["options"]} if sig["options"] else dict(inherited)
+        links = [maybe_signature(s, self.app) for s in _as_list(options.pop("link", None))] \
+            if "link" in options else []
         errbacks = [maybe_signature(s, self.app)
-                    for s in _as_list(options.pop("link_error", None))]
-        job_id = str(options.pop("task_id", None) or uuid())
-        limits.job_id(f"{sig.task}: task_id", job_id)
+                    for s in _as_list(options.pop("link_error", None))] \
+            if "link_error" in options else []
+        given = options.pop("task_id", None)
+        job_id = uuid() if given is None else limits.job_id(f"{sig.task}: task_id", given)
         root = self.root_id = self.root_id or job_id
         parent = header_id if grouped else (after[0] if after else options.get("parent_id"))
-        options.pop("parent_id", None)
-        options.pop("root_id", None)
-        args, kwargs = sig.args, sig.kwargs
+        if "parent_id" in options or "root_id" in options:
+            options.pop("parent_id", None)
+            options.pop("root_id", None)
+        args, kwargs = sig["args"], sig["kwargs"]
         if not after and not grouped:
             self.entries.append(_Entry(sig.task, args, kwargs, options, job_id, parent, root,
                                        group_id))
@@ -283,20 +286,27 @@ class Plan:
         for step in self.steps:
             if step["id"] in self.followed:
                 step["job"]["options"]["followed"] = True
-        batches: dict[str, list[_Entry]] = {}
+        batches: dict[tuple[Any, ...], list[_Entry]] = {}
         for entry in self.entries:
-            key = json_dumps([entry.task, entry.parent_id, entry.root_id, entry.group_id,
-                              entry.id in self.followed, _plain(entry.options)])
+            key = (entry.task, entry.parent_id, entry.root_id, entry.group_id,
+                   entry.id in self.followed,
+                   json_dumps(_plain(entry.options)) if entry.options else "")
             batches.setdefault(key, []).append(entry)
         for same in batches.values():
             first = same[0]
             options = {**first.options, "parent_id": first.parent_id,
                        "root_id": first.root_id, "group_id": first.group_id,
                        "connection": connection}
-            batch = build_rows(self.app, first.task, self.app.tasks.get(first.task),
-                               [(e.args, e.kwargs) for e in same], options, pairs=True)
-            for row, entry in zip(batch.rows, same, strict=True):
-                row["id"] = entry.id
+            options.pop("connection")
+            builder = JobBuilder(self.app, first.task, self.app.tasks.get(first.task), options)
+            rows = []
+            for entry in same:  # each with the id the plan gave it
+                builder.task_id = entry.id
+                rows.append(builder.row(entry.args, entry.kwargs))
+            builder.task_id = None
+            batch = JobBatch(first.task, builder.shared(), rows, connection,
+                             builder.max_bytes, builder.max_depth, options.get("headers"),
+                             options.get("retry_policy"), builder.on_duplicate)
             if first.id in self.followed:
                 shared = dict(batch.shared)
                 shared["options"] = json_dumps({**json.loads(shared["options"]),
@@ -374,7 +384,8 @@ def send(app: App, sig: Signature, args: Sequence[Any] | None,
             return apply_eagerly(app, merged)
         return app.send_task(merged.task, merged.args, merged.kwargs,
                              _task=app.tasks.get(merged.task), **merged.options)
-    sig = sig.clone(args, kwargs)
+    if args or kwargs:
+        sig = sig.clone(args, kwargs)
     connection = options.pop("connection", None)
     if connection is None and app.connection_provider is not None:
         connection = app.connection_provider()
