@@ -324,6 +324,19 @@ class AsyncResult:
     def parent(self, value: Any) -> None:
         self._parent = value
 
+    def revoke_workflow(self, terminate: bool = False, signal: str | None = None) -> list[str]:
+        """Revoke every step of the workflow this job is part of (a chain, a chord, a
+        group, with their links) that has not started; started ones too with
+        ``terminate``. Returns the ids revoked."""
+        rows = self.app.execute("workflow_unstarted", {"id": self.id})
+        ids = [r[0] for r in rows]
+        if terminate:
+            self.app.control.revoke([self.id, *ids], terminate=True, signal=signal)
+            return ids
+        if ids:
+            self.app.control.revoke(ids)
+        return ids
+
     @property
     def children(self) -> list[AsyncResult]:
         """The jobs whose parent this is: the next step of its chain, its link callbacks,

@@ -475,6 +475,20 @@ TEMPLATES: dict[str, str] = {
         UNION ALL SELECT parent_id::text FROM {schema}.jobs WHERE id = %(id)s
         UNION ALL SELECT parent_id::text FROM {schema}.canvas_steps WHERE id = %(id)s
     """,
+    # The steps of the workflow ``id`` belongs to (its root's) that have not started:
+    # queued, scheduled or retrying jobs and steps still waiting for others.
+    "workflow_unstarted": """
+        WITH root AS (
+            SELECT coalesce((SELECT root_id FROM {schema}.jobs WHERE id = %(id)s),
+                            (SELECT root_id FROM {schema}.results WHERE id = %(id)s),
+                            (SELECT root_id FROM {schema}.canvas_steps WHERE id = %(id)s),
+                            %(id)s::uuid) AS id
+        )
+        SELECT j.id::text FROM {schema}.jobs j, root
+         WHERE (j.root_id = root.id OR j.id = root.id) AND j.state <> 'started'
+        UNION ALL
+        SELECT s.id::text FROM {schema}.canvas_steps s, root WHERE s.root_id = root.id
+    """,
     "result_children": """
         SELECT id::text, task, created_at FROM (
             SELECT id, task, created_at FROM {schema}.results WHERE parent_id = %(id)s

@@ -174,3 +174,17 @@ def test_stale_finish_does_not_advance(app: App, db: psycopg.Connection[Any]) ->
                                               "worker": "w1", **queries.channels()})
     assert rows.fetchall() == []
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
+
+
+def test_revoke_workflow_revokes_every_unstarted_step(app: App,
+                                                      db: psycopg.Connection[Any]) -> None:
+    t = make_tasks(app)
+    result = chain(t["add"].s(1, 1), t["add"].s(1), t["mul"].s(2)).apply_async()
+    other = t["add"].delay(5, 5)
+    revoked = result.revoke_workflow()
+    assert len(revoked) == 3
+    assert {r[0] for r in db.execute("SELECT state FROM results").fetchall()} == {"REVOKED"}
+    assert db.execute("SELECT count(*) FROM canvas_steps").fetchone() == (0,)
+    assert db.execute("SELECT id::text FROM jobs").fetchall() == [(other.id,)]
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=GET)
