@@ -403,6 +403,18 @@ class EagerResult(AsyncResult):
     def forget(self) -> None:
         pass
 
+    @property
+    def parent(self) -> Any:
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: Any) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        return []
+
 
 class ResultWaiter:
     """One LISTEN connection per process, waking every ``get()`` waiting on a finished id."""

@@ -302,6 +302,10 @@ class chain(Signature):  # noqa: N801 - Celery's name
             steps[0] = steps[0].clone(args, kwargs)
         self["options"].update(options)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``chain(...)()`` sends it, as in Celery."""
+        return self.apply_async(args, kwargs)
+
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
 
@@ -345,6 +349,10 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def __iter__(self) -> Any:
         return iter(self.tasks)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``group(...)()`` sends it, as in Celery."""
+        return self.apply_async(args, kwargs)
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
