@@ -10,14 +10,15 @@
 - group: N jobs sent as ``group(...).apply_async()`` against ``apply_many`` of the same
   jobs, enqueue rate only (no worker running).
 
-Each figure is printed with its ratio to the pgqueue baseline the issue names. Celery+Redis
-rows are not measured here yet (Celery's canvas needs a result backend the harness's
-Celery app does not configure).
+Each figure is printed with its ratio to the pgqueue baseline the issue names, then side
+by side with Celery+Redis (Redis as broker and result backend, ``bench/canvas_celery.py``
+in the peers' virtualenv, the same number of worker processes, prefork pool).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -48,7 +49,6 @@ def _reset(dsn: str) -> None:
 
 def _workers(n: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
     environ = {**os.environ, "PYTHONPATH": str(env.REPO_ROOT)}
-    command = [sys.executable, "-m", "pgqueue.cli", "worker"]
     command = [os.path.join(os.path.dirname(sys.executable), "pgqueue"), "worker", "-A",
                "bench.apps.pgqueue_app:app", "-P", "threads", "-c", str(concurrency),
                "--loglevel", "WARNING"]
@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--celery-concurrency", type=int, default=4)
+    parser.add_argument("--no-celery", action="store_true",
+                        help="skip the Celery+Redis figures")
     args = parser.parse_args(argv)
     members = 1_000 if args.quick else args.members
     steps = 50 if args.quick else args.steps
@@ -93,6 +96,7 @@ def main(argv: list[str]) -> int:
     mod = _app()
     app, one, total = mod.app, mod.one, mod.total
     rows: list[tuple[str, str, str]] = []
+    mine: dict[str, float] = {}
 
     # group vs apply_many: enqueue only
     _reset(dsn)
@@ -105,6 +109,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     group(one.s() for _ in range(members)).apply_async()
     grouped = time.perf_counter() - started
+    mine["group_enqueue"] = grouped
     rows.append((f"group of {members:,}: enqueue /s", f"{members / grouped:,.0f}",
                  f"{many / grouped:.2f}× apply_many's {members / many:,.0f}/s"))
     _reset(dsn)
@@ -133,6 +138,7 @@ def main(argv: list[str]) -> int:
         result = chord((one.s() for _ in range(members)), total.s()).apply_async()
         assert result.get(timeout=600) == members
         chorded = time.perf_counter() - started
+        mine["chord"] = chorded
         rows.append((f"chord of {members:,} no-ops, summed: members /s",
                      f"{members / chorded:,.0f}",
                      f"{chorded / plain:.2f}× the cost per job of a plain drain "
@@ -142,6 +148,7 @@ def main(argv: list[str]) -> int:
         result = chain(one.s() for _ in range(steps)).apply_async()
         assert result.get(timeout=600) == 1
         per_step = (time.perf_counter() - started) / steps
+        mine["chain_step"] = per_step
         rows.append((f"chain of {steps} steps: ms per step", f"{per_step * 1000:.2f}",
                      f"{per_step / p50:.2f}× a single job's send-to-result p50 "
                      f"({p50 * 1000:.2f} ms)"))
@@ -149,11 +156,46 @@ def main(argv: list[str]) -> int:
         _stop(procs)
         app.close()
     print(f"| figure | pgqueue ({args.workers} workers, threads -c {args.concurrency}) "
-          "| against |")
+          "| against pgqueue's own |")
     print("|---|---|---|")
     for row in rows:
         print(f"| {' | '.join(row)} |")
+    if not args.no_celery:
+        theirs = _celery(members, steps, args.workers, args.celery_concurrency)
+        print()
+        print(f"| figure | pgqueue | celery+redis ({args.workers} workers, prefork "
+              f"-c {args.celery_concurrency}) | pgqueue / celery |")
+        print("|---|---|---|---|")
+        if "error" in theirs:
+            print(f"| celery+redis | | failed: {theirs['error']} | |")
+            return 0
+        print(f"| chord of {members:,}, summed: members /s | {members / mine['chord']:,.0f} | "
+              f"{members / theirs['chord']:,.0f} | {theirs['chord'] / mine['chord']:.2f}× |")
+        print(f"| chain of {steps}: ms per step | {mine['chain_step'] * 1000:.2f} | "
+              f"{theirs['chain_step'] * 1000:.2f} | "
+              f"{theirs['chain_step'] / mine['chain_step']:.2f}× faster |")
+        print(f"| group of {members:,}: enqueue /s | {members / mine['group_enqueue']:,.0f} | "
+              f"{members / theirs['group_enqueue']:,.0f} | "
+              f"{theirs['group_enqueue'] / mine['group_enqueue']:.2f}× |")
     return 0
+
+
+def _celery(members: int, steps: int, processes: int, concurrency: int) -> dict[str, Any]:
+    """Run bench.canvas_celery in the peers' interpreter; its figures, or an error."""
+    try:
+        python = env.ensure_peers_venv()
+        env.ensure_redis()
+    except Exception as error:  # no Redis, no network for the peers
+        return {"error": f"{type(error).__name__}: {error}"}
+    environ = {**os.environ, "PYTHONPATH": str(env.REPO_ROOT)}
+    run = subprocess.run([str(python), "-m", "bench.canvas_celery", str(members), str(steps),
+                          str(processes), str(concurrency)], env=environ, cwd=env.REPO_ROOT,
+                         capture_output=True, text=True, timeout=3600)
+    last = [line for line in run.stdout.splitlines() if line.startswith("BENCH-RESULT ")]
+    if not last:
+        return {"error": (run.stderr.strip().splitlines() or ["no output"])[-1]}
+    figures: dict[str, Any] = json.loads(last[-1].split(" ", 1)[1])
+    return figures
 
 
 if __name__ == "__main__":
