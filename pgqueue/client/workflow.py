@@ -122,10 +122,22 @@ class Plan:
             previous = result
         return exits, result
 
+    def _fast_entry(self, sig: Signature, options: dict[str, Any], gid: str) -> str:
+        """A group member that is a plain task signature without options of its own."""
+        self.size += 1
+        if self.size > limits.MAX_CANVAS_STEPS:
+            raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
+                             "steps; send it in parts")
+        job_id = uuid()
+        root = self.root_id = self.root_id or job_id
+        self.entries.append(_Entry(sig.task, sig["args"], sig["kwargs"], options, job_id,
+                                   None, root, gid))
+        return job_id
+
     def _group(self, sig: Signature, after: list[str], grouped: bool,
                inherited: dict[str, Any], group_id: str | None, header_id: str | None,
                level: int) -> tuple[list[str], Any]:
-        from pgqueue.result import GroupResult
+        from pgqueue.result import AsyncResult, GroupResult
 
         assert isinstance(sig, group)
         options = self._options(sig, inherited)
@@ -139,8 +151,16 @@ class Plan:
                              "remove it")
         exits: list[str] = []
         results: list[Any] = []
+        plain = not (after or grouped or links or errbacks)
+        shared = dict(options)
         for member in members:
             member = maybe_signature(member, self.app)
+            if plain and member.subtask_type is None and not member["options"]:
+                # the common flat group: a job each, as apply_many would make them
+                job_id = self._fast_entry(member, shared, gid)
+                exits.append(job_id)
+                results.append(AsyncResult(job_id, app=self.app, task_name=member.task))
+                continue
             if links or errbacks:
                 member = member.clone()
                 for link in links:
@@ -287,10 +307,14 @@ class Plan:
             if step["id"] in self.followed:
                 step["job"]["options"]["followed"] = True
         batches: dict[tuple[Any, ...], list[_Entry]] = {}
+        keys: dict[int, str] = {}  # options dicts shared by many entries: one key each
         for entry in self.entries:
+            opts = keys.get(id(entry.options))
+            if opts is None:
+                opts = keys[id(entry.options)] = \
+                    json_dumps(_plain(entry.options)) if entry.options else ""
             key = (entry.task, entry.parent_id, entry.root_id, entry.group_id,
-                   entry.id in self.followed,
-                   json_dumps(_plain(entry.options)) if entry.options else "")
+                   entry.id in self.followed, opts)
             batches.setdefault(key, []).append(entry)
         for same in batches.values():
             first = same[0]
