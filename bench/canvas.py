@@ -169,8 +169,14 @@ def main(argv: list[str]) -> int:
         if "error" in theirs:
             print(f"| celery+redis | | failed: {theirs['error']} | |")
             return 0
-        print(f"| chord of {members:,}, summed: members /s | {members / mine['chord']:,.0f} | "
-              f"{members / theirs['chord']:,.0f} | {theirs['chord'] / mine['chord']:.2f}× |")
+        if "chord" in theirs:
+            print(f"| chord of {members:,}, summed: members /s | "
+                  f"{members / mine['chord']:,.0f} | {members / theirs['chord']:,.0f} | "
+                  f"{theirs['chord'] / mine['chord']:.2f}× |")
+        else:
+            print(f"| chord of {members:,}, summed: members /s | "
+                  f"{members / mine['chord']:,.0f} | did not finish: "
+                  f"{theirs.get('chord_error')} | |")
         print(f"| chain of {steps}: ms per step | {mine['chain_step'] * 1000:.2f} | "
               f"{theirs['chain_step'] * 1000:.2f} | "
               f"{theirs['chain_step'] / mine['chain_step']:.2f}× faster |")
