@@ -251,7 +251,8 @@ class AsyncResult:
         ``callback(task_id, result)`` once with the result it returns. ``on_interval`` is
         called each time the wait wakes without a final state; ``PROPAGATE_STATES`` are the
         states that raise. ``no_ack`` (there is no result message to acknowledge: results
-        are rows) and ``follow_parents`` (a job has no parent results to raise yet) are
+        are rows) and ``follow_parents`` (a chain's later steps hold the exception of
+        the step that failed already) are
         accepted for Celery's callers and change nothing. Any other keyword is a TypeError.
         """
         from pgqueue.request import inside_task

@@ -183,7 +183,7 @@ class Task:
         """A signature of this task with these arguments (for schedules and canvas)."""
         from pgqueue.canvas import Signature
 
-        return Signature(self.name, args, kwargs, app=self.app)
+        return Signature.quick(self.name, args, kwargs, self.app)
 
     def signature(
         self,
@@ -203,7 +203,7 @@ class Task:
         """An immutable signature: in a chain it ignores the previous step's result."""
         from pgqueue.canvas import Signature
 
-        return Signature(self.name, args, kwargs, app=self.app, immutable=True)
+        return Signature.quick(self.name, args, kwargs, self.app, immutable=True)
 
     def map(self, it: Iterable[Any]) -> Signature:
         """One job calling this task once per item of ``it``; its result is the list."""
