@@ -46,6 +46,23 @@ def current_app() -> App:
     return _current_app
 
 
+# In a forked child (a prefork pool's), what the parent's threads were doing at the
+# fork is lost, so every app gets fresh locks and makes its own pool and result
+# listener. The parent's pool object is kept, never collected: collecting it would run its
+# shutdown, which takes locks its (absent) threads may have held.
+_inherited: list[object] = []
+
+
+def _fresh_state_in_child() -> None:
+    for each in list(_all_apps):
+        each._lock = threading.RLock()
+        _inherited.extend(x for x in (each._pool, each._waiter) if x is not None)
+        each._pool, each._pool_pid, each._waiter = None, 0, None
+
+
+os.register_at_fork(after_in_child=_fresh_state_in_child)
+
+
 class App:
     """A pgqueue application. ``Celery`` is an alias, so ported code keeps working.
 

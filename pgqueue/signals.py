@@ -10,6 +10,7 @@ process sends each signal, its sender and its keyword arguments: docs/signals.md
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -37,6 +38,19 @@ def _receiver_key(receiver: Receiver) -> Hashable:
     return id(receiver)
 
 
+# Every signal, for a forked child: a receiver connected or dropped in another thread at
+# the moment of the fork would leave that signal's lock held for good in the child.
+_all_signals: weakref.WeakSet[Signal] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for each in list(_all_signals):
+        each._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 class Signal:
     """A signal receivers connect to (Celery's ``celery.utils.dispatch.Signal``)."""
 
@@ -46,6 +60,7 @@ class Signal:
         # there is nothing to tune.
         self.name = name or "signal"
         self._lock = threading.Lock()
+        _all_signals.add(self)
         self._receivers: list[tuple[tuple[Hashable, Hashable], Receiver | weakref.ref[Any]]] = []
 
     @property

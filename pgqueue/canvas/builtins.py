@@ -47,11 +47,10 @@ def register(app: App) -> None:
             return getattr(result, "id", None)
         return run
 
-    options: dict[str, Any] = {"typing": False}
-    app.task(name="celery.map", **options)(xmap)
-    app.task(name="celery.starmap", **options)(xstarmap)
+    app.task(name="celery.map")(xmap)
+    app.task(name="celery.starmap")(xstarmap)
     for name in ("celery.chain", "celery.group", "celery.chord", "celery.chunks"):
-        app.task(name=name, **options)(start(name))
+        app.task(name=name)(start(name))
 
 
 def builtin_task(app: App, name: str) -> Task | None:

@@ -108,7 +108,7 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
             "-E: pgqueue sends no events; the jobs and results tables are the event log "
             "(pgqueue inspect)")
     app = make_app(app_path, dsn, schema)
-    logs.hand_over(loglevel)
+    logs.hand_over(loglevel, app.conf)
     from pgqueue.worker.worker import Worker
 
     node = Worker(app, queues=split_queues(queues), concurrency=concurrency, pool=pool, name=name,

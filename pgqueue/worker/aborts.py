@@ -7,6 +7,7 @@ database answers, from the flag that the abort set on the job's row.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 _local: set[str] | None = None
+
+
+def _forget_in_child() -> None:
+    # Every job's end takes the lock: another thread may have held it at the fork.
+    global _lock, _local
+    _lock = threading.Lock()
+    _local = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def track_locally() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -32,6 +33,14 @@ _DJANGO_ONLY_OPTIONS = frozenset({
 
 _lock = threading.Lock()
 _app: DjangoApp | None = None
+
+
+def _fresh_lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def setting(name: str) -> Any:

@@ -19,6 +19,8 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -105,6 +107,23 @@ def _serve_jobs(conn: Connection, context: JobContext, max_tasks: int | None,
             return
 
 
+@contextmanager
+def _no_record_half_written() -> Iterator[None]:
+    """Hold every logging handler across a fork. Python gives the child fresh handler
+    locks, but not the stream's own lock: a thread caught writing a record at the fork
+    would leave it held, and the child would hang on its first log line."""
+    manager = logging.getLogger().manager
+    loggers = [logging.getLogger(), *(each for each in list(manager.loggerDict.values())
+                                      if isinstance(each, logging.Logger))]
+    handlers = list({id(h): h for each in loggers for h in each.handlers}.values())
+    held = [h for h in handlers if h.lock is not None and h.lock.acquire(timeout=0.5)]
+    try:
+        yield
+    finally:
+        for handler in reversed(held):
+            handler.lock.release()  # type: ignore[union-attr]
+
+
 class _Child:
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
@@ -156,7 +175,8 @@ class ProcessPool(QueuePool):
                 args=(child_end, self.context, self.max_tasks, self.max_memory,
                       list(self._parent_ends)))
             try:
-                process.start()
+                with _no_record_half_written():
+                    process.start()
             finally:
                 child_end.close()
         return _Child(process, parent_end)

@@ -142,14 +142,10 @@ def test_no_limit_when_the_setting_is_0(app: App) -> None:
         assert len(big.delay().get(timeout=20)) == 200_000
 
 
-# The processes pool here forks from the test process, which by then holds the threads
-# of every earlier test: twice (1 of 3 full CI runs, and once in a helper's run) a child
-# hung on its second job. Cause not found yet; recorded in the session's closing note as
-# an open question (a prefork hang must be ruled out, not only this test's setting).
-@pytest.mark.parametrize("pool", [
-    p if p != "processes" else pytest.param(p, marks=pytest.mark.skip(
-        reason="intermittent hang of a child forked from the test process; see comment"))
-    for p in POOLS])
+# The processes pool forks from the test process, which holds the threads of every
+# earlier test; this case once hung now and then: a child forked while another thread
+# held pgqueue's abort lock (see test_prefork_fork_safety.py).
+@pytest.mark.parametrize("pool", POOLS)
 def test_an_ignored_result_is_not_checked_nor_sent(
         app: App, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture,
         pool: str) -> None:
