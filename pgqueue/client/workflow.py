@@ -341,7 +341,11 @@ class Plan:
         if self.steps:
             _execute_on(connection, queries["canvas_step_insert"],
                         {"steps": json_dumps(self.steps)}, _NoBatch)
-        if self.groups:
+        if len(self.groups) == 1:
+            (gid, members), = self.groups
+            _execute_on(connection, queries["canvas_group_insert_one"],
+                        {"id": gid, "members": members}, _NoBatch)
+        elif self.groups:
             _execute_on(connection, queries["canvas_group_insert"],
                         {"groups": json_dumps([{"id": g, "members": m}
                                                for g, m in self.groups])}, _NoBatch)
