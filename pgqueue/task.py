@@ -185,9 +185,7 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (for schedules and canvas)."""
-        from pgqueue.canvas import Signature
-
-        return Signature.quick(self.name, args, kwargs, self.app)
+        return _Signature().quick(self.name, args, kwargs, self.app)
 
     def signature(
         self,
@@ -205,9 +203,7 @@ class Task:
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: in a chain it ignores the previous step's result."""
-        from pgqueue.canvas import Signature
-
-        return Signature.quick(self.name, args, kwargs, self.app, immutable=True)
+        return _Signature().quick(self.name, args, kwargs, self.app, immutable=True)
 
     def map(self, it: Iterable[Any]) -> Signature:
         """One job calling this task once per item of ``it``; its result is the list."""
@@ -318,6 +314,18 @@ class Task:
 
     def send_event(self, *args: Any, **kwargs: Any) -> None:
         """Accepted for Celery compatibility; progress lives in ``update_state``."""
+
+
+_signature_class: list[type[Signature]] = []
+
+
+def _Signature() -> type[Signature]:  # noqa: N802 - stands for the class
+    """pgqueue.canvas.Signature, imported once (``s()`` is called once per group member)."""
+    if not _signature_class:
+        from pgqueue.canvas import Signature
+
+        _signature_class.append(Signature)
+    return _signature_class[0]
 
 
 def make_task_class(
