@@ -171,3 +171,20 @@ def test_map_starmap_chunks(app: App) -> None:
         # map as a chain step: the previous result is its list of items
         assert (t["ident"].s([5, 6]) | t["ident"].map([])).apply_async()\
             .get(timeout=GET) == [5, 6]
+
+
+def test_chord_link_error_gets_the_chord_error(app: App) -> None:
+    t = make_tasks(app)
+
+    @app.task(name="on_error")
+    def on_error(request: Any, exc: BaseException, traceback: str | None) -> list[str]:
+        return [request.id, type(exc).__name__]
+
+    with running_worker(app):
+        workflow = chord([t["add"].s(1, 1), t["boom"].s()], t["tsum"].s())
+        workflow.link_error(on_error.s())
+        result = workflow.apply_async()
+        with pytest.raises(ChordError):
+            result.get(timeout=GET)
+        errback = next(c for c in result.children if c.name == "on_error")
+        assert errback.get(timeout=GET) == [result.id, "ChordError"]
