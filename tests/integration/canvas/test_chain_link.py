@@ -188,3 +188,23 @@ def test_revoke_workflow_revokes_every_unstarted_step(app: App,
     assert db.execute("SELECT id::text FROM jobs").fetchall() == [(other.id,)]
     with pytest.raises(TaskRevokedError):
         result.get(timeout=GET)
+
+
+def test_a_retried_step_retries_alone(app: App, db: psycopg.Connection[Any]) -> None:
+    t = make_tasks(app)
+    runs: list[int] = []
+
+    @app.task(name="flaky", bind=True, max_retries=3, default_retry_delay=0)
+    def flaky(self: Any, x: int) -> int:
+        runs.append(x)
+        if len(runs) < 3:
+            raise self.retry(countdown=0)
+        return x * 10
+
+    with running_worker(app):
+        result = chain(t["add"].s(1, 1), flaky.s(), t["add"].s(1)).apply_async()
+        assert result.get(timeout=GET) == 21
+    assert runs == [2, 2, 2]
+    # the step before ran once, the step after once
+    assert db.execute("SELECT task, attempt FROM results ORDER BY finished_at").fetchall() \
+        == [("add", 1), ("flaky", 3), ("add", 1)]
