@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pgqueue import App, celery_compat
+from pgqueue import App, celery_compat, signature
 from pgqueue.celery_compat import IGNORED, IMPLEMENTED, REFUSED
 from pgqueue.utils import uuid
 from tests.conftest import running_worker, wait_until
@@ -49,6 +49,9 @@ SEND_SAMPLES: dict[str, tuple[Any, Callable[[Row], bool]]] = {
     "unique_key": ("only-one", lambda r: r["unique_key"] == "only-one"),
     "on_duplicate": ("raise", lambda r: r["args"] == [1]),
     "lease": (45, lambda r: r["options"]["lease"] == 45),
+    # a job something waits for keeps its result: the callback reads it (canvas)
+    "link": (signature("reg.next"), lambda r: r["options"]["followed"] is True),
+    "link_error": (signature("reg.next"), lambda r: r["options"]["followed"] is True),
 }
 
 
