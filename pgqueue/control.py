@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pgqueue import limits
+
 if TYPE_CHECKING:
     from pgqueue.app import App
 
@@ -37,7 +39,8 @@ class Control:
         With ``terminate=True`` a running job is stopped too: its child process is killed
         (``-P processes``), its coroutine cancelled (``-P asyncio``), or, in a thread, it
         is recorded REVOKED at once and interrupted at its next bytecode. Without it, a
-        running job runs to its end, as in Celery. Returns the ids revoked before start.
+        running job runs to its end, as in Celery. Returns the ids revoked before start,
+        as given. Any string is a task id; one no job has is nothing to revoke.
         ``signal`` may only name Celery's default (TERM): the pool, not a signal, decides
         how a job stops. Celery's other keywords (``destination``, ``reply``) are refused.
         """
@@ -48,15 +51,18 @@ class Control:
         if kwargs:
             raise TypeError(f"revoke() got unsupported keyword(s) {', '.join(sorted(kwargs))}: "
                             "every worker acts on a revoke; there are no replies to wait for")
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        given = [task_id] if isinstance(task_id, str) else list(task_id)
+        # Any string is a task id: each names its rows by uuid (limits.row_id). A string
+        # that cannot be a task id has no job to revoke.
+        by_row = {row: str(i) for i in given if (row := limits.row_id(str(i))) is not None}
         channels = self.app.queries.channels()
-        rows = self.app.execute("job_revoke",
-                                {"ids": ids, "reason": "revoked by request", **channels})
-        revoked = [str(r[0]) for r in rows]
-        running = [i for i in ids if i not in revoked]
+        rows = self.app.execute("job_revoke", {"ids": list(by_row), "reason":
+                                               "revoked by request", **channels})
+        revoked = {str(r[0]) for r in rows}
+        running = [row for row in by_row if row not in revoked]
         if terminate and running:
             self.request("terminate", running)
-        return revoked
+        return [i for row, i in by_row.items() if row in revoked]
 
     def request(self, action: str, job_ids: Sequence[str] = (),
                 destination: Sequence[str] | None = None,

@@ -36,6 +36,12 @@ MAX_ARGS_DEPTH = 500
 #: many jobs one send may make: a deeper one is most likely a signature linked to itself.
 MAX_CANVAS_DEPTH = 100
 MAX_CANVAS_STEPS = 1_000_000
+#: A ``task_id`` that is not a UUID, in characters: kept in ``task_id text`` columns with
+#: a btree index each, whose entries stop at ~2700 bytes (4 per character).
+MAX_TASK_ID = 500
+#: The namespace of the row ids of task ids that are not UUIDs (``uuid5``). Fixed for ever:
+#: changing it would lose every such job's rows.
+TASK_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "pgqueue:task_id")
 #: ``headers=``, as JSON: trace contexts and tenant ids, not payloads (use arguments).
 MAX_HEADERS_BYTES = 64 * 1024
 
@@ -44,6 +50,11 @@ MAX_HEADERS_BYTES = 64 * 1024
 _BAD_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Lone surrogates cannot be encoded as UTF-8.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A task id that is a UUID: the canonical form (what pgqueue makes), or any case, with or
+# without hyphens, in braces or not (what PostgreSQL's uuid input reads as well).
+_CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID = re.compile(r"(\{)?[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\2[0-9a-fA-F]{4}\2[0-9a-fA-F]{4}"
+                   r"\2[0-9a-fA-F]{12}(?(1)\})\Z")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 
@@ -108,15 +119,43 @@ def name(what: str, value: Any, maximum: int = MAX_NAME) -> str:
 
 
 def job_id(what: str, value: Any) -> str:
-    """A ``task_id`` or parent, root or group id: what the ``uuid`` columns take."""
-    try:
-        if not isinstance(value, str):
-            raise ValueError
-        uuid.UUID(value)
-    except ValueError:
-        raise ValueError(f"{what} must be a UUID string like "
-                         f"'0190f5c2-52a1-7d6e-8b1f-3c2d4e5f6a7b', got {show(value)}") from None
+    """A ``task_id`` or parent, root or group id: any string of 1 to ``MAX_TASK_ID``
+    characters without NUL (Celery takes any string; see :func:`row_id`)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_TASK_ID \
+            or "\x00" in value or _SURROGATE.search(value):
+        raise ValueError(f"{what} must be a string of 1 to {MAX_TASK_ID} characters without "
+                         f"NUL, got {show(value)}")
     return value
+
+
+def row_id(task_id: str) -> str | None:
+    """The ``uuid`` of the rows (jobs.id, results.id) of a task id; None for a string that
+    cannot be a task id (:func:`job_id` refuses it), so no row has it.
+
+    A UUID (8-4-4-4-12 hex digits, any case, or 32 digits, or in braces) is the row's id
+    itself; any other string names the row ``uuid5(TASK_ID_NAMESPACE, task_id)``, and
+    the string is kept beside it in the ``task_id`` column. Every path that takes an id
+    (results, revoke, abort, update_state, parent ids, the CLI, the Django admin) comes
+    through here, so they all find the same row.
+    """
+    if not isinstance(task_id, str):
+        return None
+    if len(task_id) == 36 and _CANONICAL_UUID.match(task_id):
+        return task_id  # the common case: an id pgqueue made
+    if not task_id or len(task_id) > MAX_TASK_ID \
+            or "\x00" in task_id or _SURROGATE.search(task_id):
+        return None
+    if _UUID.match(task_id):
+        return str(uuid.UUID(task_id))
+    return str(uuid.uuid5(TASK_ID_NAMESPACE, task_id))
+
+
+def given_id(task_id: str) -> str | None:
+    """What the ``task_id`` column keeps for a (checked) task id: the string as given,
+    or None when the row's id says it already (a UUID in its canonical form)."""
+    if len(task_id) == 36 and _CANONICAL_UUID.match(task_id):
+        return None
+    return task_id
 
 
 def expires(what: str, value: Any) -> Any:

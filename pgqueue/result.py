@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import states
+from pgqueue import limits, states
 from pgqueue.db.listener import Listener
 from pgqueue.exceptions import PermissionDenied, TaskError, TaskRevokedError, TimeoutError
 
@@ -46,8 +46,12 @@ class ResultMeta:
 _arguments_hidden: weakref.WeakSet[App] = weakref.WeakSet()
 
 
-def read_row(app: App, job_id: str) -> list[Any]:
-    """The ``result_get`` row of a job, without its arguments if the role may not see them."""
+def read_row(app: App, job_id: str | None) -> list[Any]:
+    """The ``result_get`` rows of a job (by its row uuid, see :func:`limits.row_id`),
+    without its arguments if the role may not see them. None (a string that cannot be a
+    task id) has no rows."""
+    if job_id is None:
+        return []
     if app not in _arguments_hidden:
         try:
             return app.execute("result_get", {"id": job_id})
@@ -124,7 +128,11 @@ def exception_class(module_name: str, name: str) -> type[BaseException] | None:
 
 
 class AsyncResult:
-    """A handle on a job by id: its state, its result, and a way to wait for it."""
+    """A handle on a job by id: its state, its result, and a way to wait for it.
+
+    Any string is a task id, as in Celery: ``id`` is the string given; the rows are found
+    by its uuid (:func:`pgqueue.limits.row_id`). An id no job has is PENDING.
+    """
 
     #: True when a send met a live job holding its ``unique_key``: this is that job.
     duplicate: bool = False
@@ -145,6 +153,12 @@ class AsyncResult:
 
     task_id = property(lambda self: self.id)
 
+    @property
+    def row_id(self) -> str | None:
+        """The uuid of the job's rows (``jobs.id``, ``results.id``); None for a string
+        that cannot be a task id (empty, too long, with NUL), which no job has."""
+        return limits.row_id(self.id)
+
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
 
@@ -162,7 +176,7 @@ class AsyncResult:
     def _meta(self) -> ResultMeta:
         # Read anew every time, final states too: a job sent again under the same id
         # makes a final state current no longer (one primary-key read).
-        return meta_from_row(current_row(read_row(self.app, self.id)))
+        return meta_from_row(current_row(read_row(self.app, self.row_id)))
 
     def read(self) -> ResultMeta:
         """One consistent reading: state, result or progress, traceback, date_done...
@@ -286,8 +300,11 @@ class AsyncResult:
         if meta.ready:  # one read, and no LISTEN connection, for a finished job
             return meta
         deadline = None if timeout is None else time.monotonic() + timeout
+        row_id = self.row_id
+        if row_id is None:  # no job can have it: PENDING until the timeout, as in Celery
+            row_id = self.id
         waiter = self.app.result_waiter
-        event = waiter.register(self.id)
+        event = waiter.register(row_id)
         try:
             while True:
                 event.clear()
@@ -302,11 +319,12 @@ class AsyncResult:
                 if on_interval is not None:
                     on_interval()
         finally:
-            waiter.unregister(self.id, event)
+            waiter.unregister(row_id, event)
 
     def forget(self) -> None:
         """Delete the stored result."""
-        self.app.execute("result_forget", {"id": self.id})
+        if self.row_id is not None:
+            self.app.execute("result_forget", {"id": self.row_id})
 
     # -- workflows ------------------------------------------------------------------------
     @property
@@ -314,7 +332,9 @@ class AsyncResult:
         """The step before this one (an AsyncResult, or the GroupResult of a chord's
         header), from the workflow as sent or else from the stored ``parent_id``."""
         if self._parent is None:
-            rows = self.app.execute("result_parent", {"id": self.id})
+            if self.row_id is None:
+                return None
+            rows = self.app.execute("result_parent", {"id": self.row_id})
             parent_id = next((r[0] for r in rows if r[0]), None)
             if parent_id is not None:
                 self._parent = (GroupResult.restore(parent_id, app=self.app, missing=None)
@@ -329,7 +349,9 @@ class AsyncResult:
         """Revoke every step of the workflow this job is part of (a chain, a chord, a
         group, with their links) that has not started; started ones too with
         ``terminate``. Returns the ids revoked."""
-        rows = self.app.execute("workflow_unstarted", {"id": self.id})
+        if self.row_id is None:
+            return []
+        rows = self.app.execute("workflow_unstarted", {"id": self.row_id})
         ids = [r[0] for r in rows]
         if terminate:
             self.app.control.revoke([self.id, *ids], terminate=True, signal=signal)
@@ -342,7 +364,9 @@ class AsyncResult:
     def children(self) -> list[AsyncResult]:
         """The jobs whose parent this is: the next step of its chain, its link callbacks,
         a chord body waiting for it (sent, finished, or still waiting)."""
-        rows = self.app.execute("result_children", {"id": self.id})
+        if self.row_id is None:
+            return []
+        rows = self.app.execute("result_children", {"id": self.row_id})
         return [AsyncResult(r[0], app=self.app, task_name=r[1]) for r in rows]
 
     def collect(self, intermediate: bool = False, **get_options: Any) -> Any:
@@ -543,7 +567,7 @@ class ResultSet:
         """Each member's current reading: one query for the finished ones, one read per
         member still live."""
         leaves = self._leaves()
-        ids = [r.id for r in leaves]
+        ids = [r.row_id for r in leaves if r.row_id is not None]
         found: dict[str, ResultMeta] = {}
         for start in range(0, len(ids), 5000):
             rows = self.app.execute("result_get_many", {"ids": ids[start:start + 5000]})
@@ -554,11 +578,13 @@ class ResultSet:
                     result = TaskRevokedError(error or "revoked")
                 found[job_id] = ResultMeta(state, result, traceback, finished_at,
                                            error=error)
+        by_id: dict[str, ResultMeta] = {}
         for result in leaves:
-            if result.id not in found:
-                found[result.id] = result._meta() if isinstance(result, EagerResult) \
-                    else ResultMeta(states.PENDING)
-        return found
+            if isinstance(result, EagerResult):
+                by_id[result.id] = result._meta()
+            else:
+                by_id[result.id] = found.get(result.row_id or "") or ResultMeta(states.PENDING)
+        return by_id
 
     def completed_count(self) -> int:
         """How many members succeeded."""
@@ -628,7 +654,8 @@ class ResultSet:
             return metas
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self.app.result_waiter
-        event = waiter.register_many(pending)
+        rows = [limits.row_id(i) or i for i in pending]
+        event = waiter.register_many(rows)
         try:
             while True:
                 event.clear()
@@ -642,7 +669,7 @@ class ResultSet:
                                        f"within {timeout}s (first: {pending[0]})")
                 event.wait(interval if remaining is None else min(interval, remaining))
         finally:
-            waiter.unregister_many(list(metas), event)
+            waiter.unregister_many(rows, event)
 
     def iterate(self, timeout: float | None = None, propagate: bool = True,
                 interval: float = 1.0) -> Any:
@@ -696,7 +723,7 @@ class GroupResult(ResultSet):
         from pgqueue.utils import json_dumps
 
         self.app.execute("canvas_group_insert", {"groups": json_dumps(
-            [{"id": self.id, "members": [r.id for r in self._leaves()]}])})
+            [{"id": self.id, "members": [r.row_id or r.id for r in self._leaves()]}])})
         return self
 
     def delete(self, backend: Any = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from pgqueue import limits
 from pgqueue.cli.base import (
     app_option,
     dsn_option,
@@ -78,7 +79,9 @@ def inspect(what: str, app_path: str | None, dsn: str | None, schema: str | None
               help="Print JSON: id, state, result, error and traceback (null when none).")
 def result(task_id: str, app_path: str | None, dsn: str | None, schema: str | None,
            show_traceback: bool, wait: float | None, as_json: bool) -> None:
-    """Show the state and result of a job."""
+    """Show the state and result of a job. Any string is a task id, as in Celery; one no
+    job has is PENDING."""
+    limits.job_id("task id", task_id)  # one that no job can have: one Error: line
     app = make_app(app_path, dsn, schema)
     res = app.AsyncResult(task_id)
     if wait:
@@ -116,9 +119,12 @@ def result(task_id: str, app_path: str | None, dsn: str | None, schema: str | No
 @click.option("--expires", type=float, metavar="SECONDS",
               help="Revoke if not started within SECONDS.")
 @click.option("--priority", type=click.IntRange(0, 9), help="0-9, higher runs first.")
+@click.option("--task-id", metavar="ID",
+              help="The job's id: any string (a UUID is made when not given).")
 def call(task_name: str, app_path: str | None, dsn: str | None, schema: str | None,
          args_json: str, kwargs_json: str, queue: str | None, countdown: float | None,
-         eta: datetime | None, expires: float | None, priority: int | None) -> None:
+         eta: datetime | None, expires: float | None, priority: int | None,
+         task_id: str | None) -> None:
     """Send a task by name and print its id."""
     from datetime import timezone
 
@@ -133,7 +139,7 @@ def call(task_name: str, app_path: str | None, dsn: str | None, schema: str | No
         raise ConfigurationError(f"no task named {task_name!r} in {app_path}; known: "
                                  f"{', '.join(sorted(app.tasks)) or '(none)'}")
     options: dict[str, Any] = {"queue": queue, "countdown": countdown, "expires": expires,
-                               "priority": priority}
+                               "priority": priority, "task_id": task_id}
     if eta is not None:
         options["eta"] = eta.replace(tzinfo=eta.tzinfo or timezone.utc)
     res = app.send_task(task_name, args, kwargs,

@@ -162,10 +162,17 @@ class JobBuilder:
         if self.on_duplicate not in ON_DUPLICATE:
             raise ValueError(f"{task_name}: on_duplicate must be 'return' or 'raise', "
                              f"not {limits.show(self.on_duplicate)}")
+        # Any string is a task id (checked above): the row's uuid, and the string as given
+        # when the uuid does not say it already (limits.row_id).
         self.task_id: str | None = options.get("task_id")
-        self.parent_id = options.get("parent_id")
-        self.root_id = options.get("root_id")
-        self.group_id = options.get("group_id")
+        self.row_id: str | None = None
+        self.given_id: str | None = None
+        if self.task_id is not None:
+            self.row_id = limits.row_id(self.task_id)
+            self.given_id = limits.given_id(self.task_id)
+        self.parent_id = _row_id(options.get("parent_id"))
+        self.root_id = _row_id(options.get("root_id"))
+        self.group_id = _row_id(options.get("group_id"))
         self.job_options = self._job_options(app, task, options, eta)
         self.max_bytes = int(conf.task_max_args_bytes)
         self.max_depth = int(conf.task_max_args_depth)
@@ -221,7 +228,10 @@ class JobBuilder:
             if not isinstance(key, str):  # JSON would turn 1 into "1" without a word
                 raise TypeError(f"{self.task_name}: keyword names must be strings, "
                                 f"got {limits.show(key)}")
-        return {"id": self.task_id or uuid(), "args": list(args), "kwargs": kwargs}
+        if self.given_id is not None:
+            return {"id": self.row_id, "task_id": self.given_id, "args": list(args),
+                    "kwargs": kwargs}
+        return {"id": self.row_id or uuid(), "args": list(args), "kwargs": kwargs}
 
     def shared(self) -> dict[str, Any]:
         """The values every job of this call shares, as statement parameters. Plain
@@ -248,6 +258,17 @@ class JobBuilder:
         }
 
 
+def _row_id(value: str | None) -> str | None:
+    """The row uuid of a parent, root or group id given as any (checked) string."""
+    return None if value is None else limits.row_id(value)
+
+
+def known_id(row: dict[str, Any]) -> str:
+    """The task id of a row as its sender knows it: the string given, else the uuid."""
+    known: str = row.get("task_id") or row["id"]
+    return known
+
+
 @dataclass
 class JobBatch:
     """The jobs of one call: what they share, and each one's id and arguments."""
@@ -264,12 +285,14 @@ class JobBatch:
     retry_policy: Any = None
     #: ``on_duplicate=``: "return" or "raise".
     on_duplicate: str = "return"
-    #: After the insert: each row skipped for its ``unique_key`` -> the live job holding it.
+    #: After the insert: each row skipped for its ``unique_key`` (its task id, as known)
+    #: -> the live job holding it (the same).
     duplicates: dict[str, str] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
-        return [row["id"] for row in self.rows]
+        """The task ids as the sender knows them (see :func:`known_id`)."""
+        return [known_id(row) for row in self.rows]
 
     def params(self) -> dict[str, Any]:
         """Parameters of the statements built on ``queries._insert_jobs``."""
@@ -307,7 +330,8 @@ class JobBatch:
             self._check_size(row, len(args.encode()) + len(kwargs.encode()))
         headers = row.get("headers")
         return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs,
-                "headers": None if headers is None else json_dumps(headers)}
+                "headers": None if headers is None else json_dumps(headers),
+                "task_id": row.get("task_id")}
 
     def _encode(self, value: Any, levels: int, brackets: int) -> str:
         """``value`` as JSON text, each argument ``levels`` deep in it, which adds
@@ -344,7 +368,7 @@ class JobBatch:
     def _check_size(self, row: dict[str, Any], size: int) -> None:
         if size > self.max_bytes:
             raise ValueError(
-                f"{self.task}: the arguments of job {row['id']} are {size:,} bytes as JSON, "
+                f"{self.task}: the arguments of job {known_id(row)} are {size:,} bytes as JSON, "
                 f"over task_max_args_bytes ({self.max_bytes:,}); store large data "
                 "elsewhere and pass a reference to it")
 
@@ -434,8 +458,8 @@ def _find_holders(app: App, run: Run, batch: JobBatch, skipped: list[dict[str, A
             holder = holders.get(batch.key(row))
             if holder is None:
                 gone.append(row)
-            elif holder != row["id"]:  # else: a first try that did land (_insert_pooled)
-                batch.duplicates[row["id"]] = holder
+            elif holder != known_id(row):  # else: a first try that did land (_insert_pooled)
+                batch.duplicates[known_id(row)] = holder
         if not gone:
             break
         again = replace(batch, rows=gone, duplicates={})
@@ -451,7 +475,7 @@ def _find_holders(app: App, run: Run, batch: JobBatch, skipped: list[dict[str, A
             f"another took it, {_HOLDER_TRIES} times while it was looked up; send again")
     if batch.duplicates and batch.on_duplicate == "raise":
         row_id, holder = next(iter(batch.duplicates.items()))
-        row = next(r for r in batch.rows if r["id"] == row_id)
+        row = next(r for r in batch.rows if known_id(r) == row_id)
         raise DuplicateJob(f"{batch.task}: unique_key {batch.key(row)!r} is held by the live "
                            f"job {holder}", job_id=holder, unique_key=batch.key(row))
 
@@ -498,9 +522,10 @@ def _execute(conn: psycopg.Connection[Any], query: bytes, params: dict[str, Any]
 
 
 def _duplicate_id(error: Exception, job_ids: list[str]) -> DuplicateJob:
-    ids = ", ".join(job_ids[:3])
+    ids = ", ".join(limits.show(i) for i in job_ids[:3])
     return DuplicateJob(f"a job with this task_id already exists and has not finished "
-                        f"({ids}{'...' if len(job_ids) > 3 else ''}): {error}")
+                        f"({ids}{'...' if len(job_ids) > 3 else ''}): send it again once "
+                        "that job has finished, or under another task_id")
 
 
 def _execute_on(connection: Any, query: bytes, params: dict[str, Any],
@@ -633,16 +658,20 @@ def update_progress(task: Task, task_id: str | None, state: str, meta: Any) -> N
     request = task.request
     if meta is not None:
         check_json(meta, f"{task.name}: update_state meta")
-    if task_id is not None and task_id != request.id:
-        limits.job_id(f"{task.name}: update_state task_id", task_id)
+    # Another job's id, in any spelling: the string it was sent with names its row too.
+    own_row = limits.row_id(request.id) if request.id is not None else None
+    if task_id is not None and task_id != request.id \
+            and limits.row_id(limits.job_id(f"{task.name}: update_state task_id",
+                                            task_id)) != own_row:
         rows = task.app.execute("job_progress_other", {
-            "id": task_id, "state": state, "meta": Jsonb(meta) if meta is not None else None})
+            "id": limits.row_id(task_id), "state": state,
+            "meta": Jsonb(meta) if meta is not None else None})
         if not rows:
             raise ValueError(f"{task.name}: update_state(task_id={task_id!r}): that job is "
                              "not running (queued, finished or unknown); a state is kept "
                              "only while a job runs")
         return
-    job_id = task_id or request.id
+    job_id = own_row
     if job_id is None or request.called_directly and task_id is None:
         return  # called outside a worker: nothing to record, like Celery's eager mode
     task.app.execute("job_progress", {

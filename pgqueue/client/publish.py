@@ -50,8 +50,9 @@ def messages(task_name: str, shared: dict[str, Any], rows: list[dict[str, Any]],
     origin = f"{os.getpid()}@{hostname()}"
     found = []
     for row in rows:
+        task_id = row.get("task_id") or row["id"]  # as given (producer.known_id)
         message_headers = {
-            "lang": "py", "task": task_name, "id": row["id"], "shadow": options.get("shadow"),
+            "lang": "py", "task": task_name, "id": task_id, "shadow": options.get("shadow"),
             "eta": options.get("eta"), "expires": shared.get("expires_at"),
             "group": shared.get("group_id"), "group_index": None, "retries": 0,
             "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
@@ -64,7 +65,7 @@ def messages(task_name: str, shared: dict[str, Any], rows: list[dict[str, Any]],
                 {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
         found.append({"headers": message_headers, "body": body, "exchange": "",
                       "routing_key": shared.get("queue"),
-                      "properties": {"correlation_id": row["id"],
+                      "properties": {"correlation_id": task_id,
                                      "priority": shared.get("priority")}})
     return found
 

@@ -42,6 +42,8 @@ class _Entry:
     parent_id: str | None
     root_id: str
     group_id: str | None
+    #: a task_id given that is not a UUID: kept in the row's task_id column
+    given: str | None = None
 
 
 @dataclass
@@ -141,7 +143,9 @@ class Plan:
 
         assert isinstance(sig, group)
         options = self._options(sig, inherited)
-        gid = str(options.pop("group_id", None) or uuid())
+        given_gid = options.pop("group_id", None)
+        gid = str(limits.row_id(limits.job_id("group_id", given_gid))) if given_gid \
+            else uuid()
         links = _as_list(options.pop("link", None))
         errbacks = _as_list(options.pop("link_error", None))
         options.pop("task_id", None)
@@ -221,21 +225,26 @@ class Plan:
                     for s in _as_list(options.pop("link_error", None))] \
             if "link_error" in options else []
         given = options.pop("task_id", None)
-        job_id = uuid() if given is None else limits.job_id(f"{sig.task}: task_id", given)
+        if given is None:
+            job_id, shown = uuid(), None
+        else:
+            shown = limits.job_id(f"{sig.task}: task_id", given)
+            job_id = str(limits.row_id(shown))
         root = self.root_id = self.root_id or job_id
         parent = header_id if grouped else (after[0] if after else options.get("parent_id"))
         if "parent_id" in options or "root_id" in options:
             options.pop("parent_id", None)
             options.pop("root_id", None)
         args, kwargs = sig["args"], sig["kwargs"]
+        given_id = limits.given_id(shown) if shown is not None else None
         if not after and not grouped:
             self.entries.append(_Entry(sig.task, args, kwargs, options, job_id, parent, root,
-                                       group_id))
+                                       group_id, given_id))
         elif not after:  # after an empty group: runs at once with its empty list
             if not sig.immutable:
                 args = [[], *args]
             self.entries.append(_Entry(sig.task, args, kwargs, options, job_id, parent, root,
-                                       group_id))
+                                       group_id, given_id))
         else:
             passing = "none" if sig.immutable else ("list" if grouped else "one")
             self._wait(sig.task, args, kwargs, options, job_id, after, "success", passing,
@@ -247,9 +256,10 @@ class Plan:
                 raise ValueError(f"{sig.task}: link_error takes a task signature, not a "
                                  f"{errback.subtask_type}; make the errback send it")
             self._wait(errback.task, errback.args, errback.kwargs,
-                       {**errback.options, "errback": True}, str(errback.id or uuid()),
+                       {**errback.options, "errback": True},
+                       str(limits.row_id(errback.id) if errback.id else uuid()),
                        [job_id], "failure", "error", job_id, None)
-        return [job_id], AsyncResult(job_id, app=self.app, task_name=sig.task)
+        return [job_id], AsyncResult(shown or job_id, app=self.app, task_name=sig.task)
 
     def _wait(self, task: str, args: list[Any], kwargs: dict[str, Any],
               options: dict[str, Any], job_id: str, after: list[str], runs_on: str,
@@ -325,9 +335,9 @@ class Plan:
             builder = JobBuilder(self.app, first.task, self.app.tasks.get(first.task), options)
             rows = []
             for entry in same:  # each with the id the plan gave it
-                builder.task_id = entry.id
+                builder.row_id, builder.given_id = entry.id, entry.given
                 rows.append(builder.row(entry.args, entry.kwargs))
-            builder.task_id = None
+            builder.row_id = builder.given_id = None
             batch = JobBatch(first.task, builder.shared(), rows, connection,
                              builder.max_bytes, builder.max_depth, options.get("headers"),
                              options.get("retry_policy"), builder.on_duplicate)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pgqueue import limits
 from pgqueue.control import RETENTION
 from pgqueue.result import AsyncResult
 from pgqueue.task import Task
@@ -31,7 +32,8 @@ class AbortableTask(Task):
         job_id = self.request.id
         if job_id is None or self.request.called_directly:
             return False
-        return aborts.is_aborted(self.app, job_id)
+        row_id = limits.row_id(job_id)  # request.id is the task id as sent: any string
+        return row_id is not None and aborts.is_aborted(self.app, row_id)
 
     def AsyncResult(self, task_id: str) -> AbortableAsyncResult:  # noqa: N802 - Celery's name
         return AbortableAsyncResult(task_id, app=self.app, task_name=self.name)
@@ -45,7 +47,10 @@ class AbortableAsyncResult(AsyncResult):
 
     def abort(self) -> None:
         """Ask the job to stop: revoked if it has not started, flagged if it runs."""
+        row_id = self.row_id
+        if row_id is None:  # not a task id: no job to abort
+            return
         channels = self.app.queries.channels()
         self.app.execute("job_revoke",
-                         {"ids": [self.id], "reason": "aborted by request", **channels})
-        self.app.execute("job_abort", {"ids": [self.id], "retention": RETENTION, **channels})
+                         {"ids": [row_id], "reason": "aborted by request", **channels})
+        self.app.execute("job_abort", {"ids": [row_id], "retention": RETENTION, **channels})

@@ -16,7 +16,8 @@ from pgqueue.limits import MAX_SECONDS
 # finishes jobs (worker finish, revoke, rescue) so they cannot drift apart.
 _RESULT_COLUMNS = (
     "id, queue, task, state, result, error, traceback, args, kwargs, priority, attempt,"
-    " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at, headers"
+    " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at, headers,"
+    " task_id"
 )
 _RESULT_UPSERT = """
     ON CONFLICT (id) DO UPDATE SET
@@ -26,7 +27,8 @@ _RESULT_UPSERT = """
         attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, unique_key = EXCLUDED.unique_key,
         parent_id = EXCLUDED.parent_id, root_id = EXCLUDED.root_id,
         group_id = EXCLUDED.group_id, meta = EXCLUDED.meta, created_at = EXCLUDED.created_at,
-        started_at = EXCLUDED.started_at, headers = EXCLUDED.headers, finished_at = now()
+        started_at = EXCLUDED.started_at, headers = EXCLUDED.headers, finished_at = now(),
+        task_id = EXCLUDED.task_id
 """
 # Notify waiters of finished ids, in chunks that stay below NOTIFY's 8000-byte payload.
 _NOTIFY_DONE = """
@@ -74,7 +76,7 @@ def _insert_jobs(where: str = "") -> str:
     INSERT INTO {{schema}}.jobs AS j (
         id, queue, task, args, kwargs, state, priority, run_at, expires_at,
         max_retries, unique_key, parent_id, root_id, group_id, ignore_result, options,
-        headers)
+        headers, task_id)
     SELECT r.id, %(queue)s::text, %(task)s::text, r.args, r.kwargs,
            CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= now()
                 THEN 'queued' ELSE 'scheduled' END,
@@ -82,9 +84,9 @@ def _insert_jobs(where: str = "") -> str:
            %(expires_at)s::timestamptz, %(max_retries)s::integer,
            coalesce(r.unique_key, %(unique_key)s::text),
            %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
-           %(ignore_result)s::boolean, %(options)s::jsonb, r.headers
+           %(ignore_result)s::boolean, %(options)s::jsonb, r.headers, r.task_id
       FROM jsonb_to_recordset(%(jobs)s::jsonb)
-           AS r(id uuid, args jsonb, kwargs jsonb, unique_key text, headers jsonb)
+           AS r(id uuid, args jsonb, kwargs jsonb, unique_key text, headers jsonb, task_id text)
     {where}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING j.id, j.queue, j.state, j.unique_key
@@ -135,7 +137,7 @@ _CLAIM_UPDATE = """
      RETURNING j.id::text, j.queue, j.task, j.args::text, j.kwargs::text, j.priority, j.run_at,
                j.expires_at, j.attempt, j.max_retries, j.ignore_result, j.options::text,
                j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at,
-               j.headers::text"""
+               j.headers::text, j.task_id"""
 
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
@@ -152,7 +154,7 @@ TEMPLATES: dict[str, str] = {
     # skipped some: a separate statement, so that it sees holders committed after the
     # insert's snapshot was taken.
     "job_unique_holders": """
-        SELECT unique_key, id::text FROM {schema}.jobs
+        SELECT unique_key, coalesce(task_id, id::text) FROM {schema}.jobs
          WHERE unique_key IN (SELECT jsonb_array_elements_text(%(keys)s::jsonb))
     """,
     # The common single send (``delay()``, no ``unique_key``): one VALUES row, no JSON
@@ -163,7 +165,7 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {schema}.jobs (
                 id, queue, task, args, kwargs, state, priority, run_at, expires_at,
                 max_retries, parent_id, root_id, group_id, ignore_result, options,
-                headers)
+                headers, task_id)
             VALUES (%(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
                     %(kwargs)s::jsonb,
                     CASE WHEN %(run_at)s::timestamptz IS NULL
@@ -172,7 +174,8 @@ TEMPLATES: dict[str, str] = {
                     %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
                     %(expires_at)s::timestamptz, %(max_retries)s::integer,
                     %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
-                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb)
+                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb,
+                    %(task_id)s::text)
             RETURNING queue, state
         )
         SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
@@ -256,7 +259,7 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, final_state, final_result, final_error, final_traceback,
                    args, kwargs, priority, attempt, worker, unique_key, parent_id, root_id,
-                   group_id, meta, created_at, started_at, headers
+                   group_id, meta, created_at, started_at, headers, task_id
               FROM {_STORED}
             {_RESULT_UPSERT}
         ), notified AS ({_NOTIFY_DONE.format(finished=_STORED)})
@@ -394,7 +397,7 @@ TEMPLATES: dict[str, str] = {
                    'WorkerLostError: worker ' || coalesce(worker, '?')
                        || ' stopped renewing its lease (attempt ' || attempt || ')',
                    NULL, args, kwargs, priority, attempt, worker, unique_key, parent_id,
-                   root_id, group_id, meta, created_at, started_at, headers
+                   root_id, group_id, meta, created_at, started_at, headers, task_id
               FROM failed
             {_RESULT_UPSERT}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="requeued")}
@@ -410,7 +413,8 @@ TEMPLATES: dict[str, str] = {
             DELETE FROM {{schema}}.jobs
              WHERE id = ANY(%(ids)s::uuid[]) AND state <> 'started'
             RETURNING id, queue, task, args, kwargs, priority, attempt, worker, unique_key,
-                      parent_id, root_id, group_id, meta, created_at, started_at, headers
+                      parent_id, root_id, group_id, meta, created_at, started_at, headers,
+                      task_id
         ), steps_moved AS (
             DELETE FROM {{schema}}.canvas_steps
              WHERE id = ANY(%(ids)s::uuid[])
@@ -420,14 +424,15 @@ TEMPLATES: dict[str, str] = {
                       0::smallint AS priority, 0 AS attempt, NULL::text AS worker,
                       NULL::text AS unique_key,
                       parent_id, root_id, group_id, NULL::jsonb AS meta, created_at,
-                      NULL::timestamptz AS started_at, job -> 'headers' AS headers
+                      NULL::timestamptz AS started_at, job -> 'headers' AS headers,
+                      NULL::text AS task_id
         ), moved AS (
             SELECT * FROM jobs_moved UNION ALL SELECT * FROM steps_moved
         ), stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
                    attempt, worker, unique_key, parent_id, root_id, group_id, meta,
-                   created_at, started_at, headers
+                   created_at, started_at, headers, task_id
               FROM moved
             {_RESULT_UPSERT}
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
@@ -566,7 +571,8 @@ TEMPLATES: dict[str, str] = {
          GROUP BY queue, state ORDER BY queue, state
     """,
     "job_list_started": """
-        SELECT id, task, worker, attempt, started_at, lease_expires_at, progress_state, meta
+        SELECT coalesce(task_id, id::text), task, worker, attempt, started_at,
+               lease_expires_at, progress_state, meta
           FROM {schema}.jobs WHERE state = 'started' ORDER BY started_at
     """,
     # -- results ----------------------------------------------------------------------

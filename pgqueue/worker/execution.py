@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import states
+from pgqueue import limits, states
 from pgqueue.canvas.builtins import builtin_task
 from pgqueue.exceptions import (
     NotRegistered,
@@ -61,6 +61,14 @@ class ClaimedJob:
     fault: str | None = None
     #: ``headers=`` and what before_task_publish receivers added (a JSON object or None).
     headers: dict[str, Any] | None = None
+    #: The task id as sent when it is not the row's uuid (``task_id="order-42"``).
+    task_id: str | None = None
+
+    @property
+    def known_id(self) -> str:
+        """The task id as its sender knows it (``request.id``): the string given, else
+        the row's uuid (``id``, which every statement about the job uses)."""
+        return self.task_id or self.id
 
     @property
     def display(self) -> str:
@@ -75,10 +83,11 @@ class ClaimedJob:
         args, kwargs, options, fault = decode_job(row[3], row[4], row[11])
         headers, header_fault = decode_headers(row[17])
         (job_id, queue, task, _, _, priority, run_at, expires_at, attempt, max_retries,
-         ignore_result, _, parent_id, root_id, group_id, created_at, claimed_at, _) = row
+         ignore_result, _, parent_id, root_id, group_id, created_at, claimed_at, _,
+         task_id) = row
         return cls(job_id, queue, task, args, kwargs, priority, run_at, expires_at, attempt,
                    max_retries, ignore_result, options, parent_id, root_id, group_id,
-                   created_at, claimed_at, fault or header_fault, headers)
+                   created_at, claimed_at, fault or header_fault, headers, task_id)
 
 
 @dataclass(slots=True)
@@ -166,7 +175,7 @@ def failure(job: ClaimedJob, exc: BaseException, with_traceback: bool = True,
 def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
     eta = job.options.get("eta")
     return Request(
-        id=job.id, task=job.task, args=job.args, kwargs=job.kwargs,
+        id=job.known_id, task=job.task, args=job.args, kwargs=job.kwargs,
         retries=job.attempt - 1, attempt=job.attempt,
         eta=datetime.fromisoformat(eta) if eta else None, expires=job.expires_at,
         hostname=hostname, worker=worker_id, queue=job.queue, priority=job.priority,
@@ -378,7 +387,7 @@ class _Attempt:
 def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
     with _running(task, request), _Attempt(task, job, request) as attempt:
         try:
-            task.before_start(job.id, job.args, job.kwargs)
+            task.before_start(job.known_id, job.args, job.kwargs)
             value = task(*job.args, **job.kwargs)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: outcomes too
             if isinstance(exc, Terminated):
@@ -390,7 +399,7 @@ def run_task(task: Task, job: ClaimedJob, request: Request) -> Outcome:
 async def run_task_async(task: Task, job: ClaimedJob, request: Request) -> Outcome:
     with _running(task, request), _Attempt(task, job, request) as attempt:
         try:
-            task.before_start(job.id, job.args, job.kwargs)
+            task.before_start(job.known_id, job.args, job.kwargs)
             value = task(*job.args, **job.kwargs)
             if inspect.isawaitable(value):  # __call__ hands back the coroutine of run()
                 value = await value
@@ -551,11 +560,15 @@ def run_eagerly(task: Task, args: list[Any], kwargs: dict[str, Any],
     from pgqueue.result import EagerResult
 
     job_id = task_id or uuid()
+    # As a worker's job: the row's uuid as its id (what statements take), the id as given
+    # for the request (any string is a task id).
+    row_id = limits.row_id(job_id) or uuid()
+    given = job_id if job_id != row_id else None
     attempt = 1
     while True:
-        job = ClaimedJob(job_id, task.queue or "default", task.name, args, kwargs, 0,
+        job = ClaimedJob(row_id, task.queue or "default", task.name, args, kwargs, 0,
                          utcnow(), None, attempt, task.max_retries, False, {}, None, None,
-                         None, utcnow(), utcnow())
+                         None, utcnow(), utcnow(), task_id=given)
         request = make_request(job, "eager", "localhost")
         request.is_eager = True
         if is_async(task):

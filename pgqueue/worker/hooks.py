@@ -44,14 +44,14 @@ def call_hook(task: Task, job: ClaimedJob, name: str, *args: Any) -> None:
 
 def prerun(task: Task, job: ClaimedJob) -> None:
     if signals.task_prerun.has_receivers_for(task):
-        signals.task_prerun.send_contained(sender=task, task_id=job.id, task=task,
+        signals.task_prerun.send_contained(sender=task, task_id=job.known_id, task=task,
                                            args=job.args, kwargs=job.kwargs)
 
 
 def postrun(task: Task, job: ClaimedJob, retval: Any, state: str | None) -> None:
     """``state`` None: the run was interrupted from outside (Celery sends None too)."""
     if signals.task_postrun.has_receivers_for(task):
-        signals.task_postrun.send_contained(sender=task, task_id=job.id, task=task,
+        signals.task_postrun.send_contained(sender=task, task_id=job.known_id, task=task,
                                             args=job.args, kwargs=job.kwargs,
                                             retval=retval, state=state)
 
@@ -63,27 +63,27 @@ def after_run(task: Task, job: ClaimedJob, request: Request, outcome: Outcome,
     ``cause``: the exception behind a FAILURE or RETRY outcome."""
     args, kwargs = job.args, job.kwargs
     if outcome.state == states.SUCCESS:
-        call_hook(task, job, "on_success", value, job.id, args, kwargs)
+        call_hook(task, job, "on_success", value, job.known_id, args, kwargs)
         if signals.task_success.has_receivers_for(task):
             signals.task_success.send_contained(sender=task, result=value,
                                                 runtime=outcome.runtime)
-        call_hook(task, job, "after_return", outcome.state, value, job.id, args, kwargs, None)
+        call_hook(task, job, "after_return", outcome.state, value, job.known_id, args, kwargs, None)
         return value
     assert cause is not None
     einfo = ExceptionInfo(cause)
     if outcome.state == states.RETRY:
         reason = cause.exc if isinstance(cause, Retry) else cause
-        call_hook(task, job, "on_retry", reason, job.id, args, kwargs, einfo)
+        call_hook(task, job, "on_retry", reason, job.known_id, args, kwargs, einfo)
         if signals.task_retry.has_receivers_for(task):
             signals.task_retry.send_contained(sender=task, request=request, reason=cause,
                                               einfo=einfo)
         return cause
-    call_hook(task, job, "on_failure", cause, job.id, args, kwargs, einfo)
+    call_hook(task, job, "on_failure", cause, job.known_id, args, kwargs, einfo)
     if signals.task_failure.has_receivers_for(task):
         signals.task_failure.send_contained(
-            sender=task, task_id=job.id, exception=cause, args=args, kwargs=kwargs,
+            sender=task, task_id=job.known_id, exception=cause, args=args, kwargs=kwargs,
             traceback=cause.__traceback__, einfo=einfo)
-    call_hook(task, job, "after_return", outcome.state, cause, job.id, args, kwargs, einfo)
+    call_hook(task, job, "after_return", outcome.state, cause, job.known_id, args, kwargs, einfo)
     return cause
 
 
@@ -100,5 +100,5 @@ def internal_error(task: Task, job: ClaimedJob, request: Request, exc: BaseExcep
     """``task_internal_error``: something escaped outside the task's own code."""
     if signals.task_internal_error.has_receivers_for(task):
         signals.task_internal_error.send_contained(
-            sender=task, task_id=job.id, args=job.args, kwargs=job.kwargs, request=request,
+            sender=task, task_id=job.known_id, args=job.args, kwargs=job.kwargs, request=request,
             exception=exc, traceback=exc.__traceback__, einfo=ExceptionInfo(exc, internal=True))

@@ -201,7 +201,7 @@ ODD_OPTIONS: dict[str, list[Any]] = {
     "soft_time_limit": [*_NUMBERS_ODD, 1e-9],
     "lease": _NUMBERS_ODD,
     "queue": ["", "\x00", "q" * 9000, "\ud800", 5, "elsewhere", "ünï"],
-    "task_id": ["not-a-uuid", "", 5],
+    "task_id": ["not-a-uuid", "", 5, "\x00", "t" * 600, "ünï"],
     "unique_key": ["\x00", "k" * 10_000, 5],
     "max_retry": [1],
     "link": [None],

@@ -55,6 +55,7 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("created_at", TS, True, "now()"),
         ("started_at", TS, False, None),
         ("headers", "jsonb", False, None),
+        ("task_id", "text", False, None),
     ],
     "results": [
         ("id", "uuid", True, None),
@@ -78,6 +79,7 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("started_at", TS, False, None),
         ("finished_at", TS, True, "now()"),
         ("headers", "jsonb", False, None),
+        ("task_id", "text", False, None),
     ],
     "schedules": [
         ("name", "text", True, None),
@@ -169,11 +171,15 @@ EXPECTED_INDEXES = {
                       "(lease_expires_at) WHERE (state = 'started'::text)",
     "jobs_unique_key_idx": "CREATE UNIQUE INDEX jobs_unique_key_idx ON SCHEMA.jobs USING "
                            "btree (unique_key) WHERE (unique_key IS NOT NULL)",
+    "jobs_task_id_idx": "CREATE INDEX jobs_task_id_idx ON SCHEMA.jobs USING btree (task_id) "
+                        "WHERE (task_id IS NOT NULL)",
     "results_pkey": "CREATE UNIQUE INDEX results_pkey ON SCHEMA.results USING btree (id)",
     "results_finished_at_idx": "CREATE INDEX results_finished_at_idx ON SCHEMA.results "
                                "USING btree (finished_at)",
     "results_unique_key_idx": "CREATE INDEX results_unique_key_idx ON SCHEMA.results USING "
                               "btree (unique_key) WHERE (unique_key IS NOT NULL)",
+    "results_task_id_idx": "CREATE INDEX results_task_id_idx ON SCHEMA.results USING btree "
+                           "(task_id) WHERE (task_id IS NOT NULL)",
     "schedules_pkey": "CREATE UNIQUE INDEX schedules_pkey ON SCHEMA.schedules USING btree "
                       "(name)",
     "schedules_due_idx": "CREATE INDEX schedules_due_idx ON SCHEMA.schedules USING btree "
@@ -242,6 +248,7 @@ EXPECTED_VIEW_COLUMNS = [
     ("job_state", "text"), ("priority", "smallint"), ("args", "jsonb"), ("kwargs", "jsonb"),
     ("result", "jsonb"), ("error", "text"), ("attempt", "integer"), ("worker", "text"),
     ("run_at", TS), ("created_at", TS), ("started_at", TS), ("finished_at", TS),
+    ("task_id", "text"),
 ]
 
 

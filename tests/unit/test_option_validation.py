@@ -63,9 +63,9 @@ BAD_OPTIONS: list[tuple[str, Any, str]] = [
       for value in ("", "x" * 201, "x" * 9000, "a\x00b", "a\nb", "\ud800", 7)],
     ("unique_key", "k" * 501, "1 to 500 characters"),
     ("unique_key", "a\x00", "1 to 500 characters"),
-    *[(option, value, "UUID string")
+    *[(option, value, "1 to 500 characters without NUL")
       for option in ("task_id", "parent_id", "root_id", "group_id")
-      for value in ("nope", 5, "")],
+      for value in ("a\x00b", 5, "", "x" * 501, "\ud800")],
 ]
 
 

@@ -114,3 +114,35 @@ def test_actions_need_the_change_permission() -> None:
     assert client.get("/admin/pgqueue/job/").status_code == 200
     act(client, "job", "revoke", [job.id])
     assert job.state == "PENDING"
+
+
+def test_jobs_sent_under_a_string_id_are_shown_found_and_retried_by_it(
+    admin_client: Any,
+) -> None:
+    from orders.tasks import fulfil_order
+
+    from pgqueue import limits
+    from pgqueue.contrib.django import get_app
+    from pgqueue.contrib.django.models import Job, Result
+
+    job = fulfil_order.apply_async((1,), task_id="order-42", countdown=3600)
+    other = fulfil_order.apply_async((1,), task_id="order-43", countdown=3600)
+    page = admin_client.get("/admin/pgqueue/job/")
+    assert b"order-42" in page.content and b"order-43" in page.content
+    found = admin_client.get("/admin/pgqueue/job/", {"q": "order-42"})
+    assert found.status_code == 200
+    assert b"order-42" in found.content and b"order-43" not in found.content
+    found = admin_client.get("/admin/pgqueue/job/", {"q": other.id.upper()})  # no match
+    assert b"order-43" not in found.content
+    for term in ("no-such-id", "x" * 600, "fulfil", "\u2603"):
+        found = admin_client.get("/admin/pgqueue/job/", {"q": term})
+        assert found.status_code == 200
+        assert (b"order-42" in found.content) is (term == "fulfil")
+    assert str(Job.objects.get(task_id="order-42").pk) == limits.row_id("order-42")
+    page = act(admin_client, "job", "revoke", [limits.row_id("order-42")])
+    assert b"Revoked 1 job" in page.content and job.state == "REVOKED"
+    assert Result.objects.get(task_id="order-42").known_id == "order-42"
+    page = act(admin_client, "result", "retry", [limits.row_id("order-42")])
+    assert b"Sent 1 job" in page.content
+    assert Job.objects.get(pk=limits.row_id("order-42")).known_id == "order-42"
+    assert get_app().AsyncResult("order-42").state == "PENDING"

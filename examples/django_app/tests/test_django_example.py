@@ -163,3 +163,14 @@ def test_a_worker_with_beat_fires_the_periodic_job() -> None:
                        timeout=20, message="beat to fire expire-stale-orders")
     finally:
         app.conf.beat_schedule = configured
+
+
+def test_the_report_status_of_an_id_no_job_has_is_pending() -> None:
+    """Any string is a task id, as in Celery: a bogus one answers PENDING, not HTTP 500."""
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    for task_id in ("bogus", "not-a-uuid", "%C3%BCn%C3%AFc%C3%B8d%C3%A9", "x" * 600):
+        response = client.get(f"/reports/{task_id}/status")
+        assert response.status_code == 200, task_id
+        assert response.json()["state"] == "PENDING"

@@ -110,6 +110,9 @@ def test_an_unknown_result_id_does_not_exist() -> None:
         send_receipt.get_result("not-a-uuid")
     with pytest.raises(TaskResultDoesNotExist):
         send_receipt.get_result("0190b4a2-0000-7000-8000-000000000000")
+    for result_id in ("", "x" * 600, "a\x00b"):  # ids no job can have
+        with pytest.raises(TaskResultDoesNotExist):
+            send_receipt.get_result(result_id)
 
 
 def test_enqueue_inside_atomic_rolls_back_with_the_transaction() -> None:

@@ -58,3 +58,11 @@ def test_a_report_is_accepted_and_its_status_follows_it_to_the_result(client: An
     assert any(s["state"] == "PROGRESS" and s["total"] == 4 for s in seen), seen
     assert seen[-1] == {"state": "SUCCESS", "current": 4, "total": 4,
                         "result": {"current": 4, "total": 4, "pages": 4}}
+
+
+def test_the_status_of_an_id_no_job_has_is_pending(client: Any) -> None:
+    """Any string is a task id, as in Celery: a bogus one answers PENDING, not HTTP 500."""
+    for task_id in ("bogus", "not-a-uuid", "%C3%BCn%C3%AFc%C3%B8d%C3%A9", "x" * 600):
+        response = client.get(f"/reports/{task_id}")
+        assert response.status_code == 200, task_id
+        assert response.json()["state"] == "PENDING"

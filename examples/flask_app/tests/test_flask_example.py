@@ -81,3 +81,12 @@ def test_config_comes_from_app_config(flask_schema: tuple[str, str]) -> None:
     assert queue.dsn == "postgresql://u@db.example/shop"
     assert (queue.schema, queue.conf.task_default_queue) == ("jobs", "web")
     assert app.extensions["pgqueue"] is queue
+
+
+def test_the_status_of_an_id_no_job_has_is_pending(flask_app: Any) -> None:
+    """Any string is a task id, as in Celery: a bogus one answers PENDING, not HTTP 500."""
+    client = flask_app.test_client()
+    for task_id in ("bogus", "not-a-uuid", "%C3%BCn%C3%AFc%C3%B8d%C3%A9", "x" * 600):
+        response = client.get(f"/status/{task_id}")
+        assert response.status_code == 200, task_id
+        assert response.get_json()["state"] == "PENDING"

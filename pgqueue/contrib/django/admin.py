@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
 
+from pgqueue import limits
 from pgqueue.contrib.django.conf import get_app, setting
 from pgqueue.contrib.django.models import Job, Result, Schedule
 
@@ -32,12 +33,32 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return bool(request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}"))
 
 
+class TaskIdAdmin(ReadOnlyAdmin):
+    """Jobs and results by task id: any string, as the sender gave it ("order-42") or
+    the row's uuid. The search box finds the job whose id the term is, exactly, and the
+    tasks whose name contains it."""
+
+    search_fields = ("task",)
+
+    @admin.display(description="task id", ordering="id")
+    def task_id_shown(self, obj: Job | Result) -> str:
+        return obj.known_id
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        row_id = limits.row_id(term) if term else None  # the one mapping of ids to rows
+        if row_id is not None:
+            found = found | queryset.filter(pk=row_id)
+        return found, duplicates
+
+
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
-    list_display = ("id", "task", "queue", "state", "priority", "attempt", "run_at", "worker",
-                    "progress_state")
+class JobAdmin(TaskIdAdmin):
+    list_display = ("task_id_shown", "task", "queue", "state", "priority", "attempt", "run_at",
+                    "worker", "progress_state")
     list_filter = ("state", "queue", "task")
-    search_fields = ("=id", "task")
     date_hierarchy = "created_at"
     actions = ["revoke"]
 
@@ -53,10 +74,10 @@ class JobAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Result)
-class ResultAdmin(ReadOnlyAdmin):
-    list_display = ("id", "task", "queue", "state", "attempt", "finished_at", "worker", "error")
+class ResultAdmin(TaskIdAdmin):
+    list_display = ("task_id_shown", "task", "queue", "state", "attempt", "finished_at",
+                    "worker", "error")
     list_filter = ("state", "queue", "task")
-    search_fields = ("=id", "task")
     date_hierarchy = "finished_at"
     actions = ["retry"]
 
@@ -70,7 +91,7 @@ class ResultAdmin(ReadOnlyAdmin):
             finished = queryset.filter(state__in=["FAILURE", "REVOKED"]).select_for_update()
             for result in finished:
                 Result.objects.filter(pk=result.pk).delete()
-                app.send_task(result.task, result.args, result.kwargs, task_id=str(result.id),
+                app.send_task(result.task, result.args, result.kwargs, task_id=result.known_id,
                               queue=result.queue, priority=result.priority)
                 count += 1
         self.message_user(request, f"Sent {count} job(s) again.", messages.SUCCESS)

@@ -55,6 +55,8 @@ class Job(models.Model):
     headers = models.JSONField(null=True)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True)
+    #: The task id as given when it is not the row's uuid (``task_id="order-42"``).
+    task_id = models.TextField(null=True)
 
     objects = QueueManager()
 
@@ -63,8 +65,13 @@ class Job(models.Model):
         db_table = table("jobs")
         ordering = ["-created_at"]
 
+    @property
+    def known_id(self) -> str:
+        """The task id as its sender knows it: the string given, else the uuid."""
+        return self.task_id or str(self.id)
+
     def __str__(self) -> str:
-        return f"{self.task}[{self.id}]"
+        return f"{self.task}[{self.known_id}]"
 
 
 class Result(models.Model):
@@ -92,6 +99,8 @@ class Result(models.Model):
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField()
+    #: The task id as given when it is not the row's uuid (``task_id="order-42"``).
+    task_id = models.TextField(null=True)
 
     objects = QueueManager()
 
@@ -100,8 +109,13 @@ class Result(models.Model):
         db_table = table("results")
         ordering = ["-finished_at"]
 
+    @property
+    def known_id(self) -> str:
+        """The task id as its sender knows it: the string given, else the uuid."""
+        return self.task_id or str(self.id)
+
     def __str__(self) -> str:
-        return f"{self.task}[{self.id}] {self.state}"
+        return f"{self.task}[{self.known_id}] {self.state}"
 
 
 class Schedule(models.Model):

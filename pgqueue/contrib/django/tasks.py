@@ -24,9 +24,10 @@ import logging
 import sys
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from pgqueue import limits
 from pgqueue.contrib.django.conf import get_app
 from pgqueue.result import exception_class
 from pgqueue.task import Task as PgQueueTask
@@ -132,13 +133,13 @@ class PgQueueBackend(_backends_base.BaseTaskBackend):
     def get_result(self, result_id: str) -> Any:
         from pgqueue.contrib.django.models import Job, Result
 
-        try:
-            # Live first: a job moves to results in one statement, so one missing from
-            # jobs is in results by the time the second read runs.
-            live = Job.objects.filter(pk=result_id).first()
-            final = None if live is not None else Result.objects.filter(pk=result_id).first()
-        except ValidationError:  # not a UUID: no job of ours
-            raise TaskResultDoesNotExist(result_id) from None
+        row_id = limits.row_id(str(result_id))  # any string is a task id
+        if row_id is None:  # one that no job can have
+            raise TaskResultDoesNotExist(result_id)
+        # Live first: a job moves to results in one statement, so one missing from jobs
+        # is in results by the time the second read runs.
+        live = Job.objects.filter(pk=row_id).first()
+        final = None if live is not None else Result.objects.filter(pk=row_id).first()
         row = final or live
         if row is None:
             raise TaskResultDoesNotExist(result_id)
@@ -147,7 +148,7 @@ class PgQueueBackend(_backends_base.BaseTaskBackend):
             return self._final_result(task, final)
         assert live is not None
         status = TaskResultStatus.RUNNING if live.state == "started" else TaskResultStatus.READY
-        result = self._task_result(task, str(live.id), status, live.args, live.kwargs,
+        result = self._task_result(task, live.known_id, status, live.args, live.kwargs,
                                    worker=live.worker, attempts=live.attempt)
         object.__setattr__(result, "enqueued_at", live.created_at)
         object.__setattr__(result, "started_at", live.started_at)
@@ -157,7 +158,7 @@ class PgQueueBackend(_backends_base.BaseTaskBackend):
     def _final_result(self, task: Any, row: Any) -> Any:
         status = (TaskResultStatus.SUCCESSFUL if row.state == "SUCCESS"
                   else TaskResultStatus.FAILED)
-        result = self._task_result(task, str(row.id), status, row.args, row.kwargs,
+        result = self._task_result(task, row.known_id, status, row.args, row.kwargs,
                                    worker=row.worker, attempts=row.attempt)
         for name, value in (("enqueued_at", row.created_at), ("started_at", row.started_at),
                             ("last_attempted_at", row.started_at),

@@ -208,3 +208,15 @@ def test_a_retried_step_retries_alone(app: App, db: psycopg.Connection[Any]) -> 
     # the step before ran once, the step after once
     assert db.execute("SELECT task, attempt FROM results ORDER BY finished_at").fetchall() \
         == [("add", 1), ("flaky", 3), ("add", 1)]
+
+
+def test_steps_may_have_task_ids_that_are_not_uuids(app: App) -> None:
+    t = make_tasks(app)
+    result = chain(t["add"].s(1, 1).set(task_id="first-step"),
+                   t["add"].s(1).set(task_id="order-42")).apply_async()
+    assert (result.id, result.parent.id) == ("order-42", "first-step")
+    with running_worker(app):
+        assert result.get(timeout=GET) == 3
+        assert app.AsyncResult("first-step").get(timeout=GET) == 2
+    assert [c.id for c in app.AsyncResult("first-step").children] == \
+        [app.AsyncResult("order-42").row_id]

@@ -33,8 +33,8 @@ HOSTILE: list[dict[str, Any]] = [
     {"time_limit": 1e13}, {"lease": 1e300}, {"lease": "abc"}, {"soft_time_limit": math.nan},
     {"countdown": math.nan}, {"countdown": 1e13}, {"expires": math.inf},
     {"eta": datetime(1, 1, 1)}, {"priority": True}, {"max_retries": 2**40},
-    {"queue": "q" * 9000}, {"queue": "a\x00b"}, {"task_id": "not-a-uuid"},
-    {"parent_id": "x"}, {"unique_key": "k" * 3000},
+    {"queue": "q" * 9000}, {"queue": "a\x00b"}, {"task_id": "a\x00b"},
+    {"task_id": "t" * 501}, {"parent_id": ""}, {"unique_key": "k" * 3000},
 ]
 
 
