@@ -329,6 +329,11 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
+        if "link" in options or "link_error" in options:
+            from pgqueue.canvas import Signature
+
+            return Signature(name, args, kwargs, app=self).apply_async(  # type: ignore[no-any-return]
+                **options)
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         insert_jobs(self, batch)

@@ -98,7 +98,8 @@ _TASK_KEPT = "tests/unit/test_option_registry.py::" \
              "test_an_implemented_task_option_is_kept_on_the_task"
 _SEND_ROW = f"{_T}/client/test_option_registry.py::test_an_implemented_send_option_marks_the_row"
 _RUNS = f"{_T}/cli/test_worker_flags.py::test_worker_flags_shape_the_running_worker"
-_CHORD = "chords are not supported yet; wait for the results in the task that needs them"
+_CHORD = ("chords are decided in the database when their last member is recorded "
+          "(docs/canvas.md): there is nothing to poll or tune")
 _NO_BROKER = "there is no message broker: jobs are rows in PostgreSQL"
 _NO_EVENTS = "there are no events: the jobs and results tables are the event log"
 _NO_AMQP = "AMQP/RabbitMQ only; queues are names of rows, with no exchanges or bindings"
@@ -549,14 +550,18 @@ SEND_OPTIONS: dict[str, Entry] = {
     "lease": ours("seconds a claim lasts without a heartbeat", test=_SEND_ROW),
     "exchange": refused("pgqueue has no exchanges; name the queue with queue= (or "
                         "routing_key=)"),
-    "link": refused("callbacks are not supported yet; call the next task from inside the "
-                    "task"),
-    "link_error": refused("error callbacks are not supported yet; handle the error in the "
-                          "task's on_failure hook"),
-    "chain": refused("chains are not supported yet; call the next task from inside the task"),
-    "chord": refused(_CHORD),
-    "group_index": refused("groups are not supported yet; pass group_id= to tie jobs "
-                           "together"),
+    "link": done("callbacks sent in the transaction that records the outcome (canvas)",
+                 f"{_T}/canvas/test_chain_link.py::test_link_and_link_error_on_apply_async"),
+    "link_error": done("error callbacks, run as jobs with (request, exc, traceback) "
+                       "(canvas)",
+                       f"{_T}/canvas/test_chain_link.py::"
+                       "test_link_and_link_error_on_apply_async"),
+    "chain": refused("Celery's internal message field; send a chain(...) signature "
+                     "with its apply_async"),
+    "chord": refused("Celery's internal message field; send a chord(header, body) "
+                     "signature"),
+    "group_index": refused("Celery's internal message field; send a group(...) signature, "
+                           "whose GroupResult lists the results in order"),
     "add_to_parent": refused("task trees are not tracked yet; pass parent_id= and root_id="),
     "compression": refused("arguments are stored as jsonb, uncompressed: remove compression="),
     "producer": refused("there is no producer: pass connection= to enqueue in a transaction"),

@@ -32,6 +32,10 @@ MAX_RETRIES = 2**31 - 1
 #: jsonb stops at 255 MB; Python's JSON codecs recurse, ~1,000 levels at most.
 MAX_ARGS_BYTES = 200 * 1024 * 1024
 MAX_ARGS_DEPTH = 500
+#: How deep a workflow may nest (chains in groups in chords, links of links), and how
+#: many jobs one send may make: a deeper one is most likely a signature linked to itself.
+MAX_CANVAS_DEPTH = 100
+MAX_CANVAS_STEPS = 1_000_000
 #: A ``task_id`` that is not a UUID, in characters: kept in ``task_id text`` columns with
 #: a btree index each, whose entries stop at ~2700 bytes (4 per character).
 MAX_TASK_ID = 500

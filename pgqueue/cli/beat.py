@@ -110,7 +110,9 @@ def _json(text: str, what: str, kind: type) -> Any:
 
 
 def _check_task(app: App, app_path: str | None, task: str) -> None:
-    if app_path and task not in app.tasks:
+    from pgqueue.canvas.builtins import builtin_task
+
+    if app_path and task not in app.tasks and builtin_task(app, task) is None:
         close = difflib.get_close_matches(task, list(app.tasks), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigurationError(f"no task named {task!r} in {app_path}{hint} (known: "

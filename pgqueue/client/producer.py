@@ -731,6 +731,10 @@ def build_rows(
     pairs: bool = False,
 ) -> JobBatch:
     """The jobs for ``calls``; with ``pairs`` each call is exactly ``(args, kwargs)``."""
+    for option in ("link", "link_error"):
+        if options.get(option):  # apply_async and send_task send these as a workflow
+            raise TypeError(f"{task_name}: {option}= is taken by apply_async and send_task, "
+                            f"not by apply_many; send a group(...) with the {option}")
     options = dict(options)
     connection = options.pop("connection", None)
     if connection is None and app.connection_provider is not None:

@@ -39,7 +39,10 @@ _NOTIFY_DONE = """
 # Finished jobs that leave a result row. Only those are announced: nobody can wait for the
 # rest, and every NOTIFY takes a cluster-wide lock until its transaction's WAL is flushed.
 # ``ignore_result`` may come from the producer (the row) or the worker's task (the outcome).
-_STORED = "moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS')"
+# A job some workflow step waits for (``options.followed``) keeps its result whatever: the
+# step that follows reads it (see sql/migrations/0006_canvas.sql).
+_STORED = """moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS'
+                       AND NOT options @> '{{"followed": true}}'::jsonb)"""
 _NOTIFY_QUEUES = """
     SELECT pg_notify(%(jobs_channel)s, queue)
       FROM (SELECT DISTINCT queue FROM {woken}) q
@@ -544,11 +547,28 @@ TEMPLATES: dict[str, str] = {
                (SELECT count(*) FROM woken), (SELECT count(*) FROM notified)
     """,
     # Jobs that have not started end REVOKED at once; started ones are left to their worker.
+    # So do workflow steps still waiting for others (canvas_steps); the results trigger
+    # then revokes the steps after them (sql/migrations/0006_canvas.sql).
     "job_revoke": f"""
-        WITH moved AS (
+        WITH jobs_moved AS (
             DELETE FROM {{schema}}.jobs
              WHERE id = ANY(%(ids)s::uuid[]) AND state <> 'started'
-            RETURNING *
+            RETURNING id, queue, task, args, kwargs, priority, attempt, worker, unique_key,
+                      parent_id, root_id, group_id, meta, created_at, started_at, headers,
+                      task_id
+        ), steps_moved AS (
+            DELETE FROM {{schema}}.canvas_steps
+             WHERE id = ANY(%(ids)s::uuid[])
+            RETURNING id, job ->> 'queue' AS queue, task,
+                      coalesce(job -> 'args', '[]') AS args,
+                      coalesce(job -> 'kwargs', jsonb_build_object()) AS kwargs,
+                      0::smallint AS priority, 0 AS attempt, NULL::text AS worker,
+                      NULL::text AS unique_key,
+                      parent_id, root_id, group_id, NULL::jsonb AS meta, created_at,
+                      NULL::timestamptz AS started_at, job -> 'headers' AS headers,
+                      NULL::text AS task_id
+        ), moved AS (
+            SELECT * FROM jobs_moved UNION ALL SELECT * FROM steps_moved
         ), stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
@@ -558,6 +578,77 @@ TEMPLATES: dict[str, str] = {
             {_RESULT_UPSERT}
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
+    """,
+    # -- workflows (pgqueue.client.workflow) ------------------------------------------
+    # The steps of a workflow that wait for others, and who they wait for: one row per
+    # step, one edge per (predecessor, step). Sent in the transaction of the workflow's
+    # first jobs, so no predecessor can finish before its edges exist.
+    "canvas_step_insert": """
+        WITH s AS (
+            SELECT * FROM jsonb_to_recordset(%(steps)s::jsonb) AS s(
+                id uuid, task text, root_id uuid, parent_id uuid, group_id uuid, job jsonb,
+                after uuid[], runs_on text, pass text)
+        ), inserted AS (
+            INSERT INTO {schema}.canvas_steps (id, task, root_id, parent_id, group_id, job,
+                                               after, remaining, runs_on, pass)
+            SELECT id, task, root_id, parent_id, group_id, job, after, cardinality(after),
+                   runs_on, pass
+              FROM s
+        ), edges AS (
+            INSERT INTO {schema}.canvas_edges (before, step)
+            SELECT b, s.id FROM s, unnest(s.after) AS b
+        )
+        SELECT count(*) FROM s
+    """,
+    "canvas_group_insert": """
+        INSERT INTO {schema}.canvas_groups (id, members)
+        SELECT id, members FROM jsonb_to_recordset(%(groups)s::jsonb)
+                                AS g(id uuid, members uuid[])
+        ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        RETURNING id
+    """,
+    # One group's members as a uuid array (a JSON list of 10,000 ids costs more to parse).
+    "canvas_group_insert_one": """
+        INSERT INTO {schema}.canvas_groups (id, members)
+        VALUES (%(id)s::uuid, %(members)s::uuid[])
+        ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        RETURNING id
+    """,
+    "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
+    "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
+    # The final outcomes among ``ids`` (a GroupResult's members), for one wake-up.
+    "result_get_many": """
+        SELECT id::text, state, result, error, traceback, finished_at
+          FROM {schema}.results WHERE id = ANY(%(ids)s::uuid[])
+    """,
+    # Where a job came from and what it started: its parent_id, and the ids whose
+    # parent_id it is (live, final or still waiting in a workflow), oldest first.
+    "result_parent": """
+        SELECT parent_id::text FROM {schema}.results WHERE id = %(id)s
+        UNION ALL SELECT parent_id::text FROM {schema}.jobs WHERE id = %(id)s
+        UNION ALL SELECT parent_id::text FROM {schema}.canvas_steps WHERE id = %(id)s
+    """,
+    # The steps of the workflow ``id`` belongs to (its root's) that have not started:
+    # queued, scheduled or retrying jobs and steps still waiting for others.
+    "workflow_unstarted": """
+        WITH root AS (
+            SELECT coalesce((SELECT root_id FROM {schema}.jobs WHERE id = %(id)s),
+                            (SELECT root_id FROM {schema}.results WHERE id = %(id)s),
+                            (SELECT root_id FROM {schema}.canvas_steps WHERE id = %(id)s),
+                            %(id)s::uuid) AS id
+        )
+        SELECT j.id::text FROM {schema}.jobs j, root
+         WHERE (j.root_id = root.id OR j.id = root.id) AND j.state <> 'started'
+        UNION ALL
+        SELECT s.id::text FROM {schema}.canvas_steps s, root WHERE s.root_id = root.id
+    """,
+    "result_children": """
+        SELECT id::text, task, created_at FROM (
+            SELECT id, task, created_at FROM {schema}.results WHERE parent_id = %(id)s
+            UNION ALL SELECT id, task, created_at FROM {schema}.jobs WHERE parent_id = %(id)s
+            UNION ALL SELECT id, task, created_at FROM {schema}.canvas_steps
+                       WHERE parent_id = %(id)s) c
+         ORDER BY created_at, id
     """,
     # Flag running jobs as aborted and ask their workers, by a control request, to tell
     # the task; see pgqueue.contrib.abortable.
@@ -1154,6 +1245,14 @@ END $pgqueue$
     "GRANT SELECT ON {schema}.control_requests TO {worker}",
     # flow control: workers write the code's limits and move rates on as they claim
     "GRANT SELECT, INSERT, UPDATE ON {schema}.flow_limits TO {worker}",
+    # workflows: a producer writes the steps that wait and reads groups; the statements
+    # that end jobs (worker, rescuer, revoke by the control role) advance them.
+    "GRANT INSERT ON {schema}.canvas_steps, {schema}.canvas_edges TO {producer}",
+    "GRANT SELECT (id, task, root_id, parent_id, group_id, created_at)"
+    " ON {schema}.canvas_steps TO {producer}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_groups TO {producer}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_steps, {schema}.canvas_edges,"
+    " {schema}.canvas_groups TO {worker}, {control}",
     # control: revoke, abort, terminate, purge, manage schedules; write control requests
     # (and delete expired ones).
     "GRANT SELECT, INSERT, DELETE ON {schema}.jobs TO {control}",

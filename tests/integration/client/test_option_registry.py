@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pgqueue import App, celery_compat
+from pgqueue import App, celery_compat, signature
 from pgqueue.celery_compat import IGNORED, IMPLEMENTED, REFUSED
 from pgqueue.utils import uuid
 from tests.conftest import running_worker, wait_until
@@ -53,6 +53,9 @@ SEND_SAMPLES: dict[str, tuple[Any, Callable[[Row], bool]]] = {
     "unique_for": (60, lambda r: r["unique_key"] is None),
     "unique_states": ("live", lambda r: r["unique_key"] is None),
     "lease": (45, lambda r: r["options"]["lease"] == 45),
+    # a job something waits for keeps its result: the callback reads it (canvas)
+    "link": (signature("reg.next"), lambda r: r["options"]["followed"] is True),
+    "link_error": (signature("reg.next"), lambda r: r["options"]["followed"] is True),
 }
 
 
