@@ -27,9 +27,11 @@ _NEEDS = {
     "producer": ("job_insert", "job_insert_one", "job_unique_holders", "result_get",
                  "result_get_state", "result_forget"),
     "control": ("job_revoke", "job_abort", "job_purge", "control_request_insert",
+                "control_reply_read",
                 "schedule_insert", "schedule_delete", "schedule_set_enabled",
                 "schedule_run_now"),
-    "reader": ("job_counts", "job_list_started", "worker_list", "schedule_list",
+    "reader": ("job_counts", "job_list_started", "job_list_held", "job_list_scheduled",
+               "result_list_revoked", "worker_list", "schedule_list",
                "schedule_get", "leader_get"),
 }
 NEEDS = {statement: kind for kind, names in _NEEDS.items() for statement in names}
@@ -41,7 +43,7 @@ WORKER_PRIVILEGES = (
     + [("results", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
     + [("workers", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
     + [("leader", p) for p in ("SELECT", "INSERT", "UPDATE")]
-    + [("control_requests", "SELECT")]
+    + [("control_requests", "SELECT"), ("control_replies", "INSERT")]
 )
 BEAT_PRIVILEGES = [("schedules", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
 

@@ -124,6 +124,13 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("created_at", TS, True, "now()"),
         ("requested_by", "text", True, "CURRENT_USER"),
     ],
+    "control_replies": [
+        ("request_id", "bigint", True, None),
+        ("worker", "text", True, None),
+        ("node", "text", True, None),
+        ("reply", "jsonb", True, None),
+        ("created_at", TS, True, "now()"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
@@ -132,8 +139,8 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
 }
 # The identity column of control_requests.
 EXPECTED_SEQUENCES = {"control_requests_id_seq"}
-# `workers` holds nothing that must survive a crash of the server.
-EXPECTED_UNLOGGED = {"workers"}
+# `workers` and `control_replies` hold nothing that must survive a crash of the server.
+EXPECTED_UNLOGGED = {"workers", "control_replies"}
 
 # index -> definition, with the schema written as SCHEMA
 EXPECTED_INDEXES = {
@@ -163,6 +170,10 @@ EXPECTED_INDEXES = {
                                 "SCHEMA.control_requests USING btree (xid)",
     "control_requests_created_at_idx": "CREATE INDEX control_requests_created_at_idx ON "
                                        "SCHEMA.control_requests USING btree (created_at)",
+    "control_replies_pkey": "CREATE UNIQUE INDEX control_replies_pkey ON "
+                            "SCHEMA.control_replies USING btree (request_id, worker)",
+    "control_replies_created_at_idx": "CREATE INDEX control_replies_created_at_idx ON "
+                                      "SCHEMA.control_replies USING btree (created_at)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
 }
