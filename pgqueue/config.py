@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     "worker_hijack_root_logger": True,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_task_log_format": None,
+    # events (pgqueue.events) and remote control (pgqueue.worker.remote)
+    "worker_send_task_events": False,
+    "task_send_sent_event": False,
+    "worker_pool_restarts": False,
     # maintenance and beat
     "leader_ttl_seconds": 15.0,
     "maintenance_interval": 1.0,
@@ -85,8 +89,6 @@ CELERY_IGNORED: dict[str, str] = {
     "task_reject_on_worker_lost": "lost jobs are always requeued until max_retries",
     "task_acks_on_failure_or_timeout": "a failed job always ends FAILURE or is retried",
     "worker_prefetch_multiplier": "workers claim exactly as many jobs as they have free slots",
-    "worker_send_task_events": "the jobs and results tables are the event log",
-    "task_send_sent_event": "the jobs and results tables are the event log",
     "result_backend_transport_options": "results are rows in Postgres",
     "result_persistent": "results are rows in Postgres",
     "task_create_missing_queues": "queues are just names; any queue works",
@@ -179,6 +181,12 @@ def _duration(zero_means: str | None) -> Callable[[str, Any], Any]:
     return checked
 
 
+def _flag(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"setting {name!r} must be True or False, got {value!r}")
+    return value
+
+
 # Every setting whose value is checked when it is set: name -> check(name, value), which
 # returns the value to keep (possibly normalised) or raises ConfigurationError in one line.
 SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -197,6 +205,9 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "result_max_bytes": lambda name, value: validate_byte_limit(name, value),
     "result_expires": _duration("results are kept for ever"),
     "priority_aging": _duration(None),
+    "worker_send_task_events": _flag,
+    "task_send_sent_event": _flag,
+    "worker_pool_restarts": _flag,
 }
 
 

@@ -2,7 +2,16 @@
 shares; each other module declares one command group on it (``@main.command()``), so
 importing it here is what adds it."""
 
-from pgqueue.cli import beat, embedded, jobs, migrate, worker  # noqa: F401
+from pgqueue.cli import (  # noqa: F401
+    beat,
+    control,
+    embedded,
+    events,
+    inspect,
+    jobs,
+    migrate,
+    worker,
+)
 from pgqueue.cli.base import main
 
 __all__ = ["main"]

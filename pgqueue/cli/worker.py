@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import click
 
@@ -55,8 +54,13 @@ from pgqueue.utils import hostname
               help="Refused: pgqueue runs in the foreground; let systemd, supervisor or "
                    "your container runtime keep it running.")
 @click.option("-E", "--task-events", is_flag=True,
-              help="Accepted and ignored, with a warning: pgqueue sends no events; the jobs "
-                   "and results tables are the event log (pgqueue inspect).")
+              help="Send Celery's task events (task-received, -started, -succeeded...) and "
+                   "worker events over NOTIFY, for `pgqueue events` and app.events; the "
+                   "same as worker_send_task_events = True.")
+@click.option("--autoscale", metavar="MAX,MIN",
+              help="Grow the pool up to MAX slots while jobs wait, and shrink it back to "
+                   "MIN when they do not (docs/operations.md); threads, processes or "
+                   "asyncio pools.")
 @click.option("-O", "optimization", type=click.Choice(["default", "fair"],
                                                        case_sensitive=False),
               help="Accepted: pgqueue always schedules fairly (a worker claims only as many "
@@ -89,7 +93,8 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
            optimization: str | None, beat: bool, lease: float | None,
            poll_interval: float | None, shutdown_timeout: float | None,
            time_limit: float | None, soft_time_limit: float | None,
-           max_tasks_per_child: int | None, max_memory_per_child: int | None) -> None:
+           max_tasks_per_child: int | None, max_memory_per_child: int | None,
+           autoscale: str | None) -> None:
     """Run a worker: claim jobs, run them, record their results."""
     from pgqueue.cli import process
 
@@ -103,10 +108,9 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
     name = process.host_format(name) if name else None
     nodename = name or f"pgqueue@{hostname()}"
     setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
-    if task_events:
-        logging.getLogger("pgqueue.worker").warning(
-            "-E: pgqueue sends no events; the jobs and results tables are the event log "
-            "(pgqueue inspect)")
+    from pgqueue.worker import autoscale as autoscaling
+
+    bounds = autoscaling.parse(autoscale) if autoscale else None
     app = make_app(app_path, dsn, schema)
     logs.hand_over(loglevel)
     from pgqueue.worker.worker import Worker
@@ -115,7 +119,8 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
                   lease=lease, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
                   beat=beat, time_limit=time_limit, soft_time_limit=soft_time_limit,
                   max_tasks_per_child=max_tasks_per_child,
-                  max_memory_per_child=max_memory_per_child)
+                  max_memory_per_child=max_memory_per_child, autoscale=bounds,
+                  task_events=True if task_events else None)
     with process.pidfile(process.node_format(pidfile, nodename)) if pidfile \
             else contextlib.nullcontext():
         node.run()
