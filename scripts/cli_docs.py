@@ -20,6 +20,9 @@ package holding `app`), `--dsn` the database (default: the app's setting, then
 `$PGQUEUE_SCHEMA`). Each may come before the command too, in Celery's order
 (`pgqueue -A proj worker -l info`). Errors print one line starting with `Error:` and exit
 with status 1; `-l DEBUG` adds the traceback.
+
+Operating running workers (`inspect`, `control`, `status`, `events`, `worker --autoscale`
+and `-E`) is explained, with examples, in [operations](operations.md).
 """
 
 

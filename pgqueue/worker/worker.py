@@ -258,9 +258,12 @@ class Worker:
         tasks = sorted(n for n in self.app.tasks if not n.startswith("pgqueue."))
         logger.info(
             "pgqueue %s worker %s ready\n  database: %s (schema %s)\n  queues: %s\n"
-            "  pool: %s, concurrency %d, lease %.0fs\n  tasks:\n%s",
+            "  pool: %s, concurrency %s, lease %.0fs\n  task events: %s\n  tasks:\n%s",
             __version__, self.worker_id, db.describe(self.app.dsn), self.app.schema,
-            ", ".join(self.queues), self.pool_name, self.concurrency, self.lease,
+            ", ".join(self.queues), self.pool_name,
+            f"{self.concurrency} (autoscale {self.autoscale[1]} to {self.autoscale[0]})"
+            if self.autoscale else self.concurrency, self.lease,
+            "on" if self.events.enabled else "off (-E turns them on)",
             "\n".join(f"    . {t}" for t in tasks) or "    (none)")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -374,6 +377,8 @@ class Worker:
         self.processed += 1
         if self.events.enabled and accepted:
             self._event_finished(outcome)
+        elif self._started_at:  # events turned off while it ran
+            self._started_at.pop(outcome.job_id, None)
         return accepted
 
     # -- remote control and events (pgqueue.worker.remote, pgqueue.events) -----------------
