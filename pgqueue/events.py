@@ -47,6 +47,8 @@ MAX_PAYLOAD = 7800
 REPR_MAX = 1024
 #: Seconds between worker-heartbeat events (Celery's default).
 HEARTBEAT = 2.0
+#: Seconds an event may wait for others to go out in the same statement.
+LINGER = 0.02
 
 _repr = reprlib.Repr()
 _repr.maxstring = REPR_MAX
@@ -55,8 +57,13 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = 100
 
 
 def short(value: Any) -> str:
-    """A repr of at most :data:`REPR_MAX` characters."""
-    text = _repr.repr(value)
+    """A repr of at most :data:`REPR_MAX` characters (JSON-decoded arguments and results:
+    plain ``repr`` is fastest; deep or huge ones go through :mod:`reprlib`)."""
+    try:
+        text = repr(value) if not isinstance(value, (list, dict, tuple)) or len(value) < 100 \
+            else _repr.repr(value)
+    except RecursionError:
+        text = _repr.repr(value)
     return text if len(text) <= REPR_MAX else text[:REPR_MAX - 3] + "..."
 
 
@@ -101,6 +108,7 @@ class EventDispatcher:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.sent = 0
+        self.pid = os.getpid()  # workers send from their own process, never a child
         if enabled:
             self.enable()
 
@@ -117,11 +125,12 @@ class EventDispatcher:
     def send(self, type: str, **fields: Any) -> None:  # noqa: A002 - Celery's name
         """Queue one event for sending (callers check :attr:`enabled` first)."""
         event = {"type": type, "hostname": self.hostname, "timestamp": time.time(),
-                 "utcoffset": 0, "pid": os.getpid(), "clock": next(self._clock), **fields}
+                 "utcoffset": 0, "pid": self.pid, "clock": next(self._clock), **fields}
         payload = encode(event)
         with self._cond:
             self._buffer.append(payload)
-            self._cond.notify()
+            if len(self._buffer) == 1:
+                self._cond.notify()
         if self._thread is None:
             self._start()
 
@@ -150,6 +159,10 @@ class EventDispatcher:
             with self._cond:
                 if not self._buffer and not self._stopping:
                     self._cond.wait(max(0.0, next_beat - time.monotonic()))
+                woken = bool(self._buffer) and not self._stopping
+            if woken:  # let a burst gather: one statement for many events
+                time.sleep(LINGER)
+            with self._cond:
                 batch, self._buffer = self._buffer, []
                 stopping = self._stopping
             if self.worker_events and self._heartbeat is not None and not stopping \
@@ -157,7 +170,7 @@ class EventDispatcher:
                 next_beat = time.monotonic() + HEARTBEAT
                 batch.append(encode({"type": "worker-heartbeat", "hostname": self.hostname,
                                      "timestamp": time.time(), "utcoffset": 0,
-                                     "pid": os.getpid(), "clock": next(self._clock),
+                                     "pid": self.pid, "clock": next(self._clock),
                                      **self._heartbeat()}))
             if batch:
                 self.flush(batch)

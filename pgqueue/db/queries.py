@@ -821,6 +821,8 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {control}",
     "GRANT SELECT, INSERT, DELETE ON {schema}.control_requests TO {control}",
     "GRANT SELECT, DELETE ON {schema}.control_replies TO {control}",
+    # ... and which workers are alive, to know whose replies to wait for
+    "GRANT SELECT ON {schema}.workers TO {control}",
     # reader: dashboards, `pgqueue inspect`, the Django admin.
     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
 )
