@@ -290,6 +290,8 @@ class Worker:
         self._apply_control()
 
     def _apply_control(self) -> None:
+        if self.stopped.is_set():  # the listener may outlive the worker by a moment
+            return
         try:
             requests = self.control.read(self.app)
         except Exception as error:
@@ -319,6 +321,9 @@ class Worker:
                 self._wake.wait(self.poll_interval)
                 if self._stopping.is_set():
                     break
+                free = self.pool.free_slots()  # the pool may have shrunk meanwhile
+                if free <= 0:
+                    continue
             self._wake.clear()
             jobs = self._claim(min(free, self.claim_batch))
             for job in jobs:

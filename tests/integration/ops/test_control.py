@@ -138,7 +138,7 @@ def test_pool_restart_replaces_the_children(app: App) -> None:
         wait_until(lambda: len(worker.pool.child_pids()) == 2, 20, message="2 children")
         before = set(worker.pool.child_pids())
         answer = replies(app.control.pool_restart(modules=["json"], reload=True, reply=True,
-                                                  timeout=10))
+                                                  timeout=10, destination="p@test"))
         assert answer == {"p@test": {"ok": "reload started"}}
         wait_until(lambda: len(worker.pool.child_pids()) == 2
                    and not before & set(worker.pool.child_pids()), 30,
