@@ -50,6 +50,7 @@ HEARTBEAT = 2.0
 #: Seconds an event may wait for others to go out in the same statement.
 LINGER = 0.02
 
+_json = json.JSONEncoder(separators=(",", ":"), default=str).encode  # built once: cheaper
 _repr = reprlib.Repr()
 _repr.maxstring = REPR_MAX
 _repr.maxother = REPR_MAX
@@ -70,8 +71,8 @@ def short(value: Any) -> str:
 def encode(event: dict[str, Any]) -> str:
     """``event`` as a NOTIFY payload under :data:`MAX_PAYLOAD` bytes: long text fields
     are cut (the end of a traceback is kept, where the error is)."""
-    text = json.dumps(event, separators=(",", ":"), default=str)
-    if len(text.encode()) < MAX_PAYLOAD:
+    text = _json(event)  # ASCII (ensure_ascii): its length is its size in bytes
+    if len(text) < MAX_PAYLOAD:
         return text
     event = dict(event)
     for room in (2000, 500, 100):
@@ -103,7 +104,7 @@ class EventDispatcher:
         self.worker_events = False
         self._heartbeat = heartbeat
         self._buffer: list[str] = []
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._clock = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._stopping = False
