@@ -283,3 +283,24 @@ def test_a_request_row_written_by_plain_sql_cannot_break_the_worker(
         assert worker.pool.size == size
         assert replies(app.control.ping(timeout=10)) == {"w@test": {"ok": "pong"}}
         assert app.send_task("ops.add", (1, 2)).get(timeout=30) == 3
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abc", "--autoscale takes MAX,MIN"),
+    ("2,5", "MIN at most MAX"),
+    ("0", "MAX must be at least 1"),
+])
+def test_worker_autoscale_option_refuses_bad_bounds(value: str, message: str, pg_dsn: str,
+                                                    schema: str) -> None:
+    run = pgqueue("worker", "-A", "tests.acceptance.apps.core_app", f"--autoscale={value}",
+                  dsn=pg_dsn, schema=schema)
+    assert run.returncode == 1 and message in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_autoscale_refuses_the_solo_pool(app: App) -> None:
+    from pgqueue.exceptions import ConfigurationError
+    from pgqueue.worker.worker import Worker
+
+    with pytest.raises(ConfigurationError, match="autoscale needs a pool that can grow"):
+        Worker(app, pool="solo", autoscale=(4, 1))

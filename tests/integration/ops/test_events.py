@@ -114,6 +114,18 @@ def test_no_event_while_events_are_off(app: App) -> None:
         assert worker.events.sent == 0
 
 
+def test_events_of_the_processes_pool(app: App) -> None:
+    found = tasks(app)
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="proc@test", pool="processes", concurrency=1,
+                        task_events=True):
+        result = found["add"].delay(20, 22)
+        assert result.get(timeout=60) == 42
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
+
+
 def test_enable_events_turns_them_on_in_a_running_worker(app: App) -> None:
     found = tasks(app)
     capture = Capture(app)

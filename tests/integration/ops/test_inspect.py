@@ -161,3 +161,21 @@ def test_hostile_inspect_input(app: App, pg_dsn: str, schema: str) -> None:
         app.control.inspect(destination=[""])
     with pytest.raises(TypeError):
         app.control.inspect(connection=object())
+
+
+def test_processes_pool_answers_with_its_children(app: App) -> None:
+    found = tasks(app)
+    with running_worker(app, name="p@test", pool="processes", concurrency=2) as worker:
+        wait_until(lambda: len(worker.pool.child_pids()) == 2, 30, message="2 children")
+        stats = app.control.inspect(timeout=10).stats()
+        assert stats is not None
+        pool = stats["p@test"]["pool"]
+        assert pool["name"] == "processes" and pool["max-concurrency"] == 2
+        assert sorted(pool["processes"]) == worker.pool.child_pids()
+        try:
+            running = found["block"].delay(20)
+            active = wait_until(lambda: (app.control.inspect().active() or {}).get("p@test"),
+                                30, message="job active")
+            assert [job["id"] for job in active] == [running.id]
+        finally:
+            app.control.revoke(running.id, terminate=True)
