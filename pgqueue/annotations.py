@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pgqueue import celery_compat
 from pgqueue.config import normalise_key
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.task import check_task_options
@@ -19,13 +20,11 @@ from pgqueue.utils import import_object
 if TYPE_CHECKING:
     from pgqueue.task import Task
 
-#: The task options pgqueue reads from the task at send or run time.
-ANNOTATABLE = frozenset({
-    "queue", "priority", "max_retries", "default_retry_delay", "autoretry_for",
-    "dont_autoretry_for", "retry_kwargs", "retry_backoff", "retry_backoff_max",
-    "retry_jitter", "ignore_result", "expires", "time_limit", "soft_time_limit",
-    "track_started", "lease", "serializer", "acks_late", "reject_on_worker_lost",
-})
+#: Options fixed when the task is defined: an annotation cannot change them.
+FIXED = frozenset({"name", "bind", "base", "shared"})
+#: The task options pgqueue reads from the task at send or run time: those the registry
+#: (pgqueue/celery_compat.py) accepts, but the fixed ones.
+ANNOTATABLE = celery_compat.accepted(celery_compat.TASK_OPTIONS) - FIXED
 # Accepted as Celery takes them, with the warning of the setting that means the same.
 _IGNORED = {"acks_late": "task_acks_late", "reject_on_worker_lost": "task_reject_on_worker_lost"}
 _MISSING = object()
@@ -62,10 +61,6 @@ def check(annotation: Any, where: str) -> dict[str, Any]:
     for key in options:
         if not isinstance(key, str):
             raise ConfigurationError(f"{where}: option names are strings, not {key!r}")
-        if key == "rate_limit":
-            raise ConfigurationError(
-                f"{where}: rate_limit is not supported yet: rate limits arrive with flow "
-                "control (issue 16); remove it from task_annotations")
         if key.startswith(("@", "on_")) or key in ("after_return", "before_start", "run"):
             raise ConfigurationError(
                 f"{where}: {key!r} changes a method; annotations carry task options only "

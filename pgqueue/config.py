@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -11,7 +12,7 @@ from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
-from pgqueue import limits
+from pgqueue import celery_compat, limits
 from pgqueue.exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
@@ -32,12 +33,13 @@ DEFAULTS: dict[str, Any] = {
     "task_serializer": "json",
     "result_serializer": "json",
     "accept_content": ["json"],
+    "result_accept_content": None,
     "task_ignore_result": False,
     "task_track_started": False,
     "task_time_limit": None,
     "task_soft_time_limit": None,
     "task_always_eager": False,
-    "task_eager_propagates": True,
+    "task_eager_propagates": False,
     # arguments larger or deeper are refused when sent (see docs/reliability.md)
     "task_max_args_bytes": 10 * 1024 * 1024,
     "task_max_args_depth": 100,
@@ -62,7 +64,6 @@ DEFAULTS: dict[str, Any] = {
     "worker_claim_batch_size": 100,
     "worker_hijack_root_logger": True,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
-    "worker_task_log_format": None,
     # events (pgqueue.events) and remote control (pgqueue.worker.remote)
     "worker_send_task_events": False,
     "task_send_sent_event": False,
@@ -76,55 +77,20 @@ DEFAULTS: dict[str, Any] = {
     "beat_catch_up": True,
 }
 
-# Settings a Celery app may carry that have no meaning on Postgres. They are accepted,
-# so a ported config loads, and each is reported once with the reason.
-CELERY_IGNORED: dict[str, str] = {
-    "broker_connection_retry": "pgqueue always reconnects with capped backoff",
-    "broker_connection_retry_on_startup": "pgqueue always reconnects with capped backoff",
-    "broker_connection_max_retries": "pgqueue always reconnects with capped backoff",
-    "broker_transport_options": "there is no broker transport; jobs are rows in Postgres",
-    "broker_pool_limit": "use producer_pool_size",
-    "broker_heartbeat": "leases replace broker heartbeats (worker_lease_seconds)",
-    "task_acks_late": "jobs are always acknowledged when they finish (leases, not acks)",
-    "task_reject_on_worker_lost": "lost jobs are always requeued until max_retries",
-    "task_acks_on_failure_or_timeout": "a failed job always ends FAILURE or is retried",
-    "worker_prefetch_multiplier": "workers claim exactly as many jobs as they have free slots",
-    "result_backend_transport_options": "results are rows in Postgres",
-    "result_persistent": "results are rows in Postgres",
-    "task_create_missing_queues": "queues are just names; any queue works",
-    "worker_redirect_stdouts": "stdout is left alone",
-    "worker_redirect_stdouts_level": "stdout is left alone",
-    "task_compression": "arguments are stored as jsonb, uncompressed",
-    "result_compression": "results are stored as jsonb, uncompressed",
-    "worker_cancel_long_running_tasks_on_connection_loss": "leases decide ownership",
-}
-
+# What pgqueue does with each Celery setting lives in pgqueue/celery_compat.py (SETTINGS);
+# these views of it are what the code below consults. Ignored settings (no meaning on
+# Postgres) are accepted, so a ported config loads, and each is reported once with the
+# reason; refused ones fail with the alternative.
+CELERY_IGNORED: dict[str, str] = celery_compat.reasons(celery_compat.SETTINGS,
+                                                       celery_compat.IGNORED)
 # Celery names that mean a pgqueue setting.
-ALIASES: dict[str, str] = {
-    "broker_url": "dsn",
-    "result_backend": "dsn",
-    "database_url": "dsn",
-}
-
-UNSUPPORTED: dict[str, str] = {
-    "task_default_rate_limit": "rate limits are not implemented yet",
-}
-
+ALIASES: dict[str, str] = {name: entry.to for name, entry in celery_compat.SETTINGS.items()
+                           if entry.status == celery_compat.MAPPED}
+UNSUPPORTED: dict[str, str] = celery_compat.reasons(celery_compat.SETTINGS,
+                                                    celery_compat.REFUSED)
 # Celery's old uppercase names that its prefix rules below do not derive
 # (the "New lowercase settings" table of Celery's configuration docs).
-OLD_NAMES: dict[str, str] = {
-    "CELERYD_TIME_LIMIT": "task_time_limit",
-    "CELERYD_TASK_TIME_LIMIT": "task_time_limit",
-    "CELERYD_SOFT_TIME_LIMIT": "task_soft_time_limit",
-    "CELERYD_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
-    "CELERY_SEND_EVENTS": "worker_send_task_events",
-    "CELERY_RESULT_DBURI": "result_backend",
-    "CELERY_MESSAGE_COMPRESSION": "result_compression",
-    "CELERY_MAX_CACHED_RESULTS": "result_cache_max",
-    "CELERY_DISABLE_RATE_LIMITS": "worker_disable_rate_limits",
-    "CELERY_ENABLE_REMOTE_CONTROL": "worker_enable_remote_control",
-    "CELERY_RESULT_ENGINE_OPTIONS": "database_engine_options",
-}
+OLD_NAMES: dict[str, str] = celery_compat.old_names()
 # Old prefix -> the new prefixes it became, tried in order (CELERY_ROUTES is task_routes).
 _OLD_PREFIXES = (("celeryd_", ("worker_", "task_")), ("celerybeat_", ("beat_",)),
                  ("celery_", ("", "task_")), ("broker_", ("broker_",)))
@@ -174,6 +140,28 @@ def _statement_value(check: Callable[..., Any], none_is_no_limit: bool = False
     return checked
 
 
+def _only(name: str, value: Any, allowed: Any, why: str) -> Any:
+    """A setting pgqueue honours with one value only (``enable_utc=True``)."""
+    if value != allowed:
+        raise ConfigurationError(f"setting {name!r} can only be {allowed!r}: {why}")
+    return value
+
+
+def _log_format(name: str, value: Any) -> Any:
+    """A logging format that formats a record: refused now, not with a traceback per line."""
+    record = logging.LogRecord("pgqueue.worker", logging.INFO, __file__, 1, "message",
+                               None, None)
+    try:
+        if not isinstance(value, str):
+            raise TypeError(f"a string, not {limits.show(value)}")
+        logging.Formatter(value, validate=True).format(record)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigurationError(
+            f"setting {name!r} is not a logging format ({error}); e.g. "
+            "'[%(asctime)s: %(levelname)s/%(processName)s] %(message)s'") from None
+    return value
+
+
 def _duration(zero_means: str | None) -> Callable[[str, Any], Any]:
     def checked(name: str, value: Any) -> Any:
         check_duration(name, value, zero_means)
@@ -202,9 +190,15 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "task_serializer": _statement_value(limits.serializer),
     "result_serializer": _statement_value(limits.serializer),
     "accept_content": _statement_value(limits.serializer),
+    "result_accept_content": _statement_value(limits.serializer, none_is_no_limit=True),
+    "enable_utc": lambda name, value: _only(name, value, True, "pgqueue keeps every time in "
+                                            "UTC; give timezone= for naive datetimes"),
+    "result_extended": lambda name, value: _only(name, value, True, "name, args, kwargs "
+                                                 "and worker are columns of every result"),
     "result_max_bytes": lambda name, value: validate_byte_limit(name, value),
     "result_expires": _duration("results are kept for ever"),
     "priority_aging": _duration(None),
+    "worker_log_format": _log_format,
     "worker_send_task_events": _flag,
     "task_send_sent_event": _flag,
     "worker_pool_restarts": _flag,

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pgqueue import limits, states
+from pgqueue import celery_compat, limits, states
 from pgqueue.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry
 from pgqueue.request import Request
 from pgqueue.utils import storable_json
@@ -18,24 +18,17 @@ if TYPE_CHECKING:
     from pgqueue.canvas import Signature
     from pgqueue.result import AsyncResult
 
-#: Options ``@app.task`` accepts. Celery's names, plus ``lease`` (seconds a claim lasts).
-TASK_OPTIONS = frozenset({
-    "name", "bind", "base", "queue", "priority", "max_retries", "default_retry_delay",
-    "autoretry_for", "dont_autoretry_for", "retry_kwargs", "retry_backoff",
-    "retry_backoff_max", "retry_jitter", "ignore_result", "expires", "time_limit",
-    "soft_time_limit", "track_started", "lease", "serializer", "acks_late", "typing",
-    "shared", "trail", "reject_on_worker_lost", "store_errors_even_if_ignored",
-})
-_UNSUPPORTED_TASK_OPTIONS = {
-    "rate_limit": "rate limits are not implemented yet",
-    "throws": "expected exceptions are not supported yet; they end FAILURE like any other",
-}
+#: Options ``@app.task`` accepts: those pgqueue/celery_compat.py does not refuse.
+TASK_OPTIONS = celery_compat.accepted(celery_compat.TASK_OPTIONS)
+_UNSUPPORTED_TASK_OPTIONS = celery_compat.reasons(celery_compat.TASK_OPTIONS,
+                                                  celery_compat.REFUSED)
 
 
 def check_task_options(options: dict[str, Any], where: str) -> None:
     limits.check_names(where, options, TASK_OPTIONS, _UNSUPPORTED_TASK_OPTIONS,
                        kind="task option")
     limits.check_options(where, options)
+    celery_compat.warn_ignored("task option", options, celery_compat.TASK_OPTIONS)
 
 
 def exponential_backoff(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:
@@ -55,7 +48,8 @@ class Task:
     queue: str | None = None
     priority: int | None = None
     max_retries: int | None = 3
-    default_retry_delay: float = 180
+    #: None: the ``task_default_retry_delay`` setting (180 seconds unless set).
+    default_retry_delay: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
     retry_kwargs: dict[str, Any] = {}
@@ -170,12 +164,22 @@ class Task:
         args: Sequence[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         task_id: str | None = None,
+        throw: bool | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Run the task in this process, as a worker would, and return its result."""
+        """Run the task in this process, as a worker would, and return its result.
+
+        A failure raises the task's exception when ``throw`` is true (default: the
+        ``task_eager_propagates`` setting), as in Celery."""
         from pgqueue.worker.execution import run_eagerly
 
-        return run_eagerly(self, list(args or ()), dict(kwargs or {}), task_id)
+        result = run_eagerly(self, list(args or ()), dict(kwargs or {}), task_id)
+        if throw is None:
+            throw = bool(self.app.conf.task_eager_propagates)
+        if throw and result.state == states.FAILURE and isinstance(result.result,
+                                                                   BaseException):
+            raise result.result
+        return result
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (for schedules and canvas)."""
@@ -236,7 +240,7 @@ class Task:
         elif countdown is not None:
             when = countdown
         else:
-            when = self.default_retry_delay
+            when = self.retry_delay()
         signal = Retry(
             exc=exc,
             when=when,
@@ -256,7 +260,13 @@ class Task:
             return exponential_backoff(
                 factor, self.request.retries, self.retry_backoff_max, self.retry_jitter
             )
-        return float(self.default_retry_delay)
+        return self.retry_delay()
+
+    def retry_delay(self) -> float:
+        """``default_retry_delay``, or the ``task_default_retry_delay`` setting."""
+        if self.default_retry_delay is not None:
+            return float(self.default_retry_delay)
+        return float(self.app.conf.task_default_retry_delay)
 
     def update_state(
         self,

@@ -53,7 +53,7 @@ def beat(app_path: str | None, dsn: str | None, schema: str | None, name: str | 
     """
     setup_logging(loglevel)
     app = make_app(app_path, dsn, schema)
-    logs.hand_over(loglevel)
+    logs.hand_over(loglevel, app.conf)
     if max_interval:
         app.conf.beat_max_loop_interval = max_interval
     Beat(app, name=name, code_schedules=app_path is not None).run()

@@ -112,7 +112,7 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
 
     bounds = autoscaling.parse(autoscale) if autoscale else None
     app = make_app(app_path, dsn, schema)
-    logs.hand_over(loglevel)
+    logs.hand_over(loglevel, app.conf)
     from pgqueue.worker.worker import Worker
 
     node = Worker(app, queues=split_queues(queues), concurrency=concurrency, pool=pool, name=name,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import limits
+from pgqueue import celery_compat, limits
 from pgqueue.client.producer import SEND_OPTIONS, build_rows
 from pgqueue.exceptions import ConfigurationError, PgQueueError
 from pgqueue.schedules import (
@@ -63,6 +63,10 @@ class Entry:
 
 
 def check_options(where: str, options: Mapping[str, Any]) -> None:
+    # What apply_async refuses is refused here with its alternative (the registry's).
+    limits.check_names(where, [k for k in options if k not in _PER_FIRE_OPTIONS],
+                       SEND_OPTIONS, celery_compat.reasons(celery_compat.SEND_OPTIONS,
+                                                           celery_compat.REFUSED))
     limits.check_names(where, options, SEND_OPTIONS, _PER_FIRE_OPTIONS,
                        refusal="cannot be used on a schedule", refusal_error=ValueError)
 

@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import db, limits
+from pgqueue import celery_compat, db, limits
 from pgqueue.client import publish
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid
@@ -23,29 +23,39 @@ if TYPE_CHECKING:
     from pgqueue.app import App
     from pgqueue.task import Task
 
-#: Options ``apply_async`` and ``send_task`` accept.
-SEND_OPTIONS = frozenset({
-    "countdown", "eta", "expires", "priority", "queue", "task_id", "ignore_result",
-    "connection", "unique_key", "lease", "time_limit", "soft_time_limit", "max_retries",
-    "parent_id", "root_id", "group_id", "track_started", "serializer", "routing_key",
-    "headers", "shadow", "retry", "retry_policy", "on_duplicate",
-})
+#: Options ``apply_async`` and ``send_task`` accept: those pgqueue/celery_compat.py does
+#: not refuse.
+SEND_OPTIONS = celery_compat.accepted(celery_compat.SEND_OPTIONS)
 #: What ``on_duplicate`` may say, when a live job holds the ``unique_key``: hand out that
 #: job's result (flagged ``duplicate``), or raise :class:`DuplicateJob`.
 ON_DUPLICATE = ("return", "raise")
-_UNSUPPORTED_SEND_OPTIONS = {
-    "link": "callbacks are not supported yet; call the next task from inside the task",
-    "link_error": "error callbacks are not supported yet",
-    "chain": "chains are not supported yet",
-    "add_to_parent": "task trees are not tracked yet",
-    "compression": "arguments are stored as jsonb, uncompressed",
-    "exchange": "pgqueue has no exchanges; name the queue with queue= (or routing_key=)",
-}
+_UNSUPPORTED_SEND_OPTIONS = celery_compat.reasons(celery_compat.SEND_OPTIONS,
+                                                  celery_compat.REFUSED)
 
 
 def _check_send_options(task_name: str, options: dict[str, Any]) -> None:
     limits.check_names(task_name, options, SEND_OPTIONS, _UNSUPPORTED_SEND_OPTIONS,
                        kind="apply_async option")
+    celery_compat.warn_ignored("apply_async option", options, celery_compat.SEND_OPTIONS)
+
+
+#: What a ``task_routes`` entry may carry: what the builder reads from it.
+ROUTE_OPTIONS = frozenset({"queue", "routing_key", "priority", "ignore_result", "serializer",
+                           "expires"})
+_UNSUPPORTED_ROUTE_OPTIONS = {
+    **{key: "a route carries " + ", ".join(sorted(ROUTE_OPTIONS)) + "; give it to "
+       "apply_async or @app.task" for key in SEND_OPTIONS - ROUTE_OPTIONS},
+    **_UNSUPPORTED_SEND_OPTIONS,
+}
+
+
+def _check_route(task_name: str, routed: dict[str, Any]) -> None:
+    """A route's keys are refused as ``apply_async`` refuses them (``exchange``), or when
+    a route cannot carry them; its values are checked as options are."""
+    where = f"{task_name}: task_routes"
+    limits.check_names(where, routed, ROUTE_OPTIONS, _UNSUPPORTED_ROUTE_OPTIONS,
+                       kind="route option")
+    limits.check_options(where, routed)
 
 
 def _as_utc(value: datetime, zone: str, what: str) -> datetime:
@@ -103,7 +113,9 @@ class JobBuilder:
             # No exchanges to bind: a routing key names the queue, as a direct one would.
             options = {**options, "queue": options["routing_key"]}
         routed = _route(app, task_name)
-        limits.check_options(f"{task_name}: task_routes", routed)
+        _check_route(task_name, routed)
+        if routed.get("queue") is None and routed.get("routing_key") is not None:
+            routed["queue"] = routed["routing_key"]  # as for apply_async(routing_key=)
 
         def pick(key: str, task_attr: Any, default: Any) -> Any:
             if options.get(key) is not None:
@@ -595,8 +607,12 @@ def build_rows(
         if getattr(builder, option) is not None and len(rows) > 1:
             raise ValueError(f"{task_name}: {option} cannot be shared by {len(rows)} jobs; "
                              f"give apply_many a list, one {option} per call")
+    headers = options.get("headers")
+    shadow = builder.job_options.get("shadow")
+    if shadow is not None:  # kept with the result too, under protocol 2's header name
+        headers = {**(headers or {}), "shadow": shadow}
     return JobBatch(task_name, builder.shared(), rows, connection, builder.max_bytes,
-                    builder.max_depth, options.get("headers"), options.get("retry_policy"),
+                    builder.max_depth, headers, options.get("retry_policy"),
                     builder.on_duplicate)
 
 

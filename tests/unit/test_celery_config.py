@@ -49,7 +49,7 @@ def test_a_flask_config_updates_conf_and_its_own_keys_stay_readable() -> None:
 @pytest.mark.parametrize(("old", "new", "value"), [
     # rows of Celery's "New lowercase settings" table that name a pgqueue setting
     ("CELERY_ACCEPT_CONTENT", "accept_content", ["json"]),
-    ("CELERY_ENABLE_UTC", "enable_utc", False),
+    ("CELERY_ENABLE_UTC", "enable_utc", True),
     ("CELERY_TIMEZONE", "timezone", "Europe/Paris"),
     ("CELERY_IMPORTS", "imports", ("proj.tasks",)),
     ("CELERY_INCLUDE", "include", ["proj.more"]),
@@ -75,7 +75,6 @@ def test_a_flask_config_updates_conf_and_its_own_keys_stay_readable() -> None:
     ("CELERY_WORKER_LOG_FORMAT", "worker_log_format", "%(message)s"),
     ("CELERYD_MAX_TASKS_PER_CHILD", "worker_max_tasks_per_child", 10),
     ("CELERYD_POOL", "worker_pool", "processes"),
-    ("CELERY_WORKER_TASK_LOG_FORMAT", "worker_task_log_format", "%(message)s"),
 ])
 def test_old_uppercase_names_map_to_settings(old: str, new: str, value: Any) -> None:
     app = new_app()
@@ -101,9 +100,9 @@ def test_old_names_of_ignored_settings_warn_like_the_new_ones() -> None:
 @pytest.mark.parametrize(("key", "message"), [
     ("CELERY_TASK_TRACK_STARTD", "did you mean 'task_track_started'"),
     ("CELERYD_CONCURENCY", "did you mean 'worker_concurrency'"),
-    ("CELERY_CACHE_BACKEND", "unknown setting 'CELERY_CACHE_BACKEND' (read as 'cache_backend')"),
-    ("BROKER_USE_SSL", "unknown setting 'BROKER_USE_SSL'"),
-    ("CELERY_DEFAULT_RATE_LIMIT", "rate limits are not implemented yet"),
+    ("CELERY_CACHE_BACKEN", "unknown setting 'CELERY_CACHE_BACKEN' (read as 'cache_backen')"),
+    ("BROKER_USE_SSL", "setting 'BROKER_USE_SSL' is not supported: put sslmode=require"),
+    ("CELERY_DEFAULT_RATE_LIMIT", "rate limits arrive with flow control"),
 ])
 def test_celery_names_pgqueue_cannot_honour_are_refused(key: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -121,7 +120,7 @@ def test_a_lowercase_near_miss_suggests_the_nearest_name_only(typo: str, meant: 
     assert str(error.value) == f"unknown setting {typo!r}; did you mean {meant!r}?"
 
 
-@pytest.mark.parametrize("far", ["my_own_value", "cache_backend", "debug"])
+@pytest.mark.parametrize("far", ["my_own_value", "frobnicate_everything", "debug"])
 def test_a_lowercase_name_far_from_any_setting_is_refused_without_a_guess(far: str) -> None:
     with pytest.raises(ConfigurationError) as error:
         new_app().conf.update({far: 1})
@@ -360,7 +359,7 @@ def test_acks_late_is_accepted_with_the_warning_of_the_setting(
 
 
 @pytest.mark.parametrize(("annotation", "message"), [
-    ({"*": {"rate_limit": "10/s"}}, r"rate_limit is not supported yet: .*\(issue 16\)"),
+    ({"*": {"rate_limit": "10/s"}}, r"'rate_limit' is not supported: .*\(issue 16\)"),
     ({"proj.add": {"rate_limit": "1/m"}}, "rate limits arrive with flow control"),
     ({"*": {"max_retry": 1}}, "did you mean 'max_retries'"),
     ({"*": {"name": "other"}}, "'name' is fixed when the task is defined"),
@@ -391,7 +390,8 @@ def test_a_failing_callable_annotation_leaves_every_task_as_it_was() -> None:
     def bad_for_mul(task: Task) -> dict[str, Any]:
         return {"time_limit": 1} if task.name == "proj.add" else {"rate_limit": "1/s"}
 
-    with pytest.raises(ConfigurationError, match="task_annotations for proj.mul: rate_limit"):
+    with pytest.raises(ConfigurationError,
+                       match="task_annotations for proj.mul: option 'rate_limit'"):
         app.conf.task_annotations = bad_for_mul
     assert (add.time_limit, mul.time_limit) == (8, 8)
     assert app.conf.task_annotations == {"*": {"time_limit": 8}}
@@ -399,7 +399,8 @@ def test_a_failing_callable_annotation_leaves_every_task_as_it_was() -> None:
 
 def test_an_annotation_refused_at_registration_names_the_task() -> None:
     app = new_app(task_annotations=lambda task: {"queue": 3, "rate_limit": "1/s"})
-    with pytest.raises(ConfigurationError, match="task_annotations for proj.add: rate_limit"):
+    with pytest.raises(ConfigurationError,
+                       match="task_annotations for proj.add: option 'rate_limit'"):
         tasks_of(app)
 
 

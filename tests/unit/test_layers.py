@@ -21,6 +21,7 @@ LAYERS = {
 PUBLIC_API = 1
 # Foundations every layer uses: they import nothing of pgqueue but each other.
 FOUNDATION = {"pgqueue.exceptions", "pgqueue.states", "pgqueue.utils", "pgqueue.config",
+              "pgqueue.celery_compat",
               "pgqueue.limits",
               "pgqueue.signals", "pgqueue.request", "pgqueue"}
 # Entry points that start a higher layer on purpose, imported only when called.

@@ -103,6 +103,8 @@ def test_add_periodic_task_accepts_a_task_args_and_pgqueue_options(app: Celery) 
     ({"prioritty": 1}, TypeError, "unknown option 'prioritty'; did you mean 'priority'?"),
     ({"task_id": "x"}, ValueError, "option 'task_id' cannot be used on a schedule"),
     ({"eta": 1}, ValueError, "use countdown"),
+    ({"exchange": "x"}, TypeError, "option 'exchange' is not supported: pgqueue has no "
+                                   "exchanges; name the queue with queue="),
     ({"timezone": "Mars/Olympus"}, ValueError, "unknown time zone 'Mars/Olympus'"),
     ({"catch_up": "yes"}, TypeError, "'catch_up' must be True or False"),
 ])

@@ -39,6 +39,23 @@ def test_the_pages_list_jobs_results_and_schedules(admin_client: Any) -> None:
     assert admin_client.get("/admin/pgqueue/schedule/").status_code == 200
 
 
+def test_headers_show_in_the_job_and_result_pages(admin_client: Any) -> None:
+    from orders.tasks import fulfil_order
+
+    from pgqueue.contrib.django import get_app
+    from pgqueue.contrib.django.models import Job, Result
+
+    job = fulfil_order.apply_async((999,), headers={"tenant": "acme-7"}, shadow="orders.pay")
+    assert Job.objects.get(pk=job.id).headers == {"tenant": "acme-7", "shadow": "orders.pay"}
+    assert b"acme-7" in admin_client.get(f"/admin/pgqueue/job/{job.id}/change/").content
+    with running_worker(get_app()):
+        wait_until(lambda: job.ready(), message="the job to end")
+    assert Result.objects.get(pk=job.id).headers == {"tenant": "acme-7",
+                                                     "shadow": "orders.pay"}
+    page = admin_client.get(f"/admin/pgqueue/result/{job.id}/change/")
+    assert b"acme-7" in page.content and b"orders.pay" in page.content
+
+
 def test_revoke_ends_a_waiting_job_revoked(admin_client: Any) -> None:
     from orders.tasks import fulfil_order
 

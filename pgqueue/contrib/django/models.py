@@ -51,6 +51,8 @@ class Job(models.Model):
     meta = models.JSONField(null=True)
     last_error = models.TextField(null=True)
     options = models.JSONField(default=dict)
+    #: ``headers=`` and what before_task_publish receivers added (``shadow=`` too).
+    headers = models.JSONField(null=True)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True)
 
@@ -85,6 +87,8 @@ class Result(models.Model):
     root_id = models.UUIDField(null=True)
     group_id = models.UUIDField(null=True)
     meta = models.JSONField(null=True)
+    #: The job's headers, kept with its outcome.
+    headers = models.JSONField(null=True)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField()

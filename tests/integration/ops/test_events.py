@@ -126,6 +126,19 @@ def test_events_of_the_processes_pool(app: App) -> None:
     assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
 
 
+def test_the_setting_turns_task_events_on(app: App) -> None:
+    found = tasks(app)
+    app.conf.worker_send_task_events = True
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="set@test") as worker:
+        assert worker.events.enabled
+        result = found["add"].delay(2, 2)
+        assert result.get(timeout=30) == 4
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
+
+
 def test_enable_events_turns_them_on_in_a_running_worker(app: App) -> None:
     found = tasks(app)
     capture = Capture(app)
