@@ -101,7 +101,8 @@ _RUNS = f"{_T}/cli/test_worker_flags.py::test_worker_flags_shape_the_running_wor
 _CHORD = ("chords are decided in the database when their last member is recorded "
           "(docs/canvas.md): there is nothing to poll or tune")
 _NO_BROKER = "there is no message broker: jobs are rows in PostgreSQL"
-_NO_EVENTS = "there are no events: the jobs and results tables are the event log"
+_NO_EVENTS = "events are NOTIFYs on <schema>.events, with no queue or exchange to configure"
+_OPS = f"{_T}/ops"
 _NO_AMQP = "AMQP/RabbitMQ only; queues are names of rows, with no exchanges or bindings"
 _NO_CONTROL = "remote control is rows in control_requests, not broker queues"
 _JSON = "JSON only: another content type is refused in one line"
@@ -352,7 +353,9 @@ SETTINGS: dict[str, Entry] = {
     "task_routes": done("dicts, patterns, routers; queue=, routing_key= (names the queue), "
                         "priority=", f"{_T}/client/test_core_enqueue.py::"
                                      "test_task_routes_choose_the_queue"),
-    "task_send_sent_event": ignored(_NO_EVENTS, old=("CELERY_SEND_TASK_SENT_EVENT",)),
+    "task_send_sent_event": done("producers send task-sent events (docs/operations.md)",
+                                 f"{_OPS}/test_events.py::test_task_sent_and_revoked",
+                                 old=("CELERY_SEND_TASK_SENT_EVENT",)),
     "task_serializer": done(_JSON, test=_REFUSED_VALUES),
     "task_soft_time_limit": done("SoftTimeLimitExceeded raised in the task", _ROW,
                                  old=("CELERYD_SOFT_TIME_LIMIT",
@@ -368,7 +371,8 @@ SETTINGS: dict[str, Entry] = {
     # -- workers ---------------------------------------------------------------------------
     "worker_agent": ignored("Celery's monitoring agent bootstep; pgqueue has none (the "
                             "tables are the monitoring)"),
-    "worker_autoscaler": refused("the pool has a fixed size: set worker_concurrency (-c)"),
+    "worker_autoscaler": refused("pgqueue's autoscaler is built in: pgqueue worker "
+                                 "--autoscale=MAX,MIN (docs/operations.md)"),
     "worker_cancel_long_running_tasks_on_connection_loss": ignored("leases decide ownership"),
     "worker_soft_shutdown_timeout": refused("use worker_shutdown_timeout (seconds a warm "
                                             "shutdown waits for running tasks)"),
@@ -402,7 +406,9 @@ SETTINGS: dict[str, Entry] = {
                                        _WORKER),
     "worker_pool": done("threads, processes (prefork), asyncio, solo", _WORKER),
     "worker_pool_putlocks": ignored("a worker claims only for its free slots"),
-    "worker_pool_restarts": refused("restart the worker process to reload code"),
+    "worker_pool_restarts": done("allows control pool_restart (-P processes)",
+                                 f"{_OPS}/test_control.py::"
+                                 "test_pool_restart_replaces_the_children"),
     "worker_proc_alive_timeout": ignored("the processes pool waits for no start-up "
                                          "handshake; a child that dies is replaced"),
     "worker_prefetch_multiplier": ignored("a worker claims exactly as many jobs as it has "
@@ -411,8 +417,11 @@ SETTINGS: dict[str, Entry] = {
                                                       "as it has free slots"),
     "worker_redirect_stdouts": ignored("stdout is left alone"),
     "worker_redirect_stdouts_level": ignored("stdout is left alone"),
-    "worker_send_task_events": ignored(_NO_EVENTS, old=("CELERY_SEND_EVENTS",
-                                                        "CELERYD_SEND_EVENTS")),
+    "worker_send_task_events": done("workers send task events, as with -E "
+                                    "(docs/operations.md)",
+                                    f"{_OPS}/test_events.py::"
+                                    "test_the_setting_turns_task_events_on",
+                                    old=("CELERY_SEND_EVENTS", "CELERYD_SEND_EVENTS")),
     "worker_state_db": ignored("revokes are rows in the database, kept across restarts"),
     "worker_task_log_format": refused("pgqueue has no separate task logger: set "
                                       "worker_log_format; outcome lines name the task and "
@@ -473,7 +482,7 @@ TASK_OPTIONS: dict[str, Entry] = {
     "store_errors_even_if_ignored": ignored("a failure is always stored, even with "
                                             "ignore_result"),
     "trail": ignored("child tasks are not tracked; parent_id and root_id are columns"),
-    "send_events": ignored(_NO_EVENTS),
+    "send_events": ignored("events are sent by workers started with -E, for every task"),
     "resultrepr_maxsize": ignored("log lines shorten results to 1024 characters"),
     "rate_limit": done("N/s|m|h starts of this task across every worker (docs/flow-control.md)",
                        _RATE_TEST),
@@ -660,8 +669,9 @@ WORKER_FLAGS: dict[str, Entry] = {
                                     "tests/acceptance/worker/test_faults.py::"
                                     "test_shutdown_timeout_hands_running_jobs_back_at_once"),
                                value=True),
-    "--task-events": flag(ignored("pgqueue sends no events; the jobs and results tables "
-                                  "are the event log (pgqueue inspect)"), "-E", "--events"),
+    "--task-events": flag(done("task and worker events over NOTIFY (pgqueue events)",
+                               "tests/integration/ops/test_events.py::"
+                               "test_events_command_with_a_worker_process"), "-E", "--events"),
     "--statedb": flag(ignored("revokes are rows in the database, kept across restarts"),
                       "-S", value=True),
     "--schedule-filename": flag(ignored(_STATE_FILE), "-s", "--schedule", value=True),
@@ -676,7 +686,10 @@ WORKER_FLAGS: dict[str, Entry] = {
                                        "slots")),
     "--heartbeat-interval": flag(refused("a worker renews its leases every third of "
                                          "--lease: set --lease"), value=True),
-    "--autoscale": flag(refused("the pool has a fixed size: set -c"), value=True),
+    "--autoscale": flag(done("grows the pool up to MAX while jobs wait, back to MIN",
+                             "tests/integration/ops/test_control.py::"
+                             "test_autoscale_grows_with_the_backlog_and_shrinks_after_it"),
+                        value=True),
     "--exclude-queues": flag(refused("name the queues to consume with -Q"), "-X",
                              value=True),
     "--purge": flag(refused("run `pgqueue purge` before starting the worker"), "--discard"),

@@ -23,6 +23,9 @@ with status 1; `-l DEBUG` adds the traceback. Celery's `worker` and `beat` flags
 pgqueue refuses (status 2, one line naming the alternative) or ignores (logged once) are
 not shown here: the flag tables of [Migrating from Celery](migrating-from-celery.md) list
 every one.
+
+Operating running workers (`inspect`, `control`, `status`, `events`, `worker --autoscale`
+and `-E`) is explained, with examples, in [operations](operations.md).
 """
 
 

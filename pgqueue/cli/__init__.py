@@ -6,6 +6,8 @@ from pgqueue.cli import (  # noqa: F401
     beat,
     control,
     embedded,
+    events,
+    inspect,
     jobs,
     migrate,
     queues,

@@ -57,6 +57,14 @@ from pgqueue.utils import hostname
 @click.option("--pidfile", metavar="PATH",
               help="Write the worker's pid to PATH and remove it on exit; refuses to start "
                    "while the pid in an existing PATH runs. %n, %h, %p expand as in --logfile.")
+@click.option("-E", "--task-events", "--events", "task_events", is_flag=True,
+              help="Send Celery's task events (task-received, -started, -succeeded...) and "
+                   "worker events over NOTIFY, for `pgqueue events` and app.events; the "
+                   "same as worker_send_task_events = True.")
+@click.option("--autoscale", metavar="MAX,MIN",
+              help="Grow the pool up to MAX slots while jobs wait, and shrink it back to "
+                   "MIN when they do not (docs/operations.md); threads, processes or "
+                   "asyncio pools.")
 @click.option("-O", "--optimization", "optimization", type=click.Choice(["default", "fair"],
                                                        case_sensitive=False),
               help="Accepted: pgqueue always schedules fairly (a worker claims only as many "
@@ -89,7 +97,8 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
            optimization: str | None, beat: bool, lease: float | None,
            poll_interval: float | None, shutdown_timeout: float | None,
            time_limit: float | None, soft_time_limit: float | None,
-           max_tasks_per_child: int | None, max_memory_per_child: int | None) -> None:
+           max_tasks_per_child: int | None, max_memory_per_child: int | None,
+           task_events: bool, autoscale: str | None) -> None:
     """Run a worker: claim jobs, run them, record their results.
 
     Celery's flags that pgqueue refuses stop it in one line naming the alternative; those
@@ -104,6 +113,9 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
     nodename = name or f"pgqueue@{hostname()}"
     setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
     warn_ignored(logging.getLogger("pgqueue.worker"))
+    from pgqueue.worker import autoscale as autoscaling
+
+    bounds = autoscaling.parse(autoscale) if autoscale else None
     app = make_app(app_path, dsn, schema)
     if include:
         given = app.conf.include
@@ -116,7 +128,8 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
                   lease=lease, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
                   beat=beat, time_limit=time_limit, soft_time_limit=soft_time_limit,
                   max_tasks_per_child=max_tasks_per_child,
-                  max_memory_per_child=max_memory_per_child)
+                  max_memory_per_child=max_memory_per_child, autoscale=bounds,
+                  task_events=True if task_events else None)
     with process.pidfile(process.node_format(pidfile, nodename)) if pidfile \
             else contextlib.nullcontext():
         node.run()

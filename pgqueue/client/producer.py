@@ -481,6 +481,10 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
                            query, params, batch)
     if sent and inserted:  # none when a live job held the unique_key (one job per batch)
         publish.after(batch.task, sent)
+    if inserted and app.conf.task_send_sent_event:
+        from pgqueue.events import send_task_sent
+
+        send_task_sent(app, batch.task, batch.shared, batch.rows)
     return inserted
 
 

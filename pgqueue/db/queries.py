@@ -63,6 +63,10 @@ _RESULT_GET = """
 _PRUNE_CONTROL = """pruned AS (
             DELETE FROM {schema}.control_requests
              WHERE created_at < now() - make_interval(secs => %(retention)s))"""
+# Replies to control requests past the same retention; writers of new requests run it.
+_PRUNE_REPLIES = """pruned_replies AS (
+            DELETE FROM {schema}.control_replies
+             WHERE created_at < now() - make_interval(secs => %(retention)s))"""
 # The wake-up after a control request. Its payload is the request's id, for people
 # watching with psql; workers ignore it, since anyone can send a notification.
 _NOTIFY_CONTROL = "SELECT pg_notify(%(control_channel)s, id::text) FROM requested"
@@ -674,7 +678,7 @@ TEMPLATES: dict[str, str] = {
     # the retention are deleted on the way: a worker offline for longer than that has
     # lost its jobs to the rescuer anyway.
     "control_request_insert": f"""
-        WITH {_PRUNE_CONTROL}, requested AS (
+        WITH {_PRUNE_CONTROL}, {_PRUNE_REPLIES}, requested AS (
             INSERT INTO {{schema}}.control_requests (action, job_ids, destination, arguments)
             VALUES (%(action)s::text, %(job_ids)s::uuid[], %(destination)s::text[],
                     %(arguments)s::jsonb)
@@ -697,6 +701,60 @@ TEMPLATES: dict[str, str] = {
            AND r.id <> ALL(%(seen)s::bigint[])
            AND (r.destination IS NULL OR r.destination && %(names)s::text[])
          ORDER BY r.id
+    """,
+    # A worker's answer to a request that asked for replies; the NOTIFY on the replies
+    # channel wakes the caller, which reads the rows (the payload is only the request id).
+    # Once per request and worker: a second reply (a request read twice) is dropped.
+    "control_reply_insert": """
+        WITH replied AS (
+            INSERT INTO {schema}.control_replies (request_id, worker, node, reply)
+            VALUES (%(request_id)s, %(worker)s, %(node)s, %(reply)s::jsonb)
+            ON CONFLICT DO NOTHING
+        )
+        SELECT pg_notify(%(replies_channel)s, %(request_id)s::text)
+    """,
+    "control_reply_read": """
+        SELECT worker, node, reply FROM {schema}.control_replies
+         WHERE request_id = %(request_id)s ORDER BY created_at
+    """,
+    # -- what `inspect` reads from the tables (pgqueue.control.Inspect) ----------------
+    # Jobs held by workers, optionally only ``ids``, with the pid of their worker.
+    "job_list_held": """
+        SELECT j.id::text, j.task, j.worker, j.args, j.kwargs, j.attempt, j.priority,
+               j.queue, extract(epoch FROM j.started_at)::float8, j.options, w.pid
+          FROM {schema}.jobs j LEFT JOIN {schema}.workers w ON w.id = j.worker
+         WHERE j.state = 'started'
+           AND (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s::uuid[]))
+         ORDER BY j.started_at, j.id
+    """,
+    # Jobs waiting for their time (eta, countdown, retry delay) in ``queues``, soonest first.
+    "job_list_scheduled": """
+        SELECT id::text, task, args, kwargs, attempt, priority, queue, run_at, state
+          FROM {schema}.jobs
+         WHERE state IN ('scheduled', 'retry') AND queue = ANY(%(queues)s::text[])
+         ORDER BY run_at, id LIMIT %(limit)s
+    """,
+    # Ids revoked lately (kept as long as their results), newest first.
+    "result_list_revoked": """
+        SELECT id::text FROM {schema}.results WHERE state = 'REVOKED'
+         ORDER BY finished_at DESC LIMIT %(limit)s
+    """,
+    # The jobs the autoscaler sees waiting for ``queues`` (counted up to ``limit``).
+    "job_count_ready": """
+        SELECT count(*) FROM (
+            SELECT 1 FROM {schema}.jobs
+             WHERE state = 'queued' AND queue = ANY(%(queues)s::text[])
+             LIMIT %(limit)s) ready
+    """,
+    # What a worker changed by remote control (queues, pool size), for `inspect workers`.
+    "worker_update": """
+        UPDATE {schema}.workers SET queues = %(queues)s, concurrency = %(concurrency)s
+         WHERE id = %(id)s
+    """,
+    # Events (pgqueue.events): one NOTIFY per event, a batch per statement, in order.
+    "event_notify": """
+        SELECT count(pg_notify(%(events_channel)s, payload))
+          FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS e(payload, n)
     """,
     "job_purge": """
         WITH purged AS (
@@ -1197,6 +1255,8 @@ class Queries:
         self.jobs_channel = f"{schema}.jobs"
         self.done_channel = f"{schema}.done"
         self.control_channel = f"{schema}.control"
+        self.replies_channel = f"{schema}.replies"
+        self.events_channel = f"{schema}.events"
 
     def __getitem__(self, name: str) -> bytes:
         return self._statements[name]
@@ -1253,6 +1313,7 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_groups TO {producer}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_steps, {schema}.canvas_edges,"
     " {schema}.canvas_groups TO {worker}, {control}",
+    "GRANT INSERT ON {schema}.control_replies TO {worker}",
     # control: revoke, abort, terminate, purge, manage schedules; write control requests
     # (and delete expired ones).
     "GRANT SELECT, INSERT, DELETE ON {schema}.jobs TO {control}",
@@ -1269,6 +1330,9 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {control}",
     "GRANT SELECT, INSERT, DELETE ON {schema}.control_requests TO {control}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.flow_limits TO {control}",
+    "GRANT SELECT, DELETE ON {schema}.control_replies TO {control}",
+    # ... and which workers are alive, to know whose replies to wait for
+    "GRANT SELECT ON {schema}.workers TO {control}",
     # reader: dashboards, `pgqueue inspect`, the Django admin.
     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
 )

@@ -186,6 +186,13 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("members", "uuid[]", True, None),
         ("created_at", TS, True, "now()"),
     ],
+    "control_replies": [
+        ("request_id", "bigint", True, None),
+        ("worker", "text", True, None),
+        ("node", "text", True, None),
+        ("reply", "jsonb", True, None),
+        ("created_at", TS, True, "now()"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
@@ -194,8 +201,8 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
 }
 # The identity column of control_requests.
 EXPECTED_SEQUENCES = {"control_requests_id_seq", "job_history_id_seq"}
-# `workers` holds nothing that must survive a crash of the server.
-EXPECTED_UNLOGGED = {"workers"}
+# `workers` and `control_replies` hold nothing that must survive a crash of the server.
+EXPECTED_UNLOGGED = {"workers", "control_replies"}
 
 # index -> definition, with the schema written as SCHEMA
 EXPECTED_INDEXES = {
@@ -237,6 +244,10 @@ EXPECTED_INDEXES = {
                               "AND (concurrency_key IS NOT NULL))",
     "flow_limits_pkey": "CREATE UNIQUE INDEX flow_limits_pkey ON SCHEMA.flow_limits USING "
                         "btree (scope, name)",
+    "control_replies_pkey": "CREATE UNIQUE INDEX control_replies_pkey ON "
+                            "SCHEMA.control_replies USING btree (request_id, worker)",
+    "control_replies_created_at_idx": "CREATE INDEX control_replies_created_at_idx ON "
+                                      "SCHEMA.control_replies USING btree (created_at)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
     "unique_claims_pkey": "CREATE UNIQUE INDEX unique_claims_pkey ON SCHEMA.unique_claims "

@@ -179,7 +179,7 @@ def test_celerys_worker_line_runs_with_pidfile_and_logfile(
     assert pidfile.read_text().strip() == str(proc.pid)
     log = logfile.read_text()
     assert node in log and "pool: processes" in log
-    assert "-E: pgqueue sends no events" in log
+    assert "task events: on" in log  # -E
 
     app = App("shapes", dsn=pg_dsn, schema=schema, set_as_current=False)
     try:
