@@ -175,7 +175,7 @@ class Inspect:
         for each in ids:
             flat.extend([each] if isinstance(each, str) else list(each))
         checked = [limits.job_id("query_task id", i) for i in flat]
-        held = self._held(checked, None)
+        held = self._held([limits.row_id(i) or i for i in checked], None)
         if held is None:
             return None
         return {node: {job["id"]: ["active", job] for job in jobs}

@@ -720,8 +720,9 @@ TEMPLATES: dict[str, str] = {
     # -- what `inspect` reads from the tables (pgqueue.control.Inspect) ----------------
     # Jobs held by workers, optionally only ``ids``, with the pid of their worker.
     "job_list_held": """
-        SELECT j.id::text, j.task, j.worker, j.args, j.kwargs, j.attempt, j.priority,
-               j.queue, extract(epoch FROM j.started_at)::float8, j.options, w.pid
+        SELECT coalesce(j.task_id, j.id::text), j.task, j.worker, j.args, j.kwargs,
+               j.attempt, j.priority, j.queue, extract(epoch FROM j.started_at)::float8,
+               j.options, w.pid
           FROM {schema}.jobs j LEFT JOIN {schema}.workers w ON w.id = j.worker
          WHERE j.state = 'started'
            AND (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s::uuid[]))
@@ -729,14 +730,15 @@ TEMPLATES: dict[str, str] = {
     """,
     # Jobs waiting for their time (eta, countdown, retry delay) in ``queues``, soonest first.
     "job_list_scheduled": """
-        SELECT id::text, task, args, kwargs, attempt, priority, queue, run_at, state
+        SELECT coalesce(task_id, id::text), task, args, kwargs, attempt, priority, queue,
+               run_at, state
           FROM {schema}.jobs
          WHERE state IN ('scheduled', 'retry') AND queue = ANY(%(queues)s::text[])
          ORDER BY run_at, id LIMIT %(limit)s
     """,
     # Ids revoked lately (kept as long as their results), newest first.
     "result_list_revoked": """
-        SELECT id::text FROM {schema}.results WHERE state = 'REVOKED'
+        SELECT coalesce(task_id, id::text) FROM {schema}.results WHERE state = 'REVOKED'
          ORDER BY finished_at DESC LIMIT %(limit)s
     """,
     # The jobs the autoscaler sees waiting for ``queues`` (counted up to ``limit``).

@@ -149,6 +149,11 @@ class Gates:
         self._refresh_at = time.monotonic() + REFRESH
         self._idle_until.clear()
 
+    def set_queues(self, queues: Sequence[str]) -> None:
+        """The worker claims from ``queues`` now (add_consumer, cancel_consumer)."""
+        self.queues = list(queues)
+        self.stale = True
+
     def changed(self) -> None:
         """Something may have changed the limits (a NOTIFY on the control channel)."""
         self.stale = True

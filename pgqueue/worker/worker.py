@@ -345,6 +345,7 @@ class Worker:
     def _claim(self, limit: int) -> list[ClaimedJob]:
         if self._new_queues is not None:  # add_consumer / cancel_consumer
             self.cursors = ClaimCursors(self._new_queues, rescan_interval=self.poll_interval)
+            self.gates.set_queues(self._new_queues)
             self._new_queues = None
         try:
             jobs = self.gates.claim(self.claimer, self.cursors, limit, self.worker_id,
