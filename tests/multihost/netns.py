@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -26,7 +27,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _ip(*args: str, netns: str | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
     prefix = ["ip", "netns", "exec", netns] if netns else []
     cmd = [*prefix, *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -155,6 +157,10 @@ def lab_or_skip(hosts: int) -> Lab:
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
         pytest.skip("multi-host tests need the PostgreSQL server binaries (initdb, pg_ctl)")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("multi-host tests run their PostgreSQL as user `postgres`, which is missing")
     probe = f"pqprobe{os.getpid() % 10**7}"
     done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if done.returncode:
@@ -179,7 +185,8 @@ class NetnsWorker:
         self.log_path = Path(tempfile.mkstemp(prefix=f"pgqueue-{host.name}-", suffix=".log")[1])
         env = {**os.environ, "PGQUEUE_DSN": dsn, "PGQUEUE_SCHEMA": schema,
                "PGQ_TEST_HOST": host.name, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(HERE / "apps"), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(HERE / "apps"),
+                                              os.environ.get("PYTHONPATH", "")])}
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, sys.executable, "-m", "pgqueue", "worker",

@@ -35,8 +35,8 @@ WORKER_DSN_PARAMS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
-    built = lab_or_skip(4)
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    built = lab_or_skip(getattr(request, "param", 4))
     try:
         yield built
     finally:
@@ -125,3 +125,44 @@ def test_cut_host_is_rescued_fenced_and_comes_back(lab: Lab) -> None:
     assert late == [], late
     assert fenced > 0 or not twice, "rescued jobs but no late outcome was fenced"
     print(f"jobs run twice: {len(twice)}")
+
+
+@pytest.mark.parametrize("lab", [1], indirect=True)
+def test_half_open_connection_is_detected_and_the_worker_recovers(lab: Lab) -> None:
+    _prepare(lab)
+    producer = App("producer", dsn=lab.dsn(), schema=SCHEMA, set_as_current=False)
+    host = lab.hosts[0]
+    (worker,) = _start_workers(lab, [host], "-c", "2")
+    try:
+        worker.wait_ready()
+        producer.send_many("hosts_app.touch", [((i, 10), {}) for i in range(20)])
+        wait_until(lambda: _one(lab, "SELECT count(*) FROM results") == 20, timeout=60,
+                   message="a first batch")
+        lost = lambda: worker.output().count("database connection lost")  # noqa: E731
+        before = lost()
+        # Half-open: the server still believes in the connection and no FIN or RST comes;
+        # only the host's own timers (keepalives, tcp_user_timeout) can tell.
+        host.drop_outgoing()
+        dropped_at = time.monotonic()
+        wait_until(lambda: lost() > before, timeout=60, interval=0.05,
+                   message=f"the half-open connection noticed:\n{worker.output()}")
+        detection = time.monotonic() - dropped_at
+        host.stop_dropping()
+        healed_at = time.monotonic()
+        wait_until(lambda: "reconnected after" in worker.output(), timeout=60,
+                   message=f"the worker reconnected:\n{worker.output()}")
+        producer.send_many("hosts_app.touch", [((100 + i, 10), {}) for i in range(20)])
+        wait_until(lambda: _one(lab, "SELECT count(*) FROM results") == 40, timeout=60,
+                   message="jobs after the link healed")
+        recovery = time.monotonic() - healed_at
+        print("\n" + "\n".join(line for line in worker.output().splitlines()
+                               if "connection lost" in line or "reconnected" in line))
+        print(f"\nhalf-open connection noticed after {detection:.1f} s "
+              f"(DSN {WORKER_DSN_PARAMS}); work again {recovery:.1f} s after the link healed")
+    finally:
+        worker.stop()
+        producer.close()
+    # Bound: tcp_user_timeout (5 s) on a busy connection, or keepalives_idle + count *
+    # interval (9 s) on an idle one, plus a poll interval and a loaded machine's slack.
+    assert detection < 20, detection
+    assert _query(lab, "SELECT DISTINCT state FROM results") == [("SUCCESS",)]
