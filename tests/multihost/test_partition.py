@@ -26,7 +26,7 @@ from tests.multihost.netns import Lab, NetnsWorker, lab_or_skip
 pytestmark = pytest.mark.acceptance
 
 SCHEMA = "pgqueue"
-LEASE = 4.0
+LEASE = 5.0  # heartbeats every 1.7 s: slack for a loaded CI machine
 # What docs/deploying.md recommends for workers on other machines: a dead peer is found
 # within ~5 s whether the connection is idle (keepalives) or has unacknowledged data
 # (tcp_user_timeout, milliseconds).
