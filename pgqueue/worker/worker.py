@@ -152,6 +152,9 @@ class Worker:
         self._stop_signal: str | None = None
         self.scheduler: Scheduler | None = None
         self.processed = 0
+        #: Told of every job claimed, started and finished, in this process whatever the
+        #: pool (``claimed(job)``, ``started(job)``, ``finished(outcome)``): the metrics.
+        self.observers: list[Any] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -319,6 +322,8 @@ class Worker:
             return []
         for job in jobs:
             self.holdings.add(job.id, job.attempt)
+            for observer in self.observers:
+                observer.claimed(job)
         return jobs
 
     def _received(self, job: ClaimedJob) -> None:
@@ -341,11 +346,15 @@ class Worker:
 
     def _job_started(self, job: ClaimedJob) -> None:
         self.holdings.start(job.id)
+        for observer in self.observers:
+            observer.started(job)
 
     def _job_finished(self, outcome: Outcome) -> bool:
         accepted = self.finisher.put(outcome)
         aborts.discard(outcome.job_id)
         self.processed += 1
+        for observer in self.observers:
+            observer.finished(outcome)
         return accepted
 
     # -- shutdown -------------------------------------------------------------------------
