@@ -20,6 +20,8 @@ package holding `app`), `--dsn` the database (default: the app's setting, then
 `$PGQUEUE_SCHEMA`). Each may come before the command too, in Celery's order
 (`pgqueue -A proj worker -l info`). Errors print one line starting with `Error:` and exit
 with status 1; `-l DEBUG` adds the traceback.
+
+Prometheus metrics (`pgqueue worker --metrics-port`, `pgqueue metrics`): [metrics](metrics.md).
 """
 
 
