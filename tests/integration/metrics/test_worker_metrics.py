@@ -130,3 +130,11 @@ def test_without_the_extra_the_error_names_it(
     assert done.stderr.strip().splitlines() == [
         'Error: metrics need the prometheus_client package: '
         'pip install "pgqueue-tasks[metrics]"']
+
+
+def test_a_host_that_cannot_be_bound_is_one_error_line(pg_dsn: str, schema: str) -> None:
+    done = run_cli("worker", "-A", "metrics_app", "--metrics-port", "9",
+                   "--metrics-host", "256.1.1.1", env=_env(pg_dsn, schema))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot serve metrics on 256.1.1.1:9: ")
