@@ -81,6 +81,7 @@ class WorkerMetrics:
         self._running: dict[str, float] = {}  # job id -> monotonic start
         self._lock = threading.Lock()
         self._worker: Worker | None = None
+        self._children: dict[tuple[str, str, str], Any] = {}  # .labels() costs a lock
         self.registry.register(_PoolCollector(self, client))
 
     def attach(self, worker: Worker) -> WorkerMetrics:
@@ -97,9 +98,9 @@ class WorkerMetrics:
         with self._lock:
             self._held[job.id] = (job.task, job.queue)
             self._running[job.id] = time.monotonic()
-        self.jobs["started"].labels(job.task, job.queue).inc()
+        self._child("started", job.task, job.queue).inc()
         waited = time.time() - max(job.run_at, job.created_at).timestamp()
-        self.wait_seconds.labels(job.queue).observe(max(waited, 0.0))
+        self._child("wait", "", job.queue).observe(max(waited, 0.0))
 
     def finished(self, outcome: Outcome) -> None:
         with self._lock:
@@ -107,10 +108,21 @@ class WorkerMetrics:
             began = self._running.pop(outcome.job_id, None)
         what = _OUTCOMES.get(outcome.state)
         if what is not None and task:
-            self.jobs[what].labels(task, queue).inc()
+            self._child(what, task, queue).inc()
         if began is not None:
             runtime = outcome.runtime or time.monotonic() - began
-            self.run_seconds.labels(task).observe(runtime)
+            self._child("run", task, "").observe(runtime)
+
+    def _child(self, what: str, task: str, queue: str) -> Any:
+        """The labelled series of one metric (``run``, ``wait``, or a counter's name)."""
+        key = (what, task, queue)
+        child = self._children.get(key)
+        if child is None:
+            child = (self.run_seconds.labels(task) if what == "run" else
+                     self.wait_seconds.labels(queue) if what == "wait" else
+                     self.jobs[what].labels(task, queue))
+            self._children[key] = child
+        return child
 
     def busy(self) -> int:
         with self._lock:
