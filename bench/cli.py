@@ -45,6 +45,7 @@ CONFIGS: dict[str, dict[str, str]] = {
         "threads-c32": "1 process, -P threads -c 32",
         "threads-c100": "1 process, -P threads -c 100",
         "2x-threads-c10": "2 processes, -P threads -c 10 each",
+        "threads-c100-E": "1 process, -P threads -c 100, task events on (-E)",
     },
     "celery": {
         "prefork-c2": "1 process + 2 prefork children, -P prefork -c 2",

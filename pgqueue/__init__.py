@@ -6,8 +6,19 @@ __version__ = "0.1.0"
 
 from pgqueue import states
 from pgqueue.app import App, Celery, current_app, shared_task
-from pgqueue.canvas import Signature, signature
+from pgqueue.canvas import (
+    Signature,
+    chain,
+    chord,
+    chunks,
+    group,
+    maybe_signature,
+    signature,
+    xmap,
+    xstarmap,
+)
 from pgqueue.exceptions import (
+    ChordError,
     ConfigurationError,
     DatabaseUnavailable,
     MaxRetriesExceededError,
@@ -21,7 +32,7 @@ from pgqueue.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from pgqueue.result import AsyncResult
+from pgqueue.result import AsyncResult, GroupResult, ResultSet
 from pgqueue.schedules import crontab, schedule
 from pgqueue.task import Task
 from pgqueue.utils import uuid
@@ -35,8 +46,18 @@ __all__ = [
     "Task",
     # sending and results
     "AsyncResult",
+    "GroupResult",
+    "ResultSet",
+    # canvas
     "Signature",
     "signature",
+    "maybe_signature",
+    "chain",
+    "group",
+    "chord",
+    "chunks",
+    "xmap",
+    "xstarmap",
     "uuid",
     "states",
     # periodic tasks
@@ -54,5 +75,6 @@ __all__ = [
     "SoftTimeLimitExceeded",
     "TimeLimitExceeded",
     "TaskRevokedError",
+    "ChordError",
     "WorkerLostError",
 ]

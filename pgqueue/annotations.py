@@ -72,8 +72,8 @@ def check(annotation: Any, where: str) -> dict[str, Any]:
                 raise ConfigurationError(str(error)) from None
             raise ConfigurationError(f"{where}: {key!r} is fixed when the task is defined; "
                                      "pass it to @app.task instead")
-    try:
-        check_task_options(options, where)
+    try:  # the options _IGNORED names warn as their setting, in annotate(): once, not twice
+        check_task_options({k: v for k, v in options.items() if k not in _IGNORED}, where)
     except (TypeError, ValueError) as error:
         raise ConfigurationError(str(error)) from None
     for key in ("autoretry_for", "dont_autoretry_for"):

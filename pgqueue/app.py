@@ -34,6 +34,7 @@ from pgqueue.utils import current_pid, import_object
 
 if TYPE_CHECKING:
     from pgqueue.control import Control
+    from pgqueue.events import Events
     from pgqueue.result import AsyncResult, ResultWaiter
 
 #: What ``autodiscover_tasks`` takes: package names, a callable returning them, or None.
@@ -329,6 +330,11 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue task ``name`` (which this process need not import)."""
+        if "link" in options or "link_error" in options:
+            from pgqueue.canvas import Signature
+
+            return Signature(name, args, kwargs, app=self).apply_async(  # type: ignore[no-any-return]
+                **options)
         task = _task or self.tasks.get(name)
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         insert_jobs(self, batch)
@@ -396,6 +402,13 @@ class App:
         if self._control is None:
             self._control = Control(self)
         return self._control
+
+    @property
+    def events(self) -> Events:
+        """Celery's ``app.events``: ``app.events.Receiver(handlers={...}).capture()``."""
+        from pgqueue.events import Events
+
+        return Events(self)
 
     @property
     def result_waiter(self) -> ResultWaiter:

@@ -1,9 +1,10 @@
 """Every Celery option and setting, and what pgqueue does with each: the one registry.
 
-Four tables: :data:`SETTINGS` (Celery's settings, new and old names, and pgqueue's own),
+Five tables: :data:`SETTINGS` (Celery's settings, new and old names, and pgqueue's own),
 :data:`TASK_OPTIONS` (``@app.task(...)`` options and ``Task`` attributes),
-:data:`SEND_OPTIONS` (``apply_async``, ``send_task``, ``Signature.set``). Each name has
-one :class:`Entry`, whose status is one of:
+:data:`SEND_OPTIONS` (``apply_async``, ``send_task``, ``Signature.set``),
+:data:`WORKER_FLAGS` and :data:`BEAT_FLAGS` (``celery worker``/``celery beat`` flags and
+pgqueue's own). Each name has one :class:`Entry`, whose status is one of:
 
 - ``implemented``: it has its effect; ``how`` says where, ``test`` names a test showing it.
 - ``mapped``: read as another pgqueue name (``to``).
@@ -12,7 +13,8 @@ one :class:`Entry`, whose status is one of:
 - ``refused``: refused in one line; ``how`` names the alternative.
 
 The code that accepts names reads these tables (``config.py`` for settings,
-``task.check_task_options`` and ``client/producer.py`` for options), so a name is accepted
+``task.check_task_options`` and ``client/producer.py`` for options, ``cli/flags.py`` for
+the flags of ``pgqueue worker`` and ``pgqueue beat``), so a name is accepted
 exactly when its entry says so. Changing what pgqueue does with a name is a one-line change
 here (``"link": refused(...)`` becomes ``"link": done(..., test=...)``), plus the code that
 honours it. ``python scripts/option_table.py`` writes the table in
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 IMPLEMENTED = "implemented"
 MAPPED = "mapped"
@@ -45,6 +47,10 @@ class Entry:
     old: tuple[str, ...] = ()
     #: ``pgqueue`` for names Celery doesn't have.
     origin: str = "celery"
+    #: flags: the other spellings of the flag (``-c`` of ``--concurrency``).
+    aliases: tuple[str, ...] = ()
+    #: flags: whether the flag takes a value (``--uid 1000``) rather than standing alone.
+    takes_value: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -60,8 +66,8 @@ def ours(how: str, test: str = "") -> Entry:
     return Entry(IMPLEMENTED, how, test=test, origin="pgqueue")
 
 
-def mapped(to: str, how: str = "", old: tuple[str, ...] = ()) -> Entry:
-    return Entry(MAPPED, how or f"read as {to}", to=to, old=old)
+def mapped(to: str, how: str = "", old: tuple[str, ...] = (), test: str = "") -> Entry:
+    return Entry(MAPPED, how or f"read as {to}", to=to, old=old, test=test)
 
 
 def ignored(why: str, old: tuple[str, ...] = ()) -> Entry:
@@ -72,14 +78,31 @@ def refused(alternative: str, old: tuple[str, ...] = ()) -> Entry:
     return Entry(REFUSED, alternative, old=old)
 
 
+def flag(entry: Entry, *aliases: str, value: bool = False) -> Entry:
+    """``entry`` as a command-line flag, also spelt ``aliases``; ``value``: it takes one."""
+    return replace(entry, aliases=aliases, takes_value=value)
+
+
 _T = "tests/integration"
 _ROW = f"{_T}/client/test_option_registry.py::test_a_producer_setting_shapes_the_row"
 _WORKER = f"{_T}/client/test_option_registry.py::test_worker_settings_shape_the_worker"
-_RATE = "rate limits arrive with flow control (issue 16); limit concurrency with a queue " \
-        "and worker -c meanwhile"
-_CHORD = "chords are not supported yet; wait for the results in the task that needs them"
+_FLOW = "tests/integration/flow"
+_RATE_TEST = f"{_FLOW}/test_fleet.py::test_a_rate_limit_holds_across_three_workers"
+_CODE_LIMITS = f"{_FLOW}/test_limits.py::test_code_limits_are_written_and_run_time_ones_win"
+_REFUSED_VALUES = "tests/unit/test_option_registry.py::test_refused_values_of_implemented_settings"
+_PROCESS = f"{_T}/client/test_option_registry.py::" \
+           "test_process_settings_shape_pools_and_leader_services"
+_ARG_LIMITS = f"{_T}/client/test_option_registry.py::test_argument_limits_refuse_what_is_over_them"
+_TASK_ROW = f"{_T}/client/test_option_registry.py::test_a_task_option_shapes_the_rows_of_its_jobs"
+_TASK_KEPT = "tests/unit/test_option_registry.py::" \
+             "test_an_implemented_task_option_is_kept_on_the_task"
+_SEND_ROW = f"{_T}/client/test_option_registry.py::test_an_implemented_send_option_marks_the_row"
+_RUNS = f"{_T}/cli/test_worker_flags.py::test_worker_flags_shape_the_running_worker"
+_CHORD = ("chords are decided in the database when their last member is recorded "
+          "(docs/canvas.md): there is nothing to poll or tune")
 _NO_BROKER = "there is no message broker: jobs are rows in PostgreSQL"
-_NO_EVENTS = "there are no events: the jobs and results tables are the event log"
+_NO_EVENTS = "events are NOTIFYs on <schema>.events, with no queue or exchange to configure"
+_OPS = f"{_T}/ops"
 _NO_AMQP = "AMQP/RabbitMQ only; queues are names of rows, with no exchanges or bindings"
 _NO_CONTROL = "remote control is rows in control_requests, not broker queues"
 _JSON = "JSON only: another content type is refused in one line"
@@ -98,29 +121,40 @@ SETTINGS: dict[str, Entry] = {
     # -- general, time and date ------------------------------------------------------------
     "accept_content": done(_JSON, "tests/unit/test_option_registry.py::"
                                   "test_refused_values_of_implemented_settings"),
-    "result_accept_content": done(_JSON),
+    "result_accept_content": done(_JSON, test=_REFUSED_VALUES),
     "enable_utc": done("always on: every time is stored in UTC; False is refused (give "
-                       "timezone= for naive datetimes and crontabs)"),
+                       "timezone= for naive datetimes and crontabs)", test=_REFUSED_VALUES),
     "imports": done("imported when the worker or beat starts",
                     f"{_T}/client/test_celery_config_effects.py::"
                     "test_a_config_module_with_imports_has_the_worker_load_the_tasks"),
-    "include": done("imported when the worker or beat starts"),
+    "include": done("imported when the worker or beat starts", test=_RUNS),
     "timezone": done("naive datetimes (eta, expires) and crontabs are read in it",
                      f"{_T}/client/test_core_enqueue.py::"
                      "test_naive_eta_is_read_in_the_app_timezone"),
     # -- pgqueue's own ---------------------------------------------------------------------
-    "dsn": ours("the PostgreSQL URL of the jobs and results (also broker_url, result_backend)"),
-    "schema": ours("the schema of pgqueue's tables"),
+    "dsn": ours("the PostgreSQL URL of the jobs and results (also broker_url, result_backend)",
+                test=f"{_T}/client/test_celery_config_effects.py::"
+                     "test_a_flask_config_with_celerys_old_names_runs_a_task"),
+    "schema": ours("the schema of pgqueue's tables",
+                   test=f"{_T}/client/test_core_schema_name.py::"
+                        "test_two_schemas_in_one_database_do_not_share_jobs"),
     "task_default_max_retries": ours("max_retries of jobs sent by name for a task this "
                                      "process doesn't import", _ROW),
     "task_default_retry_delay": ours(
         "default_retry_delay of tasks that don't set it",
         f"{_T}/client/test_option_registry.py::test_task_default_retry_delay_sets_the_delay"),
-    "task_max_args_bytes": ours("largest JSON of one job's arguments, refused when sent"),
-    "task_max_args_depth": ours("deepest nesting of an argument, refused when sent"),
-    "producer_pool_size": ours("connections of the process's enqueue pool"),
-    "result_max_bytes": ours("largest return value a task may store"),
-    "priority_aging": ours("seconds of waiting per priority step of a queued job"),
+    "task_max_args_bytes": ours("largest JSON of one job's arguments, refused when sent",
+                                test=_ARG_LIMITS),
+    "task_max_args_depth": ours("deepest nesting of an argument, refused when sent",
+                                test=_ARG_LIMITS),
+    "producer_pool_size": ours("connections of the process's enqueue pool", test=_PROCESS),
+    "result_max_bytes": ours("largest return value a task may store",
+                             test=f"{_T}/worker/test_poison_outcomes.py::"
+                                  "test_an_oversized_result_is_not_stored_and_names_size_and_limit"),
+    "priority_aging": ours("seconds of waiting per priority step of a queued job",
+                           test=f"{_T}/services/test_priority_aging.py::"
+                                "test_with_aging_a_low_priority_job_runs_under_a_stream_of_higher_ones"),
+    "queue_concurrency": ours("{queue: jobs running at once}, fleet-wide", _CODE_LIMITS),
     "transaction_pooling": ours(
         "a transaction pooler (PgBouncer) in front: no prepares, no session SET; auto-detected",
         "tests/integration/db/test_pgbouncer.py::test_the_setting_overrides_detection"),
@@ -135,14 +169,18 @@ SETTINGS: dict[str, Entry] = {
     "worker_poll_interval": ours("safety-net poll under LISTEN/NOTIFY", _WORKER),
     "worker_shutdown_timeout": ours("how long a warm shutdown waits for running tasks", _WORKER),
     "worker_claim_batch_size": ours("most jobs claimed by one statement", _WORKER),
-    "worker_finish_batch_size": ours("most outcomes written by one statement"),
-    "leader_ttl_seconds": ours("how long leadership lives without renewal"),
-    "maintenance_interval": ours("how often the leader runs the rescuer"),
-    "stage_interval": ours("longest wait of the stager for due jobs"),
-    "beat_catch_up": ours("whether missed periodic runs fire once on start"),
+    "worker_finish_batch_size": ours("most outcomes written by one statement", test=_PROCESS),
+    "leader_ttl_seconds": ours("how long leadership lives without renewal", test=_PROCESS),
+    "maintenance_interval": ours("how often the leader runs the rescuer", test=_PROCESS),
+    "stage_interval": ours("longest wait of the stager for due jobs", test=_PROCESS),
+    "beat_catch_up": ours("whether missed periodic runs fire once on start",
+                          test=f"{_T}/services/test_beat_scheduler.py::"
+                               "test_catch_up_off_skips_missed_fires_but_not_a_late_one"),
     # -- beat ------------------------------------------------------------------------------
-    "beat_schedule": done("periodic tasks, kept in the schedules table"),
-    "beat_max_loop_interval": done("longest sleep of the scheduler"),
+    "beat_schedule": done("periodic tasks, kept in the schedules table",
+                          test=f"{_T}/services/test_beat_scheduler.py::"
+                               "test_code_schedules_are_written_when_the_scheduler_starts"),
+    "beat_max_loop_interval": done("longest sleep of the scheduler", test=_PROCESS),
     "beat_scheduler": refused("schedules live in the schedules table (pgqueue schedule, "
                               "the Django admin); remove the setting"),
     "beat_schedule_filename": ignored("beat keeps its state in the schedules table, not a "
@@ -228,8 +266,8 @@ SETTINGS: dict[str, Entry] = {
                            old=("CELERY_TASK_RESULT_EXPIRES",)),
     "result_persistent": ignored("results are rows in PostgreSQL, always persistent"),
     "result_extended": done("always on: name, args, kwargs, worker, retries are columns of "
-                            "the result; False is refused"),
-    "result_serializer": done(_JSON),
+                            "the result; False is refused", test=_REFUSED_VALUES),
+    "result_serializer": done(_JSON, test=_REFUSED_VALUES),
     "result_backend_transport_options": ignored("results are rows in PostgreSQL (no "
                                                 "transport)"),
     "result_chord_retry_interval": refused(_CHORD),
@@ -272,7 +310,9 @@ SETTINGS: dict[str, Entry] = {
     "task_acks_late": ignored("a job is done when its outcome is written (leases, not acks)"),
     "task_acks_on_failure_or_timeout": ignored("a failed job always ends FAILURE or is "
                                                "retried"),
-    "task_always_eager": done("apply_async runs the task in the caller (task.apply)"),
+    "task_always_eager": done("apply_async runs the task in the caller (task.apply)",
+                              test="tests/unit/test_task_definition.py::"
+                                   "test_task_always_eager_runs_delay_in_process"),
     "task_annotations": done("options carried to tasks by name or '*'",
                              f"{_T}/client/test_celery_config_effects.py::"
                              "test_annotated_time_limit_ends_the_job"),
@@ -288,7 +328,8 @@ SETTINGS: dict[str, Entry] = {
     "task_default_exchange_type": ignored(_NO_AMQP),
     "task_default_routing_key": ignored("a job goes to its queue (task_default_queue); "
                                         "there are no routing keys to default"),
-    "task_default_rate_limit": refused(_RATE),
+    "task_default_rate_limit": done("a fleet-wide rate for every task without its own",
+                                    _CODE_LIMITS),
     "task_default_priority": done("the priority of tasks that don't set one (0..9)", _ROW),
     "task_eager_propagates": done(
         "task.apply() and eager apply_async raise the task's exception",
@@ -312,8 +353,10 @@ SETTINGS: dict[str, Entry] = {
     "task_routes": done("dicts, patterns, routers; queue=, routing_key= (names the queue), "
                         "priority=", f"{_T}/client/test_core_enqueue.py::"
                                      "test_task_routes_choose_the_queue"),
-    "task_send_sent_event": ignored(_NO_EVENTS, old=("CELERY_SEND_TASK_SENT_EVENT",)),
-    "task_serializer": done(_JSON),
+    "task_send_sent_event": done("producers send task-sent events (docs/operations.md)",
+                                 f"{_OPS}/test_events.py::test_task_sent_and_revoked",
+                                 old=("CELERY_SEND_TASK_SENT_EVENT",)),
+    "task_serializer": done(_JSON, test=_REFUSED_VALUES),
     "task_soft_time_limit": done("SoftTimeLimitExceeded raised in the task", _ROW,
                                  old=("CELERYD_SOFT_TIME_LIMIT",
                                       "CELERYD_TASK_SOFT_TIME_LIMIT")),
@@ -328,7 +371,8 @@ SETTINGS: dict[str, Entry] = {
     # -- workers ---------------------------------------------------------------------------
     "worker_agent": ignored("Celery's monitoring agent bootstep; pgqueue has none (the "
                             "tables are the monitoring)"),
-    "worker_autoscaler": refused("the pool has a fixed size: set worker_concurrency (-c)"),
+    "worker_autoscaler": refused("pgqueue's autoscaler is built in: pgqueue worker "
+                                 "--autoscale=MAX,MIN (docs/operations.md)"),
     "worker_cancel_long_running_tasks_on_connection_loss": ignored("leases decide ownership"),
     "worker_soft_shutdown_timeout": refused("use worker_shutdown_timeout (seconds a warm "
                                             "shutdown waits for running tasks)"),
@@ -337,7 +381,9 @@ SETTINGS: dict[str, Entry] = {
     "worker_consumer": refused("the worker's consumer cannot be replaced; use signals and "
                                "task hooks"),
     "worker_direct": refused("send to a queue only that worker consumes (-Q)"),
-    "worker_disable_rate_limits": refused(_RATE, old=("CELERY_DISABLE_RATE_LIMITS",)),
+    "worker_disable_rate_limits": refused(
+        "rate limits hold for the whole fleet, not per worker: remove one with "
+        "`pgqueue control rate_limit TASK none`", old=("CELERY_DISABLE_RATE_LIMITS",)),
     "worker_deduplicate_successful_tasks": ignored("a finished job leaves the jobs table and "
                                                    "never runs again"),
     "worker_enable_remote_control": refused(
@@ -360,7 +406,9 @@ SETTINGS: dict[str, Entry] = {
                                        _WORKER),
     "worker_pool": done("threads, processes (prefork), asyncio, solo", _WORKER),
     "worker_pool_putlocks": ignored("a worker claims only for its free slots"),
-    "worker_pool_restarts": refused("restart the worker process to reload code"),
+    "worker_pool_restarts": done("allows control pool_restart (-P processes)",
+                                 f"{_OPS}/test_control.py::"
+                                 "test_pool_restart_replaces_the_children"),
     "worker_proc_alive_timeout": ignored("the processes pool waits for no start-up "
                                          "handshake; a child that dies is replaced"),
     "worker_prefetch_multiplier": ignored("a worker claims exactly as many jobs as it has "
@@ -369,8 +417,11 @@ SETTINGS: dict[str, Entry] = {
                                                       "as it has free slots"),
     "worker_redirect_stdouts": ignored("stdout is left alone"),
     "worker_redirect_stdouts_level": ignored("stdout is left alone"),
-    "worker_send_task_events": ignored(_NO_EVENTS, old=("CELERY_SEND_EVENTS",
-                                                        "CELERYD_SEND_EVENTS")),
+    "worker_send_task_events": done("workers send task events, as with -E "
+                                    "(docs/operations.md)",
+                                    f"{_OPS}/test_events.py::"
+                                    "test_the_setting_turns_task_events_on",
+                                    old=("CELERY_SEND_EVENTS", "CELERYD_SEND_EVENTS")),
     "worker_state_db": ignored("revokes are rows in the database, kept across restarts"),
     "worker_task_log_format": refused("pgqueue has no separate task logger: set "
                                       "worker_log_format; outcome lines name the task and "
@@ -383,47 +434,61 @@ SETTINGS: dict[str, Entry] = {
 
 #: ``@app.task(...)`` options and ``Task`` attributes.
 TASK_OPTIONS: dict[str, Entry] = {
-    "name": done("the registered name"),
-    "bind": done("the task gets self"),
-    "base": done("the Task class to subclass"),
+    "name": done("the registered name", test=_TASK_KEPT),
+    "bind": done("the task gets self", test=_TASK_KEPT),
+    "base": done("the Task class to subclass", test=_TASK_KEPT),
     "shared": ignored("app.task registers with its app; shared_task registers with every "
                       "app"),
     "typing": ignored("arguments are checked by the task's own signature when it runs"),
-    "queue": done("the default queue of the task"),
-    "priority": done("the default priority of the task (0..9, higher first)"),
+    "queue": done("the default queue of the task", test=_TASK_ROW),
+    "priority": done("the default priority of the task (0..9, higher first)", test=_TASK_ROW),
     "max_retries": done("retries before FAILURE",
                         f"{_T}/worker/test_core_worker.py::"
                         "test_explicit_retry_until_max_retries_then_failure_with_the_last_"
                         "exception"),
-    "default_retry_delay": done("seconds before a retry"),
+    "default_retry_delay": done("seconds before a retry",
+                                test=f"{_T}/client/test_option_registry.py::"
+                                     "test_task_default_retry_delay_sets_the_delay"),
     "autoretry_for": done("exceptions that retry the task",
                           f"{_T}/worker/test_core_worker.py::"
                           "test_autoretry_for_and_dont_autoretry_for"),
-    "dont_autoretry_for": done("exceptions that do not"),
-    "retry_kwargs": done("options of automatic retries"),
+    "dont_autoretry_for": done("exceptions that do not",
+                               test=f"{_T}/worker/test_core_worker.py::"
+                                    "test_autoretry_for_and_dont_autoretry_for"),
+    "retry_kwargs": done("options of automatic retries",
+                         test="tests/unit/test_task_definition.py::"
+                              "test_autoretry_countdown_follows_retry_options"),
     "retry_backoff": done("exponential backoff of automatic retries",
                           f"{_T}/worker/test_core_worker.py::"
                           "test_autoretry_follows_the_backoff_formula"),
-    "retry_backoff_max": done("cap of the backoff"),
-    "retry_jitter": done("full jitter of the backoff"),
-    "ignore_result": done("no result row for a success"),
-    "expires": done("the job is REVOKED if it has not started by then"),
-    "time_limit": done("hard time limit"),
-    "soft_time_limit": done("SoftTimeLimitExceeded in the task"),
+    "retry_backoff_max": done("cap of the backoff",
+                              test="tests/unit/test_option_registry.py::"
+                                   "test_retry_backoff_max_caps_the_backoff"),
+    "retry_jitter": done("full jitter of the backoff",
+                         test=f"{_T}/worker/test_core_worker.py::"
+                              "test_autoretry_follows_the_backoff_formula"),
+    "ignore_result": done("no result row for a success", test=_TASK_ROW),
+    "expires": done("the job is REVOKED if it has not started by then", test=_TASK_ROW),
+    "time_limit": done("hard time limit", test=_TASK_ROW),
+    "soft_time_limit": done("SoftTimeLimitExceeded in the task", test=_TASK_ROW),
     "track_started": done("STARTED while running",
                           f"{_T}/worker/test_core_worker.py::"
                           "test_track_started_shows_started_while_running"),
-    "lease": ours("seconds a claim lasts without a heartbeat"),
-    "serializer": done(_JSON),
+    "lease": ours("seconds a claim lasts without a heartbeat", test=_TASK_ROW),
+    "serializer": done(_JSON, test=_TASK_ROW),
     "acks_late": ignored("a job is done when its outcome is written (leases, not acks)"),
     "acks_on_failure_or_timeout": ignored("a failed job always ends FAILURE or is retried"),
     "reject_on_worker_lost": ignored("lost jobs are always requeued until max_retries"),
     "store_errors_even_if_ignored": ignored("a failure is always stored, even with "
                                             "ignore_result"),
     "trail": ignored("child tasks are not tracked; parent_id and root_id are columns"),
-    "send_events": ignored(_NO_EVENTS),
+    "send_events": ignored("events are sent by workers started with -E, for every task"),
     "resultrepr_maxsize": ignored("log lines shorten results to 1024 characters"),
-    "rate_limit": refused(_RATE),
+    "rate_limit": done("N/s|m|h starts of this task across every worker (docs/flow-control.md)",
+                       _RATE_TEST),
+    "concurrency_limit": ours("jobs of one concurrency_key running at once, fleet-wide",
+                              f"{_FLOW}/test_fleet.py::"
+                              "test_queue_and_key_concurrency_hold_across_three_workers"),
     "throws": refused("expected exceptions are not supported yet: catch them in the task "
                       "and return a value saying so"),
     "store_eager_result": refused("an eager result is never stored: run a worker"),
@@ -445,40 +510,44 @@ SEND_OPTIONS: dict[str, Entry] = {
     "countdown": done("run no earlier than now plus countdown",
                       f"{_T}/worker/test_core_worker.py::"
                       "test_countdown_and_eta_start_no_earlier_and_within_a_second"),
-    "eta": done("run no earlier than then (naive: in timezone)"),
+    "eta": done("run no earlier than then (naive: in timezone)", test=_SEND_ROW),
     "expires": done("REVOKED if not started by then",
                     f"{_T}/client/test_core_enqueue.py::"
                     "test_apply_async_eta_and_expires_datetime"),
-    "priority": done("0..9, higher first"),
-    "queue": done("the queue"),
+    "priority": done("0..9, higher first", test=_SEND_ROW),
+    "queue": done("the queue", test=_SEND_ROW),
     "routing_key": done("names the queue when queue= is not given",
                         f"{_T}/client/test_headers_shadow_routing.py::"
                         "test_routing_key_names_the_queue_unless_queue_is_given"),
     "task_id": done("the job's id",
                     f"{_T}/client/test_core_enqueue.py::"
                     "test_duplicate_task_id_of_a_live_job_is_a_clear_error"),
-    "ignore_result": done("no result row for a success"),
-    "time_limit": done("hard time limit of this job"),
-    "soft_time_limit": done("soft time limit of this job"),
-    "max_retries": done("retries of this job"),
-    "track_started": done("STARTED while running"),
-    "serializer": done(_JSON),
+    "ignore_result": done("no result row for a success", test=_SEND_ROW),
+    "time_limit": done("hard time limit of this job", test=_SEND_ROW),
+    "soft_time_limit": done("soft time limit of this job", test=_SEND_ROW),
+    "max_retries": done("retries of this job", test=_SEND_ROW),
+    "track_started": done("STARTED while running", test=_SEND_ROW),
+    "serializer": done(_JSON, test=_SEND_ROW),
     "headers": done("stored in the headers column; self.request.headers",
                     f"{_T}/client/test_headers_shadow_routing.py::"
                     "test_headers_reach_the_task_sql_and_the_result"),
     "shadow": done("the name in log lines, kept in the result's headers",
                    f"{_T}/client/test_headers_shadow_routing.py::"
                    "test_shadow_names_the_task_in_log_lines"),
-    "parent_id": done("the parent_id column"),
-    "root_id": done("the root_id column"),
-    "group_id": done("the group_id column"),
+    "parent_id": done("the parent_id column", test=_SEND_ROW),
+    "root_id": done("the root_id column", test=_SEND_ROW),
+    "group_id": done("the group_id column", test=_SEND_ROW),
     "retry_policy": done("given to before_task_publish receivers; the INSERT itself is "
-                         "retried once on a dead pooled connection"),
+                         "retried once on a dead pooled connection", test=_SEND_ROW),
     "retry": ignored("an enqueue is one INSERT, retried once on a dead pooled connection, "
                      "then raised"),
-    "connection": ours("enqueue inside that transaction (psycopg, SQLAlchemy, Django)"),
-    "unique_key": ours("at most one live job per key"),
-    "on_duplicate": ours("'return' the live job's result or 'raise' DuplicateJob"),
+    "connection": ours("enqueue inside that transaction (psycopg, SQLAlchemy, Django)",
+                       test=_SEND_ROW),
+    "unique_key": ours("at most one live job per key", test=_SEND_ROW),
+    "on_duplicate": ours("'return' the live job's result or 'raise' DuplicateJob", test=_SEND_ROW),
+    "concurrency_key": ours("jobs sharing the key run at most concurrency_limit at once",
+                            f"{_FLOW}/test_limits.py::"
+                            "test_keyed_jobs_wait_in_order_and_slots_come_back"),
     "unique_for": ours(
         "no second job with the unique_key within this many seconds, whatever the state",
         "tests/integration/flow2/test_unique_periods.py::"
@@ -487,17 +556,21 @@ SEND_OPTIONS: dict[str, Entry] = {
         "which states of the holder keep the unique_key taken (live, waiting, all, ...)",
         "tests/integration/flow2/test_unique_periods.py::"
         "test_a_schedule_with_unique_states_skips_fires_while_its_job_waits"),
-    "lease": ours("seconds a claim lasts without a heartbeat"),
+    "lease": ours("seconds a claim lasts without a heartbeat", test=_SEND_ROW),
     "exchange": refused("pgqueue has no exchanges; name the queue with queue= (or "
                         "routing_key=)"),
-    "link": refused("callbacks are not supported yet; call the next task from inside the "
-                    "task"),
-    "link_error": refused("error callbacks are not supported yet; handle the error in the "
-                          "task's on_failure hook"),
-    "chain": refused("chains are not supported yet; call the next task from inside the task"),
-    "chord": refused(_CHORD),
-    "group_index": refused("groups are not supported yet; pass group_id= to tie jobs "
-                           "together"),
+    "link": done("callbacks sent in the transaction that records the outcome (canvas)",
+                 f"{_T}/canvas/test_chain_link.py::test_link_and_link_error_on_apply_async"),
+    "link_error": done("error callbacks, run as jobs with (request, exc, traceback) "
+                       "(canvas)",
+                       f"{_T}/canvas/test_chain_link.py::"
+                       "test_link_and_link_error_on_apply_async"),
+    "chain": refused("Celery's internal message field; send a chain(...) signature "
+                     "with its apply_async"),
+    "chord": refused("Celery's internal message field; send a chord(header, body) "
+                     "signature"),
+    "group_index": refused("Celery's internal message field; send a group(...) signature, "
+                           "whose GroupResult lists the results in order"),
     "add_to_parent": refused("task trees are not tracked yet; pass parent_id= and root_id="),
     "compression": refused("arguments are stored as jsonb, uncompressed: remove compression="),
     "producer": refused("there is no producer: pass connection= to enqueue in a transaction"),
@@ -519,6 +592,128 @@ SEND_OPTIONS: dict[str, Entry] = {
     "timeout": refused("an enqueue is one INSERT; set statement_timeout on the connection"),
     "confirm_timeout": refused("an enqueue is one INSERT, committed or raised"),
     "stamped_headers": refused("stamping is not supported; use headers="),
+}
+
+_FLAGS = f"{_T}/cli/test_worker_flags.py"
+_SHAPES = f"{_T}/cli/test_celery_cli_shapes.py::" \
+          "test_celerys_worker_line_runs_with_pidfile_and_logfile"
+_LIMITS = f"{_FLAGS}::test_time_limit_flags_end_the_jobs"
+_BEAT = f"{_FLAGS}::test_beat_flags_shape_the_running_beat"
+_FOREGROUND = "pgqueue runs in the foreground: let systemd, supervisor or your container " \
+              "runtime keep it running"
+_USER = "start pgqueue as that user and group (systemd User=/Group=, the container's USER)"
+_UMASK = "set the umask where pgqueue is started (systemd UMask=, the shell's umask)"
+_EXECUTABLE = "only meant for --detach, which is refused: " + _FOREGROUND
+_STATE_FILE = "beat keeps its state in the schedules table, not a file"
+_SCHEDULER = "schedules live in the schedules table (pgqueue schedule, the Django admin); " \
+             "remove the flag"
+
+
+def _common(process: str) -> dict[str, Entry]:
+    """The flags ``pgqueue worker`` and ``pgqueue beat`` share."""
+    test = _RUNS if process == "worker" else _BEAT
+    return {
+        "--app": flag(done("the module of your App, before or after the command", test), "-A",
+                      value=True),
+        "--dsn": flag(ours("the PostgreSQL URL (also -b/--broker before the command)", test),
+                      value=True),
+        "--schema": flag(ours("the schema of pgqueue's tables", test), value=True),
+        "--loglevel": flag(done("DEBUG..FATAL in any case; DEBUG adds tracebacks",
+                                f"{_T}/cli/test_core_cli.py::"
+                                "test_debug_level_shows_the_traceback" if process == "worker"
+                                else test), "-l", value=True),
+        "--logfile": flag(done("append the log to a file (%n, %h, %p, %i, %I expand)",
+                               _SHAPES if process == "worker" else test), "-f", value=True),
+        "--pidfile": flag(done("the pid in a file, removed on exit; refuses to start while "
+                               "that pid runs", _SHAPES if process == "worker" else test),
+                          value=True),
+        "--detach": flag(refused(_FOREGROUND), "-D"),
+        "--uid": flag(refused(_USER), value=True),
+        "--gid": flag(refused(_USER), value=True),
+        "--umask": flag(refused(_UMASK), value=True),
+        "--executable": flag(refused(_EXECUTABLE), value=True),
+    }
+
+
+#: ``celery worker`` flags (Celery 5.6) and ``pgqueue worker``'s own.
+WORKER_FLAGS: dict[str, Entry] = {
+    **_common("worker"),
+    "--hostname": flag(done("the node name in logs and the workers table (%h, %n, %d "
+                            "expand)", _SHAPES), "-n", value=True),
+    "--concurrency": flag(done("size of the pool", _RUNS), "-c", value=True),
+    "--pool": flag(done("threads, processes (prefork), solo, asyncio; gevent and eventlet "
+                        "refused naming asyncio", _SHAPES), "-P", value=True),
+    "--queues": flag(done("the queues consumed", _RUNS), "-Q", value=True),
+    "--include": flag(mapped("include", "modules imported at start, added to the include "
+                                        "setting", test=_RUNS), "-I", value=True),
+    "--optimization": flag(done("default and fair both claim only for free slots (Celery's "
+                                "fair)", f"{_T}/worker/test_core_worker.py::"
+                                         "test_a_worker_claims_no_more_than_its_free_slots"),
+                           "-O", value=True),
+    "--beat": flag(done("also run the scheduler", "tests/acceptance/services/"
+                        "test_beat_processes.py::"
+                        "test_leader_sigkilled_and_restarted_every_fire_runs_exactly_once"),
+                   "-B"),
+    "--time-limit": flag(done("hard limit of tasks without their own", _LIMITS), value=True),
+    "--soft-time-limit": flag(done("soft limit of tasks without their own", _LIMITS),
+                              value=True),
+    "--max-tasks-per-child": flag(done("with -P processes; refused with the other pools",
+                                       f"{_T}/worker/test_reliability.py::"
+                                       "test_process_pool_recycles_children"), value=True),
+    "--max-memory-per-child": flag(done("with -P processes; refused with the other pools",
+                                        f"{_FLAGS}::test_max_memory_per_child_replaces_the_"
+                                        "child"), value=True),
+    "--lease": flag(ours("seconds a claim lasts without a heartbeat", _RUNS), value=True),
+    "--poll-interval": flag(ours("safety-net poll under LISTEN/NOTIFY", _RUNS), value=True),
+    "--shutdown-timeout": flag(ours("how long a warm shutdown waits for running tasks",
+                                    "tests/acceptance/worker/test_faults.py::"
+                                    "test_shutdown_timeout_hands_running_jobs_back_at_once"),
+                               value=True),
+    "--task-events": flag(done("task and worker events over NOTIFY (pgqueue events)",
+                               "tests/integration/ops/test_events.py::"
+                               "test_events_command_with_a_worker_process"), "-E", "--events"),
+    "--statedb": flag(ignored("revokes are rows in the database, kept across restarts"),
+                      "-S", value=True),
+    "--schedule-filename": flag(ignored(_STATE_FILE), "-s", "--schedule", value=True),
+    "--without-gossip": flag(ignored("workers do not talk to each other: the tables are "
+                                     "shared")),
+    "--without-mingle": flag(ignored("workers do not talk to each other: the tables are "
+                                     "shared")),
+    "--without-heartbeat": flag(ignored(f"{_NO_EVENTS}; leases are renewed regardless")),
+    "--prefetch-multiplier": flag(ignored("a worker claims exactly as many jobs as it has "
+                                          "free slots"), value=True),
+    "--disable-prefetch": flag(ignored("a worker claims exactly as many jobs as it has free "
+                                       "slots")),
+    "--heartbeat-interval": flag(refused("a worker renews its leases every third of "
+                                         "--lease: set --lease"), value=True),
+    "--autoscale": flag(done("grows the pool up to MAX while jobs wait, back to MIN",
+                             "tests/integration/ops/test_control.py::"
+                             "test_autoscale_grows_with_the_backlog_and_shrinks_after_it"),
+                        value=True),
+    "--exclude-queues": flag(refused("name the queues to consume with -Q"), "-X",
+                             value=True),
+    "--purge": flag(refused("run `pgqueue purge` before starting the worker"), "--discard"),
+    "--scheduler": flag(refused(_SCHEDULER), value=True),
+    "--metrics-port": flag(ours(
+        "serve this worker's Prometheus metrics (docs/metrics.md)",
+        "tests/integration/metrics/test_worker_metrics.py::"
+        "test_the_worker_counts_each_outcome_once_per_task_and_queue"), value=True),
+    "--metrics-host": flag(ours(
+        "the address --metrics-port listens on",
+        "tests/integration/metrics/test_worker_metrics.py::"
+        "test_a_host_that_cannot_be_bound_is_one_error_line"), value=True),
+}
+
+#: ``celery beat`` flags (Celery 5.6) and ``pgqueue beat``'s own.
+BEAT_FLAGS: dict[str, Entry] = {
+    **_common("beat"),
+    "--hostname": flag(ours("the name of this scheduler in logs and the leader table",
+                            _BEAT), "-n", value=True),
+    "--max-interval": flag(mapped("beat_max_loop_interval", "longest sleep of the "
+                                  "scheduler (beat_max_loop_interval)", test=_BEAT),
+                           value=True),
+    "--schedule": flag(ignored(_STATE_FILE), "-s", value=True),
+    "--scheduler": flag(refused(_SCHEDULER), "-S", value=True),
 }
 
 

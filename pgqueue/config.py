@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     # seconds of waiting per priority step of a queued job (None: no aging); see
     # maintenance.PriorityAging
     "priority_aging": None,
+    # flow control (docs/flow-control.md): a rate for every task without its own, and
+    # {queue: jobs at once}, both fleet-wide
+    "task_default_rate_limit": None,
+    "queue_concurrency": {},
     # workers
     "worker_concurrency": None,
     "worker_pool": "threads",
@@ -72,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "worker_claim_batch_size": 100,
     "worker_hijack_root_logger": True,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    # events (pgqueue.events) and remote control (pgqueue.worker.remote)
+    "worker_send_task_events": False,
+    "task_send_sent_event": False,
+    "worker_pool_restarts": False,
     # maintenance and beat
     "leader_ttl_seconds": 15.0,
     "maintenance_interval": 1.0,
@@ -182,6 +190,25 @@ def _one_of(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
                              f"{', '.join(map(repr, choices))}; got {value!r}")
 
 
+def _queue_concurrency(name: str, value: Any) -> dict[str, int]:
+    """``{queue: jobs at once}``, each queue a name and each limit 1 to a million."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"setting {name!r} must be a dict of queue name -> jobs at "
+                                 f"once, got {limits.show(value)}")
+    try:
+        return {limits.name(f"setting {name!r}: queue", queue):
+                limits.concurrency(f"setting {name!r}[{queue!r}]", limit)
+                for queue, limit in value.items()}
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def _flag(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"setting {name!r} must be True or False, got {value!r}")
+    return value
+
+
 # Every setting whose value is checked when it is set: name -> check(name, value), which
 # returns the value to keep (possibly normalised) or raises ConfigurationError in one line.
 SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -209,6 +236,11 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "transaction_pooling": lambda name, value: _one_of(name, value, ("auto", True, False)),
     "listen_dsn": lambda name, value: None if value is None else validate_dsn(str(value)),
     "producer_durable": lambda name, value: _one_of(name, value, (True, False)),
+    "task_default_rate_limit": _statement_value(limits.rate),
+    "queue_concurrency": lambda name, value: _queue_concurrency(name, value),
+    "worker_send_task_events": _flag,
+    "task_send_sent_event": _flag,
+    "worker_pool_restarts": _flag,
 }
 
 

@@ -127,6 +127,11 @@ class TaskError(PgQueueError):
         super().__init__(f"{exc_type}: {message}")
 
 
+class ChordError(PgQueueError):
+    """A chord's body did not run: a member of its header failed or was revoked (the
+    message names it, as Celery's does)."""
+
+
 class ImproperlyConfigured(ConfigurationError):
     """Celery's name for a configuration error."""
 

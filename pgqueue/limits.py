@@ -32,6 +32,10 @@ MAX_RETRIES = 2**31 - 1
 #: jsonb stops at 255 MB; Python's JSON codecs recurse, ~1,000 levels at most.
 MAX_ARGS_BYTES = 200 * 1024 * 1024
 MAX_ARGS_DEPTH = 500
+#: How deep a workflow may nest (chains in groups in chords, links of links), and how
+#: many jobs one send may make: a deeper one is most likely a signature linked to itself.
+MAX_CANVAS_DEPTH = 100
+MAX_CANVAS_STEPS = 1_000_000
 #: A ``task_id`` that is not a UUID, in characters: kept in ``task_id text`` columns with
 #: a btree index each, whose entries stop at ~2700 bytes (4 per character).
 MAX_TASK_ID = 500
@@ -198,6 +202,47 @@ def headers(what: str, value: Any) -> dict[str, Any]:
     return value
 
 
+#: The largest concurrency limit (per queue or per key): far above any fleet.
+MAX_CONCURRENCY = 1_000_000
+#: The largest rate: starts per window (its window is 1 s, 1 min or 1 h).
+MAX_RATE_COUNT = 1e9
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate(what: str, value: Any) -> tuple[float, float] | None:
+    """Celery's rate limit, ``"N/s"``, ``"N/m"``, ``"N/h"`` or a number (per second), as
+    (starts, window in seconds); None (or ``"none"``) for no limit. Zero is refused:
+    Celery reads it as "no limit", which a typo should not silently mean."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    text = value.strip() if isinstance(value, str) else value
+    unit = "s"
+    if isinstance(text, str):
+        count_text, _, unit = text.partition("/")
+        unit = unit.strip() or "s"
+        try:
+            count = float(count_text)
+        except ValueError:
+            count = float("nan")
+    elif _is_number(text):
+        count = float(text)
+    else:
+        count = float("nan")
+    if unit not in _RATE_UNITS or not 0 < count <= MAX_RATE_COUNT:
+        raise ValueError(f"{what} must be a rate above 0 like '10/s', '100/m' or '500/h' "
+                         f"(a number is per second; None for no limit), got {show(value)}")
+    return count, _RATE_UNITS[unit]
+
+
+def concurrency(what: str, value: Any) -> int:
+    """A concurrency limit: how many jobs may run at once, 1 to :data:`MAX_CONCURRENCY`."""
+    if not isinstance(value, int) or isinstance(value, bool) \
+            or not 1 <= value <= MAX_CONCURRENCY:
+        raise ValueError(f"{what} must be an integer from 1 to {MAX_CONCURRENCY:,}, "
+                         f"got {show(value)}")
+    return value
+
+
 #: Checks of option values, by option name; each takes ``(what, value)``.
 OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "time_limit": seconds,
@@ -220,6 +265,9 @@ OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "group_id": job_id,
     "serializer": serializer,
     "headers": headers,
+    "rate_limit": rate,
+    "concurrency_limit": concurrency,
+    "concurrency_key": lambda what, value: name(what, value, MAX_UNIQUE_KEY),
 }
 
 

@@ -136,6 +136,10 @@ class AsyncResult:
 
     #: True when a send met a live job holding its ``unique_key``: this is that job.
     duplicate: bool = False
+    #: False: one job (a :class:`GroupResult` says True).
+    is_group: bool = False
+    #: The previous step, when this result came from sending a workflow.
+    _parent: Any = None
 
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
@@ -261,7 +265,8 @@ class AsyncResult:
         ``callback(task_id, result)`` once with the result it returns. ``on_interval`` is
         called each time the wait wakes without a final state; ``PROPAGATE_STATES`` are the
         states that raise. ``no_ack`` (there is no result message to acknowledge: results
-        are rows) and ``follow_parents`` (a job has no parent results to raise yet) are
+        are rows) and ``follow_parents`` (a chain's later steps hold the exception of
+        the step that failed already) are
         accepted for Celery's callers and change nothing. Any other keyword is a TypeError.
         """
         from pgqueue.request import inside_task
@@ -335,7 +340,81 @@ class AsyncResult:
         names = ("state", "attempt", "error", "traceback", "result", "worker",
                  "started_at", "finished_at", "retried_at", "retried_by")
         return [dict(zip(names, row, strict=True))
-                for row in self.app.execute("job_history_get", {"id": self.id})]
+                for row in self.app.execute("job_history_get", {"id": self.row_id})]
+
+    # -- workflows ------------------------------------------------------------------------
+    @property
+    def parent(self) -> Any:
+        """The step before this one (an AsyncResult, or the GroupResult of a chord's
+        header), from the workflow as sent or else from the stored ``parent_id``."""
+        if self._parent is None:
+            if self.row_id is None:
+                return None
+            rows = self.app.execute("result_parent", {"id": self.row_id})
+            parent_id = next((r[0] for r in rows if r[0]), None)
+            if parent_id is not None:
+                self._parent = (GroupResult.restore(parent_id, app=self.app, missing=None)
+                                or AsyncResult(parent_id, app=self.app))
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: Any) -> None:
+        self._parent = value
+
+    def revoke_workflow(self, terminate: bool = False, signal: str | None = None) -> list[str]:
+        """Revoke every step of the workflow this job is part of (a chain, a chord, a
+        group, with their links) that has not started; started ones too with
+        ``terminate``. Returns the ids revoked."""
+        if self.row_id is None:
+            return []
+        rows = self.app.execute("workflow_unstarted", {"id": self.row_id})
+        ids = [r[0] for r in rows]
+        if terminate:
+            self.app.control.revoke([self.id, *ids], terminate=True, signal=signal)
+            return ids
+        if ids:
+            self.app.control.revoke(ids)
+        return ids
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        """The jobs whose parent this is: the next step of its chain, its link callbacks,
+        a chord body waiting for it (sent, finished, or still waiting)."""
+        if self.row_id is None:
+            return []
+        rows = self.app.execute("result_children", {"id": self.row_id})
+        return [AsyncResult(r[0], app=self.app, task_name=r[1]) for r in rows]
+
+    def collect(self, intermediate: bool = False, **get_options: Any) -> Any:
+        """Yield ``(result, value)`` for this job and then its children, depth first,
+        waiting for each as ``get()`` does (Celery's ``collect``)."""
+        seen: set[str] = set()
+        todo: list[AsyncResult] = [self]
+        while todo:
+            result = todo.pop(0)
+            if result.id in seen:
+                continue
+            seen.add(result.id)
+            yield result, result.get(**get_options)
+            todo[:0] = result.children
+
+    def iterdeps(self) -> Any:
+        """``(parent, child)`` pairs of this job's tree, without waiting."""
+        todo: list[tuple[AsyncResult | None, AsyncResult]] = [(None, self)]
+        while todo:
+            parent, node = todo.pop(0)
+            yield parent, node
+            todo += [(node, child) for child in node.children]
+
+    @property
+    def graph(self) -> dict[str, list[str]]:
+        """id -> ids of its children, for this job's tree."""
+        graph: dict[str, list[str]] = {}
+        for parent, node in self.iterdeps():
+            graph.setdefault(node.id, [])
+            if parent is not None:
+                graph[parent.id].append(node.id)
+        return graph
 
     def revoke(self, terminate: bool = False, signal: str | None = None,
                wait: bool = False, timeout: float | None = None) -> None:
@@ -364,6 +443,18 @@ class EagerResult(AsyncResult):
 
     def forget(self) -> None:
         pass
+
+    @property
+    def parent(self) -> Any:
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: Any) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        return []
 
 
 class ResultWaiter:
@@ -396,6 +487,19 @@ class ResultWaiter:
             self._events.setdefault(job_id, set()).add(event)
         return event
 
+    def register_many(self, job_ids: list[str]) -> threading.Event:
+        """One event woken when any of ``job_ids`` finishes (a GroupResult's wait)."""
+        self._listener.ready.wait(10)
+        event = threading.Event()
+        with self._lock:
+            for job_id in job_ids:
+                self._events.setdefault(job_id, set()).add(event)
+        return event
+
+    def unregister_many(self, job_ids: list[str], event: threading.Event) -> None:
+        for job_id in job_ids:
+            self.unregister(job_id, event)
+
     def unregister(self, job_id: str, event: threading.Event) -> None:
         with self._lock:
             waiting = self._events.get(job_id)
@@ -417,3 +521,247 @@ class ResultWaiter:
             for events in self._events.values():
                 for event in events:
                     event.set()
+
+
+class ResultSet:
+    """Several results handled together: wait for all, read their states at once."""
+
+    is_group = False
+
+    def __init__(self, results: list[Any], app: App | None = None, **_: Any) -> None:
+        if app is None:
+            from pgqueue.app import current_app
+
+            app = current_app()
+        self.app = app
+        self.results: list[Any] = list(results)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(str(r.id) for r in self.results)}]>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultSet):
+            return other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(r.id for r in self.results))
+
+    def add(self, result: Any) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def discard(self, result: Any) -> None:
+        if result in self.results:
+            self.results.remove(result)
+
+    remove = discard
+
+    def clear(self) -> None:
+        self.results.clear()
+
+    def _leaves(self) -> list[AsyncResult]:
+        """The member jobs, nested sets flattened."""
+        leaves: list[AsyncResult] = []
+        for result in self.results:
+            if isinstance(result, ResultSet):
+                leaves += result._leaves()
+            else:
+                leaves.append(result)
+        return leaves
+
+    def _states(self) -> dict[str, ResultMeta]:
+        """Each member's current reading: one query for the finished ones, one read per
+        member still live."""
+        leaves = self._leaves()
+        ids = [r.row_id for r in leaves if r.row_id is not None]
+        found: dict[str, ResultMeta] = {}
+        for start in range(0, len(ids), 5000):
+            rows = self.app.execute("result_get_many", {"ids": ids[start:start + 5000]})
+            for job_id, state, result, error, traceback, finished_at in rows:
+                if state == states.FAILURE:
+                    result = rebuild_exception(result, error)
+                elif state == states.REVOKED:
+                    result = TaskRevokedError(error or "revoked")
+                found[job_id] = ResultMeta(state, result, traceback, finished_at,
+                                           error=error)
+        by_id: dict[str, ResultMeta] = {}
+        for result in leaves:
+            if isinstance(result, EagerResult):
+                by_id[result.id] = result._meta()
+            else:
+                by_id[result.id] = found.get(result.row_id or "") or ResultMeta(states.PENDING)
+        return by_id
+
+    def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum(1 for m in self._states().values() if m.state == states.SUCCESS)
+
+    def ready(self) -> bool:
+        return all(m.ready for m in self._states().values())
+
+    def successful(self) -> bool:
+        return all(m.state == states.SUCCESS for m in self._states().values())
+
+    def failed(self) -> bool:
+        return any(m.state == states.FAILURE for m in self._states().values())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def revoke(self, terminate: bool = False, signal: str | None = None, **kwargs: Any) -> None:
+        """Revoke every member (the steps after them too); started ones only with
+        ``terminate``."""
+        ids = [r.id for r in self._leaves()]
+        if ids:
+            self.app.control.revoke(ids, terminate=terminate, signal=signal, **kwargs)
+
+    def forget(self) -> None:
+        for result in self._leaves():
+            result.forget()
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 1.0, disable_sync_subtasks: bool = True,
+            callback: Callable[[str, Any], Any] | None = None, **_: Any) -> list[Any]:
+        """The members' values in order, once all are final. Woken by the completion
+        notifications; raises the first failure in order (``propagate``)."""
+        return self.join(timeout, propagate, interval, callback,
+                         disable_sync_subtasks=disable_sync_subtasks)
+
+    def join(self, timeout: float | None = None, propagate: bool = True,
+             interval: float = 1.0, callback: Callable[[str, Any], Any] | None = None,
+             disable_sync_subtasks: bool = True, **_: Any) -> list[Any]:
+        from pgqueue.request import inside_task
+
+        if disable_sync_subtasks and inside_task.get():
+            raise RuntimeError("Never call result.get() within a task: it can deadlock the "
+                               "worker. Chain the work or pass disable_sync_subtasks=False.")
+        metas = self._wait_all(timeout, interval)
+        values = []
+        for result in self.results:
+            if isinstance(result, ResultSet):
+                value = result.join(0, propagate, interval, callback, disable_sync_subtasks)
+            else:
+                meta = metas[result.id]
+                if propagate and meta.state in states.PROPAGATE_STATES:
+                    assert isinstance(meta.result, BaseException)
+                    raise meta.result
+                value = meta.result
+                if callback is not None:
+                    callback(result.id, value)
+            values.append(value)
+        return values
+
+    join_native = join
+
+    def _wait_all(self, timeout: float | None, interval: float) -> dict[str, ResultMeta]:
+        metas = self._states()
+        pending = [i for i, m in metas.items() if not m.ready]
+        if not pending:
+            return metas
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = self.app.result_waiter
+        rows = [limits.row_id(i) or i for i in pending]
+        event = waiter.register_many(rows)
+        try:
+            while True:
+                event.clear()
+                metas = self._states()
+                pending = [i for i, m in metas.items() if not m.ready]
+                if not pending:
+                    return metas
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{len(pending)} of {len(metas)} jobs did not finish "
+                                       f"within {timeout}s (first: {pending[0]})")
+                event.wait(interval if remaining is None else min(interval, remaining))
+        finally:
+            waiter.unregister_many(rows, event)
+
+    def iterate(self, timeout: float | None = None, propagate: bool = True,
+                interval: float = 1.0) -> Any:
+        yield from self.join(timeout, propagate, interval)
+
+    @property
+    def supports_native_join(self) -> bool:
+        return True
+
+
+class GroupResult(ResultSet):
+    """The result of a group: its id (the members' ``group_id``) and its members' results,
+    in the group's order. ``save()`` stores the membership, ``restore(id)`` reads it back
+    (a group sent as a workflow is saved already)."""
+
+    is_group = True
+
+    def __init__(self, id: str | None = None, results: list[Any] | None = None,
+                 parent: Any = None, app: App | None = None, **kwargs: Any) -> None:
+        super().__init__(results or [], app=app)
+        from pgqueue.utils import uuid
+
+        self.id = str(id) if id is not None else uuid()
+        self._parent = parent
+
+    @property
+    def parent(self) -> Any:
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: Any) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[Any]:
+        return self.results
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(str(r.id) for r in self.results)}]>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def save(self, backend: Any = None) -> GroupResult:
+        """Store the membership, so that ``GroupResult.restore(id)`` finds it."""
+        from pgqueue.utils import json_dumps
+
+        self.app.execute("canvas_group_insert", {"groups": json_dumps(
+            [{"id": self.id, "members": [r.row_id or r.id for r in self._leaves()]}])})
+        return self
+
+    def delete(self, backend: Any = None) -> None:
+        self.app.execute("canvas_group_forget", {"id": self.id})
+
+    @classmethod
+    def restore(cls, id: str, backend: Any = None, app: App | None = None,
+                **kwargs: Any) -> Any:
+        """The saved group ``id``; None if it was never saved (or was deleted)."""
+        if app is None:
+            from pgqueue.app import current_app
+
+            app = current_app()
+        try:
+            rows = app.execute("canvas_group_get", {"id": str(id)})
+        except Exception as error:  # an id that is no uuid names no saved group
+            if type(error).__name__ in ("InvalidTextRepresentation", "DataError"):
+                return kwargs.get("missing")
+            raise
+        if not rows:
+            return kwargs.get("missing")
+        return cls(id, [AsyncResult(m, app=app) for m in rows[0][0]], app=app)
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return ((self.id, None), [r.id for r in self.results])

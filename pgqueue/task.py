@@ -64,6 +64,10 @@ class Task:
     lease: float | None = None
     acks_late: bool = True
     serializer: str = "json"
+    #: Starts allowed fleet-wide (Celery's ``"10/m"``); see docs/flow-control.md.
+    rate_limit: str | float | None = None
+    #: Jobs sharing a ``concurrency_key`` that may run at once (default 1: a mutex).
+    concurrency_limit: int | None = None
 
     #: Whether an abort request can end this task REVOKED (``AbortableTask`` sets it).
     abortable: ClassVar[bool] = False
@@ -147,6 +151,8 @@ class Task:
         """Send the task. Options: ``countdown``, ``eta``, ``expires``, ``priority``,
         ``queue``, ``task_id``, ``ignore_result``, ``connection`` (enqueue inside that
         transaction), ``unique_key``, ``lease``, ``time_limit``, ``soft_time_limit``."""
+        if "link" in options or "link_error" in options:
+            return self.signature(args, kwargs).apply_async(**options)  # type: ignore[no-any-return]
         if self.app.conf.task_always_eager and options.get("connection") is None:
             return self.apply(args, kwargs, task_id=options.get("task_id"))
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
@@ -183,9 +189,7 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (for schedules and canvas)."""
-        from pgqueue.canvas import Signature
-
-        return Signature(self.name, args, kwargs, app=self.app)
+        return _Signature().quick(self.name, args, kwargs, self.app)
 
     def signature(
         self,
@@ -195,10 +199,33 @@ class Task:
     ) -> Signature:
         from pgqueue.canvas import Signature
 
-        return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options, app=self.app)
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options,
+                         app=self.app, immutable=immutable)
+
+    subtask = signature
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
-        return self.s(*args, **kwargs)
+        """An immutable signature: in a chain it ignores the previous step's result."""
+        return _Signature().quick(self.name, args, kwargs, self.app, immutable=True)
+
+    def map(self, it: Iterable[Any]) -> Signature:
+        """One job calling this task once per item of ``it``; its result is the list."""
+        from pgqueue.canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> Signature:
+        """One job calling this task once per item of ``it``, each item its arguments."""
+        from pgqueue.canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Any], n: int) -> Signature:
+        """The calls of ``it`` (each item the arguments of one call) in jobs of ``n``."""
+        from pgqueue.canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         from pgqueue.result import AsyncResult
@@ -312,6 +339,18 @@ class Task:
 
     def send_event(self, *args: Any, **kwargs: Any) -> None:
         """Accepted for Celery compatibility; progress lives in ``update_state``."""
+
+
+_signature_class: list[type[Signature]] = []
+
+
+def _Signature() -> type[Signature]:  # noqa: N802 - stands for the class
+    """pgqueue.canvas.Signature, imported once (``s()`` is called once per group member)."""
+    if not _signature_class:
+        from pgqueue.canvas import Signature
+
+        _signature_class.append(Signature)
+    return _signature_class[0]
 
 
 def make_task_class(

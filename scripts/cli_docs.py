@@ -19,7 +19,13 @@ package holding `app`), `--dsn` the database (default: the app's setting, then
 `$PGQUEUE_DSN`, then `$DATABASE_URL`), `--schema` the schema (default `pgqueue`, or
 `$PGQUEUE_SCHEMA`). Each may come before the command too, in Celery's order
 (`pgqueue -A proj worker -l info`). Errors print one line starting with `Error:` and exit
-with status 1; `-l DEBUG` adds the traceback.
+with status 1; `-l DEBUG` adds the traceback. Celery's `worker` and `beat` flags that
+pgqueue refuses (status 2, one line naming the alternative) or ignores (logged once) are
+not shown here: the flag tables of [Migrating from Celery](migrating-from-celery.md) list
+every one.
+
+Operating running workers (`inspect`, `control`, `status`, `events`, `worker --autoscale`
+and `-E`) is explained, with examples, in [operations](operations.md).
 
 Prometheus metrics (`pgqueue worker --metrics-port`, `pgqueue metrics`): [metrics](metrics.md).
 """

@@ -23,9 +23,9 @@ INTRO = """\
 Generated from `pgqueue/celery_compat.py`, the registry the code reads to accept or refuse
 a name. **implemented**: it has its effect (pgqueue's own names are marked *pgqueue*);
 **mapped**: read as another setting; **ignored**: accepted with a warning, once, because
-what it configures does not exist here; **refused**: one line naming the alternative.
-A name in none of these tables is refused as unknown, with a suggestion when it is close
-to one.
+what it configures does not exist here; **refused**: one line naming the alternative
+(a refused flag exits with status 2). A name in none of these tables is refused as
+unknown, with a suggestion when it is close to one.
 """
 
 _SECTIONS = (
@@ -34,6 +34,8 @@ _SECTIONS = (
      celery_compat.TASK_OPTIONS),
     ("Send options (`apply_async`, `send_task`, `Signature.set`)", "option",
      celery_compat.SEND_OPTIONS),
+    ("Worker flags (`celery worker` → `pgqueue worker`)", "flag", celery_compat.WORKER_FLAGS),
+    ("Beat flags (`celery beat` → `pgqueue beat`)", "flag", celery_compat.BEAT_FLAGS),
 )
 
 
@@ -50,13 +52,16 @@ def _status(entry: Entry) -> str:
 
 
 def _name(name: str, entry: Entry) -> str:
+    if name.startswith("-"):  # a flag: every spelling, short ones first
+        every = sorted([name, *entry.aliases], key=lambda s: (s.startswith("--"), s != name))
+        return ", ".join(f"`{s}`" for s in every) + (" *VALUE*" if entry.takes_value else "")
     olds = ", ".join(f"`{old}`" for old in entry.old)
     return f"`{name}`" + (f" (old: {olds})" if olds else "")
 
 
 def _table(title: str, what: str, table: Mapping[str, Entry]) -> str:
     rows = [f"### {title}\n", f"| {what} | status | what pgqueue does |", "| --- | --- | --- |"]
-    for name in sorted(table):
+    for name in sorted(table, key=lambda n: n.lstrip("-")):
         entry = table[name]
         rows.append(f"| {_name(name, entry)} | {_status(entry)} | {_cell(entry.how)} |")
     return "\n".join(rows) + "\n"

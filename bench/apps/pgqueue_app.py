@@ -24,3 +24,15 @@ def noop_stored() -> None:
 @app.task(name="mark", ignore_result=True)
 def mark(sent_at: float) -> None:
     workload.record_latency(sent_at)
+
+
+# -- canvas (python -m bench.canvas) -------------------------------------------------------
+@app.task(name="one")
+def one(*previous: object) -> int:
+    """A no-op whose result is stored: a chord member, a chain step."""
+    return 1
+
+
+@app.task(name="total")
+def total(values: list[int]) -> int:
+    return sum(values)

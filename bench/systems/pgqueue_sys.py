@@ -23,7 +23,8 @@ from pgqueue.db import migrations  # noqa: E402
 
 from ..apps import pgqueue_app  # noqa: E402
 
-_CONFIG = re.compile(r"^(?:(\d+)x-)?(threads|solo|processes|prefork|asyncio)-c(\d+)$")
+# ``...-E``: the workers send task events (``pgqueue worker -E``), to measure their cost.
+_CONFIG = re.compile(r"^(?:(\d+)x-)?(threads|solo|processes|prefork|asyncio)-c(\d+)(-E)?$")
 
 
 class Adapter(System):
@@ -100,4 +101,6 @@ class Adapter(System):
         command = [str(script)] if script.exists() else [sys.executable, "-m", "pgqueue"]
         argv = command + ["worker", "-A", "bench.apps.pgqueue_app:app", "-P", pool,
                           "-c", concurrency, "-Q", "default", "-l", "warning"]
+        if match.group(4):
+            argv.append("-E")
         return [argv] * processes

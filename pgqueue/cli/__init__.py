@@ -2,7 +2,19 @@
 shares; each other module declares one command group on it (``@main.command()``), so
 importing it here is what adds it."""
 
-from pgqueue.cli import beat, embedded, jobs, metrics, migrate, retry, worker  # noqa: F401
+from pgqueue.cli import (  # noqa: F401
+    beat,
+    control,
+    embedded,
+    events,
+    inspect,
+    jobs,
+    metrics,
+    migrate,
+    queues,
+    retry,
+    worker,
+)
 from pgqueue.cli.base import main
 
 __all__ = ["main"]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 from typing import Any
 
 import click
 
 from pgqueue.app import App
-from pgqueue.cli import logs
+from pgqueue.celery_compat import BEAT_FLAGS
+from pgqueue.cli import logs, process
 from pgqueue.cli.base import (
     LOG_LEVELS,
     app_option,
@@ -20,29 +23,38 @@ from pgqueue.cli.base import (
     schema_option,
     setup_logging,
 )
+from pgqueue.cli.flags import celery_flags, warn_ignored
 from pgqueue.client.periodic import make_entry, split_scope, timetable_of
 from pgqueue.client.producer import build_rows
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.schedules import check_timezone
 from pgqueue.services.beat import Beat
-from pgqueue.utils import json_dumps, utcnow, uuid
+from pgqueue.utils import hostname, json_dumps, utcnow, uuid
 
 
 @main.command()
+@celery_flags(BEAT_FLAGS)
 @app_option
 @dsn_option
 @schema_option
 @click.option("-n", "--hostname", "name", metavar="NAME",
-              help="Name of this process in logs and in the leader table. "
-                   "Default: beat@host.")
+              help="Name of this process in logs and in the leader table; %h, %n, %d "
+                   "expand as for the worker. Default: beat@host.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Logging level; DEBUG also prints tracebacks of errors.")
+@click.option("-f", "--logfile", metavar="PATH",
+              help="Append the log to PATH instead of stderr; %n, %h, %p expand as for the "
+                   "worker.")
+@click.option("--pidfile", metavar="PATH",
+              help="Write beat's pid to PATH and remove it on exit; refuses to start while "
+                   "the pid in an existing PATH runs.")
 @click.option("--max-interval", type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="Longest sleep between two looks at the schedules table, so schedules "
                    "added at runtime start within it. Default: beat_max_loop_interval (5).")
 def beat(app_path: str | None, dsn: str | None, schema: str | None, name: str | None,
-         loglevel: str, max_interval: float | None) -> None:
+         loglevel: str, logfile: str | None, pidfile: str | None,
+         max_interval: float | None) -> None:
     """Run the periodic-task scheduler without a worker.
 
     Any number of `pgqueue beat` and `pgqueue worker --beat` may run: each fire inserts
@@ -51,12 +63,17 @@ def beat(app_path: str | None, dsn: str | None, schema: str | None, name: str | 
     rescuer and the result pruner. With -A, the app's schedules are written to the
     schedules table; without it, only the table's schedules run.
     """
-    setup_logging(loglevel)
+    name = process.host_format(name) if name else None
+    nodename = name or f"beat@{hostname()}"
+    setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
+    warn_ignored(logging.getLogger("pgqueue.beat"))
     app = make_app(app_path, dsn, schema)
     logs.hand_over(loglevel, app.conf)
     if max_interval:
         app.conf.beat_max_loop_interval = max_interval
-    Beat(app, name=name, code_schedules=app_path is not None).run()
+    with process.pidfile(process.node_format(pidfile, nodename)) if pidfile \
+            else contextlib.nullcontext():
+        Beat(app, name=name, code_schedules=app_path is not None).run()
 
 
 @main.group("schedule")
@@ -93,7 +110,9 @@ def _json(text: str, what: str, kind: type) -> Any:
 
 
 def _check_task(app: App, app_path: str | None, task: str) -> None:
-    if app_path and task not in app.tasks:
+    from pgqueue.canvas.builtins import builtin_task
+
+    if app_path and task not in app.tasks and builtin_task(app, task) is None:
         close = difflib.get_close_matches(task, list(app.tasks), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigurationError(f"no task named {task!r} in {app_path}{hint} (known: "

@@ -1,4 +1,5 @@
-"""``pgqueue inspect``, ``purge``, ``result`` and ``call``: look at and act on jobs."""
+"""``pgqueue purge``, ``result`` and ``call``: act on jobs and look at one
+(``pgqueue inspect`` is in :mod:`.inspect`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pgqueue.cli.base import (
     dsn_option,
     main,
     make_app,
-    print_rows,
     schema_option,
     split_queues,
 )
@@ -37,33 +37,6 @@ def purge(app_path: str | None, dsn: str | None, schema: str | None, queues: str
         raise click.Abort()
     count = app.control.purge(names)
     click.echo(f"purged {count} jobs from {where}")
-
-
-@main.command()
-@click.argument("what", type=click.Choice(["queues", "active", "workers"]), default="queues")
-@app_option
-@dsn_option
-@schema_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect(what: str, app_path: str | None, dsn: str | None, schema: str | None,
-            as_json: bool) -> None:
-    """Show queues (jobs by state), active (running jobs) or workers.
-
-    A worker is alive when its heartbeat was seen within worker_lease_seconds; the row of a
-    dead one is deleted after four of those.
-    """
-    app = make_app(app_path, dsn, schema)
-    query = {"queues": "job_counts", "active": "job_list_started", "workers": "worker_list"}
-    headers = {
-        "queues": ["queue", "state", "jobs", "oldest_run_at"],
-        "active": ["id", "task", "worker", "attempt", "started_at", "lease_expires_at",
-                   "state", "meta"],
-        "workers": ["id", "hostname", "pid", "queues", "concurrency", "pool", "started_at",
-                    "last_seen_at", "seen_seconds_ago", "alive"],
-    }[what]
-    params = {"alive_within": float(app.conf.worker_lease_seconds)}
-    print_rows(headers, app.execute(query[what], params if what == "workers" else None),
-                as_json)
 
 
 @main.command()

@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from pgqueue.celery_compat import WORKER_FLAGS
 from pgqueue.cli import logs
 from pgqueue.cli.base import (
     LOG_LEVELS,
@@ -18,11 +19,13 @@ from pgqueue.cli.base import (
     setup_logging,
     split_queues,
 )
+from pgqueue.cli.flags import celery_flags, warn_ignored
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.utils import hostname
 
 
 @main.command()
+@celery_flags(WORKER_FLAGS)
 @app_option
 @dsn_option
 @schema_option
@@ -45,19 +48,24 @@ from pgqueue.utils import hostname
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Logging level, in any case (-l info); DEBUG also prints tracebacks of "
                    "errors.")
-@click.option("--logfile", metavar="PATH",
+@click.option("-I", "--include", metavar="A,B",
+              help="Comma-separated modules to import at start, besides the app's "
+                   "include and imports settings (-I proj.more_tasks).")
+@click.option("-f", "--logfile", metavar="PATH",
               help="Append the log to PATH instead of stderr; %n, %h, %p, %i and %I are "
                    "expanded as in Celery (%n: the node name before the @).")
 @click.option("--pidfile", metavar="PATH",
               help="Write the worker's pid to PATH and remove it on exit; refuses to start "
                    "while the pid in an existing PATH runs. %n, %h, %p expand as in --logfile.")
-@click.option("--detach", is_flag=True,
-              help="Refused: pgqueue runs in the foreground; let systemd, supervisor or "
-                   "your container runtime keep it running.")
-@click.option("-E", "--task-events", is_flag=True,
-              help="Accepted and ignored, with a warning: pgqueue sends no events; the jobs "
-                   "and results tables are the event log (pgqueue inspect).")
-@click.option("-O", "optimization", type=click.Choice(["default", "fair"],
+@click.option("-E", "--task-events", "--events", "task_events", is_flag=True,
+              help="Send Celery's task events (task-received, -started, -succeeded...) and "
+                   "worker events over NOTIFY, for `pgqueue events` and app.events; the "
+                   "same as worker_send_task_events = True.")
+@click.option("--autoscale", metavar="MAX,MIN",
+              help="Grow the pool up to MAX slots while jobs wait, and shrink it back to "
+                   "MIN when they do not (docs/operations.md); threads, processes or "
+                   "asyncio pools.")
+@click.option("-O", "--optimization", "optimization", type=click.Choice(["default", "fair"],
                                                        case_sensitive=False),
               help="Accepted: pgqueue always schedules fairly (a worker claims only as many "
                    "jobs as it has free slots), which is what -O fair asks of Celery.")
@@ -89,20 +97,21 @@ from pgqueue.utils import hostname
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
               help="The address --metrics-port listens on (0.0.0.0: every interface).")
 def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrency: int | None,
-           pool: str | None, queues: str | None, name: str | None, loglevel: str,
-           logfile: str | None, pidfile: str | None, detach: bool, task_events: bool,
+           pool: str | None, queues: str | None, name: str | None, include: str | None,
+           loglevel: str, logfile: str | None, pidfile: str | None,
            optimization: str | None, beat: bool, lease: float | None,
            poll_interval: float | None, shutdown_timeout: float | None,
            time_limit: float | None, soft_time_limit: float | None,
            max_tasks_per_child: int | None, max_memory_per_child: int | None,
-           metrics_port: int | None, metrics_host: str) -> None:
-    """Run a worker: claim jobs, run them, record their results."""
+           task_events: bool, autoscale: str | None, metrics_port: int | None,
+           metrics_host: str) -> None:
+    """Run a worker: claim jobs, run them, record their results.
+
+    Celery's flags that pgqueue refuses stop it in one line naming the alternative; those
+    meaningless here are logged once and ignored (docs/migrating-from-celery.md).
+    """
     from pgqueue.cli import process
 
-    if detach:
-        raise ConfigurationError("--detach is not supported: run pgqueue worker in the "
-                                 "foreground under systemd, supervisor or your container "
-                                 "runtime, which restart it and keep its logs")
     if not app_path:
         raise ConfigurationError("pgqueue worker needs -A/--app: the module defining your "
                                  "tasks, e.g. -A proj.tasks")
@@ -114,11 +123,15 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
     name = process.host_format(name) if name else None
     nodename = name or f"pgqueue@{hostname()}"
     setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
-    if task_events:
-        logging.getLogger("pgqueue.worker").warning(
-            "-E: pgqueue sends no events; the jobs and results tables are the event log "
-            "(pgqueue inspect)")
+    warn_ignored(logging.getLogger("pgqueue.worker"))
+    from pgqueue.worker import autoscale as autoscaling
+
+    bounds = autoscaling.parse(autoscale) if autoscale else None
     app = make_app(app_path, dsn, schema)
+    if include:
+        given = app.conf.include
+        app.conf.include = [*([given] if isinstance(given, str) else given or ()),
+                            *(split_queues(include) or ())]
     logs.hand_over(loglevel, app.conf)
     from pgqueue.worker.worker import Worker
 
@@ -126,7 +139,8 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
                   lease=lease, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
                   beat=beat, time_limit=time_limit, soft_time_limit=soft_time_limit,
                   max_tasks_per_child=max_tasks_per_child,
-                  max_memory_per_child=max_memory_per_child)
+                  max_memory_per_child=max_memory_per_child, autoscale=bounds,
+                  task_events=True if task_events else None)
     server = None
     if metrics is not None and metrics_port:
         from pgqueue.worker.metrics import serve

@@ -170,6 +170,8 @@ def remember(periodic_tasks: list[dict[str, Any]], spec: dict[str, Any]) -> None
 
 def code_entries(app: App) -> list[Entry]:
     """Every schedule the app's code defines, validated against its tasks and settings."""
+    from pgqueue.canvas.builtins import builtin_task
+
     app.finalize()
     try:
         zone_name = check_timezone(app.conf.timezone)
@@ -184,7 +186,7 @@ def code_entries(app: App) -> list[Entry]:
         try:
             entry = make_entry(name, spec, timezone=zone_name,
                                catch_up=bool(app.conf.beat_catch_up))
-            if entry.task not in app.tasks:
+            if entry.task not in app.tasks and builtin_task(app, entry.task) is None:
                 close = difflib.get_close_matches(entry.task, list(app.tasks), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"periodic task {name!r}: no task named {entry.task!r} is "

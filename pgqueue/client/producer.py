@@ -260,6 +260,10 @@ class JobBuilder:
             opts["eta"] = eta.isoformat()
         if options.get("shadow") is not None:
             opts["shadow"] = limits.name(f"{name}: shadow", options["shadow"])
+        if options.get("concurrency_key") is not None:  # see docs/flow-control.md
+            opts["concurrency_key"] = options["concurrency_key"]
+            opts["concurrency_limit"] = limits.concurrency(
+                f"{name}: concurrency_limit", getattr(task, "concurrency_limit", None) or 1)
         return opts
 
     def row(self, args: Any, kwargs: Any) -> dict[str, Any]:
@@ -477,6 +481,10 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
                            query, params, batch)
     if sent and inserted:  # none when a live job held the unique_key (one job per batch)
         publish.after(batch.task, sent)
+    if inserted and app.conf.task_send_sent_event:
+        from pgqueue.events import send_task_sent
+
+        send_task_sent(app, batch.task, batch.shared, batch.rows)
     return inserted
 
 
@@ -727,6 +735,10 @@ def build_rows(
     pairs: bool = False,
 ) -> JobBatch:
     """The jobs for ``calls``; with ``pairs`` each call is exactly ``(args, kwargs)``."""
+    for option in ("link", "link_error"):
+        if options.get(option):  # apply_async and send_task send these as a workflow
+            raise TypeError(f"{task_name}: {option}= is taken by apply_async and send_task, "
+                            f"not by apply_many; send a group(...) with the {option}")
     options = dict(options)
     connection = options.pop("connection", None)
     if connection is None and app.connection_provider is not None:

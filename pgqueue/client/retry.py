@@ -85,7 +85,8 @@ def retry_jobs(app: App, ids: Iterable[str] | None = None, *, task: str | None =
     retriable, or none is retried (ValueError naming the first that is not). ``state``:
     by default FAILURE when choosing by filter, FAILURE or REVOKED by id."""
     if ids is not None:
-        wanted = [limits.job_id("retry: task id", str(i)) for i in ids]
+        given = [limits.job_id("retry: task id", str(i)) for i in ids]
+        wanted = [limits.row_id(i) for i in given]
         if not wanted:
             return []
         chosen = retry_states("any" if state is None else state)
@@ -108,16 +109,17 @@ def retry_jobs(app: App, ids: Iterable[str] | None = None, *, task: str | None =
         rows = db.run(conn, app.queries["result_retry"], params).fetchall()
         moved = [row[0] for row in rows]
         if wanted is not None and len(set(moved)) < len(set(wanted)):
-            missing = next(i for i in wanted if i not in set(moved))
+            missing = next(i for i, row_id in zip(given, wanted, strict=True)
+                           if row_id not in set(moved))
             reason = _why_not(conn, app, missing, chosen)
             raise ValueError(reason)  # rolls the others back: all or none
-    return moved
+    return [row[2] for row in rows]  # each id as it was given
 
 
 def _why_not(conn: psycopg.Connection[Any], app: App, job_id: str,
              chosen: list[str]) -> str:
     """Why the job ``job_id`` was not retried, in one line."""
-    rows = db.run(conn, app.queries["result_get_state"], {"id": job_id}).fetchall()
+    rows = db.run(conn, app.queries["result_get_state"], {"id": limits.row_id(job_id)}).fetchall()
     live = next((r for r in rows if not r[0]), None)
     if live is not None:
         return (f"retry: job {job_id} is not finished (it is {live[1]}): only a job that "

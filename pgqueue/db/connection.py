@@ -252,7 +252,10 @@ class Dedicated:
         if not durable:
             self.settings["synchronous_commit"] = "off"
         if indexed_plans:
-            self.settings.update(plan_cache_mode="force_generic_plan", enable_seqscan="off")
+            # jit off: a generic plan's estimates can pass jit_above_cost, and compiling
+            # took 80 ms of a 1 ms limited claim (bench.flow)
+            self.settings.update(plan_cache_mode="force_generic_plan", enable_seqscan="off",
+                                 jit="off")
         self.outage = Outage(role)
         self._conn: psycopg.Connection[Any] | None = None
         # Through a pooler the settings cannot be the session's: they would stay with a

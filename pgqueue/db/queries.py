@@ -39,7 +39,10 @@ _NOTIFY_DONE = """
 # Finished jobs that leave a result row. Only those are announced: nobody can wait for the
 # rest, and every NOTIFY takes a cluster-wide lock until its transaction's WAL is flushed.
 # ``ignore_result`` may come from the producer (the row) or the worker's task (the outcome).
-_STORED = "moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS')"
+# A job some workflow step waits for (``options.followed``) keeps its result whatever: the
+# step that follows reads it (see sql/migrations/0006_canvas.sql).
+_STORED = """moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS'
+                       AND NOT options @> '{{"followed": true}}'::jsonb)"""
 _NOTIFY_QUEUES = """
     SELECT pg_notify(%(jobs_channel)s, queue)
       FROM (SELECT DISTINCT queue FROM {woken}) q
@@ -59,6 +62,10 @@ _RESULT_GET = """
 # Delete control requests past their retention; writers of new requests run it.
 _PRUNE_CONTROL = """pruned AS (
             DELETE FROM {schema}.control_requests
+             WHERE created_at < now() - make_interval(secs => %(retention)s))"""
+# Replies to control requests past the same retention; writers of new requests run it.
+_PRUNE_REPLIES = """pruned_replies AS (
+            DELETE FROM {schema}.control_replies
              WHERE created_at < now() - make_interval(secs => %(retention)s))"""
 # The wake-up after a control request. Its payload is the request's id, for people
 # watching with psql; workers ignore it, since anyone can send a notification.
@@ -185,6 +192,27 @@ _CLAIM_UPDATE = """
                j.parent_id, j.root_id, j.group_id, j.created_at, now() AS claimed_at,
                j.headers::text, j.task_id"""
 
+# The concurrency limit of a keyed job (options.concurrency_limit, 1 to a million; 1 when
+# a row written by plain SQL says something else), and how many jobs of a key run.
+_KEY_LIMIT = """CASE WHEN jsonb_typeof(j.options -> 'concurrency_limit') = 'number'
+              THEN least(greatest((j.options ->> 'concurrency_limit')::numeric, 1),
+                         1000000)::integer ELSE 1 END"""
+_KEY_RUNNING = """(SELECT count(*) FROM {{schema}}.jobs AS s
+                    WHERE s.state = 'started' AND s.concurrency_key = {key})"""
+
+# Seconds until a rate allows its next start (negative: it is allowed already).
+_DUE_IN = """CASE WHEN isfinite(next_start_at)
+                    THEN extract(epoch FROM next_start_at - now())::float8
+                    ELSE '-Infinity'::float8 END"""
+
+# What the claims of unlimited queues leave alone (see pgqueue.worker.gates): jobs with
+# a concurrency_key, and, in the ``_held`` variants used only while some task has a rate
+# limit, the jobs of those tasks (``held_tasks``). Both are tests of the row the index
+# scan visits anyway; but the task test is a separate variant because a generic plan of
+# ``job_claim`` with it drains 3x slower (bench.flow), even with the array empty.
+_OPEN = "AND concurrency_key IS NULL"
+_HELD = "AND task <> ALL(%(held_tasks)s::text[])"
+
 TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     # Returns how many rows went in (fewer than sent when a unique_key already existed),
@@ -286,12 +314,14 @@ TEMPLATES: dict[str, str] = {
                     SELECT * FROM (
                         SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority > q.priority
+                           {_OPEN}
                          ORDER BY priority DESC, run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) higher
                     UNION ALL
                     SELECT * FROM (
                         SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority = q.priority
+                           {_OPEN}
                            AND (run_at, id) > (q.run_at, q.id)
                          ORDER BY run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) same
@@ -299,6 +329,7 @@ TEMPLATES: dict[str, str] = {
                     SELECT * FROM (
                         SELECT id, priority, run_at FROM {{schema}}.jobs
                          WHERE state = 'queued' AND queue = q.name AND priority < q.priority
+                           {_OPEN}
                          ORDER BY priority DESC, run_at, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED) lower
                 ) branches
@@ -314,9 +345,9 @@ TEMPLATES: dict[str, str] = {
     # the three branches and the sort, is ~0.2 ms quicker on a cold machine, and that
     # is a tenth of the enqueue-to-start latency.
     "job_claim_one_queue": f"""
-        {_CLAIM_UPDATE.format(lease=_LEASE, claimable='''
-            SELECT id FROM {schema}.jobs
-             WHERE state = 'queued' AND queue = (%(queues)s::text[])[1]
+        {_CLAIM_UPDATE.format(lease=_LEASE, claimable=f'''
+            SELECT id FROM {{schema}}.jobs
+             WHERE state = 'queued' AND queue = (%(queues)s::text[])[1] {_OPEN}
              ORDER BY priority DESC, run_at, id
              LIMIT %(limit)s FOR UPDATE SKIP LOCKED''')}
     """,
@@ -520,11 +551,28 @@ TEMPLATES: dict[str, str] = {
                (SELECT count(*) FROM woken), (SELECT count(*) FROM notified)
     """,
     # Jobs that have not started end REVOKED at once; started ones are left to their worker.
+    # So do workflow steps still waiting for others (canvas_steps); the results trigger
+    # then revokes the steps after them (sql/migrations/0006_canvas.sql).
     "job_revoke": f"""
-        WITH moved AS (
+        WITH jobs_moved AS (
             DELETE FROM {{schema}}.jobs
              WHERE id = ANY(%(ids)s::uuid[]) AND state <> 'started'
-            RETURNING *
+            RETURNING id, queue, task, args, kwargs, priority, attempt, worker, unique_key,
+                      parent_id, root_id, group_id, meta, created_at, started_at, headers,
+                      task_id
+        ), steps_moved AS (
+            DELETE FROM {{schema}}.canvas_steps
+             WHERE id = ANY(%(ids)s::uuid[])
+            RETURNING id, job ->> 'queue' AS queue, task,
+                      coalesce(job -> 'args', '[]') AS args,
+                      coalesce(job -> 'kwargs', jsonb_build_object()) AS kwargs,
+                      0::smallint AS priority, 0 AS attempt, NULL::text AS worker,
+                      NULL::text AS unique_key,
+                      parent_id, root_id, group_id, NULL::jsonb AS meta, created_at,
+                      NULL::timestamptz AS started_at, job -> 'headers' AS headers,
+                      NULL::text AS task_id
+        ), moved AS (
+            SELECT * FROM jobs_moved UNION ALL SELECT * FROM steps_moved
         ), stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
@@ -534,6 +582,77 @@ TEMPLATES: dict[str, str] = {
             {_RESULT_UPSERT}
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
+    """,
+    # -- workflows (pgqueue.client.workflow) ------------------------------------------
+    # The steps of a workflow that wait for others, and who they wait for: one row per
+    # step, one edge per (predecessor, step). Sent in the transaction of the workflow's
+    # first jobs, so no predecessor can finish before its edges exist.
+    "canvas_step_insert": """
+        WITH s AS (
+            SELECT * FROM jsonb_to_recordset(%(steps)s::jsonb) AS s(
+                id uuid, task text, root_id uuid, parent_id uuid, group_id uuid, job jsonb,
+                after uuid[], runs_on text, pass text)
+        ), inserted AS (
+            INSERT INTO {schema}.canvas_steps (id, task, root_id, parent_id, group_id, job,
+                                               after, remaining, runs_on, pass)
+            SELECT id, task, root_id, parent_id, group_id, job, after, cardinality(after),
+                   runs_on, pass
+              FROM s
+        ), edges AS (
+            INSERT INTO {schema}.canvas_edges (before, step)
+            SELECT b, s.id FROM s, unnest(s.after) AS b
+        )
+        SELECT count(*) FROM s
+    """,
+    "canvas_group_insert": """
+        INSERT INTO {schema}.canvas_groups (id, members)
+        SELECT id, members FROM jsonb_to_recordset(%(groups)s::jsonb)
+                                AS g(id uuid, members uuid[])
+        ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        RETURNING id
+    """,
+    # One group's members as a uuid array (a JSON list of 10,000 ids costs more to parse).
+    "canvas_group_insert_one": """
+        INSERT INTO {schema}.canvas_groups (id, members)
+        VALUES (%(id)s::uuid, %(members)s::uuid[])
+        ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        RETURNING id
+    """,
+    "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
+    "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
+    # The final outcomes among ``ids`` (a GroupResult's members), for one wake-up.
+    "result_get_many": """
+        SELECT id::text, state, result, error, traceback, finished_at
+          FROM {schema}.results WHERE id = ANY(%(ids)s::uuid[])
+    """,
+    # Where a job came from and what it started: its parent_id, and the ids whose
+    # parent_id it is (live, final or still waiting in a workflow), oldest first.
+    "result_parent": """
+        SELECT parent_id::text FROM {schema}.results WHERE id = %(id)s
+        UNION ALL SELECT parent_id::text FROM {schema}.jobs WHERE id = %(id)s
+        UNION ALL SELECT parent_id::text FROM {schema}.canvas_steps WHERE id = %(id)s
+    """,
+    # The steps of the workflow ``id`` belongs to (its root's) that have not started:
+    # queued, scheduled or retrying jobs and steps still waiting for others.
+    "workflow_unstarted": """
+        WITH root AS (
+            SELECT coalesce((SELECT root_id FROM {schema}.jobs WHERE id = %(id)s),
+                            (SELECT root_id FROM {schema}.results WHERE id = %(id)s),
+                            (SELECT root_id FROM {schema}.canvas_steps WHERE id = %(id)s),
+                            %(id)s::uuid) AS id
+        )
+        SELECT j.id::text FROM {schema}.jobs j, root
+         WHERE (j.root_id = root.id OR j.id = root.id) AND j.state <> 'started'
+        UNION ALL
+        SELECT s.id::text FROM {schema}.canvas_steps s, root WHERE s.root_id = root.id
+    """,
+    "result_children": """
+        SELECT id::text, task, created_at FROM (
+            SELECT id, task, created_at FROM {schema}.results WHERE parent_id = %(id)s
+            UNION ALL SELECT id, task, created_at FROM {schema}.jobs WHERE parent_id = %(id)s
+            UNION ALL SELECT id, task, created_at FROM {schema}.canvas_steps
+                       WHERE parent_id = %(id)s) c
+         ORDER BY created_at, id
     """,
     # Flag running jobs as aborted and ask their workers, by a control request, to tell
     # the task; see pgqueue.contrib.abortable.
@@ -559,7 +678,7 @@ TEMPLATES: dict[str, str] = {
     # the retention are deleted on the way: a worker offline for longer than that has
     # lost its jobs to the rescuer anyway.
     "control_request_insert": f"""
-        WITH {_PRUNE_CONTROL}, requested AS (
+        WITH {_PRUNE_CONTROL}, {_PRUNE_REPLIES}, requested AS (
             INSERT INTO {{schema}}.control_requests (action, job_ids, destination, arguments)
             VALUES (%(action)s::text, %(job_ids)s::uuid[], %(destination)s::text[],
                     %(arguments)s::jsonb)
@@ -583,6 +702,62 @@ TEMPLATES: dict[str, str] = {
            AND (r.destination IS NULL OR r.destination && %(names)s::text[])
          ORDER BY r.id
     """,
+    # A worker's answer to a request that asked for replies; the NOTIFY on the replies
+    # channel wakes the caller, which reads the rows (the payload is only the request id).
+    # Once per request and worker: a second reply (a request read twice) is dropped.
+    "control_reply_insert": """
+        WITH replied AS (
+            INSERT INTO {schema}.control_replies (request_id, worker, node, reply)
+            VALUES (%(request_id)s, %(worker)s, %(node)s, %(reply)s::jsonb)
+            ON CONFLICT DO NOTHING
+        )
+        SELECT pg_notify(%(replies_channel)s, %(request_id)s::text)
+    """,
+    "control_reply_read": """
+        SELECT worker, node, reply FROM {schema}.control_replies
+         WHERE request_id = %(request_id)s ORDER BY created_at
+    """,
+    # -- what `inspect` reads from the tables (pgqueue.control.Inspect) ----------------
+    # Jobs held by workers, optionally only ``ids``, with the pid of their worker.
+    "job_list_held": """
+        SELECT coalesce(j.task_id, j.id::text), j.task, j.worker, j.args, j.kwargs,
+               j.attempt, j.priority, j.queue, extract(epoch FROM j.started_at)::float8,
+               j.options, w.pid
+          FROM {schema}.jobs j LEFT JOIN {schema}.workers w ON w.id = j.worker
+         WHERE j.state = 'started'
+           AND (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s::uuid[]))
+         ORDER BY j.started_at, j.id
+    """,
+    # Jobs waiting for their time (eta, countdown, retry delay) in ``queues``, soonest first.
+    "job_list_scheduled": """
+        SELECT coalesce(task_id, id::text), task, args, kwargs, attempt, priority, queue,
+               run_at, state
+          FROM {schema}.jobs
+         WHERE state IN ('scheduled', 'retry') AND queue = ANY(%(queues)s::text[])
+         ORDER BY run_at, id LIMIT %(limit)s
+    """,
+    # Ids revoked lately (kept as long as their results), newest first.
+    "result_list_revoked": """
+        SELECT coalesce(task_id, id::text) FROM {schema}.results WHERE state = 'REVOKED'
+         ORDER BY finished_at DESC LIMIT %(limit)s
+    """,
+    # The jobs the autoscaler sees waiting for ``queues`` (counted up to ``limit``).
+    "job_count_ready": """
+        SELECT count(*) FROM (
+            SELECT 1 FROM {schema}.jobs
+             WHERE state = 'queued' AND queue = ANY(%(queues)s::text[])
+             LIMIT %(limit)s) ready
+    """,
+    # What a worker changed by remote control (queues, pool size), for `inspect workers`.
+    "worker_update": """
+        UPDATE {schema}.workers SET queues = %(queues)s, concurrency = %(concurrency)s
+         WHERE id = %(id)s
+    """,
+    # Events (pgqueue.events): one NOTIFY per event, a batch per statement, in order.
+    "event_notify": """
+        SELECT count(pg_notify(%(events_channel)s, payload))
+          FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS e(payload, n)
+    """,
     "job_purge": """
         WITH purged AS (
             DELETE FROM {schema}.jobs
@@ -600,6 +775,181 @@ TEMPLATES: dict[str, str] = {
         SELECT coalesce(task_id, id::text), task, worker, attempt, started_at,
                lease_expires_at, progress_state, meta
           FROM {schema}.jobs WHERE state = 'started' ORDER BY started_at
+    """,
+    # -- flow control (pgqueue.flow, pgqueue.worker.gates) ------------------------------
+    # Every limit, with the seconds until each rate allows its next start (by the
+    # server's clock); workers read it at most a second apart.
+    "flow_limit_list": f"""
+        SELECT scope, name, paused, concurrency, rate_count, rate_seconds,
+               {_DUE_IN}, source
+          FROM {{schema}}.flow_limits ORDER BY scope, name
+    """,
+    # Which of these queues have queued jobs with a concurrency_key (one probe each).
+    "flow_keyed_queues": """
+        SELECT q FROM unnest(%(queues)s::text[]) AS q
+         WHERE EXISTS (SELECT FROM {schema}.jobs
+                        WHERE state = 'queued' AND queue = q AND concurrency_key IS NOT NULL)
+    """,
+    # The limits of the code (@task(rate_limit=...), task_default_rate_limit,
+    # queue_concurrency) that a worker starts with. Limits set at run time (source
+    # 'control') are left as they are; rows are written in key order, as claims lock them.
+    "flow_limit_sync": """
+        INSERT INTO {schema}.flow_limits AS f (
+            scope, name, concurrency, rate_count, rate_seconds, source)
+        SELECT scope, name, concurrency, rate_count, rate_seconds, 'code'
+          FROM jsonb_to_recordset(%(limits)s::jsonb) AS l(
+               scope text, name text, concurrency integer, rate_count float8,
+               rate_seconds float8)
+         WHERE concurrency IS NOT NULL OR rate_count IS NOT NULL
+            OR EXISTS (SELECT FROM {schema}.flow_limits e
+                        WHERE e.scope = l.scope AND e.name = l.name)
+         ORDER BY scope, name
+        ON CONFLICT (scope, name) DO UPDATE SET
+            concurrency = EXCLUDED.concurrency, rate_count = EXCLUDED.rate_count,
+            rate_seconds = EXCLUDED.rate_seconds, updated_at = now()
+         WHERE f.source = 'code'
+           AND (f.concurrency, f.rate_count, f.rate_seconds) IS DISTINCT FROM
+               (EXCLUDED.concurrency, EXCLUDED.rate_count, EXCLUDED.rate_seconds)
+    """,
+    # The first step of a limited claim: lock the limits it obeys, in key order (so two
+    # claimers never wait for each other in a circle), and read them as they are now.
+    "flow_limit_lock": f"""
+        SELECT scope, name, concurrency, rate_count, rate_seconds,
+               {_DUE_IN}
+          FROM {{schema}}.flow_limits
+         WHERE (scope, name) IN (SELECT * FROM unnest(%(scopes)s::text[], %(names)s::text[]))
+         ORDER BY scope, name
+           FOR UPDATE
+    """,
+    "flow_queue_running": """
+        SELECT count(*) FROM {schema}.jobs WHERE state = 'started' AND queue = %(queue)s
+    """,
+    # The jobs a limited claim may take, in claim order: of the whole queue
+    # (``whole``), or only those of rate-limited ``tasks`` and those with a key; never
+    # of ``blocked`` tasks (rate spent) nor of keys already at their limit (by this
+    # statement's snapshot; checked again under the key's lock). Not locked: a look.
+    "flow_candidates": f"""
+        SELECT j.id, j.task, j.concurrency_key, {_KEY_LIMIT}
+          FROM {{schema}}.jobs AS j
+         WHERE j.state = 'queued' AND j.queue = %(queue)s
+           AND (%(whole)s OR j.task = ANY(%(tasks)s::text[]) OR j.concurrency_key IS NOT NULL)
+           AND j.task <> ALL(%(blocked)s::text[])
+           AND (j.concurrency_key IS NULL OR {_KEY_RUNNING.format(key="j.concurrency_key")}
+                < {_KEY_LIMIT})
+         ORDER BY j.priority DESC, j.run_at, j.id
+         LIMIT %(scan)s
+    """,
+    # The same for a queue with no limit of its own whose only held jobs are keyed: a
+    # scan of the (small) index of keyed jobs.
+    "flow_candidates_keyed": f"""
+        SELECT j.id, j.task, j.concurrency_key, {_KEY_LIMIT}
+          FROM {{schema}}.jobs AS j
+         WHERE j.state = 'queued' AND j.queue = %(queue)s AND j.concurrency_key IS NOT NULL
+           AND j.task <> ALL(%(blocked)s::text[])
+           AND {_KEY_RUNNING.format(key="j.concurrency_key")} < {_KEY_LIMIT}
+         ORDER BY j.priority DESC, j.run_at, j.id
+         LIMIT %(scan)s
+    """,
+    # The second step: one transaction-scoped lock per key, in the order of their
+    # hashes, so that the statement after it counts every start of those keys.
+    "flow_key_lock": """
+        SELECT count(pg_advisory_xact_lock(h))
+          FROM (SELECT DISTINCT hashtextextended(%(schema)s || ':' || k, 7) AS h
+                  FROM unnest(%(keys)s::text[]) AS k ORDER BY 1) AS hashes
+    """,
+    # The claim: of the candidates (in claim order), at most ``budget_counts`` per
+    # budgeted task, as many per key as the key has room for now, ``limit`` in all.
+    "flow_claim": f"""
+        WITH candidate AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(tasks)s::text[], %(keys)s::text[],
+                                 %(key_limits)s::integer[])
+                   WITH ORDINALITY AS c(id, task, key, key_limit, n)
+        ), ranked AS (
+            SELECT c.*, row_number() OVER (PARTITION BY c.key ORDER BY c.n) AS key_rank,
+                   row_number() OVER (PARTITION BY c.task ORDER BY c.n) AS task_rank
+              FROM candidate c
+        ), budget AS (
+            SELECT * FROM unnest(%(budget_tasks)s::text[], %(budget_counts)s::integer[])
+                   AS b(task, n)
+        ), chosen AS (
+            SELECT r.id FROM ranked r LEFT JOIN budget b ON b.task = r.task
+             WHERE (b.task IS NULL OR r.task_rank <= b.n)
+               AND (r.key IS NULL OR r.key_rank + {_KEY_RUNNING.format(key="r.key")}
+                    <= r.key_limit)
+             ORDER BY r.n
+             LIMIT %(limit)s
+        ), claimable AS (
+            SELECT j.id FROM {{schema}}.jobs AS j
+             WHERE j.id = ANY(ARRAY(SELECT id FROM chosen)) AND j.state = 'queued'
+               FOR UPDATE SKIP LOCKED
+        )
+        {_CLAIM_UPDATE.format(claimable="SELECT id FROM claimable", lease=_LEASE)}
+    """,
+    # The last step: rates move on by what was started (``spend`` seconds each), from
+    # the time the start was due, or from ``catch_up`` seconds ago if it came later
+    # than that (see pgqueue.worker.gates).
+    "flow_limit_advance": """
+        UPDATE {schema}.flow_limits AS f
+           SET next_start_at = greatest(f.next_start_at,
+                                        now() - make_interval(secs => a.catch_up))
+               + make_interval(secs => a.spend)
+          FROM unnest(%(scopes)s::text[], %(names)s::text[], %(catch_up)s::float8[],
+                      %(spend)s::float8[]) AS a(scope, name, catch_up, spend)
+         WHERE f.scope = a.scope AND f.name = a.name
+    """,
+    # Set at run time (pgqueue.flow): one field of a queue's or a task's limits, then a
+    # wake-up on the control channel so that every worker reads the limits again.
+    "flow_limit_set": """
+        WITH changed AS (
+            INSERT INTO {schema}.flow_limits AS f (
+                scope, name, paused, concurrency, rate_count, rate_seconds, source)
+            VALUES (%(scope)s::text, %(name)s::text, coalesce(%(paused)s::boolean, false),
+                    %(concurrency)s::integer, %(rate_count)s::float8,
+                    %(rate_seconds)s::float8, 'control')
+            ON CONFLICT (scope, name) DO UPDATE SET
+                paused = coalesce(%(paused)s::boolean, f.paused),
+                concurrency = CASE WHEN %(set_concurrency)s THEN EXCLUDED.concurrency
+                                   ELSE f.concurrency END,
+                rate_count = CASE WHEN %(set_rate)s THEN EXCLUDED.rate_count
+                                  ELSE f.rate_count END,
+                rate_seconds = CASE WHEN %(set_rate)s THEN EXCLUDED.rate_seconds
+                                    ELSE f.rate_seconds END,
+                source = CASE WHEN %(set_concurrency)s OR %(set_rate)s THEN 'control'
+                              ELSE f.source END,
+                updated_at = now()
+            RETURNING name
+        )
+        SELECT pg_notify(%(control_channel)s, 'flow') FROM changed
+    """,
+    # Whether anything names the queue: a job, a limit, or a live worker consuming it.
+    "flow_queue_known": """
+        SELECT EXISTS (SELECT FROM {schema}.jobs WHERE queue = %(name)s)
+            OR EXISTS (SELECT FROM {schema}.flow_limits
+                        WHERE scope = 'queue' AND name = %(name)s)
+            OR EXISTS (SELECT FROM {schema}.workers WHERE %(name)s = ANY(queues))
+    """,
+    # `pgqueue queue list`: every queue that has jobs, a limit or a worker.
+    "flow_queue_list": """
+        WITH counts AS (
+            SELECT queue, count(*) FILTER (WHERE state = 'queued') AS queued,
+                   count(*) FILTER (WHERE state = 'started') AS running,
+                   count(*) FILTER (WHERE state IN ('scheduled', 'retry')) AS waiting
+              FROM {schema}.jobs GROUP BY queue
+        ), consumed AS (
+            SELECT DISTINCT unnest(queues) AS queue FROM {schema}.workers
+        ), named AS (
+            SELECT queue FROM counts
+            UNION SELECT name FROM {schema}.flow_limits WHERE scope = 'queue'
+            UNION SELECT queue FROM consumed
+        )
+        SELECT n.queue, coalesce(l.paused, false), coalesce(c.queued, 0),
+               coalesce(c.running, 0), coalesce(c.waiting, 0), l.concurrency,
+               l.rate_count, l.rate_seconds, l.source,
+               (SELECT count(*) FROM {schema}.workers w WHERE n.queue = ANY(w.queues))
+          FROM named n
+          LEFT JOIN counts c ON c.queue = n.queue
+          LEFT JOIN {schema}.flow_limits l ON l.scope = 'queue' AND l.name = n.queue
+         ORDER BY n.queue
     """,
     # -- results ----------------------------------------------------------------------
     "result_get": _RESULT_GET.format(arguments="args, kwargs"),
@@ -640,18 +990,19 @@ TEMPLATES: dict[str, str] = {
             INSERT INTO {{schema}}.jobs (
                 id, queue, task, args, kwargs, state, priority, run_at, attempt, max_retries,
                 unique_key, parent_id, root_id, group_id, ignore_result, options, created_at,
-                headers)
+                headers, task_id)
             SELECT m.id, m.queue, m.task, m.args, m.kwargs, 'queued', m.priority, now(), 0,
                    CASE WHEN d.task IS NULL THEN o.max_retries ELSE d.max_retries END,
                    m.unique_key, m.parent_id, m.root_id, m.group_id,
                    coalesce(d.ignore_result, o.ignore_result, false),
-                   coalesce(d.options, o.options, '{{{{}}}}'::jsonb), m.created_at, m.headers
+                   coalesce(d.options, o.options, '{{{{}}}}'::jsonb), m.created_at, m.headers,
+                   m.task_id
               FROM moved m
               LEFT JOIN defaults d ON d.task = m.task
               LEFT JOIN defaults o ON o.task IS NULL
-            RETURNING id, queue
+            RETURNING id, queue, task_id
         ), woken AS ({_NOTIFY_QUEUES.format(woken="new")})
-        SELECT id::text, (SELECT count(*) FROM woken) FROM new
+        SELECT id::text, (SELECT count(*) FROM woken), coalesce(task_id, id::text) FROM new
     """,
     # What retries by hand replaced, oldest first (AsyncResult.history()).
     "job_history_get": """
@@ -889,6 +1240,9 @@ TEMPLATES: dict[str, str] = {
     """,
 }
 
+for _name in ("job_claim", "job_claim_one_queue"):
+    TEMPLATES[f"{_name}_held"] = TEMPLATES[_name].replace(_OPEN, f"{_OPEN} {_HELD}")
+
 PING = sql.SQL("SELECT 1")
 # The pid of the server session (see db.connection.through_pooler).
 BACKEND_PID = sql.SQL("SELECT pg_backend_pid()")
@@ -929,6 +1283,8 @@ class Queries:
         self.jobs_channel = f"{schema}.jobs"
         self.done_channel = f"{schema}.done"
         self.control_channel = f"{schema}.control"
+        self.replies_channel = f"{schema}.replies"
+        self.events_channel = f"{schema}.events"
 
     def __getitem__(self, name: str) -> bytes:
         return self._statements[name]
@@ -975,6 +1331,17 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.results,"
     " {schema}.schedules, {schema}.workers, {schema}.leader TO {worker}",
     "GRANT SELECT ON {schema}.control_requests TO {worker}",
+    # flow control: workers write the code's limits and move rates on as they claim
+    "GRANT SELECT, INSERT, UPDATE ON {schema}.flow_limits TO {worker}",
+    # workflows: a producer writes the steps that wait and reads groups; the statements
+    # that end jobs (worker, rescuer, revoke by the control role) advance them.
+    "GRANT INSERT ON {schema}.canvas_steps, {schema}.canvas_edges TO {producer}",
+    "GRANT SELECT (id, task, root_id, parent_id, group_id, created_at)"
+    " ON {schema}.canvas_steps TO {producer}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_groups TO {producer}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_steps, {schema}.canvas_edges,"
+    " {schema}.canvas_groups TO {worker}, {control}",
+    "GRANT INSERT ON {schema}.control_replies TO {worker}",
     # control: revoke, abort, terminate, purge, manage schedules; write control requests
     # (and delete expired ones).
     "GRANT SELECT, INSERT, DELETE ON {schema}.jobs TO {control}",
@@ -990,6 +1357,10 @@ END $pgqueue$
     "GRANT SELECT, DELETE ON {schema}.job_history TO {worker}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {control}",
     "GRANT SELECT, INSERT, DELETE ON {schema}.control_requests TO {control}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.flow_limits TO {control}",
+    "GRANT SELECT, DELETE ON {schema}.control_replies TO {control}",
+    # ... and which workers are alive, to know whose replies to wait for
+    "GRANT SELECT ON {schema}.workers TO {control}",
     # reader: dashboards, `pgqueue inspect`, the Django admin.
     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
 )

@@ -28,9 +28,11 @@ _NEEDS = {
                  "result_get_state", "result_forget", "job_insert_claimed",
                  "unique_claim_holders"),
     "control": ("job_revoke", "job_abort", "job_purge", "control_request_insert",
+                "control_reply_read",
                 "schedule_insert", "schedule_delete", "schedule_set_enabled",
                 "schedule_run_now", "result_retry"),
-    "reader": ("job_counts", "job_list_started", "worker_list", "schedule_list",
+    "reader": ("job_counts", "job_list_started", "job_list_held", "job_list_scheduled",
+               "result_list_revoked", "worker_list", "schedule_list",
                "schedule_get", "leader_get", "job_history_get",
                "job_metrics", "result_metrics", "worker_metrics", "schedule_metrics"),
 }
@@ -43,7 +45,8 @@ WORKER_PRIVILEGES = (
     + [("results", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
     + [("workers", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
     + [("leader", p) for p in ("SELECT", "INSERT", "UPDATE")]
-    + [("control_requests", "SELECT")]
+    + [("control_requests", "SELECT"), ("control_replies", "INSERT")]
+    + [("flow_limits", p) for p in ("SELECT", "INSERT", "UPDATE")]
 )
 BEAT_PRIVILEGES = [("schedules", p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
 

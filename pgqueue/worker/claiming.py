@@ -62,10 +62,12 @@ class ClaimCursors:
         self.next_rescan = float("-inf")
 
     def claim(self, claimer: Dedicated, queries: Queries, limit: int, worker: str,
-              lease: float) -> list[ClaimedJob]:
+              lease: float, held_tasks: Sequence[str] = ()) -> list[ClaimedJob]:
         """Claim up to ``limit`` jobs on ``claimer`` from where the cursors are; returns
-        them in claim order. Database errors propagate, with nothing recorded."""
-        position = self.params()
+        them in claim order. Jobs with a ``concurrency_key`` and jobs of ``held_tasks``
+        (rate-limited) are left to :mod:`pgqueue.worker.gates`. Database errors
+        propagate, with nothing recorded."""
+        position = {**self.params(), "held_tasks": list(held_tasks)}
         claimer.connect()  # a claim's time is its statement's, not a reconnect's
         started = time.monotonic()
         rows = claimer.execute(queries[statement(position)], {
@@ -83,6 +85,7 @@ class ClaimCursors:
             "after_priority": [a[0] if a else FROM_START for a in after],
             "after_run_at": [a[1] if a else None for a in after],
             "after_id": [a[2] if a else None for a in after],
+            "held_tasks": [],
         }
 
     def claimed(self, params: dict[str, Any], limit: int, jobs: list[ClaimedJob],
@@ -102,13 +105,16 @@ class ClaimCursors:
 def statement(position: dict[str, Any]) -> str:
     """The name of the claim statement for ``position`` (from :meth:`ClaimCursors.params`):
     a lighter one for a single queue read from its start, the usual claim of an idle
-    worker."""
+    worker; the ``_held`` variants while some tasks are held back (rate-limited)."""
+    held = "_held" if position.get("held_tasks") else ""
     if len(position["queues"]) == 1 and position["after_priority"] == [FROM_START]:
-        return "job_claim_one_queue"
-    return "job_claim"
+        return f"job_claim_one_queue{held}"
+    return f"job_claim{held}"
 
 
 def from_start(queues: Sequence[str]) -> dict[str, Any]:
-    """``job_claim`` position parameters that read every queue from its start."""
+    """``job_claim`` position parameters that read every queue from its start (and
+    hold back no task)."""
     return {"queues": list(queues), "after_priority": [FROM_START] * len(queues),
-            "after_run_at": [None] * len(queues), "after_id": [None] * len(queues)}
+            "after_run_at": [None] * len(queues), "after_id": [None] * len(queues),
+            "held_tasks": []}

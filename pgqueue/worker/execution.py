@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import limits, states
+from pgqueue.canvas.builtins import builtin_task
 from pgqueue.exceptions import (
     NotRegistered,
     Retry,
@@ -201,7 +202,7 @@ def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
 
 def prepare(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Task | Outcome:
     """The task to run, or the outcome when the job must not run (expired, unknown)."""
-    task = app.tasks.get(job.task)
+    task = app.tasks.get(job.task) or builtin_task(app, job.task)
     if job.expires_at is not None and job.expires_at <= utcnow():
         logger.info("Task %s[%s] expired at %s; revoked without running",
                     job.display, job.id, job.expires_at.isoformat())
@@ -214,7 +215,36 @@ def prepare(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Task | 
         )
         logger.error("Received unregistered task of type %r [%s]", job.task, job.id)
         return failure(job, exc, with_traceback=False)
+    if job.options.get("errback"):
+        job.args = errback_arguments(app, task, job.args)
     return task
+
+
+def errback_arguments(app: App, task: Task, args: list[Any]) -> list[Any]:
+    """A link_error callback's arguments, as Celery passes them: ``(request, exc,
+    traceback)`` when its function takes more than one argument, else ``(task_id,)``;
+    then the signature's own. The database stored the failed job's request and
+    exception as JSON (see sql/migrations/0006_canvas.sql)."""
+    from pgqueue.result import rebuild_exception
+
+    if len(args) < 3 or not isinstance(args[0], dict):
+        return args
+    stored, payload, traceback, *rest = args
+    failed = Request(id=stored.get("id"), task=stored.get("task"),
+                     args=stored.get("args") or [], kwargs=stored.get("kwargs") or {},
+                     retries=int(stored.get("retries") or 0),
+                     parent_id=stored.get("parent_id"), root_id=stored.get("root_id"),
+                     group=stored.get("group"), worker=stored.get("worker"),
+                     called_directly=False)
+    try:
+        takes = [p for p in inspect.signature(task.run).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        takes = []
+    if len(takes) > 1 or any(p.kind == p.VAR_POSITIONAL for p in takes):
+        error = rebuild_exception(payload, None)
+        return [failed, error, traceback, *rest]
+    return [failed.id, *rest]
 
 
 def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:

@@ -168,6 +168,10 @@ class Finisher(threading.Thread):
 #: a read-only standby after a failover. They end when an operator acts; meanwhile the
 #: worker keeps the jobs (and their leases) and retries, as for a lost connection.
 _REFUSED_FOR_NOW = frozenset({"42501", "25006"})  # insufficient_privilege, read_only
+#: Refusals that only say another transaction was in the way: two finishes advancing the
+#: same workflow steps (see sql/migrations/0006_canvas.sql) may meet in a deadlock, which
+#: Postgres breaks by failing one of them; that one is simply run again.
+_TRANSIENT = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
 
 def retry_later(error: BaseException) -> bool:
@@ -178,4 +182,5 @@ def retry_later(error: BaseException) -> bool:
     sqlstate = getattr(error, "sqlstate", None) or ""
     if is_connection_error(error):
         return not sqlstate.startswith("54")
-    return sqlstate in _REFUSED_FOR_NOW or isinstance(error, SchemaMissing)
+    return sqlstate in _REFUSED_FOR_NOW or sqlstate in _TRANSIENT \
+        or isinstance(error, SchemaMissing)

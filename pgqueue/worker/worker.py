@@ -24,18 +24,22 @@ from pgqueue.control import ControlInbox
 from pgqueue.db import roles
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.listener import Listener
+from pgqueue.events import EventDispatcher, short, worker_fields
 from pgqueue.exceptions import ConfigurationError, MalformedJob, NotRegistered
 from pgqueue.services.maintenance import Maintenance, leader_services
 from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
+from pgqueue.worker.autoscale import Autoscaler
 from pgqueue.worker.claiming import ClaimCursors
 from pgqueue.worker.execution import ClaimedJob, Outcome, failure, make_request
 from pgqueue.worker.finisher import Finisher
+from pgqueue.worker.gates import Gates
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
 from pgqueue.worker.pools.base import JobContext, Pool
 from pgqueue.worker.pools.solo import SoloPool
 from pgqueue.worker.pools.threads import ThreadPool
+from pgqueue.worker.remote import RemoteControl
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -95,6 +99,8 @@ class Worker:
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         install_signal_handlers: bool = True,
+        autoscale: tuple[int, int] | None = None,
+        task_events: bool | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -115,6 +121,9 @@ class Worker:
             concurrency or conf.worker_concurrency or default_concurrency(self.pool_name))
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        self.autoscale = self._autoscale_bounds(autoscale)
+        if self.autoscale is not None:
+            self.concurrency = self.autoscale[1]  # from MIN up, as in Celery
         # Unique per process: every write of this worker is fenced on it.
         self.worker_id = f"{self.nodename}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.lease = limits.seconds("lease", lease or conf.worker_lease_seconds)
@@ -152,6 +161,13 @@ class Worker:
         self._stop_signal: str | None = None
         self.scheduler: Scheduler | None = None
         self.processed = 0
+        self.remote = RemoteControl(self)
+        self.autoscaler: Autoscaler | None = None
+        self._new_queues: list[str] | None = None  # set by remote control, for the claim loop
+        self._started_at: dict[str, float] = {}  # job id -> when it started (events)
+        self.events = EventDispatcher(app, self.nodename, heartbeat=self._event_counts)
+        self._events_on = bool(conf.worker_send_task_events if task_events is None
+                               else task_events)
         #: Told of every job claimed, started and finished, in this process whatever the
         #: pool (``claimed(job)``, ``started(job)``, ``finished(outcome)``): the metrics.
         self.observers: list[Any] = []
@@ -174,6 +190,8 @@ class Worker:
         roles.check_worker(self.claimer, app.schema, self.beat)  # one line if a grant lacks
         services = self._services()  # checks beat schedules before the worker registers
         self._register()
+        self.gates = Gates(queries, self.queues)
+        self.gates.sync(self.claimer, app)  # the code's limits; those set at run time win
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
@@ -192,6 +210,8 @@ class Worker:
                                                    conf=app.conf)
         for part in (self.finisher, self.pool, self.listener, self.maintenance):
             part.start()
+        if self._events_on:
+            self.events.enable()
         if self.scheduler is not None:
             signals.beat_init.send_contained(sender=self.scheduler)
             signals.beat_embedded_init.send_contained(sender=self.scheduler)
@@ -210,6 +230,9 @@ class Worker:
                       liveness=float(self.app.conf.worker_lease_seconds)),
             *leader_services(self.app),
         ]
+        if self.autoscale is not None:
+            self.autoscaler = Autoscaler(self, *self.autoscale)
+            services.append(self.autoscaler)
         if self.beat:
             from pgqueue.services.scheduler import Scheduler
 
@@ -242,9 +265,12 @@ class Worker:
         tasks = sorted(n for n in self.app.tasks if not n.startswith("pgqueue."))
         logger.info(
             "pgqueue %s worker %s ready\n  database: %s (schema %s)\n  queues: %s\n"
-            "  pool: %s, concurrency %d, lease %.0fs\n  tasks:\n%s",
+            "  pool: %s, concurrency %s, lease %.0fs\n  task events: %s\n  tasks:\n%s",
             __version__, self.worker_id, db.describe(self.app.dsn), self.app.schema,
-            ", ".join(self.queues), self.pool_name, self.concurrency, self.lease,
+            ", ".join(self.queues), self.pool_name,
+            f"{self.concurrency} (autoscale {self.autoscale[1]} to {self.autoscale[0]})"
+            if self.autoscale else self.concurrency, self.lease,
+            "on" if self.events.enabled else "off (-E turns them on)",
             "\n".join(f"    . {t}" for t in tasks) or "    (none)")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -260,17 +286,23 @@ class Worker:
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == self.app.queries.control_channel:
+            self.gates.changed()  # limits are read again at the next claim
+            self._wake.set()
             self._apply_control()  # the payload is only a wake-up: anyone can NOTIFY
         elif payload in self.queues:
+            self.gates.notified(payload)
             self._wake.set()
 
     def _on_listen(self) -> None:
         """After every (re)connect: claim at once, and apply control requests written
         while the listener was away."""
+        self.gates.changed()
         self._wake.set()
         self._apply_control()
 
     def _apply_control(self) -> None:
+        if self.stopped.is_set():  # the listener may outlive the worker by a moment
+            return
         try:
             requests = self.control.read(self.app)
         except Exception as error:
@@ -279,8 +311,7 @@ class Worker:
         for request in requests:
             held = [i for i in request.job_ids if i in self.holdings]
             if request.action not in ("abort", "terminate"):
-                logger.warning("ignoring control request %d: unknown action %r",
-                               request.id, request.action)
+                self.remote.handle(request)  # the remote-control commands; replies
             elif request.action == "abort" and held:
                 logger.info("Abort requested for %s", ", ".join(held))
                 aborts.mark(held)
@@ -298,9 +329,12 @@ class Worker:
                 self.pool.wait_for_slot(self.poll_interval)
                 continue
             if not more_likely:
-                self._wake.wait(self.poll_interval)
+                self._wake.wait(self.gates.wait_time(self.poll_interval))
                 if self._stopping.is_set():
                     break
+                free = self.pool.free_slots()  # the pool may have shrunk meanwhile
+                if free <= 0:
+                    continue
             self._wake.clear()
             jobs = self._claim(min(free, self.claim_batch))
             for job in jobs:
@@ -312,9 +346,13 @@ class Worker:
             more_likely = len(jobs) == min(free, self.claim_batch) and bool(jobs)
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
+        if self._new_queues is not None:  # add_consumer / cancel_consumer
+            self.cursors = ClaimCursors(self._new_queues, rescan_interval=self.poll_interval)
+            self.gates.set_queues(self._new_queues)
+            self._new_queues = None
         try:
-            jobs = self.cursors.claim(self.claimer, self.app.queries, limit, self.worker_id,
-                                      self.lease)
+            jobs = self.gates.claim(self.claimer, self.cursors, limit, self.worker_id,
+                                    self.lease)
         except Exception as error:
             if not is_connection_error(error):
                 logger.exception("claim failed")
@@ -329,6 +367,9 @@ class Worker:
     def _received(self, job: ClaimedJob) -> None:
         """``task_received``, and ``task_unknown`` for a task this worker does not know
         (the pool fails the job with ``NotRegistered``)."""
+        if self.events.enabled:
+            self._event_received(job)
+        self.remote.total[job.task] += 1
         if signals.task_received.has_receivers_for(self):
             signals.task_received.send_contained(
                 sender=self, request=make_request(job, self.worker_id, self.nodename))
@@ -346,6 +387,8 @@ class Worker:
 
     def _job_started(self, job: ClaimedJob) -> None:
         self.holdings.start(job.id)
+        if self.events.enabled:
+            self.events.send("task-started", uuid=job.id)
         for observer in self.observers:
             observer.started(job)
 
@@ -353,9 +396,65 @@ class Worker:
         accepted = self.finisher.put(outcome)
         aborts.discard(outcome.job_id)
         self.processed += 1
+        if self.events.enabled and accepted:
+            self._event_finished(outcome)
+        elif self._started_at:  # events turned off while it ran
+            self._started_at.pop(outcome.job_id, None)
         for observer in self.observers:
             observer.finished(outcome)
         return accepted
+
+    # -- remote control and events (pgqueue.worker.remote, pgqueue.events) -----------------
+    def set_queues(self, queues: list[str]) -> None:
+        """Claim from ``queues`` from the next claim on (add/cancel_consumer)."""
+        self.queues = list(queues)
+        self._new_queues = list(queues)
+        self._wake.set()
+
+    def _autoscale_bounds(self, autoscale: tuple[int, int] | None) -> tuple[int, int] | None:
+        if autoscale is None:
+            return None
+        if self.pool_name not in ("threads", "processes", "asyncio"):
+            raise ConfigurationError(f"--autoscale needs a pool that can grow: the "
+                                     f"{self.pool_name} pool runs one job at a time")
+        high, low = (int(n) for n in autoscale)
+        if not 1 <= low <= high:
+            raise ConfigurationError(f"autoscale=({high}, {low}): MAX must be at least MIN, "
+                                     "and MIN at least 1")
+        return high, low
+
+    def _event_counts(self) -> dict[str, Any]:
+        return {**worker_fields(), "active": len(self.holdings.snapshot()[0]),
+                "processed": self.processed, "loadavg": list(os.getloadavg())}
+
+    def _event_received(self, job: ClaimedJob) -> None:
+        self._started_at[job.id] = time.monotonic()
+        eta = job.options.get("eta")
+        self.events.send(
+            "task-received", uuid=job.id, name=job.task, args=short(job.args),
+            kwargs=short(job.kwargs), retries=max(0, job.attempt - 1),
+            eta=eta if isinstance(eta, str) else None,
+            expires=job.expires_at.isoformat() if job.expires_at else None,
+            root_id=job.root_id, parent_id=job.parent_id, queue=job.queue)
+
+    def _event_finished(self, outcome: Outcome) -> None:
+        runtime = outcome.runtime or time.monotonic() - self._started_at.get(
+            outcome.job_id, time.monotonic())
+        self._started_at.pop(outcome.job_id, None)
+        if outcome.state == "SUCCESS":
+            self.events.send("task-succeeded", uuid=outcome.job_id,
+                             result=short(outcome.result), runtime=runtime)
+        elif outcome.state == "RETRY":
+            self.events.send("task-retried", uuid=outcome.job_id,
+                             exception=outcome.error, traceback=outcome.traceback)
+        elif outcome.state == "REVOKED":
+            error = outcome.error or ""
+            self.events.send("task-revoked", uuid=outcome.job_id,
+                             terminated="terminated" in error, signum=None,
+                             expired="expire" in error)
+        else:
+            self.events.send("task-failed", uuid=outcome.job_id, exception=outcome.error,
+                             traceback=outcome.traceback)
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -375,6 +474,7 @@ class Worker:
             self._release(ids, attempts, started)
         self.listener.stop()
         self.maintenance.stop()
+        self.events.stop()
         try:
             self.claimer.execute(self.app.queries["worker_deregister"], {"id": self.worker_id})
         except Exception as error:

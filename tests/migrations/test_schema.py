@@ -56,6 +56,8 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("started_at", TS, False, None),
         ("headers", "jsonb", False, None),
         ("task_id", "text", False, None),
+        # generated from options (0007)
+        ("concurrency_key", "text", False, "(options ->> 'concurrency_key'::text)"),
     ],
     "results": [
         ("id", "uuid", True, None),
@@ -150,6 +152,47 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("retried_at", TS, True, "now()"),
         ("retried_by", "text", True, "CURRENT_USER"),
     ],
+    "flow_limits": [
+        ("scope", "text", True, None),
+        ("name", "text", True, None),
+        ("paused", "boolean", True, "false"),
+        ("concurrency", "integer", False, None),
+        ("rate_count", "double precision", False, None),
+        ("rate_seconds", "double precision", False, None),
+        ("next_start_at", TS, True, "'-infinity'::timestamp with time zone"),
+        ("source", "text", True, "'control'::text"),
+        ("updated_at", TS, True, "now()"),
+    ],
+    "canvas_steps": [
+        ("id", "uuid", True, None),
+        ("task", "text", True, None),
+        ("root_id", "uuid", False, None),
+        ("parent_id", "uuid", False, None),
+        ("group_id", "uuid", False, None),
+        ("job", "jsonb", True, None),
+        ("after", "uuid[]", True, None),
+        ("remaining", "integer", True, None),
+        ("runs_on", "text", True, None),
+        ("pass", "text", True, None),
+        ("culprit", "uuid", False, None),
+        ("created_at", TS, True, "now()"),
+    ],
+    "canvas_edges": [
+        ("before", "uuid", True, None),
+        ("step", "uuid", True, None),
+    ],
+    "canvas_groups": [
+        ("id", "uuid", True, None),
+        ("members", "uuid[]", True, None),
+        ("created_at", TS, True, "now()"),
+    ],
+    "control_replies": [
+        ("request_id", "bigint", True, None),
+        ("worker", "text", True, None),
+        ("node", "text", True, None),
+        ("reply", "jsonb", True, None),
+        ("created_at", TS, True, "now()"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
@@ -158,8 +201,8 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
 }
 # The identity column of control_requests.
 EXPECTED_SEQUENCES = {"control_requests_id_seq", "job_history_id_seq"}
-# `workers` holds nothing that must survive a crash of the server.
-EXPECTED_UNLOGGED = {"workers"}
+# `workers` and `control_replies` hold nothing that must survive a crash of the server.
+EXPECTED_UNLOGGED = {"workers", "control_replies"}
 
 # index -> definition, with the schema written as SCHEMA
 EXPECTED_INDEXES = {
@@ -193,6 +236,18 @@ EXPECTED_INDEXES = {
                                 "SCHEMA.control_requests USING btree (xid)",
     "control_requests_created_at_idx": "CREATE INDEX control_requests_created_at_idx ON "
                                        "SCHEMA.control_requests USING btree (created_at)",
+    "jobs_keyed_claim_idx": "CREATE INDEX jobs_keyed_claim_idx ON SCHEMA.jobs USING btree "
+                            "(queue, priority DESC, run_at, id) WHERE ((state = "
+                            "'queued'::text) AND (concurrency_key IS NOT NULL))",
+    "jobs_keyed_started_idx": "CREATE INDEX jobs_keyed_started_idx ON SCHEMA.jobs USING "
+                              "btree (concurrency_key) WHERE ((state = 'started'::text) "
+                              "AND (concurrency_key IS NOT NULL))",
+    "flow_limits_pkey": "CREATE UNIQUE INDEX flow_limits_pkey ON SCHEMA.flow_limits USING "
+                        "btree (scope, name)",
+    "control_replies_pkey": "CREATE UNIQUE INDEX control_replies_pkey ON "
+                            "SCHEMA.control_replies USING btree (request_id, worker)",
+    "control_replies_created_at_idx": "CREATE INDEX control_replies_created_at_idx ON "
+                                      "SCHEMA.control_replies USING btree (created_at)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
     "unique_claims_pkey": "CREATE UNIQUE INDEX unique_claims_pkey ON SCHEMA.unique_claims "
@@ -206,6 +261,22 @@ EXPECTED_INDEXES = {
                               "USING btree (job_id)",
     "job_history_retried_at_idx": "CREATE INDEX job_history_retried_at_idx ON "
                                   "SCHEMA.job_history USING btree (retried_at)",
+    "canvas_steps_pkey": "CREATE UNIQUE INDEX canvas_steps_pkey ON SCHEMA.canvas_steps "
+                         "USING btree (id)",
+    "canvas_steps_root_idx": "CREATE INDEX canvas_steps_root_idx ON SCHEMA.canvas_steps "
+                             "USING btree (root_id)",
+    "canvas_edges_pkey": "CREATE UNIQUE INDEX canvas_edges_pkey ON SCHEMA.canvas_edges "
+                         "USING btree (before, step)",
+    "canvas_groups_pkey": "CREATE UNIQUE INDEX canvas_groups_pkey ON SCHEMA.canvas_groups "
+                          "USING btree (id)",
+    "jobs_parent_idx": "CREATE INDEX jobs_parent_idx ON SCHEMA.jobs USING btree (parent_id) "
+                       "WHERE (parent_id IS NOT NULL)",
+    "results_parent_idx": "CREATE INDEX results_parent_idx ON SCHEMA.results USING btree "
+                          "(parent_id) WHERE (parent_id IS NOT NULL)",
+    "jobs_root_idx": "CREATE INDEX jobs_root_idx ON SCHEMA.jobs USING btree (root_id) "
+                     "WHERE (root_id IS NOT NULL)",
+    "results_root_idx": "CREATE INDEX results_root_idx ON SCHEMA.results USING btree "
+                        "(root_id) WHERE (root_id IS NOT NULL)",
 }
 
 EXPECTED_CHECKS = {
@@ -222,7 +293,31 @@ EXPECTED_CHECKS = {
     ("schedules", "CHECK (((cron IS NULL) <> (every IS NULL)))"),
     ("schedules", "CHECK ((source = ANY (ARRAY['code'::text, 'db'::text])))"),
     ("leader", "CHECK ((id = 1))"),
+    ("flow_limits", "CHECK ((scope = ANY (ARRAY['queue'::text, 'task'::text])))"),
+    ("flow_limits", "CHECK ((concurrency >= 1))"),
+    ("flow_limits", "CHECK (((rate_count > (0)::double precision) AND (rate_count <= "
+                    "('1000000000'::numeric)::double precision)))"),
+    ("flow_limits", "CHECK (((rate_seconds > (0)::double precision) AND (rate_seconds <= "
+                    "(86400)::double precision)))"),
+    ("flow_limits", "CHECK ((source = ANY (ARRAY['code'::text, 'control'::text])))"),
+    ("flow_limits", "CHECK (((rate_count IS NULL) = (rate_seconds IS NULL)))"),
+    ("flow_limits", "CHECK (((scope = 'queue'::text) OR ((concurrency IS NULL) AND (NOT "
+                    "paused))))"),
+    ("canvas_steps", "CHECK ((runs_on = ANY (ARRAY['success'::text, 'failure'::text])))"),
+    ("canvas_steps", "CHECK ((pass = ANY (ARRAY['one'::text, 'list'::text, 'none'::text, "
+                     "'error'::text])))"),
 }
+# What advances workflows: whatever moves a job into results fires it (0006_canvas.sql).
+EXPECTED_TRIGGERS = {
+    ("results", "canvas_advance_inserted", "canvas_advance"),
+    ("results", "canvas_advance_updated", "canvas_advance"),
+}
+# A workflow's steps and states in plain SQL.
+EXPECTED_WORKFLOW_VIEW_COLUMNS = [
+    ("root_id", "uuid"), ("id", "uuid"), ("task", "text"), ("parent_id", "uuid"),
+    ("group_id", "uuid"), ("state", "text"), ("job_state", "text"), ("result", "jsonb"),
+    ("error", "text"), ("created_at", TS), ("finished_at", TS),
+]
 
 # The view every state can be read from with plain SQL, in Celery's vocabulary.
 EXPECTED_VIEW_COLUMNS = [
@@ -266,7 +361,14 @@ def describe(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
             WHERE connamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)
               AND contype = 'c'""", [schema]).fetchall())
     checks = {(table.rpartition(".")[2], definition) for table, definition in checks}
-    return {"relations": relations, "columns": columns, "indexes": indexes, "checks": checks}
+    triggers = set(conn.execute(
+        """SELECT c.relname, t.tgname, p.proname FROM pg_trigger t
+             JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_proc p ON p.oid = t.tgfoid
+            WHERE n.nspname = %s AND NOT t.tgisinternal""", [schema]).fetchall())
+    return {"relations": relations, "columns": columns, "indexes": indexes, "checks": checks,
+            "triggers": triggers}
 
 
 @pytest.fixture
@@ -282,7 +384,7 @@ def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     tables = {name for name, (kind, _) in found["relations"].items() if kind == "r"}
     views = {name for name, (kind, _) in found["relations"].items() if kind == "v"}
     assert tables == set(EXPECTED_TABLES)
-    assert views == {"all_jobs"}
+    assert views == {"all_jobs", "workflow_steps"}
     sequences = {name for name, (kind, _) in found["relations"].items() if kind == "S"}
     assert sequences == EXPECTED_SEQUENCES
     assert set(found["relations"]) == tables | views | sequences  # no other strays
@@ -295,6 +397,9 @@ def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     assert found["checks"] == EXPECTED_CHECKS
     view_columns = [(c, t) for c, t, _, _ in found["columns"]["all_jobs"]]
     assert view_columns == EXPECTED_VIEW_COLUMNS
+    workflow_columns = [(c, t) for c, t, _, _ in found["columns"]["workflow_steps"]]
+    assert workflow_columns == EXPECTED_WORKFLOW_VIEW_COLUMNS
+    assert found["triggers"] == EXPECTED_TRIGGERS
 
 
 def test_fresh_migrate_gives_exactly_the_expected_schema(pg_dsn: str, fresh_schema: str) -> None:

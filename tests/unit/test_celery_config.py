@@ -102,11 +102,11 @@ def test_old_names_of_ignored_settings_warn_like_the_new_ones() -> None:
     ("CELERYD_CONCURENCY", "did you mean 'worker_concurrency'"),
     ("CELERY_CACHE_BACKEN", "unknown setting 'CELERY_CACHE_BACKEN' (read as 'cache_backen')"),
     ("BROKER_USE_SSL", "setting 'BROKER_USE_SSL' is not supported: put sslmode=require"),
-    ("CELERY_DEFAULT_RATE_LIMIT", "rate limits arrive with flow control"),
+    ("CELERY_DEFAULT_RATE_LIMIT", "must be a rate above 0"),  # 0: Celery's "no limit"
 ])
 def test_celery_names_pgqueue_cannot_honour_are_refused(key: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        new_app().conf.update({key: 1})
+        new_app().conf.update({key: 0 if key.endswith("RATE_LIMIT") else 1})
 
 
 @pytest.mark.parametrize(("typo", "meant"), [
@@ -359,8 +359,8 @@ def test_acks_late_is_accepted_with_the_warning_of_the_setting(
 
 
 @pytest.mark.parametrize(("annotation", "message"), [
-    ({"*": {"rate_limit": "10/s"}}, r"'rate_limit' is not supported: .*\(issue 16\)"),
-    ({"proj.add": {"rate_limit": "1/m"}}, "rate limits arrive with flow control"),
+    ({"*": {"rate_limit": "10/d"}}, r"rate_limit must be a rate above 0 like '10/s'"),
+    ({"proj.add": {"rate_limit": "0/m"}}, "rate_limit must be a rate above 0"),
     ({"*": {"max_retry": 1}}, "did you mean 'max_retries'"),
     ({"*": {"name": "other"}}, "'name' is fixed when the task is defined"),
     ({"*": {"bind": True}}, "'bind' is fixed when the task is defined"),
@@ -388,19 +388,18 @@ def test_a_failing_callable_annotation_leaves_every_task_as_it_was() -> None:
     add, mul = tasks_of(app)
 
     def bad_for_mul(task: Task) -> dict[str, Any]:
-        return {"time_limit": 1} if task.name == "proj.add" else {"rate_limit": "1/s"}
+        return {"time_limit": 1} if task.name == "proj.add" else {"rate_limit": "fast"}
 
     with pytest.raises(ConfigurationError,
-                       match="task_annotations for proj.mul: option 'rate_limit'"):
+                       match="task_annotations for proj.mul: rate_limit must be a rate"):
         app.conf.task_annotations = bad_for_mul
     assert (add.time_limit, mul.time_limit) == (8, 8)
     assert app.conf.task_annotations == {"*": {"time_limit": 8}}
 
 
 def test_an_annotation_refused_at_registration_names_the_task() -> None:
-    app = new_app(task_annotations=lambda task: {"queue": 3, "rate_limit": "1/s"})
-    with pytest.raises(ConfigurationError,
-                       match="task_annotations for proj.add: option 'rate_limit'"):
+    app = new_app(task_annotations=lambda task: {"queue": 3})
+    with pytest.raises(ConfigurationError, match="task_annotations for proj.add: queue"):
         tasks_of(app)
 
 

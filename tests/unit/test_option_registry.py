@@ -24,7 +24,8 @@ from pgqueue.task import TASK_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"setting": celery_compat.SETTINGS, "task option": celery_compat.TASK_OPTIONS,
-          "send option": celery_compat.SEND_OPTIONS}
+          "send option": celery_compat.SEND_OPTIONS, "worker flag": celery_compat.WORKER_FLAGS,
+          "beat flag": celery_compat.BEAT_FLAGS}
 
 
 def entries(table: dict[str, Entry], status: str) -> list[str]:
@@ -74,6 +75,16 @@ def test_the_codes_lists_are_the_registrys() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(TABLES))
+def test_each_implemented_entry_names_the_test_showing_its_effect(kind: str) -> None:
+    missing = sorted(name for name, entry in TABLES[kind].items()
+                     if entry.status in (IMPLEMENTED, MAPPED) and not entry.test
+                     and not (kind == "setting" and entry.status == MAPPED))
+    assert not missing, (
+        f"{kind}s {missing} in pgqueue/celery_compat.py name no test: give each "
+        "test='tests/<path>.py::test_name' of a test showing its effect")
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
 def test_each_named_test_exists(kind: str) -> None:
     for name, entry in TABLES[kind].items():
         if not entry.test:
@@ -115,7 +126,7 @@ def test_an_ignored_setting_warns_once_with_its_reason(name: str) -> None:
     reason = celery_compat.SETTINGS[name].how
     with pytest.warns(UserWarning) as caught:
         app.conf[name] = 1
-    assert [str(w.message) for w in caught] == [
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == [
         f"pgqueue ignores the Celery setting {name!r}: {reason}"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -240,6 +251,7 @@ def test_celerys_old_names_reach_their_entry(old: str, name: str) -> None:
     ("task_serializer", "pickle", "'pickle' is refused"),
     ("enable_utc", False, "can only be True: pgqueue keeps every time in UTC"),
     ("result_extended", False, "can only be True"),
+    ("result_serializer", "pickle", "'pickle' is refused"),
 ])
 def test_refused_values_of_implemented_settings(name: str, value: Any, words: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
@@ -260,6 +272,7 @@ TASK_SAMPLES: dict[str, Any] = {
     "retry_kwargs": {"countdown": 1}, "retry_backoff": 2, "retry_backoff_max": 30,
     "retry_jitter": False, "ignore_result": True, "expires": 60, "time_limit": 9,
     "soft_time_limit": 8, "track_started": True, "lease": 45, "serializer": "json",
+    "rate_limit": "10/m", "concurrency_limit": 2,
 }
 
 
@@ -293,7 +306,7 @@ def test_an_ignored_task_option_warns_once_with_its_reason(name: str) -> None:
     with pytest.warns(UserWarning) as caught:
         given: dict[str, Any] = {name: True}
         app.task(name="reg.one", **given)(lambda: None)
-    assert [str(w.message) for w in caught] == [
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == [
         f"pgqueue ignores the task option {name!r}: {reason}"]
 
 
@@ -331,3 +344,26 @@ def test_task_eager_propagates_raises() -> None:
     with pytest.raises(ValueError, match="broken"):
         broken.delay()
     assert isinstance(broken.apply(throw=False).result, ValueError)
+
+
+def test_retry_backoff_max_caps_the_backoff() -> None:
+    app = new_app()
+
+    @app.task(name="reg.capped", retry_backoff=100, retry_backoff_max=5, retry_jitter=False)
+    def capped() -> None:
+        return None
+
+    assert capped.autoretry_countdown() == 5  # 100 * 2**0, capped
+
+
+@pytest.mark.parametrize("option", ["acks_late", "reject_on_worker_lost"])
+def test_an_annotation_carrying_an_ignored_option_warns_once(option: str) -> None:
+    app = new_app()
+    app.task(name="reg.annotated")(lambda: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app.conf.task_annotations = {"*": {option: False}}
+        app.conf.task_annotations = {"reg.annotated": {option: True}}
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == [
+        f"pgqueue ignores the Celery setting 'task_{option}': "
+        f"{celery_compat.SETTINGS[f'task_{option}'].how}"]

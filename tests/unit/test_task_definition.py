@@ -61,8 +61,8 @@ def test_every_celery_option_of_the_issue_is_accepted(app: App) -> None:
 
 
 def test_unsupported_option_says_so(app: App) -> None:
-    with pytest.raises(TypeError, match="'rate_limit' is not supported"):
-        app.task(rate_limit="10/m")(lambda: None)
+    with pytest.raises(TypeError, match="'throws' is not supported"):
+        app.task(throws=(KeyError,))(lambda: None)
 
 
 def test_priority_out_of_range_is_refused_at_decoration(app: App) -> None:

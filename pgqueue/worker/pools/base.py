@@ -104,6 +104,7 @@ class Pool(Protocol):
     def terminate(self, job_id: str) -> bool: ...
     def join(self, timeout: float) -> bool: ...
     def shutdown(self) -> None: ...
+    def resize(self, size: int) -> None: ...
 
 
 class Slots:
@@ -136,6 +137,15 @@ class Slots:
     def join(self, timeout: float) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self._busy == 0, timeout)
+
+    def resize(self, size: int) -> None:
+        """Run up to ``size`` jobs at once from now on (remote control, autoscale). Jobs
+        running past a smaller size go on; no new one starts until they are below it."""
+        if size < 1:
+            raise ValueError(f"a pool keeps at least 1 slot, not {size}")
+        with self._cond:
+            self.size = size
+            self._cond.notify_all()
 
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
@@ -227,6 +237,25 @@ class QueuePool(Slots):
             executor.died_of = exc
             with self._cond:
                 self._cond.notify_all()  # wake the claim loop to replace this thread
+            return
+        with self._cond:  # retired (shutdown, a smaller pool): not to be replaced
+            if executor in self._executors:
+                self._executors.remove(executor)
+
+    def resize(self, size: int) -> None:
+        """Start executors up to ``size``, or retire the surplus: each takes a stop
+        marker from the queue when it is idle, so running jobs end first."""
+        if size < 1:
+            raise ValueError(f"a pool keeps at least 1 slot, not {size}")
+        with self._cond:
+            if self._closing:
+                return
+            change, self.size = size - self.size, size
+            for _ in range(change):
+                self._add_executor()
+            for _ in range(-change):
+                self._queue.put(None)
+            self._cond.notify_all()
 
     def _serve(self, executor: Executor) -> None:
         while True:
@@ -321,5 +350,6 @@ class QueuePool(Slots):
     def shutdown(self) -> None:
         with self._cond:
             self._closing = True
-        for _ in range(self.size):
+            executors = len(self._executors)
+        for _ in range(executors):
             self._queue.put(None)

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -75,14 +75,15 @@ def _serve_jobs(conn: Connection, context: JobContext, max_tasks: int | None,
             while not conn.poll(1.0):
                 if os.getppid() != parent:
                     return
-            job: ClaimedJob | None = conn.recv()
+            # (job, soft limit): the limits are the worker's (time_limit may change them)
+            item: tuple[ClaimedJob, float | None] | None = conn.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if item is None:
             return
+        job, soft = item
         escaped = False
         try:
-            _, soft = context.limits(job)
             if soft:
                 signal.setitimer(signal.ITIMER_REAL, soft)
             outcome = context.run(job)
@@ -125,9 +126,10 @@ def _no_record_half_written() -> Iterator[None]:
 
 
 class _Child:
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, generation: int = 0) -> None:
         self.process = process
         self.conn = conn
+        self.generation = generation  # the pool's restarts when it was forked
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -158,6 +160,18 @@ class ProcessPool(QueuePool):
         self._terminate: set[str] = set()
         self._lock = threading.Lock()
         self._parent_ends: set[Connection] = set()
+        self._generation = 0  # restarts asked (pool_restart)
+        self._children: set[_Child] = set()
+
+    def restart(self) -> None:
+        """Replace every child: idle ones within a second, busy ones after their job
+        (``pool_restart``; modules imported or reloaded before are what they fork with)."""
+        with self._lock:
+            self._generation += 1
+
+    def child_pids(self) -> list[int]:
+        with self._lock:
+            return sorted(c.process.pid or 0 for c in self._children)
 
     def terminate(self, job_id: str) -> bool:
         with self._lock:
@@ -179,12 +193,25 @@ class ProcessPool(QueuePool):
                     process.start()
             finally:
                 child_end.close()
-        return _Child(process, parent_end)
+            child = _Child(process, parent_end, self._generation)
+            self._children.add(child)
+        return child
 
     def _kill(self, child: _Child) -> None:
         child.kill()
         with self._lock:
             self._parent_ends.discard(child.conn)
+            self._children.discard(child)
+
+    def _renew(self, child: _Child) -> _Child:
+        """The child, or a new one when a restart was asked since it was forked."""
+        if child.generation == self._generation:
+            return child
+        logger.info("Restarting child %s (pool_restart)", child.process.pid)
+        with suppress(OSError):
+            child.conn.send(None)
+        child.reap(5)
+        return self._replace(child)
 
     def _replace(self, child: _Child) -> _Child:
         self._kill(child)
@@ -202,13 +229,14 @@ class ProcessPool(QueuePool):
                         logger.error("Child %s died while idle (exitcode %s); replacing it",
                                      child.process.pid, child.process.exitcode)
                         child = self._replace(child)
+                    child = self._renew(child)
                     continue
                 if job is None:
                     child.conn.send(None)
                     child.reap(5)
                     return
                 try:
-                    child = self._run_one(child, job)
+                    child = self._run_one(self._renew(child), job)
                 except BaseException as exc:  # the child's state is unknown: replace it
                     self.context.finished(crashed(job, exc))
                     child = self._replace(child)
@@ -220,13 +248,13 @@ class ProcessPool(QueuePool):
         if not child.process.is_alive():
             child = self._replace(child)
         self.context.started(job)
-        hard, _ = self.context.limits(job)
+        hard, soft = self.context.limits(job)
         deadline = time.monotonic() + hard if hard else None
         try:
-            child.conn.send(job)
+            child.conn.send((job, soft))
         except OSError:
             child = self._replace(child)
-            child.conn.send(job)
+            child.conn.send((job, soft))
         while True:
             # The exit sentinel wakes us when the child dies, with or without EOF; the pid
             # is polled too, for a child whose forked process holds both open.

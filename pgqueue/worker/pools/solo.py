@@ -69,3 +69,9 @@ class SoloPool(Slots):
 
     def shutdown(self) -> None:
         pass
+
+    def resize(self, size: int) -> None:
+        if size != 1:
+            raise ValueError("the solo pool runs one job at a time in the worker's main "
+                             "thread: it cannot grow or shrink (use -P threads or -P "
+                             "processes)")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import psycopg
@@ -11,6 +12,7 @@ import pytest
 
 from pgqueue import App, limits
 from tests.acceptance.procs import HERE, WorkerProcess, workers
+from tests.conftest import running_worker
 from tests.integration.cli.test_core_cli import TASKS, assert_one_line_error, pgqueue
 
 
@@ -67,11 +69,21 @@ def test_a_real_worker_runs_a_job_sent_under_a_string_id(
     assert app.AsyncResult("order-42").result == 42
 
 
-def test_inspect_active_shows_the_id_as_given(app: App, pg_dsn: str, schema: str,
-                                              db: psycopg.Connection[Any]) -> None:
-    app.send_task("core.add", (1, 2), task_id="running-one")
-    db.execute("UPDATE jobs SET state = 'started', worker = 'w', started_at = now(), "
-               "attempt = 1, lease_expires_at = now() + interval '1 hour'")
-    run = pgqueue("inspect", "active", "--json", dsn=pg_dsn, schema=schema)
+def test_inspect_active_shows_the_id_as_given(app: App, pg_dsn: str, schema: str) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @app.task(name="t.block")
+    def block() -> None:
+        started.set()
+        release.wait(30)
+
+    try:
+        with running_worker(app, name="w@test"):
+            block.apply_async(task_id="running-one")
+            assert started.wait(30)
+            run = pgqueue("inspect", "active", "--json", dsn=pg_dsn, schema=schema)
+            release.set()
+    finally:
+        release.set()
     assert run.returncode == 0, run.stderr
-    assert [job["id"] for job in json.loads(run.stdout)] == ["running-one"]
+    assert [job["id"] for job in json.loads(run.stdout)["w@test"]] == ["running-one"]

@@ -80,9 +80,12 @@ def test_prefork_is_the_processes_pool(setting: str) -> None:
     assert Worker(app).pool_name == "processes"
 
 
-def test_detach_is_refused_naming_a_supervisor() -> None:
-    assert_refused(cli("-A", TASKS, "worker", "--detach"), "--detach is not supported",
-                   "systemd", "supervisor")
+@pytest.mark.parametrize("spelling", ["--detach", "-D"])
+def test_detach_is_refused_naming_a_supervisor(spelling: str) -> None:
+    result = cli("-A", TASKS, "worker", spelling)
+    assert result.exit_code == 2  # a usage error, as every refused flag
+    assert result.output.strip().startswith("Error: --detach is not supported")
+    assert "systemd" in result.output and "supervisor" in result.output
 
 
 @pytest.mark.parametrize("level", ["INFO", "info", "Info", "warning", "FATAL"])
@@ -176,7 +179,7 @@ def test_celerys_worker_line_runs_with_pidfile_and_logfile(
     assert pidfile.read_text().strip() == str(proc.pid)
     log = logfile.read_text()
     assert node in log and "pool: processes" in log
-    assert "-E: pgqueue sends no events" in log
+    assert "task events: on" in log  # -E
 
     app = App("shapes", dsn=pg_dsn, schema=schema, set_as_current=False)
     try:

@@ -169,12 +169,14 @@ def test_inspect_queues_active_and_workers(app: App, pg_dsn: str, schema: str) -
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split() == ["queue", "state", "jobs", "oldest_run_at"]
 
-    with running_worker(app, queues=["nothing-here"]) as worker:
+    with running_worker(app, queues=["nothing-here"], name="w@core") as worker:
         workers = pgqueue("inspect", "workers", "--json", dsn=pg_dsn, schema=schema)
         assert workers.returncode == 0, workers.stderr
         assert [w["id"] for w in json.loads(workers.stdout)] == [worker.worker_id]
+        active = pgqueue("inspect", "active", dsn=pg_dsn, schema=schema)
+        assert active.returncode == 0 and "-> w@core: OK\n    - empty -" in active.stdout
     active = pgqueue("inspect", "active", dsn=pg_dsn, schema=schema)
-    assert active.returncode == 0 and "(none)" in active.stdout
+    assert active.returncode == 69 and "No nodes replied" in active.stderr
 
 
 def test_purge(app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:

@@ -60,8 +60,9 @@ def test_inspect_json_has_typed_values_and_snake_case_keys(app: App, pg_dsn: str
         assert all(SNAKE_CASE.match(key) for key in row), row
         _iso(row["oldest_run_at"])
 
-    with running_worker(app, queues=["nothing-here"], concurrency=3) as worker:
+    with running_worker(app, queues=["nothing-here"], concurrency=3, name="w@lies") as worker:
         [row] = _json("inspect", "workers", dsn=pg_dsn, schema=schema)
+        assert _json("inspect", "active", dsn=pg_dsn, schema=schema) == {"w@lies": []}
     assert all(SNAKE_CASE.match(key) for key in row), row
     assert row["id"] == worker.worker_id
     assert row["pid"] == os.getpid() and row["concurrency"] == 3
@@ -69,7 +70,6 @@ def test_inspect_json_has_typed_values_and_snake_case_keys(app: App, pg_dsn: str
     assert row["alive"] is True
     assert isinstance(row["seen_seconds_ago"], float) and row["seen_seconds_ago"] >= 0
     assert _iso(row["last_seen_at"]) >= _iso(row["started_at"])
-    assert _json("inspect", "active", dsn=pg_dsn, schema=schema) == []
 
 
 def test_result_json_is_typed(app: App, pg_dsn: str, schema: str) -> None:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pgqueue import App, celery_compat
+from pgqueue import App, celery_compat, signature
 from pgqueue.celery_compat import IGNORED, IMPLEMENTED, REFUSED
 from pgqueue.utils import uuid
 from tests.conftest import running_worker, wait_until
@@ -48,7 +48,14 @@ SEND_SAMPLES: dict[str, tuple[Any, Callable[[Row], bool]]] = {
     "retry_policy": ({"max_retries": 1}, lambda r: r["args"] == [1]),
     "unique_key": ("only-one", lambda r: r["unique_key"] == "only-one"),
     "on_duplicate": ("raise", lambda r: r["args"] == [1]),
+    # with unique_for/unique_states the key is a claim (unique_claims), not the column
+    "concurrency_key": ("user:42", lambda r: r["options"].get("concurrency_key") == "user:42"),
+    "unique_for": (60, lambda r: r["unique_key"] is None),
+    "unique_states": ("live", lambda r: r["unique_key"] is None),
     "lease": (45, lambda r: r["options"]["lease"] == 45),
+    # a job something waits for keeps its result: the callback reads it (canvas)
+    "link": (signature("reg.next"), lambda r: r["options"]["followed"] is True),
+    "link_error": (signature("reg.next"), lambda r: r["options"]["followed"] is True),
 }
 
 
@@ -92,8 +99,13 @@ def test_an_implemented_send_option_marks_the_row(
     value, shows = SEND_SAMPLES[name]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sent = app.send_task("reg.t", [1], **{name: value})
+        scoped = name in ("unique_for", "unique_states")  # they scope a unique_key
+        sent = app.send_task("reg.t", [1], **{name: value},
+                             **({"unique_key": "only-one"} if scoped else {}))
     assert shows(row(db, sent.id)), row(db, sent.id)
+    if scoped:
+        assert db.execute("SELECT count(*) FROM unique_claims WHERE key = 'only-one'"
+                          ).fetchone() == (1,)
 
 
 @pytest.mark.parametrize("name", entries(IGNORED))
@@ -253,3 +265,58 @@ def test_worker_settings_shape_the_worker(app: App) -> None:
             worker.shutdown_timeout, worker.claim_batch, worker.max_tasks_per_child,
             worker.max_memory_per_child, worker.queues) == (
         "processes", 3, 40, 2.5, 9, 7, 11, 200_000, ["mail"])
+
+
+# -- task options and pgqueue's own settings ---------------------------------------------
+
+# A value for every implemented task option that reaches the row, and what the row shows.
+TASK_ROW_SAMPLES: dict[str, tuple[Any, Callable[[Row], bool]]] = {
+    "queue": ("reports", lambda r: r["queue"] == "reports"),
+    "priority": (7, lambda r: r["priority"] == 7),
+    "max_retries": (1, lambda r: r["max_retries"] == 1),
+    "ignore_result": (True, lambda r: r["ignore_result"] is True),
+    "expires": (600, lambda r: r["expires_at"] is not None),
+    "time_limit": (9, lambda r: r["options"]["time_limit"] == 9),
+    "soft_time_limit": (8, lambda r: r["options"]["soft_time_limit"] == 8),
+    "track_started": (True, lambda r: r["options"]["track_started"] is True),
+    "lease": (45, lambda r: r["options"]["lease"] == 45),
+    "serializer": ("json", lambda r: r["args"] == [1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASK_ROW_SAMPLES))
+def test_a_task_option_shapes_the_rows_of_its_jobs(app: App, db: psycopg.Connection[Any],
+                                                   name: str) -> None:
+    value, shows = TASK_ROW_SAMPLES[name]
+    task = app.task(name=f"reg.opt_{name}", **{name: value})(lambda x: x)
+    sent = task.delay(1)
+    assert shows(row(db, sent.id)), row(db, sent.id)
+
+
+def test_argument_limits_refuse_what_is_over_them(app: App, db: psycopg.Connection[Any]) -> None:
+    app.send_task("reg.t", ["x" * 200, [[[1]]]])  # the defaults let both through
+    app.conf.task_max_args_bytes = 100
+    with pytest.raises(ValueError, match="task_max_args_bytes"):
+        app.send_task("reg.t", ["x" * 200])
+    app.conf.task_max_args_bytes = 10_000
+    app.conf.task_max_args_depth = 2
+    with pytest.raises(ValueError, match="task_max_args_depth"):
+        app.send_task("reg.t", [[[[1]]]])
+    assert count(db) == 1
+
+
+def test_process_settings_shape_pools_and_leader_services(app: App) -> None:
+    from pgqueue.services.maintenance import Maintenance, leader_services
+    from pgqueue.services.scheduler import Scheduler
+
+    app.conf.update(producer_pool_size=2, worker_finish_batch_size=5, stage_interval=0.7,
+                    maintenance_interval=1.3, leader_ttl_seconds=9,
+                    beat_max_loop_interval=2.5)
+    app.send_task("reg.t", [1])
+    assert app._get_pool().max_size == 2
+    stager, rescuer = leader_services(app)[:2]
+    election = Maintenance(app, "holder", []).election
+    assert (stager.interval, rescuer.interval, election.ttl) == (0.7, 1.3, 9)
+    assert Scheduler(app, code_schedules=False).max_interval == 2.5
+    with running_worker(app) as worker:
+        assert worker.finisher.batch_size == 5

@@ -69,6 +69,19 @@ def test_retry_by_id_runs_the_job_again_under_its_id_and_keeps_its_history(
                       [result.id]).fetchall() == [("FAILURE", "ValueError: broken 4")]
 
 
+def test_a_job_sent_under_a_string_id_is_retried_under_it(
+        app: App, flaky: Any, db: psycopg.Connection[Any]) -> None:
+    result = flaky.apply_async((5,), task_id="refresh-42")
+    with running_worker(app), pytest.raises(ValueError):
+        result.get(timeout=20)
+    flaky.fixed.touch()
+    assert [r.id for r in app.retry(["refresh-42"])] == ["refresh-42"]
+    assert db.execute("SELECT task_id FROM jobs").fetchall() == [("refresh-42",)]
+    with running_worker(app):
+        assert app.AsyncResult("refresh-42").get(timeout=20) == 50
+    assert [h["state"] for h in app.AsyncResult("refresh-42").history()] == ["FAILURE"]
+
+
 def test_the_new_run_gets_fresh_attempts(app: App, db: psycopg.Connection[Any]) -> None:
     @app.task(bind=True, name="t.twice", max_retries=1)
     def twice(self: Any) -> int:
@@ -137,7 +150,8 @@ def test_retry_by_filter(app: App, flaky: Any, db: psycopg.Connection[Any]) -> N
     (lambda app: app.retry(task="t.flaky", limit=0), "limit must be"),
     (lambda app: app.retry(task="t.flaky", limit=True), "limit must be"),
     (lambda app: app.retry(task="", since=1), "retry: task must be"),
-    (lambda app: app.retry(["not-a-uuid"]), "must be a UUID"),
+    (lambda app: app.retry(["not-a-job"]), "there is no job not-a-job"),
+    (lambda app: app.retry([""]), "must be a string of 1 to"),
     (lambda app: app.retry([uuid()]), "there is no job"),
 ])
 def test_bad_input_is_one_clear_error(app: App, flaky: Any, call: Any, message: str) -> None:
@@ -242,7 +256,7 @@ def test_cli_retry_by_id_and_by_task(app: App, flaky: Any, pg_dsn: str, schema: 
     ([], ["give job ids, or --task"]),
     (["--since", "yesterday"], ["--since 'yesterday'"]),
     (["--task", "t.flaky", "--state", "SUCCESS"], ["send a new one"]),
-    (["not-a-uuid"], ["must be a UUID"]),
+    (["not-a-job"], ["there is no job not-a-job"]),
     (["01900000-0000-7000-8000-000000000000"], ["there is no job"]),
     (["01900000-0000-7000-8000-000000000000", "--task", "t.flaky"], ["not both"]),
 ])

@@ -1,0 +1,531 @@
+"""Sending a workflow: a canvas becomes job rows and waiting steps, in one transaction.
+
+The steps that can run at once (the first of a chain, the members of a group, a chord's
+header) are inserted into ``jobs`` as any job is. Every other step (a chain's next step,
+a chord's body, a link or link_error callback) is a row of ``canvas_steps`` holding the
+job it becomes, with one ``canvas_edges`` row per step it waits for. The database
+releases it (see ``canvas_advance`` in sql/migrations/0006_canvas.sql) in the
+transaction that records the last of those outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pgqueue import limits
+from pgqueue.canvas.signatures import Signature, chain, chord, chunks, group, maybe_signature
+from pgqueue.client.producer import JobBatch, JobBuilder, _execute_on, insert_jobs
+from pgqueue.utils import check_json, json_dumps, uuid
+
+if TYPE_CHECKING:
+    from pgqueue.app import App
+
+#: Options given to a whole workflow that only its first steps take (as in Celery).
+_FIRST_ONLY = ("countdown", "eta")
+#: Options that name one node: the whole workflow's result, not every step.
+_NODE_ONLY = ("task_id", "group_id", "link", "link_error")
+
+
+@dataclass
+class _Entry:
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    id: str
+    parent_id: str | None
+    root_id: str
+    group_id: str | None
+    #: a task_id given that is not a UUID: kept in the row's task_id column
+    given: str | None = None
+
+
+@dataclass
+class Plan:
+    """What one send writes: jobs to insert now, steps that wait, groups to remember."""
+
+    app: App
+    entries: list[_Entry] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[tuple[str, list[str]]] = field(default_factory=list)
+    #: ids that some step waits for: their results are stored even if ignored.
+    followed: set[str] = field(default_factory=set)
+    root_id: str | None = None
+    size: int = 0
+    depth: int = 0
+
+    # -- walking the canvas ---------------------------------------------------------------
+    def add(self, sig: Signature, after: list[str], grouped: bool, inherited: dict[str, Any],
+            group_id: str | None = None, header_id: str | None = None,
+            level: int = 0) -> tuple[list[str], Any]:
+        """Add ``sig`` waiting for ``after`` (a group's results when ``grouped``);
+        returns the ids whose results follow it, and its result object."""
+        if level > limits.MAX_CANVAS_DEPTH:
+            raise ValueError(f"the workflow nests deeper than {limits.MAX_CANVAS_DEPTH} "
+                             "levels (chains in groups in chords ...); flatten it")
+        sig = maybe_signature(sig, self.app)
+        kind = sig.subtask_type
+        if kind == "chain":
+            return self._chain(sig, after, grouped, inherited, group_id, header_id, level)
+        if kind == "group":
+            return self._group(sig, after, grouped, inherited, group_id, header_id, level)
+        if kind == "chord":
+            return self._chord(sig, after, grouped, inherited, group_id, header_id, level)
+        if kind == "chunks":
+            assert isinstance(sig, chunks)
+            return self._group(sig.group(), after, grouped, inherited, group_id, header_id,
+                               level)
+        return self._task(sig, after, grouped, inherited, group_id, header_id, level)
+
+    def _options(self, sig: Signature, inherited: dict[str, Any]) -> dict[str, Any]:
+        return {**inherited, **sig.options}
+
+    def _chain(self, sig: Signature, after: list[str], grouped: bool,
+               inherited: dict[str, Any], group_id: str | None, header_id: str | None,
+               level: int) -> tuple[list[str], Any]:
+        assert isinstance(sig, chain)
+        steps = sig.tasks
+        if not steps:
+            raise ValueError("an empty chain has nothing to run")
+        options = self._options(sig, inherited)
+        links = _as_list(options.pop("link", None))
+        errbacks = _as_list(options.pop("link_error", None))
+        task_id = options.pop("task_id", None)
+        first_only = {k: options.pop(k) for k in _FIRST_ONLY if k in options}
+        previous: Any = None
+        exits, result = after, None
+        for i, step in enumerate(steps):
+            step = maybe_signature(step, self.app)
+            if errbacks:  # Celery: a chain's errback is every step's
+                step = step.clone()
+                for errback in errbacks:
+                    step.link_error(errback)
+            if i == len(steps) - 1 and (links or task_id):
+                step = step.clone()
+                for link in links:
+                    step.link(link)
+                if task_id:
+                    _set_id(step, task_id)
+            step_options = {**options, **(first_only if i == 0 else {})}
+            if i > 0 and not exits:
+                raise ValueError("an empty group inside a chain has no result to pass on; "
+                                 "remove it")
+            exits, result = self.add(step, exits, grouped if i == 0 else bool(
+                getattr(result, "is_group", False)), step_options, group_id,
+                header_id if i == 0 else _group_of(result), level + 1)
+            if previous is not None and getattr(result, "_parent", None) is None:
+                result._parent = previous
+            previous = result
+        return exits, result
+
+    def _fast_entry(self, sig: Signature, options: dict[str, Any], gid: str) -> str:
+        """A group member that is a plain task signature without options of its own."""
+        self.size += 1
+        if self.size > limits.MAX_CANVAS_STEPS:
+            raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
+                             "steps; send it in parts")
+        job_id = uuid()
+        root = self.root_id = self.root_id or job_id
+        self.entries.append(_Entry(sig.task, sig["args"], sig["kwargs"], options, job_id,
+                                   None, root, gid))
+        return job_id
+
+    def _group(self, sig: Signature, after: list[str], grouped: bool,
+               inherited: dict[str, Any], group_id: str | None, header_id: str | None,
+               level: int) -> tuple[list[str], Any]:
+        from pgqueue.result import AsyncResult, GroupResult
+
+        assert isinstance(sig, group)
+        options = self._options(sig, inherited)
+        given_gid = options.pop("group_id", None)
+        gid = str(limits.row_id(limits.job_id("group_id", given_gid))) if given_gid \
+            else uuid()
+        links = _as_list(options.pop("link", None))
+        errbacks = _as_list(options.pop("link_error", None))
+        options.pop("task_id", None)
+        members = sig.tasks
+        if not members and after:
+            raise ValueError("an empty group inside a chain has no result to pass on; "
+                             "remove it")
+        exits: list[str] = []
+        results: list[Any] = []
+        plain = not (after or grouped or links or errbacks)
+        shared = dict(options)
+        for member in members:
+            member = maybe_signature(member, self.app)
+            if plain and member.subtask_type is None and not member["options"]:
+                # the common flat group: a job each, as apply_many would make them
+                job_id = self._fast_entry(member, shared, gid)
+                exits.append(job_id)
+                results.append(AsyncResult(job_id, app=self.app, task_name=member.task))
+                continue
+            if links or errbacks:
+                member = member.clone()
+                for link in links:
+                    member.link(link)
+                for errback in errbacks:
+                    member.link_error(errback)
+            member_exits, result = self.add(member, after, grouped, options, gid, header_id,
+                                            level + 1)
+            exits += member_exits
+            results += result.results if getattr(result, "is_group", False) else [result]
+        self.groups.append((gid, exits))
+        return exits, GroupResult(gid, results, app=self.app)
+
+    def _chord(self, sig: Signature, after: list[str], grouped: bool,
+               inherited: dict[str, Any], group_id: str | None, header_id: str | None,
+               level: int) -> tuple[list[str], Any]:
+        assert isinstance(sig, chord)
+        body = sig.body
+        if body is None:
+            raise ValueError("a chord needs a body: chord(header)(body) or "
+                             "chord(header, body)")
+        options = self._options(sig, inherited)
+        task_id = options.pop("task_id", None)
+        links = _as_list(options.pop("link", None))
+        errbacks = _as_list(options.pop("link_error", None))
+        first_only = {k: options.pop(k) for k in _FIRST_ONLY if k in options}
+        header = group(sig.tasks, app=self.app)
+        if "group_id" in options:
+            header.set(group_id=options.pop("group_id"))
+        exits, header_result = self.add(header, after, grouped, {**options, **first_only},
+                                        group_id, header_id, level + 1)
+        body = body.clone()
+        for link in links:
+            body.link(link)
+        for errback in errbacks:
+            body.link_error(errback)
+        if task_id:
+            _set_id(body, task_id)
+        body_exits, result = self.add(body, exits, True, options, group_id,
+                                      header_result.id, level + 1)
+        if getattr(result, "_parent", None) is None:
+            result._parent = header_result
+        return body_exits, result
+
+    def _task(self, sig: Signature, after: list[str], grouped: bool,
+              inherited: dict[str, Any], group_id: str | None, header_id: str | None,
+              level: int) -> tuple[list[str], Any]:
+        from pgqueue.result import AsyncResult
+
+        self.size += 1
+        if self.size > limits.MAX_CANVAS_STEPS:
+            raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
+                             "steps; send it in parts")
+        options = {**inherited, **sig["options"]} if sig["options"] else dict(inherited)
+        links = [maybe_signature(s, self.app) for s in _as_list(options.pop("link", None))] \
+            if "link" in options else []
+        errbacks = [maybe_signature(s, self.app)
+                    for s in _as_list(options.pop("link_error", None))] \
+            if "link_error" in options else []
+        given = options.pop("task_id", None)
+        if given is None:
+            job_id, shown = uuid(), None
+        else:
+            shown = limits.job_id(f"{sig.task}: task_id", given)
+            job_id = str(limits.row_id(shown))
+        root = self.root_id = self.root_id or job_id
+        parent = header_id if grouped else (after[0] if after else options.get("parent_id"))
+        if "parent_id" in options or "root_id" in options:
+            options.pop("parent_id", None)
+            options.pop("root_id", None)
+        args, kwargs = sig["args"], sig["kwargs"]
+        given_id = limits.given_id(shown) if shown is not None else None
+        if not after and not grouped:
+            self.entries.append(_Entry(sig.task, args, kwargs, options, job_id, parent, root,
+                                       group_id, given_id))
+        elif not after:  # after an empty group: runs at once with its empty list
+            if not sig.immutable:
+                args = [[], *args]
+            self.entries.append(_Entry(sig.task, args, kwargs, options, job_id, parent, root,
+                                       group_id, given_id))
+        else:
+            passing = "none" if sig.immutable else ("list" if grouped else "one")
+            self._wait(sig.task, args, kwargs, options, job_id, after, "success", passing,
+                       parent, group_id)
+        for link in links:
+            self.add(link, [job_id], False, {}, None, None, level + 1)
+        for errback in errbacks:
+            if errback.subtask_type is not None:
+                raise ValueError(f"{sig.task}: link_error takes a task signature, not a "
+                                 f"{errback.subtask_type}; make the errback send it")
+            self._wait(errback.task, errback.args, errback.kwargs,
+                       {**errback.options, "errback": True},
+                       str(limits.row_id(errback.id) if errback.id else uuid()),
+                       [job_id], "failure", "error", job_id, None)
+        return [job_id], AsyncResult(shown or job_id, app=self.app, task_name=sig.task)
+
+    def _wait(self, task: str, args: list[Any], kwargs: dict[str, Any],
+              options: dict[str, Any], job_id: str, after: list[str], runs_on: str,
+              passing: str, parent: str | None, group_id: str | None) -> None:
+        if options.get("unique_key") is not None:
+            raise ValueError(f"{task}: unique_key is refused on a step that waits for "
+                             "others (its job is made later); give it to the first step")
+        if options.get("connection") is not None:
+            raise ValueError(f"{task}: connection= belongs to the whole workflow's "
+                             "apply_async, not to one step")
+        self.followed.update(after)
+        options = dict(options)
+        countdown = options.pop("countdown", None)
+        expires = options.pop("expires", None)
+        errback = options.pop("errback", False)
+        for option in ("link", "link_error"):
+            options.pop(option, None)
+        builder = JobBuilder(self.app, task, self.app.tasks.get(task), options)
+        row = builder.row(args, kwargs)
+        what = f"{task} (a step of the workflow)"
+        check_json(row["args"], f"{what}: args")
+        check_json(row["kwargs"], f"{what}: kwargs")
+        job_options = dict(builder.job_options)
+        if errback:
+            job_options["errback"] = True
+        if countdown is not None:
+            countdown = limits.delay(f"{task}: countdown", countdown)
+        expires_in = None
+        expires_at = builder.expires_at
+        if expires is None:
+            expires = getattr(self.app.tasks.get(task), "expires", None)
+        if isinstance(expires, (int, float, timedelta)) and not isinstance(expires, bool):
+            seconds = expires.total_seconds() if isinstance(expires, timedelta) else expires
+            expires_in, expires_at = limits.delay(f"{task}: expires", seconds), None
+        elif isinstance(expires, datetime):
+            expires_at = JobBuilder(self.app, task, None, {"expires": expires}).expires_at
+        job = {
+            "queue": builder.queue, "args": row["args"], "kwargs": row["kwargs"],
+            "priority": builder.priority,
+            "eta": builder.run_at.isoformat() if builder.run_at else None,
+            "countdown": countdown,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "expires_in": expires_in, "max_retries": builder.max_retries,
+            "ignore_result": builder.ignore_result, "options": job_options,
+            "headers": options.get("headers"),
+        }
+        self.steps.append({"id": job_id, "task": task, "root_id": self.root_id,
+                           "parent_id": parent, "group_id": group_id, "job": job,
+                           "after": list(after), "runs_on": runs_on, "pass": passing})
+
+    # -- writing --------------------------------------------------------------------------
+    def write(self, connection: Any) -> None:
+        """Insert everything on ``connection`` (inside the caller's transaction)."""
+        for step in self.steps:
+            if step["id"] in self.followed:
+                step["job"]["options"]["followed"] = True
+        batches: dict[tuple[Any, ...], list[_Entry]] = {}
+        keys: dict[int, str] = {}  # options dicts shared by many entries: one key each
+        for entry in self.entries:
+            opts = keys.get(id(entry.options))
+            if opts is None:
+                opts = keys[id(entry.options)] = \
+                    json_dumps(_plain(entry.options)) if entry.options else ""
+            key = (entry.task, entry.parent_id, entry.root_id, entry.group_id,
+                   entry.id in self.followed, opts)
+            batches.setdefault(key, []).append(entry)
+        for same in batches.values():
+            first = same[0]
+            options = {**first.options, "parent_id": first.parent_id,
+                       "root_id": first.root_id, "group_id": first.group_id,
+                       "connection": connection}
+            options.pop("connection")
+            builder = JobBuilder(self.app, first.task, self.app.tasks.get(first.task), options)
+            rows = []
+            for entry in same:  # each with the id the plan gave it
+                builder.row_id, builder.given_id = entry.id, entry.given
+                rows.append(builder.row(entry.args, entry.kwargs))
+            builder.row_id = builder.given_id = None
+            batch = JobBatch(first.task, builder.shared(), rows, connection,
+                             builder.max_bytes, builder.max_depth, options.get("headers"),
+                             options.get("retry_policy"), builder.on_duplicate)
+            if first.id in self.followed:
+                shared = dict(batch.shared)
+                shared["options"] = json_dumps({**json.loads(shared["options"]),
+                                                "followed": True})
+                batch.shared = shared
+            insert_jobs(self.app, batch)
+        queries = self.app.queries
+        if self.steps:
+            _execute_on(connection, queries["canvas_step_insert"],
+                        {"steps": json_dumps(self.steps)}, _NoBatch)
+        if len(self.groups) == 1:
+            (gid, members), = self.groups
+            _execute_on(connection, queries["canvas_group_insert_one"],
+                        {"id": gid, "members": members}, _NoBatch)
+        elif self.groups:
+            _execute_on(connection, queries["canvas_group_insert"],
+                        {"groups": json_dumps([{"id": g, "members": m}
+                                               for g, m in self.groups])}, _NoBatch)
+
+
+class _NoBatchType:
+    ids: list[str] = []
+
+
+_NoBatch: Any = _NoBatchType()
+
+
+def _as_list(value: Any) -> list[Any]:
+    """``link=`` and ``link_error=``: one signature or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
+        return [value]
+    return list(value)
+
+
+def _plain(options: Mapping[str, Any]) -> Any:
+    """Options as a JSON-able key (a datetime or timedelta as its text)."""
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+            for k, v in sorted(options.items())}
+
+
+def _set_id(sig: Signature, task_id: str) -> None:
+    if sig.subtask_type in ("chain",):
+        steps = sig["kwargs"]["tasks"]
+        steps[-1] = maybe_signature(steps[-1]).clone()
+        _set_id(steps[-1], task_id)
+    elif sig.subtask_type == "chord":
+        body = sig["kwargs"]["body"] = maybe_signature(sig["kwargs"]["body"]).clone()
+        _set_id(body, task_id)
+    elif sig.subtask_type == "group":
+        sig["options"]["group_id"] = task_id
+    else:
+        sig["options"]["task_id"] = task_id
+
+
+def _group_of(result: Any) -> str | None:
+    return str(result.id) if getattr(result, "is_group", False) else None
+
+
+def _is_simple(sig: Signature, options: Mapping[str, Any]) -> bool:
+    return (sig.subtask_type is None and not sig["options"].get("link")
+            and not sig["options"].get("link_error") and not options.get("link")
+            and not options.get("link_error"))
+
+
+def send(app: App, sig: Signature, args: Sequence[Any] | None,
+         kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> Any:
+    """Send ``sig`` (any canvas) with partial ``args``/``kwargs`` and ``options``;
+    returns its result: an AsyncResult (with ``.parent`` along a chain) or a GroupResult."""
+    for option in ("link", "link_error"):
+        if option in options and not options[option]:
+            del options[option]  # link=None, link=[]: nothing to link
+    if sig.subtask_type in ("xmap", "xstarmap"):
+        sig = Signature(sig.task, sig.args, sig.kwargs, sig.options, app=sig._app)
+    if _is_simple(sig, options):
+        merged = sig.clone(args, kwargs, **options)
+        if app.conf.task_always_eager and options.get("connection") is None:
+            return apply_eagerly(app, merged)
+        return app.send_task(merged.task, merged.args, merged.kwargs,
+                             _task=app.tasks.get(merged.task), **merged.options)
+    if args or kwargs:
+        sig = sig.clone(args, kwargs)
+    connection = options.pop("connection", None)
+    if connection is None and app.connection_provider is not None:
+        connection = app.connection_provider()
+    if app.conf.task_always_eager and connection is None:
+        return apply_eagerly(app, sig.clone(**options))
+    limits.check_names("apply_async", options, _WORKFLOW_OPTIONS, {},
+                       kind="workflow option")
+    node_options = {k: options.pop(k) for k in _NODE_ONLY if k in options}
+    if node_options:
+        sig = sig.clone()
+        for link in _as_list(node_options.pop("link", None)):
+            sig.link(link)
+        for errback in _as_list(node_options.pop("link_error", None)):
+            sig.link_error(errback)
+        if "task_id" in node_options:
+            _set_id(sig, str(node_options["task_id"]))
+        if "group_id" in node_options:
+            sig["options"]["group_id"] = node_options["group_id"]
+    first_only = {k: options.pop(k) for k in _FIRST_ONLY if k in options}
+    if first_only:
+        sig = _with_first(sig, first_only)
+    plan = Plan(app)
+    _, result = plan.add(sig, [], False, options)
+    if connection is not None:
+        plan.write(connection)
+        return result
+    try:
+        _write_pooled(app, plan)
+    except psycopg.OperationalError:
+        app.check_pool()  # a connection that died idle: once more on a fresh one
+        _write_pooled(app, plan)
+    return result
+
+
+def _write_pooled(app: App, plan: Plan) -> None:
+    with app.connection() as conn, conn.transaction():
+        plan.write(conn)
+
+
+def _with_first(sig: Signature, options: dict[str, Any]) -> Signature:
+    """``countdown``/``eta`` of a whole workflow: its first steps'."""
+    sig = sig.clone()
+    kind = sig.subtask_type
+    if kind == "chain":
+        steps = sig["kwargs"]["tasks"]
+        steps[0] = _with_first(maybe_signature(steps[0], sig._app), options)
+    elif kind in ("group", "chord"):
+        key = "tasks" if kind == "group" else "header"
+        sig["kwargs"][key] = [_with_first(maybe_signature(t, sig._app), options)
+                              for t in sig["kwargs"][key]]
+    else:
+        sig["options"].update(options)
+    return sig
+
+
+#: What a workflow's apply_async takes: every send option but those of one job.
+_WORKFLOW_OPTIONS = frozenset({
+    "countdown", "eta", "expires", "priority", "queue", "task_id", "group_id",
+    "ignore_result", "lease", "time_limit", "soft_time_limit", "max_retries",
+    "serializer", "routing_key", "headers", "link", "link_error", "track_started",
+    "retry", "retry_policy", "shadow",
+})
+
+
+# -- eager runs (task_always_eager, Signature.apply) ------------------------------------
+def apply_eagerly(app: App, sig: Signature, previous: Any = None,
+                  has_previous: bool = False) -> Any:
+    """Run a canvas in this process, step after step, as a worker would run it."""
+    from pgqueue.result import EagerResult, GroupResult
+
+    sig = maybe_signature(sig, app)
+    if isinstance(sig, chain):
+        result: Any = None
+        for step in sig.tasks:
+            result = apply_eagerly(app, step, previous, has_previous)
+            if not result.successful():
+                return result
+            previous, has_previous = result.result, True
+        return result
+    if isinstance(sig, (group, chunks)):
+        members = sig.group().tasks if isinstance(sig, chunks) else sig.tasks
+        results = [apply_eagerly(app, m, previous, has_previous) for m in members]
+        return GroupResult(uuid(), results, app=app)
+    if isinstance(sig, chord):
+        header = apply_eagerly(app, group(sig.tasks, app=app), previous, has_previous)
+        body = sig.body
+        assert body is not None
+        failed = next((r for r in header.results if not r.successful()), None)
+        if failed is not None:
+            payload = {"exc_type": "ChordError", "exc_module": "pgqueue.exceptions",
+                       "exc_message": [f"Dependency {failed.id} raised {failed.result!r}"]}
+            return EagerResult(uuid(), "FAILURE", payload, None, app)
+        return apply_eagerly(app, body, [r.result for r in header.results], True)
+    args = sig.args
+    if has_previous and not sig.immutable:
+        args = [previous, *args]
+    task = app.get_task(sig.task)
+    result = task.apply(args, sig.kwargs, task_id=sig.id)
+    for link in _as_list(sig["options"].get("link")):
+        if result.successful():
+            apply_eagerly(app, link, result.result, True)
+    for errback in _as_list(sig["options"].get("link_error")):
+        if result.failed():
+            maybe_signature(errback, app).type(result.id)
+    return result

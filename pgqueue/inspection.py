@@ -1,0 +1,182 @@
+"""``app.control.inspect()``: Celery's inspect commands, each answering
+``{node: answer}`` for the live workers addressed (None when there are none).
+
+Where the answer is in the tables, it is read there, in one statement, without asking
+the workers: ``active`` and ``query_task`` (the jobs each worker holds), ``scheduled``
+(jobs waiting for their eta or retry delay in each worker's queues), ``revoked`` (the
+ids revoked lately, the same for every worker: a revoke is a row, not a worker's
+memory) and ``reserved`` (always empty lists: a worker claims only as many jobs as it
+has free slots, so none wait inside it). What only a worker knows is asked of it by a
+control request: ``registered``, ``stats``, ``active_queues``, ``conf``, ``report``,
+``ping``.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pgqueue.replies import live_workers
+
+if TYPE_CHECKING:
+    from pgqueue.control import Control
+
+#: At most this many jobs per node in ``scheduled`` and ids in ``revoked``.
+LIST_LIMIT = 1000
+
+_short = reprlib.Repr()
+_short.maxstring = 1024
+_short.maxother = 1024
+
+
+def flatten(replies: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """``[{node: answer}, ...]`` as one ``{node: answer}``; None when empty (Celery)."""
+    if not replies:
+        return None
+    nodes: dict[str, Any] = {}
+    for reply in replies:
+        nodes.update(reply)
+    return nodes
+
+
+def request_info(row: Sequence[Any], node: str, safe: bool | None) -> dict[str, Any]:
+    """A held job as Celery's ``Request.info()`` describes it."""
+    job_id, task, _, args, kwargs, attempt, priority, queue, started, options, pid = row
+    return {
+        "id": job_id, "name": task, "type": task,
+        "args": _short.repr(args) if safe else args,
+        "kwargs": _short.repr(kwargs) if safe else kwargs,
+        "hostname": node, "time_start": started, "acknowledged": True,
+        "delivery_info": {"exchange": "", "routing_key": queue, "priority": priority,
+                          "redelivered": attempt > 1},
+        "worker_pid": pid, "attempt": attempt,
+        "time_limit": [options.get("time_limit"), options.get("soft_time_limit")]
+        if isinstance(options, dict) else [None, None],
+    }
+
+
+class Inspect:
+    """What ``app.control.inspect(destination=..., timeout=...)`` returns."""
+
+    def __init__(self, control: Control, destination: list[str] | None = None,
+                 timeout: float = 1.0, callback: Callable[[dict[str, Any]], Any] | None = None,
+                 limit: int | None = None) -> None:
+        self.control = control
+        self.app = control.app
+        self.destination = destination
+        self.timeout = timeout
+        self.callback = callback
+        self.limit = limit
+
+    # -- answered by the workers ------------------------------------------------------------
+    def _ask(self, command: str, **arguments: Any) -> dict[str, Any] | None:
+        return flatten(self.control.broadcast(
+            command, arguments, self.destination, reply=True, timeout=self.timeout,
+            limit=self.limit, callback=self.callback))
+
+    def ping(self, destination: str | Sequence[str] | None = None) -> dict[str, Any] | None:
+        """``{node: {'ok': 'pong'}}``."""
+        if destination is not None:
+            from pgqueue.control import destinations
+
+            self.destination = destinations(destination)
+        return self._ask("ping")
+
+    def stats(self) -> dict[str, Any] | None:
+        """Each worker's pool, counts of jobs by task, uptime, resource usage."""
+        return self._ask("stats")
+
+    def registered(self, *taskinfoitems: str) -> dict[str, Any] | None:
+        """The tasks each worker knows; with ``taskinfoitems`` (e.g. ``'time_limit'``),
+        each name followed by those attributes, as Celery prints them."""
+        return self._ask("registered", taskinfoitems=list(taskinfoitems))
+
+    registered_tasks = registered
+
+    def active_queues(self) -> dict[str, Any] | None:
+        """The queues each worker claims from now."""
+        return self._ask("active_queues")
+
+    def conf(self, with_defaults: bool = False) -> dict[str, Any] | None:
+        """Each worker's settings (those changed from the defaults unless
+        ``with_defaults``); secrets and passwords are masked."""
+        return self._ask("conf", with_defaults=bool(with_defaults))
+
+    def report(self) -> dict[str, Any] | None:
+        """``{node: {'ok': text}}``: versions and settings, for a bug report."""
+        return self._ask("report")
+
+    # -- read from the tables ---------------------------------------------------------------
+    def _nodes(self) -> list[tuple[str, str, Any]]:
+        found = live_workers(self.app, self.destination)
+        return found[:self.limit] if self.limit is not None else found
+
+    def _held(self, ids: list[str] | None, safe: bool | None) -> dict[str, Any] | None:
+        nodes = self._nodes()
+        if not nodes:
+            return None
+        answer: dict[str, Any] = {node: [] for _, node, _ in nodes}
+        by_worker = {worker_id: node for worker_id, node, _ in nodes}
+        for row in self.app.execute("job_list_held", {"ids": ids}):
+            node = by_worker.get(row[2])
+            if node is not None:
+                answer[node].append(request_info(row, node, safe))
+        return answer
+
+    def active(self, safe: bool | None = None) -> dict[str, Any] | None:
+        """The jobs each worker runs now (``safe=True``: arguments as short reprs)."""
+        return self._held(None, safe)
+
+    def reserved(self, safe: bool | None = None) -> dict[str, Any] | None:
+        """Always empty lists: a worker claims only jobs it starts at once."""
+        nodes = self._nodes()
+        return {node: [] for _, node, _ in nodes} or None
+
+    def scheduled(self, safe: bool | None = None) -> dict[str, Any] | None:
+        """Jobs waiting for their eta (or retry delay) in each worker's queues, soonest
+        first, at most :data:`LIST_LIMIT` per worker."""
+        nodes = self._nodes()
+        if not nodes:
+            return None
+        answer = {}
+        for _, node, row in nodes:
+            queues = list(row[3])
+            jobs = self.app.execute("job_list_scheduled",
+                                    {"queues": queues, "limit": LIST_LIMIT})
+            answer[node] = [{
+                "eta": run_at.isoformat(), "priority": priority,
+                "request": {"id": job_id, "name": task, "type": task,
+                            "args": _short.repr(args) if safe else args,
+                            "kwargs": _short.repr(kwargs) if safe else kwargs,
+                            "hostname": node, "time_start": None, "acknowledged": False,
+                            "delivery_info": {"exchange": "", "routing_key": queue,
+                                              "priority": priority,
+                                              "redelivered": attempt > 0},
+                            "worker_pid": None, "state": state}}
+                for job_id, task, args, kwargs, attempt, priority, queue, run_at, state
+                in jobs]
+        return answer
+
+    def revoked(self) -> dict[str, Any] | None:
+        """The ids revoked lately (at most :data:`LIST_LIMIT`, newest first), for every
+        worker alike: a revoke is recorded in the table, where every worker reads it."""
+        nodes = self._nodes()
+        if not nodes:
+            return None
+        ids = [r[0] for r in self.app.execute("result_list_revoked", {"limit": LIST_LIMIT})]
+        return {node: list(ids) for _, node, _ in nodes}
+
+    def query_task(self, *ids: str | Sequence[str]) -> dict[str, Any] | None:
+        """``{node: {id: ['active', request]}}`` for the jobs of ``ids`` each worker holds."""
+        from pgqueue import limits
+
+        flat: list[str] = []
+        for each in ids:
+            flat.extend([each] if isinstance(each, str) else list(each))
+        checked = [limits.job_id("query_task id", i) for i in flat]
+        held = self._held([limits.row_id(i) or i for i in checked], None)
+        if held is None:
+            return None
+        return {node: {job["id"]: ["active", job] for job in jobs}
+                for node, jobs in held.items()}

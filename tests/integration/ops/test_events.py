@@ -1,0 +1,246 @@
+"""Events: a worker with events on publishes Celery's event types over NOTIFY, in order;
+`app.events.Receiver` and `pgqueue events` receive them; with events off, none is sent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue import App
+from pgqueue.events import MAX_PAYLOAD, encode
+from tests.conftest import running_worker, wait_until
+from tests.integration.ops.helpers import PGQUEUE, ROOT, TASKS, pgqueue, tasks
+
+
+class Capture:
+    """Events received by a Receiver running in a thread, until ``marker`` arrives."""
+
+    def __init__(self, app: App, marker: str = "test-marker") -> None:
+        self.events: list[dict[str, Any]] = []
+        self.marker = marker
+        self.listening = threading.Event()
+        self.done = threading.Event()
+        self.app = app
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_until(self.listening.is_set, 20, message="receiver listening")
+
+    def _run(self) -> None:
+        conn = psycopg.connect(self.app.dsn, autocommit=True)
+        receiver = self.app.events.Receiver(conn, handlers={"*": self._on})
+        self.listening.set()  # LISTEN runs first thing in capture; a marker confirms it
+        try:
+            receiver.capture(timeout=120)
+        finally:
+            conn.close()
+
+    def _on(self, event: dict[str, Any]) -> None:
+        if event["type"] == self.marker:
+            self.done.set()
+        else:
+            self.events.append(event)
+
+    def finish(self) -> list[dict[str, Any]]:
+        dispatcher = self.app.events.Dispatcher("tests@marker")
+        wait_until(lambda: (dispatcher.flush([encode({"type": self.marker})]), self.done.wait(
+            0.5))[1], 30, message="marker received")
+        dispatcher.stop()
+        return self.events
+
+    def of(self, uuid: str) -> list[str]:
+        return [e["type"] for e in self.events if e.get("uuid") == uuid]
+
+
+def _wait_listening(capture: Capture) -> None:
+    """The receiver LISTENs once the first marker comes through."""
+    capture.finish()
+    capture.done.clear()
+    capture.events.clear()
+
+
+def test_task_events_in_order_with_celery_fields(app: App) -> None:
+    found = tasks(app)
+
+    @app.task(name="ops.boom")
+    def boom() -> None:
+        raise KeyError("boom")
+
+    @app.task(name="ops.again", bind=True, max_retries=1, default_retry_delay=0.1)
+    def again(self: Any) -> str:
+        if self.request.retries == 0:
+            raise self.retry(exc=ValueError("once more"))
+        return "ok"
+
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="ev@test", task_events=True):
+        ok = found["add"].delay(2, 3)
+        failed = boom.delay()
+        retried = again.delay()
+        assert ok.get(timeout=30) == 5
+        assert retried.get(timeout=30) == "ok"
+        failed.get(timeout=30, propagate=False)
+        events = capture.finish()
+    assert capture.of(ok.id) == ["task-received", "task-started", "task-succeeded"]
+    assert capture.of(failed.id) == ["task-received", "task-started", "task-failed"]
+    assert capture.of(retried.id) == ["task-received", "task-started", "task-retried",
+                                      "task-received", "task-started", "task-succeeded"]
+    received = next(e for e in events if e.get("uuid") == ok.id)
+    assert received["name"] == "ops.add" and received["args"] == "[2, 3]"
+    assert received["hostname"] == "ev@test" and isinstance(received["timestamp"], float)
+    succeeded = next(e for e in events if e.get("uuid") == ok.id
+                     and e["type"] == "task-succeeded")
+    assert succeeded["result"] == "5" and succeeded["runtime"] >= 0
+    failure = next(e for e in events if e["type"] == "task-failed")
+    assert "KeyError" in failure["exception"] and "Traceback" in failure["traceback"]
+    kinds = [e["type"] for e in events if e["hostname"] == "ev@test"]
+    assert kinds[0] == "worker-online" and kinds[-1] == "worker-offline"
+    clocks = [e["clock"] for e in events if e["hostname"] == "ev@test"]
+    assert clocks == sorted(clocks)
+
+
+def test_no_event_while_events_are_off(app: App) -> None:
+    found = tasks(app)
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="quiet@test") as worker:
+        assert found["add"].delay(1, 1).get(timeout=30) == 2
+        assert capture.finish() == []
+        assert worker.events.sent == 0
+
+
+def test_events_of_the_processes_pool(app: App) -> None:
+    found = tasks(app)
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="proc@test", pool="processes", concurrency=1,
+                        task_events=True):
+        result = found["add"].delay(20, 22)
+        assert result.get(timeout=60) == 42
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
+
+
+def test_the_setting_turns_task_events_on(app: App) -> None:
+    found = tasks(app)
+    app.conf.worker_send_task_events = True
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="set@test") as worker:
+        assert worker.events.enabled
+        result = found["add"].delay(2, 2)
+        assert result.get(timeout=30) == 4
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
+
+
+def test_enable_events_turns_them_on_in_a_running_worker(app: App) -> None:
+    found = tasks(app)
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="later@test"):
+        app.control.enable_events(reply=True, timeout=10)
+        result = found["add"].delay(1, 2)
+        assert result.get(timeout=30) == 3
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
+
+
+def test_task_sent_and_revoked(app: App) -> None:
+    found = tasks(app)
+    app.conf.task_send_sent_event = True
+    capture = Capture(app)
+    _wait_listening(capture)
+    result = found["add"].apply_async((1, 2), countdown=600, queue="q1")
+    capture.finish()
+    [sent] = [e for e in capture.events if e.get("uuid") == result.id]
+    assert sent["type"] == "task-sent" and sent["name"] == "ops.add"
+    assert sent["queue"] == "q1" and sent["args"] == "(1, 2)" or sent["args"] == "[1, 2]"
+
+
+def test_big_arguments_are_cut_so_every_event_fits(app: App) -> None:
+    found = tasks(app)
+    capture = Capture(app)
+    _wait_listening(capture)
+    with running_worker(app, name="big@test", task_events=True):
+        result = found["add"].delay("x" * 100_000, "y" * 50_000)
+        assert result.get(timeout=30) == "x" * 100_000 + "y" * 50_000
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
+    for event in capture.events:
+        assert len(json.dumps(event).encode()) < MAX_PAYLOAD + 200
+    received = next(e for e in capture.events if e["type"] == "task-received")
+    assert len(received["args"]) <= 1100
+
+
+def test_an_event_too_big_for_notify_is_cut() -> None:
+    event = {"type": "task-failed", "uuid": "u", "traceback": "T" * 50_000 + "the error",
+             "exception": "E" * 20_000}
+    payload = encode(event)
+    assert len(payload.encode()) < MAX_PAYLOAD
+    decoded = json.loads(payload)
+    assert decoded["traceback"].endswith("the error")
+
+
+def test_a_notify_that_is_not_an_event_is_skipped(app: App,
+                                                  db: psycopg.Connection[Any]) -> None:
+    capture = Capture(app)
+    _wait_listening(capture)
+    for junk in ("not json", "[1, 2]", '{"no": "type"}', '{"type": 5}'):
+        db.execute("SELECT pg_notify(%s, %s)", [app.queries.events_channel, junk])
+    db.execute("SELECT pg_notify(%s, %s)", [app.queries.events_channel,
+                                            '{"type": "custom", "hostname": "h"}'])
+    events = capture.finish()
+    assert [e["type"] for e in events] == ["custom"]
+
+
+def test_receiver_hostile_input(app: App) -> None:
+    with pytest.raises(TypeError, match="connection"):
+        app.events.Receiver(connection=42)
+    with pytest.raises(ValueError, match="limit"):
+        list(app.events.Receiver().itercapture(limit=0))
+
+
+def test_events_command_with_a_worker_process(app: App, pg_dsn: str, schema: str) -> None:
+    import os
+    import signal
+
+    env = {**os.environ, "PGQUEUE_DSN": pg_dsn, "PGQUEUE_SCHEMA": schema}
+    worker = subprocess.Popen([PGQUEUE, "worker", "-A", TASKS, "-E", "-n", "cli@test",
+                               "-Q", "evq"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    tail = subprocess.Popen([PGQUEUE, "events", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: lines.extend(
+        json.loads(line) for line in tail.stdout or []), daemon=True)
+    reader.start()
+    dispatcher = app.events.Dispatcher("tests@marker")
+    try:
+        wait_until(lambda: (dispatcher.flush([encode({"type": "marker"})]),
+                            any(e["type"] == "marker" for e in lines))[1], 60, interval=0.5,
+                   message="tail listening")
+        wait_until(lambda: pgqueue("status", "-t", "5", dsn=pg_dsn, schema=schema)
+                   .returncode == 0, 60, interval=0.5, message="worker up")
+        result = app.send_task("core.add", (4, 5), queue="evq")
+        assert result.get(timeout=60) == 9
+        wait_until(lambda: any(e.get("uuid") == result.id and e["type"] == "task-succeeded"
+                               for e in lines), 60, message="task-succeeded in the tail")
+    finally:
+        dispatcher.stop()
+        worker.terminate()
+        worker.wait(30)
+        tail.send_signal(signal.SIGINT)
+        tail.wait(30)
+    assert tail.returncode == 0
+    mine = [e["type"] for e in lines if e.get("uuid") == result.id]
+    assert mine == ["task-received", "task-started", "task-succeeded"]
+    assert "worker-offline" in [e["type"] for e in lines if e.get("hostname") == "cli@test"]
+    dump = subprocess.run([PGQUEUE, "events", "--dump", "--limit", "1", "--timeout", "0.5"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert dump.returncode == 0 and dump.stdout == ""
