@@ -694,6 +694,14 @@ WORKER_FLAGS: dict[str, Entry] = {
                              value=True),
     "--purge": flag(refused("run `pgqueue purge` before starting the worker"), "--discard"),
     "--scheduler": flag(refused(_SCHEDULER), value=True),
+    "--metrics-port": flag(ours(
+        "serve this worker's Prometheus metrics (docs/metrics.md)",
+        "tests/integration/metrics/test_worker_metrics.py::"
+        "test_the_worker_counts_each_outcome_once_per_task_and_queue"), value=True),
+    "--metrics-host": flag(ours(
+        "the address --metrics-port listens on",
+        "tests/integration/metrics/test_worker_metrics.py::"
+        "test_a_host_that_cannot_be_bound_is_one_error_line"), value=True),
 }
 
 #: ``celery beat`` flags (Celery 5.6) and ``pgqueue beat``'s own.

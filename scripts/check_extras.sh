@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 EXTRAS=("$@")
-[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary)
+[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary metrics)
 
 work="$(mktemp -d /tmp/pgqueue-extras-XXXXXX)"
 chmod 755 "$work"  # as root the embedded server runs as its own user and must reach it
@@ -102,6 +102,21 @@ import psycopg
 import pgqueue
 print(f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), libpq {psycopg.pq.version()}")
 EOF
+}
+
+# shellcheck disable=SC2329
+check_metrics() {
+    python - <<'EOF'
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from pgqueue.worker.metrics import WorkerMetrics
+import pgqueue.cli.metrics  # pgqueue metrics
+text = generate_latest(WorkerMetrics().registry).decode()
+names = {family.name for family in text_string_to_metric_families(text)}
+assert "pgqueue_jobs_started" in names, names
+print(f"prometheus_client: {len(names)} worker metric families")
+EOF
+    pgqueue metrics --help >/dev/null
 }
 
 failed=()

@@ -26,6 +26,8 @@ every one.
 
 Operating running workers (`inspect`, `control`, `status`, `events`, `worker --autoscale`
 and `-E`) is explained, with examples, in [operations](operations.md).
+
+Prometheus metrics (`pgqueue worker --metrics-port`, `pgqueue metrics`): [metrics](metrics.md).
 """
 
 

@@ -9,6 +9,7 @@ from pgqueue.cli import (  # noqa: F401
     events,
     inspect,
     jobs,
+    metrics,
     migrate,
     queues,
     retry,

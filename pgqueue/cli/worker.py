@@ -91,6 +91,11 @@ from pgqueue.utils import hostname
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
               help="With -P processes: replace a child after a job leaves its peak resident "
                    "memory above KIB kilobytes. Refused with the other pools.")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), metavar="PORT",
+              help="Serve this worker's Prometheus metrics (jobs by outcome, run and wait "
+                   "times, busy slots) on http://HOST:PORT/metrics. Needs the metrics extra.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="The address --metrics-port listens on (0.0.0.0: every interface).")
 def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrency: int | None,
            pool: str | None, queues: str | None, name: str | None, include: str | None,
            loglevel: str, logfile: str | None, pidfile: str | None,
@@ -98,7 +103,8 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
            poll_interval: float | None, shutdown_timeout: float | None,
            time_limit: float | None, soft_time_limit: float | None,
            max_tasks_per_child: int | None, max_memory_per_child: int | None,
-           task_events: bool, autoscale: str | None) -> None:
+           task_events: bool, autoscale: str | None, metrics_port: int | None,
+           metrics_host: str) -> None:
     """Run a worker: claim jobs, run them, record their results.
 
     Celery's flags that pgqueue refuses stop it in one line naming the alternative; those
@@ -109,6 +115,11 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
     if not app_path:
         raise ConfigurationError("pgqueue worker needs -A/--app: the module defining your "
                                  "tasks, e.g. -A proj.tasks")
+    metrics = None
+    if metrics_port:
+        from pgqueue.worker.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()  # without the extra: one line, before anything starts
     name = process.host_format(name) if name else None
     nodename = name or f"pgqueue@{hostname()}"
     setup_logging(loglevel, process.node_format(logfile, nodename) if logfile else None)
@@ -130,6 +141,15 @@ def worker(app_path: str | None, dsn: str | None, schema: str | None, concurrenc
                   max_tasks_per_child=max_tasks_per_child,
                   max_memory_per_child=max_memory_per_child, autoscale=bounds,
                   task_events=True if task_events else None)
+    server = None
+    if metrics is not None and metrics_port:
+        from pgqueue.worker.metrics import serve
+
+        server = serve(metrics.attach(node).registry, metrics_host, metrics_port)
     with process.pidfile(process.node_format(pidfile, nodename)) if pidfile \
             else contextlib.nullcontext():
-        node.run()
+        try:
+            node.run()
+        finally:
+            if server is not None:
+                server.shutdown()

@@ -1212,6 +1212,32 @@ TEMPLATES: dict[str, str] = {
          WHERE name = %(name)s::text
         RETURNING name
     """,
+    # -- metrics (`pgqueue metrics`): what the database knows, read at each scrape ------
+    # Jobs by queue and state, with the age of the oldest by the server's clock (for the
+    # queued state: how long the first job in line has waited).
+    "job_metrics": """
+        SELECT queue, state, count(*)::float8,
+               greatest(extract(epoch FROM now() - min(run_at)), 0)::float8
+          FROM {schema}.jobs GROUP BY queue, state
+    """,
+    # Results that finished within the window, by queue, task and state (results_finished_at_idx).
+    "result_metrics": """
+        SELECT queue, task, state, count(*)::float8
+          FROM {schema}.results
+         WHERE finished_at > now() - make_interval(secs => %(window)s::float8)
+         GROUP BY queue, task, state
+    """,
+    "worker_metrics": """
+        SELECT count(*) FILTER (WHERE alive)::float8, count(*) FILTER (WHERE NOT alive)::float8,
+               coalesce(sum(concurrency) FILTER (WHERE alive), 0)::float8
+          FROM (SELECT concurrency,
+                       last_seen_at > now() - make_interval(secs => %(alive_within)s) AS alive
+                  FROM {schema}.workers) w
+    """,
+    "schedule_metrics": """
+        SELECT name, task, extract(epoch FROM next_run_at)::float8
+          FROM {schema}.schedules WHERE enabled AND next_run_at IS NOT NULL
+    """,
 }
 
 for _name in ("job_claim", "job_claim_one_queue"):

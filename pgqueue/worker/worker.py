@@ -168,6 +168,9 @@ class Worker:
         self.events = EventDispatcher(app, self.nodename, heartbeat=self._event_counts)
         self._events_on = bool(conf.worker_send_task_events if task_events is None
                                else task_events)
+        #: Told of every job claimed, started and finished, in this process whatever the
+        #: pool (``claimed(job)``, ``started(job)``, ``finished(outcome)``): the metrics.
+        self.observers: list[Any] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -357,6 +360,8 @@ class Worker:
             return []
         for job in jobs:
             self.holdings.add(job.id, job.attempt)
+            for observer in self.observers:
+                observer.claimed(job)
         return jobs
 
     def _received(self, job: ClaimedJob) -> None:
@@ -384,6 +389,8 @@ class Worker:
         self.holdings.start(job.id)
         if self.events.enabled:
             self.events.send("task-started", uuid=job.id)
+        for observer in self.observers:
+            observer.started(job)
 
     def _job_finished(self, outcome: Outcome) -> bool:
         accepted = self.finisher.put(outcome)
@@ -393,6 +400,8 @@ class Worker:
             self._event_finished(outcome)
         elif self._started_at:  # events turned off while it ran
             self._started_at.pop(outcome.job_id, None)
+        for observer in self.observers:
+            observer.finished(outcome)
         return accepted
 
     # -- remote control and events (pgqueue.worker.remote, pgqueue.events) -----------------
