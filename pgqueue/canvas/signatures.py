@@ -284,19 +284,21 @@ def _signatures(tasks: Iterable[Any], app: App | None) -> list[Signature]:
     return [maybe_signature(t, app) for t in tasks]
 
 
-class chain(Signature):  # noqa: N801 - Celery's name
-    """``chain(a.s(1), b.s(), c.s())``: each step gets the previous one's result as its
-    first argument (a ``.si()`` step gets nothing). Its result is the last step's."""
+class _Composite(Signature):
+    """A signature over others (a chain's steps, a group's members), in ``kwargs["tasks"]``:
+    given one by one or as one iterable."""
+
+    _kind = ""
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping) \
                 and isinstance(tasks[0], Iterable):
             tasks = tuple(tasks[0])
-        steps = _signatures(tasks, app)
+        members = _signatures(tasks, app)
         if app is None:
-            app = next((s._app for s in steps if s._app is not None), None)
-        super().__init__("celery.chain", (), {"tasks": steps}, options, app=app,
-                         subtask_type="chain")
+            app = next((s._app for s in members if s._app is not None), None)
+        super().__init__(f"celery.{self._kind}", (), {"tasks": members}, options, app=app,
+                         subtask_type=self._kind)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], app: App | None = None) -> Signature:
@@ -305,6 +307,13 @@ class chain(Signature):  # noqa: N801 - Celery's name
     @property
     def tasks(self) -> list[Signature]:
         return list(self["kwargs"]["tasks"])
+
+
+class chain(_Composite):  # noqa: N801 - Celery's name
+    """``chain(a.s(1), b.s(), c.s())``: each step gets the previous one's result as its
+    first argument (a ``.si()`` step gets nothing). Its result is the last step's."""
+
+    _kind = "chain"
 
     def _merge(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
                options: Mapping[str, Any]) -> None:
@@ -321,27 +330,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
 
 
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_Composite):  # noqa: N801 - Celery's name
     """``group(a.s(1), a.s(2))``: run in parallel; the result is a GroupResult whose
     ``get()`` lists the values in this order."""
 
-    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping) \
-                and isinstance(tasks[0], Iterable):
-            tasks = tuple(tasks[0])
-        members = _signatures(tasks, app)
-        if app is None:
-            app = next((s._app for s in members if s._app is not None), None)
-        super().__init__("celery.group", (), {"tasks": members}, options, app=app,
-                         subtask_type="group")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], app: App | None = None) -> Signature:
-        return cls(*d["kwargs"]["tasks"], app=app, **d.get("options", {}))
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return list(self["kwargs"]["tasks"])
+    _kind = "group"
 
     def _merge(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
                options: Mapping[str, Any]) -> None:
