@@ -3,27 +3,15 @@ groups, a worker advances them, the control role revokes their waiting steps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from pgqueue import App, GroupResult, chain, chord
 from pgqueue.exceptions import TaskRevokedError
 from tests.conftest import running_worker
-from tests.login_roles import login_roles, with_group_roles
 
 GET = 60
-
-
-@pytest.fixture
-def groups(pg_dsn: str, schema: str) -> dict[str, str]:
-    return with_group_roles(pg_dsn, schema)
-
-
-@pytest.fixture
-def login(pg_dsn: str) -> Iterator[Callable[..., str]]:
-    with login_roles(pg_dsn) as make:
-        yield make
 
 
 def test_workflows_under_the_group_roles(schema: str, groups: dict[str, str],

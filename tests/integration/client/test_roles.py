@@ -21,34 +21,10 @@ from pgqueue.db import migrations
 from pgqueue.exceptions import PermissionDenied
 from pgqueue.worker import Worker
 from tests.conftest import running_worker, wait_until
-from tests.login_roles import login_roles, with_group_roles
+from tests.login_roles import with_group_roles
 from tests.pgserver import drop_schema
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
-
-
-@pytest.fixture
-def groups(pg_dsn: str, schema: str) -> dict[str, str]:
-    return with_group_roles(pg_dsn, schema)
-
-
-@pytest.fixture
-def login(pg_dsn: str) -> Iterator[Callable[..., str]]:
-    with login_roles(pg_dsn) as make:
-        yield make
-
-
-@pytest.fixture
-def apps(schema: str) -> Iterator[Callable[[str], App]]:
-    made: list[App] = []
-
-    def make(dsn: str) -> App:
-        made.append(App("roles", dsn=dsn, schema=schema, set_as_current=False))
-        return made[-1]
-
-    yield make
-    for app in made:
-        app.close()
 
 
 def user_of(dsn: str) -> str:

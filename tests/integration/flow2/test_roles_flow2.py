@@ -3,7 +3,7 @@ operator (control) retries by hand and reads the history."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -14,31 +14,6 @@ from pgqueue.db.connection import Dedicated
 from pgqueue.exceptions import PermissionDenied
 from pgqueue.services.pruner import Pruner
 from tests.conftest import running_worker, wait_until
-from tests.login_roles import login_roles, with_group_roles
-
-
-@pytest.fixture
-def groups(pg_dsn: str, schema: str) -> dict[str, str]:
-    return with_group_roles(pg_dsn, schema)
-
-
-@pytest.fixture
-def login(pg_dsn: str) -> Iterator[Callable[..., str]]:
-    with login_roles(pg_dsn) as make:
-        yield make
-
-
-@pytest.fixture
-def apps(schema: str) -> Iterator[Callable[[str], App]]:
-    made: list[App] = []
-
-    def make(dsn: str) -> App:
-        made.append(App("roles", dsn=dsn, schema=schema, set_as_current=False))
-        return made[-1]
-
-    yield make
-    for app in made:
-        app.close()
 
 
 def test_each_role_does_its_part(app: App, groups: dict[str, str], login: Callable[..., str],
