@@ -31,7 +31,7 @@ from pgqueue.utils import hostname, uuid7
 from pgqueue.worker import aborts
 from pgqueue.worker.autoscale import Autoscaler
 from pgqueue.worker.claiming import ClaimCursors
-from pgqueue.worker.execution import ClaimedJob, Outcome, failure, make_request
+from pgqueue.worker.execution import SNOOZED, ClaimedJob, Outcome, failure, make_request
 from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.gates import Gates
 from pgqueue.worker.heartbeat import Heartbeat
@@ -441,6 +441,8 @@ class Worker:
         runtime = outcome.runtime or time.monotonic() - self._started_at.get(
             outcome.job_id, time.monotonic())
         self._started_at.pop(outcome.job_id, None)
+        if outcome.state == SNOOZED:  # put off, not ended: its next run sends its events
+            return
         if outcome.state == "SUCCESS":
             self.events.send("task-succeeded", uuid=outcome.job_id,
                              result=short(outcome.result), runtime=runtime)

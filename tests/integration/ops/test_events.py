@@ -85,7 +85,8 @@ def test_task_events_in_order_with_celery_fields(app: App) -> None:
         assert ok.get(timeout=30) == 5
         assert retried.get(timeout=30) == "ok"
         failed.get(timeout=30, propagate=False)
-        events = capture.finish()
+    # After the worker stopped: worker-offline comes before the marker, not after it.
+    events = capture.finish()
     assert capture.of(ok.id) == ["task-received", "task-started", "task-succeeded"]
     assert capture.of(failed.id) == ["task-received", "task-started", "task-failed"]
     assert capture.of(retried.id) == ["task-received", "task-started", "task-retried",
@@ -112,6 +113,27 @@ def test_no_event_while_events_are_off(app: App) -> None:
         assert found["add"].delay(1, 1).get(timeout=30) == 2
         assert capture.finish() == []
         assert worker.events.sent == 0
+
+
+def test_a_snooze_sends_no_failure_event(app: App) -> None:
+    """A snoozed attempt has not ended: its next run sends the outcome's event."""
+    capture = Capture(app)
+    _wait_listening(capture)
+    snoozed = threading.Event()
+
+    @app.task(bind=True, name="ev.snooze_once")
+    def snooze_once(self: Any) -> str:
+        if not snoozed.is_set():
+            snoozed.set()
+            raise self.snooze(0.2)
+        return "done"
+
+    with running_worker(app, name="snooze@test", task_events=True):
+        result = snooze_once.delay()
+        assert result.get(timeout=30) == "done"
+        capture.finish()
+    assert capture.of(result.id) == ["task-received", "task-started",
+                                     "task-received", "task-started", "task-succeeded"]
 
 
 def test_events_of_the_processes_pool(app: App) -> None:
