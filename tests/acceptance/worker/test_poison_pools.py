@@ -8,6 +8,7 @@ docs/reliability.md promises), the worker stays alive and stops cleanly on SIGTE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -42,7 +43,15 @@ def _start(pg_dsn: str, schema: str, procs: list[WorkerProcess], *args: str) -> 
 
 
 def _children(w: WorkerProcess) -> list[psutil.Process]:
-    return [c for c in psutil.Process(w.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    """The pool's live children. A forked child runs the worker's command line; anything
+    else (a short-lived ``ldconfig`` some import runs) is not one of them."""
+    worker = psutil.Process(w.pid)
+    found = []
+    for child in worker.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE and child.cmdline() == worker.cmdline():
+                found.append(child)
+    return found
 
 
 def _stop_cleanly(w: WorkerProcess) -> None:
@@ -127,7 +136,7 @@ def test_an_idle_prefork_child_that_dies_is_replaced(pg_dsn: str, schema: str, a
         os.kill(before[0].pid, signal.SIGKILL)
         wait_until(lambda: len(_children(w)) == 2 and before[0].pid not in
                    {c.pid for c in _children(w)}, timeout=3, message="the idle child replaced")
-        assert "died while idle" in w.output()
+        wait_until(lambda: "died while idle" in w.output(), timeout=3, message="the death logged")
         echoes = [app.send_task("poison.echo", [i]) for i in range(4)]
         assert [r.get(timeout=20) for r in echoes] == list(range(4))
         _stop_cleanly(w)
