@@ -344,6 +344,11 @@ class JobBatch:
     #: ``unique_for=``/``unique_states=`` given: the keys are claims (``claim_key`` in each
     #: row), not the jobs' ``unique_key`` (see ``unique_claims``).
     scoped: bool = False
+    #: The named statement that inserts the batch (one built on ``queries._insert_jobs``
+    #: that answers as ``job_insert`` does), and its parameters beyond the batch's: a
+    #: workflow writes its waiting steps in the statement of its jobs.
+    statement: str = "job_insert"
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def claim_key(self, row: dict[str, Any]) -> str | None:
         key: str | None = row.get("claim_key")
@@ -378,7 +383,7 @@ class JobBatch:
     @property
     def single(self) -> bool:
         """One job that no ``unique_key`` can collide with: ``job_insert_one`` fits."""
-        return len(self.rows) == 1 and not self.keyed
+        return len(self.rows) == 1 and not self.keyed and self.statement == "job_insert"
 
     def single_params(self) -> dict[str, Any]:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
@@ -470,8 +475,8 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
         query = queries["job_insert_one"]
         params = batch.single_params()
     else:
-        query = queries["job_insert"]
-        params = batch.params()
+        query = queries[batch.statement]
+        params = {**batch.params(), **batch.extra}
     params["jobs_channel"] = queries.jobs_channel
     if batch.connection is None:
         inserted = _insert_pooled(app, query, params, batch)

@@ -48,6 +48,29 @@ _NOTIFY_QUEUES = """
       FROM (SELECT DISTINCT queue FROM {woken}) q
 """
 
+# The parts of a workflow beside its jobs (see "canvas_send"): ``steps`` a JSON list of
+# waiting steps, ``groups`` a JSON list of {id, members} with members as a uuid[] literal
+# ("{...}": parsed as an array, far cheaper than 10,000 JSON strings).
+_CANVAS_PARTS = """steps AS (
+            SELECT * FROM jsonb_to_recordset(%(steps)s::jsonb) AS s(
+                id uuid, task text, root_id uuid, parent_id uuid, group_id uuid, job jsonb,
+                after uuid[], runs_on text, pass text)
+        ), steps_in AS (
+            INSERT INTO {schema}.canvas_steps (id, task, root_id, parent_id, group_id, job,
+                                               after, remaining, runs_on, pass)
+            SELECT id, task, root_id, parent_id, group_id, job, after, cardinality(after),
+                   runs_on, pass
+              FROM steps
+        ), edges_in AS (
+            INSERT INTO {schema}.canvas_edges (before, step)
+            SELECT b, s.id FROM steps s, unnest(s.after) AS b
+        ), groups_in AS (
+            INSERT INTO {schema}.canvas_groups (id, members)
+            SELECT (g ->> 'id')::uuid, (g ->> 'members')::uuid[]
+              FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+            ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        )"""
+
 # One round trip answers for a job wherever it is: final in results, or live in jobs.
 _RESULT_GET = """
         SELECT true AS final, state, result, error, traceback, finished_at, meta,
@@ -584,37 +607,25 @@ TEMPLATES: dict[str, str] = {
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
     # -- workflows (pgqueue.client.workflow) ------------------------------------------
-    # The steps of a workflow that wait for others, and who they wait for: one row per
-    # step, one edge per (predecessor, step). Sent in the transaction of the workflow's
-    # first jobs, so no predecessor can finish before its edges exist.
-    "canvas_step_insert": """
-        WITH s AS (
-            SELECT * FROM jsonb_to_recordset(%(steps)s::jsonb) AS s(
-                id uuid, task text, root_id uuid, parent_id uuid, group_id uuid, job jsonb,
-                after uuid[], runs_on text, pass text)
-        ), inserted AS (
-            INSERT INTO {schema}.canvas_steps (id, task, root_id, parent_id, group_id, job,
-                                               after, remaining, runs_on, pass)
-            SELECT id, task, root_id, parent_id, group_id, job, after, cardinality(after),
-                   runs_on, pass
-              FROM s
-        ), edges AS (
-            INSERT INTO {schema}.canvas_edges (before, step)
-            SELECT b, s.id FROM s, unnest(s.after) AS b
-        )
-        SELECT count(*) FROM s
+    # A workflow's jobs that run at once (one batch of one task), its steps that wait for
+    # others with one edge per (predecessor, step), and its groups' members, in one
+    # statement: a group of 10,000 costs what apply_many of its jobs costs, plus a row.
+    # Answers as job_insert does. The waiting steps are written with their first jobs, so
+    # no predecessor can finish before its edges exist.
+    "canvas_send": f"""
+        WITH new AS ({_insert_jobs()}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")}
+        ), {_CANVAS_PARTS}
+        SELECT count(*), (SELECT count(*) FROM woken),
+               string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
     """,
+    # The same parts when the jobs went in by statements of their own (several tasks,
+    # or a unique_key to look up), in the same transaction.
+    "canvas_parts_insert": f"WITH {_CANVAS_PARTS} SELECT 1",
     "canvas_group_insert": """
         INSERT INTO {schema}.canvas_groups (id, members)
         SELECT id, members FROM jsonb_to_recordset(%(groups)s::jsonb)
                                 AS g(id uuid, members uuid[])
-        ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
-        RETURNING id
-    """,
-    # One group's members as a uuid array (a JSON list of 10,000 ids costs more to parse).
-    "canvas_group_insert_one": """
-        INSERT INTO {schema}.canvas_groups (id, members)
-        VALUES (%(id)s::uuid, %(members)s::uuid[])
         ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
         RETURNING id
     """,
