@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 RETENTION = 3600.0
 #: Celery's default wait for replies (seconds).
 DEFAULT_TIMEOUT = 1.0
+#: The error line of a purged job that a workflow step waited for.
+PURGED = "purged: removed from its queue by purge before it ran"
 #: The commands workers answer (pgqueue.worker.remote), besides abort and terminate.
 COMMANDS = ("ping", "stats", "registered", "conf", "report", "active_queues", "shutdown",
             "pool_restart", "pool_grow", "pool_shrink", "autoscale", "time_limit",
@@ -162,8 +164,13 @@ class Control:
         return flow.queues(self.app)
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
-        """Delete every job waiting in ``queues`` (all queues when None); returns the count."""
-        rows = self.app.execute("job_purge", {"queues": list(queues) if queues else None})
+        """Delete every job waiting in ``queues`` (all queues when None); returns the count.
+
+        A purged job that a workflow step waits for ends REVOKED ("purged"), so that step
+        and the ones after it end too (docs/canvas.md) instead of waiting for ever."""
+        rows = self.app.execute("job_purge", {"queues": list(queues) if queues else None,
+                                              "reason": PURGED,
+                                              **self.app.queries.channels()})
         return int(rows[0][0])
 
     # -- remote control -------------------------------------------------------------------

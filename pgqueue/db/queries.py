@@ -629,6 +629,26 @@ TEMPLATES: dict[str, str] = {
         ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
         RETURNING id
     """,
+    # A starter job (celery.chain, ... : a periodic workflow) claims its start before it
+    # sends the workflow, in the same transaction: NULL when it started it already (a run
+    # after its worker died), else the claim's row. Claims whose starter is no longer live
+    # are pruned (a rescued starter is live until it runs again).
+    "canvas_start_claim": """
+        WITH pruned AS (
+            DELETE FROM {schema}.canvas_starts s
+             WHERE s.created_at < now() - interval '1 minute'
+               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter)
+        ), claimed AS (
+            INSERT INTO {schema}.canvas_starts (starter) VALUES (%(starter)s::uuid)
+            ON CONFLICT (starter) DO NOTHING
+            RETURNING starter
+        )
+        SELECT (SELECT count(*) FROM claimed),
+               (SELECT result_id FROM {schema}.canvas_starts WHERE starter = %(starter)s)
+    """,
+    "canvas_start_done": """
+        UPDATE {schema}.canvas_starts SET result_id = %(result_id)s WHERE starter = %(starter)s
+    """,
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
     # The final outcomes among ``ids`` (a GroupResult's members), for one wake-up.
@@ -769,14 +789,34 @@ TEMPLATES: dict[str, str] = {
         SELECT count(pg_notify(%(events_channel)s, payload))
           FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS e(payload, n)
     """,
-    "job_purge": """
+    # A purged job that a workflow step waits for (a chain's next step, a chord body, a
+    # link) ends REVOKED ("purged") instead of vanishing: its row in results fires the
+    # canvas trigger, which stops what waits for it (sql/migrations/0006_canvas.sql).
+    # A row results may hold already (a job sent again by app.retry) is updated; no
+    # unique index on results.id is needed.
+    "job_purge": f"""
         WITH purged AS (
-            DELETE FROM {schema}.jobs
+            DELETE FROM {{schema}}.jobs
              WHERE state IN ('queued', 'scheduled', 'retry')
                AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
-            RETURNING 1
-        )
-        SELECT count(*) FROM purged
+            RETURNING {_RESULT_COLUMNS.replace("state, result, error, traceback, ", "")}
+        ), followed AS (
+            SELECT * FROM purged p
+             WHERE EXISTS (SELECT 1 FROM {{schema}}.canvas_edges e WHERE e.before = p.id)
+        ), revised AS (
+            UPDATE {{schema}}.results r
+               SET state = 'REVOKED', result = NULL, error = %(reason)s, traceback = NULL,
+                   finished_at = now()
+              FROM followed f WHERE r.id = f.id
+            RETURNING r.id
+        ), stored AS (
+            INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
+            SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs,
+                   priority, attempt, worker, unique_key, parent_id, root_id, group_id, meta,
+                   created_at, started_at, headers, task_id
+              FROM followed f WHERE f.id NOT IN (SELECT id FROM revised)
+        ), notified AS ({_NOTIFY_DONE.format(finished="followed")})
+        SELECT count(*), (SELECT count(*) FROM followed) FROM purged
     """,
     "job_counts": """
         SELECT queue, state, count(*), min(run_at) FROM {schema}.jobs
@@ -1352,6 +1392,8 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_groups TO {producer}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_steps, {schema}.canvas_edges,"
     " {schema}.canvas_groups TO {worker}, {control}",
+    # a worker running a workflow's starter job (a periodic workflow) claims its start
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_starts TO {worker}",
     "GRANT INSERT ON {schema}.control_replies TO {worker}",
     # control: revoke, abort, terminate, purge, manage schedules; write control requests
     # (and delete expired ones).
