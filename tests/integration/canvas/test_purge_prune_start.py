@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import App, ChordError, chain, chord, states
+from pgqueue import App, ChordError, chain, chord, group, states
 from pgqueue.client.periodic import code_entries
 from pgqueue.db.connection import Dedicated
-from pgqueue.exceptions import TaskRevokedError
+from pgqueue.exceptions import DuplicateJob, TaskRevokedError
 from pgqueue.services.rescuer import Rescuer
 from tests.acceptance.procs import WorkerProcess, workers
 from tests.conftest import running_worker, wait_until
@@ -159,3 +159,30 @@ def test_a_rescued_starter_does_not_send_its_workflow_twice(
                       ).fetchone() == (2,)
     assert db.execute("SELECT result_id FROM canvas_starts WHERE starter = %s",
                       (starter.id,)).fetchone() == (last_id,)
+
+
+def test_a_workflow_is_written_whole_or_not_at_all(
+        app: App, db: psycopg.Connection[Any]) -> None:
+    """A chord whose header is of one task is one statement with no transaction around
+    it (a group with a member of its own options is several, in one transaction): a
+    step or member that cannot go in (its task_id taken) leaves nothing behind."""
+    t = make_tasks(app)
+    members = [t["add"].s(i, i) for i in range(50)]
+    first = chord(members, t["tsum"].s().set(task_id="body-id")).apply_async()
+    held = t["add"].apply_async((0, 0), task_id="held-id")
+    assert waiting(db) == (1, 50)
+    with pytest.raises(DuplicateJob):  # the body's id: the step insert of one statement
+        chord(members, t["tsum"].s().set(task_id="body-id")).apply_async()
+    with pytest.raises(DuplicateJob):  # a member's id: a batch of its own
+        group([*members, t["add"].s(1, 1).set(task_id="held-id")]).apply_async()
+    assert db.execute("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM "
+                      "canvas_groups)").fetchone() == (51, 1)
+    assert waiting(db) == (1, 50)
+    sent = group(members).apply_async()
+    assert db.execute("SELECT members::text[] FROM canvas_groups WHERE id = %s",
+                      (sent.id,)).fetchone() == ([r.id for r in sent.results],)
+    with running_worker(app):
+        assert sent.get(timeout=GET) == [2 * i for i in range(50)]
+        assert first.get(timeout=GET) == sum(2 * i for i in range(50))
+        assert held.get(timeout=GET) == 0
+    assert waiting(db) == (0, 0)
