@@ -121,15 +121,21 @@ class ReplicaPair:
     def build(self) -> None:
         self.run(str(self.bindir / "initdb"), "-D", str(self.primary.data), "-A", "trust",
                  "-U", "postgres", "--no-sync")
-        if self.synchronous:
-            with (self.primary.data / "postgresql.conf").open("a") as conf:
-                conf.write("synchronous_standby_names = '*'\nsynchronous_commit = on\n")
         self.primary.start()
         self.run(str(self.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p",
                  str(self.primary.port), "-U", "postgres", "-D", str(self.standby.data),
                  "-R", "-X", "stream", "-c", "fast", "--no-sync")
         self.standby.start()
         wait_until(self.streaming, 30, interval=0.05, message="the standby streaming")
+        if self.synchronous:
+            # Set on the primary after the copy: a standby promoted with this setting would
+            # wait on every commit for a standby of its own, which it does not have.
+            self.primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            self.primary.query("ALTER SYSTEM SET synchronous_commit = on")
+            self.primary.query("SELECT pg_reload_conf()")
+            wait_until(lambda: self.primary.query(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")[0][0],
+                10, interval=0.05, message="the standby synchronous")
 
     def streaming(self) -> bool:
         rows = self.primary.query("SELECT count(*) FROM pg_stat_replication "

@@ -12,7 +12,7 @@ from pgqueue import App
 app = App("replica_app")
 # A fast leader hand-over, rescuer and lease keep the test short; the defaults are longer.
 app.conf.update(leader_ttl_seconds=2, maintenance_interval=0.3, worker_lease_seconds=5)
-_executions = sql.SQL("INSERT INTO {}.executions (job_id) VALUES (%s)").format(
+_executions = sql.SQL("INSERT INTO {}.executions (job_id, began) VALUES (%s, %s)").format(
     sql.Identifier(os.environ.get("PGQUEUE_SCHEMA", "pgqueue")))
 
 
@@ -25,11 +25,12 @@ def add(x, y):
 def recorded(self, i, ms=0):
     # The task's own connection goes down with the primary too: it reconnects, like an
     # app would, to whichever server accepts writes (the DSN is multi-host).
+    began = time.time()  # when this run started, however long the record takes
     deadline = time.monotonic() + 60
     while True:
         try:
             with psycopg.connect(app.dsn, autocommit=True, connect_timeout=2) as conn:
-                conn.execute(_executions, (self.request.id,))
+                conn.execute(_executions, (self.request.id, began))
             break
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
