@@ -143,6 +143,8 @@ class AsyncResult:
     is_group: bool = False
     #: The previous step, when this result came from sending a workflow.
     _parent: Any = None
+    #: Read the primary even with a standby (after ``retry()``: read your own write).
+    _on_primary: bool = False
 
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
@@ -180,7 +182,8 @@ class AsyncResult:
         # Read anew every time, final states too: a job sent again under the same id
         # makes a final state current no longer (one primary-key read). On the standby
         # of result_read_dsn when there is one: the state may lag by its replay lag.
-        return meta_from_row(current_row(read_row(self.app, self.row_id, primary)))
+        return meta_from_row(current_row(read_row(self.app, self.row_id,
+                                                  primary or self._on_primary)))
 
     def read(self) -> ResultMeta:
         """One consistent reading: state, result or progress, traceback, date_done...
@@ -340,8 +343,10 @@ class AsyncResult:
     def retry(self) -> AsyncResult:
         """Send this job again under the same id, if it ended FAILURE or REVOKED (else
         ValueError, saying why); returns this result, which now reads the new run. The
-        old outcome is kept in :meth:`history`."""
+        old outcome is kept in :meth:`history`. This handle reads the primary from now
+        on: a standby may still show the old outcome (see ``result_read_dsn``)."""
         self.app.retry([self.id])
+        self._on_primary = True
         return self
 
     def history(self) -> list[dict[str, Any]]:

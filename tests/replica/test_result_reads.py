@@ -107,6 +107,20 @@ def test_a_job_finished_before_the_wait_listened_is_read_on_the_primary(
     assert time.monotonic() - started < 10
 
 
+def test_after_retry_the_handle_reads_its_own_write_on_the_primary(
+        app: App, pair: ReplicaPair, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = app.send_task("replica.fails_first", (str(marker),))
+    with pytest.raises(ValueError, match="first run fails"):
+        result.get(timeout=20)
+    wait_until(lambda: result.state == states.FAILURE, 10, message="the standby replaying")
+    pair.pause_replay()
+    # The standby still shows the first run's FAILURE, a final state: a wait that
+    # trusted it would raise the old error at once.
+    assert result.retry().get(timeout=20) == "second run"
+    assert app.AsyncResult(result.id).state == states.FAILURE  # another handle: may lag
+
+
 def test_a_standby_that_is_down_sends_reads_to_the_primary(
         app: App, pair: ReplicaPair, caplog: pytest.LogCaptureFixture) -> None:
     """Decided: reads fall back to the primary (one warning line), rather than fail: a

@@ -38,3 +38,12 @@ def recorded(self, i, ms=0):
             time.sleep(0.1)
     time.sleep(ms / 1000)
     return i
+
+
+@app.task(name="replica.fails_first")
+def fails_first(marker):
+    """Fails on its first run (leaving ``marker``), succeeds on the next."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ValueError("first run fails")
+    return "second run"
