@@ -1,9 +1,9 @@
 """OpenTelemetry tracing of publish and run, when the ``otel`` extra is installed.
 
-Tracing is on when ``opentelemetry`` imports and the application set a tracer provider
-(``trace.set_tracer_provider``, or ``opentelemetry-instrument``); otherwise every entry
-point here returns None after one attribute read and an ``isinstance``, and nothing else
-is done per job. The import is tried once, when this module loads.
+Tracing is on when the application set a tracer provider (``trace.set_tracer_provider``,
+or ``opentelemetry-instrument``), which needs the ``otel`` extra; otherwise every entry
+point here returns None after a dictionary look-up (and an ``isinstance`` once
+OpenTelemetry is imported), and nothing else is done per job.
 
 Spans follow OpenTelemetry's messaging conventions (system ``pgqueue``, the queue as
 destination, the task id as message id):
@@ -24,6 +24,7 @@ under a propagator's key is ignored, and a context that can't be read starts a n
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,14 +35,6 @@ from pgqueue import states
 if TYPE_CHECKING:
     from pgqueue.worker.execution import ClaimedJob, Outcome
 
-try:
-    from opentelemetry import context as otel_context
-    from opentelemetry import propagate, trace
-    from opentelemetry.propagators.textmap import Getter
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-except ImportError:  # the otel extra is not installed: tracing is off for good
-    trace = None  # type: ignore[assignment]
-
 logger = logging.getLogger("pgqueue.tracing")
 
 SYSTEM = "pgqueue"
@@ -49,23 +42,70 @@ SYSTEM = "pgqueue"
 #: tracestate at most 32 members of 256): longer text is garbage, never parsed.
 MAX_HEADER_CHARS = 8192
 
+# OpenTelemetry's modules, imported by _load() once a provider is found configured.
+trace: Any = None
+propagate: Any = None
+otel_context: Any = None
+SpanKind: Any = None
+Status: Any = None
+StatusCode: Any = None
+_getter: Any = None
+
 _cached: tuple[Any, Any] | None = None  # (provider, its tracer)
 
 
 def tracer() -> Any:
-    """The tracer of the configured provider, or None when tracing is off."""
+    """The tracer of the configured provider, or None when tracing is off.
+
+    A provider can only have been set by code that imported ``opentelemetry.trace``:
+    until then this is one dictionary look-up, and pgqueue imports nothing of
+    OpenTelemetry (nor tries to, job after job)."""
     global _cached
-    if trace is None:
+    api = sys.modules.get("opentelemetry.trace")
+    if api is None:
         return None
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+    provider = api.get_tracer_provider()
+    if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
         return None
     cached = _cached
     if cached is not None and cached[0] is provider:
         return cached[1]
+    if _getter is None:
+        try:
+            _load()
+        except ImportError as exc:  # a provider but a broken install: trace nothing
+            logger.warning("pgqueue traces nothing: %s", exc)
+            _cached = (provider, None)
+            return None
     found = provider.get_tracer("pgqueue", pgqueue.__version__)
     _cached = (provider, found)
     return found
+
+
+def _load() -> None:
+    global trace, propagate, otel_context, SpanKind, Status, StatusCode, _getter
+    from opentelemetry import context
+    from opentelemetry import propagate as propagation
+    from opentelemetry import trace as api
+    from opentelemetry.propagators.textmap import Getter
+
+    class TextOnly(Getter[Any]):
+        """Reads a job's headers as a propagator's carrier: a key whose value is not
+        short text reads as absent (the SDK's own getter fails on a number, and takes a
+        list as several values)."""
+
+        def get(self, carrier: Any, key: str) -> list[str] | None:
+            value = carrier.get(key)
+            if isinstance(value, str) and len(value) <= MAX_HEADER_CHARS:
+                return [value]
+            return None
+
+        def keys(self, carrier: Any) -> list[str]:
+            return [key for key in carrier if isinstance(key, str)]
+
+    trace, propagate, otel_context = api, propagation, context
+    SpanKind, Status, StatusCode = api.SpanKind, api.Status, api.StatusCode
+    _getter = TextOnly()
 
 
 def _attributes(operation: str, queue: Any, task: str) -> dict[str, Any]:
@@ -142,24 +182,6 @@ def inject_steps(steps: Iterable[dict[str, Any]]) -> None:
                                    attributes=attributes)
         job["headers"] = _carrier(job.get("headers"), created)
         created.end()
-
-
-if trace is not None:
-    class _TextOnly(Getter[Any]):
-        """Reads a job's headers as a propagator's carrier: a key whose value is not short
-        text reads as absent (the SDK's own getter fails on a number, and a list would be
-        taken as several values)."""
-
-        def get(self, carrier: Any, key: str) -> list[str] | None:
-            value = carrier.get(key)
-            if isinstance(value, str) and len(value) <= MAX_HEADER_CHARS:
-                return [value]
-            return None
-
-        def keys(self, carrier: Any) -> list[str]:
-            return [key for key in carrier if isinstance(key, str)]
-
-    _getter = _TextOnly()
 
 
 def _parent(headers: Any) -> Any:
