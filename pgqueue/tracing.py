@@ -24,6 +24,7 @@ under a propagator's key is ignored, and a context that can't be read starts a n
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from types import TracebackType
@@ -52,6 +53,9 @@ StatusCode: Any = None
 _getter: Any = None
 
 _cached: tuple[Any, Any] | None = None  # (provider, its tracer)
+_UNKNOWN = object()
+#: OpenTelemetry's variable naming a provider to load on first use.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def tracer() -> Any:
@@ -64,7 +68,13 @@ def tracer() -> Any:
     api = sys.modules.get("opentelemetry.trace")
     if api is None:
         return None
-    provider = api.get_tracer_provider()
+    # get_tracer_provider() reads os.environ on each call while none is set (a few
+    # microseconds a job): the API's own global says first whether one was.
+    provider: Any = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _PROVIDER_FROM_ENV:
+        return None
+    if provider is None or provider is _UNKNOWN:
+        provider = api.get_tracer_provider()
     if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
         return None
     cached = _cached

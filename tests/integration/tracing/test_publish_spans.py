@@ -166,3 +166,20 @@ def test_without_opentelemetry_pgqueue_imports_and_sends(
     (fake / "__init__.py").write_text('raise ImportError("No module named opentelemetry")\n')
     job_id = _send_in_a_new_process(pg_dsn, schema, [str(tmp_path)])
     assert _headers(db, job_id) is None
+
+
+def test_a_provider_named_by_opentelemetrys_variable_turns_tracing_on(
+        pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:
+    # OTEL_PYTHON_TRACER_PROVIDER: the API loads that provider on first use, and sets no
+    # global until then
+    script = ("import sys\n"
+              "import opentelemetry.trace\n"
+              "from pgqueue import App\n"
+              "app = App('t', dsn=sys.argv[1], schema=sys.argv[2])\n"
+              "print(app.send_task('t.plain', (1,)).id)\n")
+    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    done = subprocess.run([sys.executable, "-c", script, pg_dsn, schema], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    headers = _headers(db, done.stdout.strip())
+    assert len(traceparent_ids(headers)[0]) == 32
