@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pgqueue import App
@@ -131,7 +132,7 @@ def test_hostile_headers_still_run_the_job_in_a_fresh_trace(
     # Given jobs whose headers were written by plain SQL, garbage under the
     # propagators' keys (the producer here traces nothing)
     with psycopg.connect(direct_dsn, autocommit=True) as db:
-        db.execute(f'SET search_path TO "{schema}"')
+        db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         sent = []
         for headers in HOSTILE:
             result = app.send_task("tracing.ok", (1,), countdown=3600)
