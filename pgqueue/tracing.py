@@ -124,10 +124,15 @@ def _attributes(operation: str, queue: Any, task: str) -> dict[str, Any]:
             "messaging.destination.name": str(queue), "pgqueue.task.name": task}
 
 
-def _carrier(headers: Any, span: Any) -> dict[str, Any]:
-    """``headers`` (a dict or None) with the span's context added, as a new dict."""
+def _carrier(headers: Any, span: Any) -> Any:
+    """``headers`` (a dict or None) with the span's context added, as a new dict; as
+    they were when the application's propagator fails (the job is sent all the same)."""
     carrier: dict[str, Any] = dict(headers) if isinstance(headers, dict) else {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    try:
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+    except Exception as exc:
+        logger.warning("the trace context was not added to a job's headers: %r", exc)
+        return headers
     return carrier
 
 
@@ -236,7 +241,7 @@ class Processing:
                 else str(kind),
                 "exception.message": outcome.error or "",
                 "exception.stacktrace": outcome.traceback or ""})
-            span.set_status(Status(StatusCode.ERROR, outcome.error or kind))
+            span.set_status(Status(StatusCode.ERROR, outcome.error or str(kind)))
         elif outcome.state == states.RETRY:
             span.add_event("retry", {
                 "pgqueue.retry.reason": outcome.error or "",
@@ -257,9 +262,16 @@ class Processing:
 
 
 def processing(job: ClaimedJob) -> Processing | None:
-    """The span of running ``job``; None when tracing is off."""
+    """The span of running ``job``; None when tracing is off, or when the application's
+    tracer fails to start it (the job runs all the same)."""
     found = tracer()
-    return None if found is None else Processing(found, job)
+    if found is None:
+        return None
+    try:
+        return Processing(found, job)
+    except Exception as exc:
+        logger.warning("no trace span for job %s: %r", job.id, exc)
+        return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,11 +12,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from pgqueue import App, chain, tracing
+from tests.conftest import running_worker
 from tests.integration.tracing.helpers import global_provider, hex_ids, traceparent_ids
 
 
@@ -183,3 +185,40 @@ def test_a_provider_named_by_opentelemetrys_variable_turns_tracing_on(
     assert done.returncode == 0, done.stderr
     headers = _headers(db, done.stdout.strip())
     assert len(traceparent_ids(headers)[0]) == 32
+
+
+class _BrokenPropagator(TextMapPropagator):
+    """An application's propagator that fails both ways."""
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        raise RuntimeError("inject broke")
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        raise RuntimeError("extract broke")
+
+    @property
+    def fields(self) -> set[str]:
+        return {"traceparent"}
+
+
+def test_a_failing_propagator_neither_stops_a_send_nor_a_run(
+        app: App, db: psycopg.Connection[Any], spans: InMemorySpanExporter) -> None:
+    @app.task(name="t.fine")
+    def fine() -> str:
+        return "ran"
+
+    given = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(_BrokenPropagator())
+    try:
+        result = fine.apply_async(headers=given)
+        # sent, with the headers as given
+        assert _headers(db, result.id) == given
+        with running_worker(app):
+            assert result.get(timeout=30) == "ran"
+    finally:
+        propagate.set_global_textmap(before)
+    # run in a trace of its own
+    (run,) = [s for s in spans.get_finished_spans() if s.name == "process default"]
+    assert run.parent is None
+    assert run.attributes["pgqueue.task.state"] == "SUCCESS"
