@@ -75,11 +75,11 @@ def tracer() -> Any:
         return None
     if provider is None or provider is _UNKNOWN:
         provider = api.get_tracer_provider()
-    if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
-        return None
     cached = _cached
     if cached is not None and cached[0] is provider:
         return cached[1]
+    if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
+        return None
     if _getter is None:
         try:
             _load()
