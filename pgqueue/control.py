@@ -121,7 +121,13 @@ class Control:
         running = [row for row in by_row if row not in revoked]
         if terminate and running:
             self.request("terminate", running)
-        return [i for row, i in by_row.items() if row in revoked]
+        done = [i for row, i in by_row.items() if row in revoked]
+        if done:
+            from pgqueue import events
+
+            if events.revocations_wanted(self.app):
+                events.send_task_revoked(self.app, done)
+        return done
 
     def request(self, action: str, job_ids: Sequence[str] = (),
                 destination: Sequence[str] | None = None,

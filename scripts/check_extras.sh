@@ -11,8 +11,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
+PYTHON="$("$PYTHON" -c 'import sys; print(sys.executable)')"  # still this one in a venv's PATH
 EXTRAS=("$@")
-[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary metrics)
+[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary metrics otel)
 
 work="$(mktemp -d /tmp/pgqueue-extras-XXXXXX)"
 chmod 755 "$work"  # as root the embedded server runs as its own user and must reach it
@@ -117,6 +118,37 @@ assert "pgqueue_jobs_started" in names, names
 print(f"prometheus_client: {len(names)} worker metric families")
 EOF
     pgqueue metrics --help >/dev/null
+}
+
+# shellcheck disable=SC2329
+check_otel() {
+    python - <<'EOF'
+from opentelemetry import propagate, trace  # what pgqueue.tracing imports
+from pgqueue import tracing
+assert tracing.tracer() is None, "tracing is on with no tracer provider configured"
+EOF
+    # docs/tracing.md: the application adds the SDK and configures a provider
+    "$PYTHON" -m pip --python "$VIRTUAL_ENV/bin/python" install --quiet \
+        --disable-pip-version-check opentelemetry-sdk
+    python - <<'EOF'
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pgqueue import tracing
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+rows = [{"id": "4bf92f35-77b3-4da6-a3ce-929d0e0e4736", "headers": None}]
+sending = tracing.publishing("tasks.add", "default", rows)
+assert sending is not None, "a provider is configured but tracing is off"
+with sending:
+    sending.inject(rows)
+(span,) = exporter.get_finished_spans()
+assert rows[0]["headers"]["traceparent"].split("-")[1] == f"{span.context.trace_id:032x}"
+print(f"opentelemetry: {span.name!r} injected {rows[0]['headers']['traceparent']}")
+EOF
 }
 
 failed=()

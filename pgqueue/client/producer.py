@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import celery_compat, db, limits
+from pgqueue import celery_compat, db, limits, tracing
 from pgqueue.client import publish
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid
@@ -458,6 +458,14 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     """
     if not batch.rows:
         return 0
+    traced = tracing.publishing(batch.task, batch.shared.get("queue"), batch.rows)
+    if traced is None:
+        return _insert_batch(app, batch, None)
+    with traced:
+        return _insert_batch(app, batch, traced)
+
+
+def _insert_batch(app: App, batch: JobBatch, traced: tracing.Publishing | None) -> int:
     sent = None
     if publish.wanted(batch.task):  # before the rows are encoded: receivers may change them
         sent = publish.messages(batch.task, batch.shared, batch.rows, batch.headers)
@@ -467,6 +475,8 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     elif batch.headers is not None:
         for row in batch.rows:
             row["headers"] = batch.headers
+    if traced is not None:
+        traced.inject(batch.rows)
     queries = app.queries
     if batch.scoped:
         query = queries["job_insert_claimed"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pgqueue import limits
+from pgqueue import limits, tracing
 from pgqueue.canvas.signatures import Signature, chain, chord, chunks, group, maybe_signature
 from pgqueue.client.producer import JobBatch, JobBuilder, _execute_on, insert_jobs
 from pgqueue.utils import check_json, json_dumps, uuid
@@ -320,6 +320,7 @@ class Plan:
         for step in self.steps:
             if step["id"] in self.followed:
                 step["job"]["options"]["followed"] = True
+        tracing.inject_steps(self.steps)
         grouped: dict[tuple[Any, ...], list[_Entry]] = {}
         keys: dict[int, str] = {}  # options dicts shared by many entries: one key each
         followed = self.followed
