@@ -71,7 +71,10 @@ class JobFilter:
 
 def _moment(name: str, value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        text = value.strip().replace("Z", "+00:00")
+        if len(text) > 16 and text[-6] == " ":  # an unencoded "+" of a URL: a space
+            text = f"{text[:-6]}+{text[-5:]}"
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadFilter(f"{name}: not a date and time (e.g. 2026-01-31T12:00), "
                         f"got {limits.show(value)}") from None
