@@ -152,3 +152,10 @@ def test_a_dead_database_is_one_line_503(schema: str) -> None:
     assert "database" in page.text and len(page.text.strip().splitlines()) == 1
     assert "secret-pw" not in page.text
     dead.close()
+
+
+def test_an_offset_typed_into_the_address_bar_keeps_its_plus(client: TestClient,
+                                                             seeded: Seeded) -> None:
+    # "+00:00" unencoded in a URL arrives as " 00:00"; it still means UTC
+    page = client.get("/jobs?state=FAILURE&since=2000-01-01T00:00:00+00:00")
+    assert page.status_code == 200 and seeded.failed in _rows(page.text)
