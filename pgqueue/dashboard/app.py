@@ -164,6 +164,8 @@ def create_app(pgqueue_app: App, settings: DashboardSettings | None = None) -> A
         Route("/schedules", schedules), Route("/jobs", jobs),
         Route("/jobs/{job_id:path}", job),
         Route("/actions/{name}", act, methods=["POST"]),
+        Route("/favicon.ico", lambda request: RedirectResponse(
+            _base(request) + "/static/favicon.svg", 301)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     web = Starlette(routes=routes, exception_handlers={

@@ -1,5 +1,5 @@
 // Live updates: every few seconds the page's live part (#live) is fetched again as a
-// fragment (?partial=1) and swapped in, unless the reader is typing in it, has turned
+// fragment (?partial=1) and swapped in, unless the reader is using a form in it, has turned
 // live updates off, or the tab is hidden.
 (function () {
   "use strict";
@@ -9,13 +9,16 @@
   var every = parseInt(live.getAttribute("data-refresh"), 10) || 3000;
   var busy = false;
 
-  function typing() {
+  // A form the reader is about to use (pointer over it, or focus in it) is not swapped
+  // out from under the click.
+  function inUse() {
     var active = document.activeElement;
-    return active && live.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName);
+    return (active && active !== document.body && live.contains(active)) ||
+      live.querySelector("form:hover") !== null;
   }
 
   function refresh() {
-    if (busy || document.hidden || (toggle && !toggle.checked) || typing()) { return; }
+    if (busy || document.hidden || (toggle && !toggle.checked) || inUse()) { return; }
     busy = true;
     fetch(live.getAttribute("data-src"), { credentials: "same-origin" })
       .then(function (response) {

@@ -44,6 +44,8 @@ def page(app: App, seeded: Seeded) -> Iterator[Any]:
             errors: list[str] = []
             tab.on("pageerror", lambda error: errors.append(str(error)))
             tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+                   if r.status >= 400 else None)
             yield tab
             assert not errors, errors  # no script error, no CSP violation
         finally:
