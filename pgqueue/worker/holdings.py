@@ -8,6 +8,7 @@ failed for its time limit is dropped instead of finishing the job twice.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CLAIMED, RUNNING, SETTLED = "claimed", "running", "settled"
@@ -23,6 +24,9 @@ class Holdings:
     def __init__(self) -> None:
         self._jobs: dict[str, Held] = {}
         self._lock = threading.Lock()
+        #: Called (outside the lock) with the ids of the attempts :meth:`forget` dropped:
+        #: their outcomes are written, so their concurrency slots are free.
+        self.on_forget: Callable[[list[str]], None] | None = None
 
     def add(self, job_id: str, attempt: int) -> None:
         with self._lock:
@@ -51,6 +55,8 @@ class Holdings:
                 held = self._jobs.get(job_id)
                 if held is not None and held.attempt == attempt:
                     del self._jobs[job_id]
+        if self.on_forget is not None:
+            self.on_forget([job_id for job_id, _ in attempts])
 
     def snapshot(self) -> tuple[list[str], list[int], list[bool]]:
         """Ids, attempts, and whether each started running (for heartbeat and release)."""

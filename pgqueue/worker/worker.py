@@ -192,6 +192,7 @@ class Worker:
         self._register()
         self.gates = Gates(queries, self.queues)
         self.gates.sync(self.claimer, app)  # the code's limits; those set at run time win
+        self.holdings.on_forget = self._outcomes_written
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
@@ -299,6 +300,11 @@ class Worker:
         self.gates.changed()
         self._wake.set()
         self._apply_control()
+
+    def _outcomes_written(self, job_ids: list[str]) -> None:
+        """A limited job's slot is free once its outcome is written: claim again now."""
+        if [job_id for job_id in job_ids if self.gates.finished(job_id)]:
+            self._wake.set()
 
     def _apply_control(self) -> None:
         if self.stopped.is_set():  # the listener may outlive the worker by a moment
