@@ -3,6 +3,12 @@
 Time limits: ``soft_time_limit`` raises :class:`SoftTimeLimitExceeded` inside the task;
 at the hard ``time_limit`` the job is recorded FAILURE and its slot goes to a new thread
 (see :mod:`pgqueue.worker.pools.base` and docs/reliability.md).
+
+``revoke(terminate=True)`` records the job REVOKED at once and raises
+:class:`~pgqueue.worker.execution.Terminated` in its thread. A Python thread cannot be
+killed: a task that catches the exception and goes on keeps running, so after
+``TERMINATE_GRACE`` its thread is abandoned as past a hard time limit, and a new thread
+takes its slot (what it returns later is dropped).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from pgqueue.worker.pools.base import (
 )
 
 logger = logging.getLogger("pgqueue.worker")
+
+#: Seconds a terminated task has to return before its thread is abandoned.
+TERMINATE_GRACE = 1.0
 
 
 class ThreadPool(QueuePool):
@@ -44,6 +53,11 @@ class ThreadPool(QueuePool):
         job = running.job
         self.context.finished(terminated_outcome(self.context, job))
         running.interrupt(job, Terminated)
+        if isinstance(running, Executor):
+            timer = threading.Timer(TERMINATE_GRACE, self._abandon,
+                                    (running, job, "did not stop when terminated"))
+            timer.daemon = True
+            timer.start()
         return True
 
     def _run(self, executor: Executor, job: ClaimedJob) -> None:
@@ -73,15 +87,20 @@ class ThreadPool(QueuePool):
         """At the hard time limit: record the failure, and free the slot."""
         if not self.context.finished(time_limit_outcome(job, limit)):
             return  # it ended meanwhile
+        if self._abandon(executor, job, f"exceeded its time limit ({limit:.1f}s)"):
+            executor.interrupt(job, TimeLimitExceeded)
+
+    def _abandon(self, executor: Executor, job: ClaimedJob, why: str) -> bool:
+        """Give the slot of ``executor``, still running ``job`` (settled already), to a
+        new thread; False if the job ended meanwhile or too many threads are abandoned."""
         with self._cond:
             if executor.holding is not job or self._closing:
-                return
+                return False
             if self.abandoned >= self.max_abandoned:
-                logger.error("Task %s[%s] exceeded its time limit (%.1fs); %d threads past "
-                             "their limits run already (the most this pool abandons): this "
-                             "slot stays busy until the task returns",
-                             job.display, job.id, limit, self.abandoned)
-                return
+                logger.error("Task %s[%s] %s; %d threads abandoned already (the most "
+                             "this pool abandons): this slot stays busy until the task "
+                             "returns", job.display, job.id, why, self.abandoned)
+                return False
             executor.holding = None
             self.abandoned += 1
             self._busy -= 1
@@ -89,10 +108,10 @@ class ThreadPool(QueuePool):
             self._add_executor()
             self._cond.notify_all()
             abandoned = self.abandoned
-        logger.warning("Task %s[%s] exceeded its time limit (%.1fs): its thread is abandoned "
-                       "and may still be running (%d abandoned now); a new thread takes "
-                       "its slot", job.display, job.id, limit, abandoned)
-        executor.interrupt(job, TimeLimitExceeded)
+        logger.warning("Task %s[%s] %s: its thread is abandoned and may still be running "
+                       "(%d abandoned now); a new thread takes its slot", job.display,
+                       job.id, why, abandoned)
+        return True
 
     def _release(self, executor: Executor, job: ClaimedJob) -> bool:
         if super()._release(executor, job):
