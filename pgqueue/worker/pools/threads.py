@@ -45,11 +45,20 @@ class ThreadPool(QueuePool):
         super().__init__(size, context)
         self.max_abandoned = size if max_abandoned is None else max_abandoned
         self._running: dict[str, RunningJob] = {}
+        #: Jobs held by the worker, asked to terminate before a thread took them.
+        self._terminate_first: set[str] = set()
+        self._running_lock = threading.Lock()
 
     def terminate(self, job_id: str) -> bool:
-        running = self._running.get(job_id)
-        if running is None or running.job is None:
-            return False
+        """Stop ``job_id``, which the worker holds: now if it runs, else when a thread
+        takes it (it is then never run)."""
+        with self._running_lock:
+            running = self._running.get(job_id)
+            if running is None:
+                self._terminate_first.add(job_id)
+                return True
+        if running.job is None:
+            return False  # it ended meanwhile
         job = running.job
         self.context.finished(terminated_outcome(self.context, job))
         running.interrupt(job, Terminated)
@@ -68,8 +77,15 @@ class ThreadPool(QueuePool):
                                           (job, SoftTimeLimitExceeded)))
         if hard:
             timers.append(threading.Timer(hard, self._overrun, (executor, job, hard)))
-        executor.begin(job)
-        self._running[job.id] = executor
+        with self._running_lock:
+            first = job.id in self._terminate_first
+            self._terminate_first.discard(job.id)
+            if not first:
+                executor.begin(job)
+                self._running[job.id] = executor
+        if first:
+            self.context.finished(terminated_outcome(self.context, job))
+            return
         for timer in timers:
             timer.daemon = True
             timer.start()
