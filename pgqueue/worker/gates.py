@@ -172,14 +172,19 @@ class Gates:
         with self._lock:
             self._woken.add(queue)
 
-    def finished(self, job_id: str) -> bool:
-        """A job ended here; True if it was a limited one, whose slot (of its queue or
-        its key) the next claim may give to a waiting job at once."""
+    def finished(self, job_ids: list[str]) -> bool:
+        """Jobs ended here; True if one was a keyed job, whose key the next claim may
+        give to a waiting job at once."""
+        if not self._gated_jobs:  # the usual case, read without the lock
+            return False
+        woken = False
         with self._lock:
-            queue = self._gated_jobs.pop(job_id, None)
-            if queue is not None:
-                self._woken.add(queue)
-        return queue is not None
+            for job_id in job_ids:
+                queue = self._gated_jobs.pop(job_id, None)
+                if queue is not None:
+                    self._woken.add(queue)
+                    woken = True
+        return woken
 
     def paused(self, queue: str) -> bool:
         limit = self.limits.get(("queue", queue))

@@ -303,8 +303,8 @@ class Worker:
         self._apply_control()
 
     def _outcomes_written(self, job_ids: list[str]) -> None:
-        """A limited job's slot is free once its outcome is written: claim again now."""
-        if [job_id for job_id in job_ids if self.gates.finished(job_id)]:
+        """A keyed job's slot is free once its outcome is written: claim again now."""
+        if self.gates.finished(job_ids):
             self._wake.set()
 
     def _apply_control(self) -> None:
