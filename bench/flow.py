@@ -5,6 +5,9 @@
    ``/work/main``: the code before flow control), taking turns, ``--repeats`` each, one
    ``pgqueue worker -P threads -c 100`` per run. Each side migrates its own schema with
    its own code; the jobs are inserted by the same plain SQL for both.
+3. **Enqueue→start latency, keyed and plain** (``--latency-jobs`` each, sent one at a
+   time to one idle worker): ``results.started_at - created_at``, medians and the
+   slowest; a job with a free ``concurrency_key`` should start as fast as a plain one.
 2. **A queue limited to 200/s** (``--rate``) for ``--seconds`` (60) with 3 worker
    processes: the starts counted from ``results.started_at`` over the window, the rate
    they make, and the most starts in any 1-second window.
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +131,39 @@ def limited(db: psycopg.Connection[Any], code: Path, schema: str, rate: float,
             "worst_1s_window": worst, "workers": len(per_worker)}
 
 
+def latency(db: psycopg.Connection[Any], code: Path, schema: str,
+            jobs: int) -> dict[str, Any]:
+    """Enqueue→start of ``jobs`` plain and ``jobs`` keyed jobs (one key each, free),
+    sent one at a time to one idle worker, in turns."""
+    _fresh(db, code, schema)
+    procs = _workers(code, schema, 1, 4)
+    send = sql.SQL("INSERT INTO {}.jobs (id, queue, task, options)"
+                   " VALUES (%s, %s, %s, jsonb_strip_nulls(jsonb_build_object("
+                   "'concurrency_key', %s::text)))").format(sql.Identifier(schema))
+    started = sql.SQL("SELECT extract(epoch FROM started_at - created_at)::float8"
+                      " FROM {}.results WHERE id = %s").format(sql.Identifier(schema))
+    seconds: dict[str, list[float]] = {"plain": [], "keyed": []}
+    try:
+        time.sleep(3)  # the worker is up and idle
+        for i in range(jobs):
+            for kind in ("plain", "keyed"):
+                job_id = str(uuid.uuid4())
+                db.execute(send, [job_id, QUEUE, "noop_stored",
+                                  f"k{i}" if kind == "keyed" else None])
+                db.execute("SELECT pg_notify(%s, %s)", [f"{schema}.jobs", QUEUE])
+                deadline = time.monotonic() + 10
+                while not (row := db.execute(started, [job_id]).fetchone()):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"a {kind} job did not start in 10 s")
+                    time.sleep(0.002)
+                seconds[kind].append(row[0])
+                time.sleep(0.05)  # the worker is idle again
+    finally:
+        _stop(procs)
+    return {kind: {"median_ms": statistics.median(s) * 1000, "max_ms": max(s) * 1000}
+            for kind, s in seconds.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flow", description=__doc__)
     parser.add_argument("--baseline", type=Path, default=Path("/work/main"),
@@ -137,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--skip-drain", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument("--latency-jobs", type=int, default=100)
+    parser.add_argument("--skip-latency", action="store_true")
     options = parser.parse_args(argv)
     env.ensure_database()
     this = env.REPO_ROOT
@@ -161,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             out["limited"] = limited(db, this, "bench_flow_rate", options.rate,
                                      options.seconds)
             env.log(f"limited: {out['limited']}")
+        if not options.skip_latency:
+            out["latency"] = latency(db, this, "bench_flow_latency", options.latency_jobs)
+            env.log(f"latency: {out['latency']}")
     env.RESULTS_DIR.mkdir(exist_ok=True)
     path = env.RESULTS_DIR / f"flow-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(out, indent=2))
@@ -173,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| queue limited to {lim['rate']:g}/s, 3 workers, {lim['seconds']:g} s | "
               f"{lim['per_second']:.1f}/s ({lim['ratio']:.3f}x) | worst 1 s window "
               f"{lim['worst_1s_window']} |")
+    if "latency" in out:
+        lat = out["latency"]
+        print(f"| enqueue→start, 1 idle worker | plain {lat['plain']['median_ms']:.1f} ms "
+              f"(max {lat['plain']['max_ms']:.0f}) | keyed {lat['keyed']['median_ms']:.1f} ms "
+              f"(max {lat['keyed']['max_ms']:.0f}) |")
     print(f"written to {path}")
     return 0
 

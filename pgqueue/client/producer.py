@@ -260,6 +260,8 @@ class JobBuilder:
             opts["eta"] = eta.isoformat()
         if options.get("shadow") is not None:
             opts["shadow"] = limits.name(f"{name}: shadow", options["shadow"])
+        if "max_retries" in options:  # the sender's, which self.retry() obeys over the task's
+            opts["max_retries"] = self.max_retries
         if options.get("concurrency_key") is not None:  # see docs/flow-control.md
             opts["concurrency_key"] = options["concurrency_key"]
             opts["concurrency_limit"] = limits.concurrency(

@@ -197,6 +197,7 @@ def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
         time_limit=job.options.get("time_limit"),
         soft_time_limit=job.options.get("soft_time_limit"),
         headers=job.headers, shadow=job.options.get("shadow"),
+        max_retries=job.max_retries, max_retries_given="max_retries" in job.options,
     )
 
 

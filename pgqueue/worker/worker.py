@@ -36,7 +36,7 @@ from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.gates import Gates
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
-from pgqueue.worker.pools.base import JobContext, Pool
+from pgqueue.worker.pools.base import JobContext, Pool, terminated_outcome
 from pgqueue.worker.pools.solo import SoloPool
 from pgqueue.worker.pools.threads import ThreadPool
 from pgqueue.worker.remote import RemoteControl
@@ -192,6 +192,7 @@ class Worker:
         self._register()
         self.gates = Gates(queries, self.queues)
         self.gates.sync(self.claimer, app)  # the code's limits; those set at run time win
+        self.holdings.on_forget = self._outcomes_written
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
@@ -243,6 +244,7 @@ class Worker:
     def _make_pool(self) -> Pool:
         context = JobContext(self.app, self.worker_id, self.nodename, self._job_started,
                              self._job_finished, self.time_limit, self.soft_time_limit)
+        self._job_context = context
         if self.pool_name == "solo":
             return SoloPool(context)
         if self.pool_name == "processes":
@@ -300,6 +302,11 @@ class Worker:
         self._wake.set()
         self._apply_control()
 
+    def _outcomes_written(self, job_ids: list[str]) -> None:
+        """A keyed job's slot is free once its outcome is written: claim again now."""
+        if self.gates.finished(job_ids):
+            self._wake.set()
+
     def _apply_control(self) -> None:
         if self.stopped.is_set():  # the listener may outlive the worker by a moment
             return
@@ -309,13 +316,15 @@ class Worker:
             logger.warning("could not read control requests: %s", error)
             return
         for request in requests:
-            held = [i for i in request.job_ids if i in self.holdings]
             if request.action not in ("abort", "terminate"):
                 self.remote.handle(request)  # the remote-control commands; replies
-            elif request.action == "abort" and held:
+                continue
+            # A job claimed but not registered yet gets it when registered (_claim).
+            held = self.holdings.held_or_remember(request.action, request.job_ids)
+            if request.action == "abort" and held:
                 logger.info("Abort requested for %s", ", ".join(held))
                 aborts.mark(held)
-            elif held:
+            elif request.action == "terminate":
                 for job_id in held:
                     logger.info("Terminating job %s on request", job_id)
                     self.pool.terminate(job_id)
@@ -358,11 +367,20 @@ class Worker:
                 logger.exception("claim failed")
             self._stopping.wait(self.claimer.failed(error))
             return []
+        stopped = []
         for job in jobs:
-            self.holdings.add(job.id, job.attempt)
+            early = self.holdings.add(job.id, job.attempt)
+            # The abort flag is on the row: set before a rescue, or while claimed here.
+            if "abort" in early or job.options.get("aborted") is True:
+                aborts.mark([job.id])
             for observer in self.observers:
                 observer.claimed(job)
-        return jobs
+            if "terminate" in early:
+                logger.info("Terminating job %s on request", job.id)
+                stopped.append(job)
+        for job in stopped:
+            self._job_finished(terminated_outcome(self._job_context, job))
+        return [job for job in jobs if job.id not in {s.id for s in stopped}] if stopped else jobs
 
     def _received(self, job: ClaimedJob) -> None:
         """``task_received``, and ``task_unknown`` for a task this worker does not know
