@@ -1,10 +1,12 @@
 """Flow-control checks (``python -m bench.flow``), the two figures of issue 16:
 
-1. **Unlimited drain, A/B**: the drain rate of a queue with no limit, by this checkout
-   (the limiter code present) and by another one (``--baseline``, default
-   ``/work/main``: the code before flow control), taking turns, ``--repeats`` each, one
-   ``pgqueue worker -P threads -c 100`` per run. Each side migrates its own schema with
-   its own code; the jobs are inserted by the same plain SQL for both.
+1. **Unlimited drain, A/B**: the drain rate of a queue with no limit, with the limiter
+   code present and without it, taking turns, ``--repeats`` each, one ``pgqueue worker
+   -P threads -c 100`` per run. Without it is, by default, this checkout's worker with
+   the claim as it was before flow control (``bench/apps/pgqueue_ungated.py``, on a
+   schema stripped of migration 0007: :func:`strip_flow_control`); ``--baseline PATH``
+   runs another checkout's code instead. Each side migrates its own schema; the jobs are
+   inserted by the same plain SQL for both.
 2. **A queue limited to 200/s** (``--rate``) for ``--seconds`` (60) with 3 worker
    processes: the starts counted from ``results.started_at`` over the window, the rate
    they make, and the most starts in any 1-second window.
@@ -63,10 +65,24 @@ def _left(db: psycopg.Connection[Any], schema: str) -> int:
         sql.Identifier(schema))).fetchone()[0])
 
 
-def _workers(code: Path, schema: str, count: int, concurrency: int) -> list[Any]:
+APP = "bench.apps.pgqueue_app:app"
+#: The bench-only baseline: the claim before flow control (see the module doc).
+UNGATED_APP = "bench.apps.pgqueue_ungated:app"
+
+
+def strip_flow_control(db: psycopg.Connection[Any], schema: str) -> None:
+    """Take migration 0007's column out of ``jobs`` in ``schema`` (its two indexes go
+    with it), so that the baseline's writes are as before. ``flow_limits`` stays: the
+    worker's start-up check looks for it, and the baseline never reads it."""
+    db.execute(sql.SQL("ALTER TABLE {}.jobs DROP COLUMN concurrency_key").format(
+        sql.Identifier(schema)))
+
+
+def _workers(code: Path, schema: str, count: int, concurrency: int,
+             app: str = APP) -> list[Any]:
     logs = env.RESULTS_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    return [_pgqueue(code, "worker", "-A", "bench.apps.pgqueue_app:app", "-P", "threads",
+    return [_pgqueue(code, "worker", "-A", app, "-P", "threads",
                      "-c", str(concurrency), "-l", "WARNING", schema=schema,
                      log=logs / f"flow-{schema}-{i}.log", background=True)
             for i in range(count)]
@@ -79,11 +95,15 @@ def _stop(procs: list[Any]) -> None:
         proc.wait(60)
 
 
-def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int) -> float:
-    """Jobs per second of one worker draining ``jobs`` noops (start-up not counted)."""
+def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
+          ungated: bool = False) -> float:
+    """Jobs per second of one worker draining ``jobs`` noops (start-up not counted);
+    ``ungated``: the bench-only baseline without flow control."""
     _fresh(db, code, schema)
+    if ungated:
+        strip_flow_control(db, schema)
     _fill(db, schema, "noop", jobs)
-    procs = _workers(code, schema, 1, 100)
+    procs = _workers(code, schema, 1, 100, UNGATED_APP if ungated else APP)
     try:
         while (left := _left(db, schema)) >= jobs:
             time.sleep(0.005)
@@ -129,8 +149,9 @@ def limited(db: psycopg.Connection[Any], code: Path, schema: str, rate: float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flow", description=__doc__)
-    parser.add_argument("--baseline", type=Path, default=Path("/work/main"),
-                        help="checkout without flow control, for the A/B drain")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout to run as the A/B drain's baseline (default: "
+                             "this one's claim without flow control, bench-only)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--drain-jobs", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=200.0)
@@ -147,15 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         if not options.skip_drain:
             runs: dict[str, list[float]] = {"baseline": [], "flow": []}
             for _ in range(options.repeats):
-                for side, code in (("baseline", options.baseline), ("flow", this)):
-                    rate = drain(db, code, f"bench_flow_{side}", options.drain_jobs)
+                for side, code in (("baseline", options.baseline or this), ("flow", this)):
+                    rate = drain(db, code, f"bench_flow_{side}", options.drain_jobs,
+                                 ungated=side == "baseline" and options.baseline is None)
                     runs[side].append(rate)
                     env.log(f"drain {side}: {rate:,.0f}/s")
             medians = {side: statistics.median(r) for side, r in runs.items()}
             # Each flow run against the baseline run just before it: the load of this
             # machine drifts within minutes, and a pair shares it.
             paired = [f / b for f, b in zip(runs["flow"], runs["baseline"], strict=True)]
-            out["drain"] = {"runs": runs, "median": medians, "paired": paired,
+            out["drain"] = {"baseline": str(options.baseline or "ungated claim (bench-only)"),
+                            "runs": runs, "median": medians, "paired": paired,
                             "ratio": statistics.median(paired)}
         if not options.skip_rate:
             out["limited"] = limited(db, this, "bench_flow_rate", options.rate,
@@ -166,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(out, indent=2))
     if "drain" in out:
         d = out["drain"]
-        print(f"| unlimited drain, 1 worker c100 | baseline {d['median']['baseline']:,.0f}/s "
-              f"| flow {d['median']['flow']:,.0f}/s | {d['ratio']:.3f}x (median of paired runs) |")
+        print(f"| unlimited drain, 1 worker c100 | without flow control ({d['baseline']}) "
+              f"{d['median']['baseline']:,.0f}/s | with {d['median']['flow']:,.0f}/s | "
+              f"{d['ratio']:.3f}x (median of paired runs: "
+              f"{', '.join(f'{r:.2f}' for r in d['paired'])}) |")
     if "limited" in out:
         lim = out["limited"]
         print(f"| queue limited to {lim['rate']:g}/s, 3 workers, {lim['seconds']:g} s | "
