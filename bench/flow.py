@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from . import env
+from .measure import CpuMeter, TreeMeter
 
 QUEUE = "default"
 
@@ -95,22 +97,42 @@ def _stop(procs: list[Any]) -> None:
         proc.wait(60)
 
 
+def _backends(db: psycopg.Connection[Any]) -> list[int]:
+    """The workers' server processes: every session of the bench database but the
+    harness's own."""
+    return [r[0] for r in db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND coalesce(application_name, '') <> %s", [env.HARNESS_APPNAME]).fetchall()]
+
+
 def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
-          ungated: bool = False) -> float:
-    """Jobs per second of one worker draining ``jobs`` noops (start-up not counted);
-    ``ungated``: the bench-only baseline without flow control."""
+          ungated: bool = False, task: str = "noop",
+          strip: Callable[[psycopg.Connection[Any], str], None] | None = None
+          ) -> dict[str, float]:
+    """One worker draining ``jobs`` jobs of ``task`` (start-up not counted): jobs per
+    second, and worker and Postgres CPU per job (µs; steadier than the rate on a loaded
+    machine). ``ungated``: the bench-only baseline without flow control; ``strip``
+    changes the fresh schema before the fill (a bench-only baseline's)."""
     _fresh(db, code, schema)
     if ungated:
         strip_flow_control(db, schema)
-    _fill(db, schema, "noop", jobs)
+    if strip is not None:
+        strip(db, schema)
+    _fill(db, schema, task, jobs)
     procs = _workers(code, schema, 1, 100, UNGATED_APP if ungated else APP)
+    worker_cpu, server_cpu = TreeMeter([p.pid for p in procs]), CpuMeter(lambda: _backends(db))
     try:
         while (left := _left(db, schema)) >= jobs:
             time.sleep(0.005)
         started, first = time.perf_counter(), left
+        worker_cpu.start()
+        server_cpu.start()
         while _left(db, schema) > 0:
             time.sleep(0.005)
-        return first / (time.perf_counter() - started)
+            server_cpu.sample()
+        seconds = time.perf_counter() - started
+        return {"rate": first / seconds, "worker_cpu_us": worker_cpu.stop() / first * 1e6,
+                "server_cpu_us": server_cpu.stop() / first * 1e6}
     finally:
         _stop(procs)
 
@@ -147,6 +169,40 @@ def limited(db: psycopg.Connection[Any], code: Path, schema: str, rate: float,
             "worst_1s_window": worst, "workers": len(per_worker)}
 
 
+def describe(run: dict[str, float]) -> str:
+    return (f"{run['rate']:,.0f}/s, worker {run['worker_cpu_us']:.0f} µs/job, "
+            f"Postgres {run['server_cpu_us']:.0f} µs/job")
+
+
+def compare(runs: list[dict[str, float]], baseline: list[dict[str, float]]
+            ) -> dict[str, Any]:
+    """Medians of each figure, and of each run over the baseline run just before it:
+    the load of this machine drifts within minutes, and a pair shares it."""
+    out: dict[str, Any] = {}
+    for figure in ("rate", "worker_cpu_us", "server_cpu_us"):
+        paired = [r[figure] / b[figure] for r, b in zip(runs, baseline, strict=True)
+                  if b[figure]]
+        out[figure] = {"median": statistics.median(r[figure] for r in runs),
+                       "baseline_median": statistics.median(b[figure] for b in baseline),
+                       "paired": paired,
+                       "ratio": statistics.median(paired) if paired else float("nan")}
+    return out
+
+
+def table_row(title: str, figures: dict[str, Any]) -> str:
+    """``| title | rate | worker CPU | Postgres CPU |``, each as this / baseline."""
+    cells = []
+    for figure, unit in (("rate", "/s"), ("worker_cpu_us", " µs"), ("server_cpu_us", " µs")):
+        f = figures[figure]
+        cells.append(f"{f['baseline_median']:,.0f}{unit} → {f['median']:,.0f}{unit}: "
+                     f"**{f['ratio']:.3f}x** ({', '.join(f'{r:.2f}' for r in f['paired'])})")
+    return f"| {title} | " + " | ".join(cells) + " |"
+
+
+TABLE_HEAD = ("| A/B (baseline → this; median of paired ratios, each pair) | drain rate | "
+              "worker CPU per job | Postgres CPU per job |\n|---|---|---|---|")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flow", description=__doc__)
     parser.add_argument("--baseline", type=Path,
@@ -166,20 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         text=True).stdout.strip()}
     with psycopg.connect(env.database_dsn(harness=True), autocommit=True) as db:
         if not options.skip_drain:
-            runs: dict[str, list[float]] = {"baseline": [], "flow": []}
+            runs: dict[str, list[dict[str, float]]] = {"baseline": [], "flow": []}
             for _ in range(options.repeats):
                 for side, code in (("baseline", options.baseline or this), ("flow", this)):
-                    rate = drain(db, code, f"bench_flow_{side}", options.drain_jobs,
-                                 ungated=side == "baseline" and options.baseline is None)
-                    runs[side].append(rate)
-                    env.log(f"drain {side}: {rate:,.0f}/s")
-            medians = {side: statistics.median(r) for side, r in runs.items()}
-            # Each flow run against the baseline run just before it: the load of this
-            # machine drifts within minutes, and a pair shares it.
-            paired = [f / b for f, b in zip(runs["flow"], runs["baseline"], strict=True)]
+                    run = drain(db, code, f"bench_flow_{side}", options.drain_jobs,
+                                ungated=side == "baseline" and options.baseline is None)
+                    runs[side].append(run)
+                    env.log(f"drain {side}: {describe(run)}")
             out["drain"] = {"baseline": str(options.baseline or "ungated claim (bench-only)"),
-                            "runs": runs, "median": medians, "paired": paired,
-                            "ratio": statistics.median(paired)}
+                            "runs": runs, **compare(runs["flow"], runs["baseline"])}
         if not options.skip_rate:
             out["limited"] = limited(db, this, "bench_flow_rate", options.rate,
                                      options.seconds)
@@ -188,11 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     path = env.RESULTS_DIR / f"flow-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(out, indent=2))
     if "drain" in out:
-        d = out["drain"]
-        print(f"| unlimited drain, 1 worker c100 | without flow control ({d['baseline']}) "
-              f"{d['median']['baseline']:,.0f}/s | with {d['median']['flow']:,.0f}/s | "
-              f"{d['ratio']:.3f}x (median of paired runs: "
-              f"{', '.join(f'{r:.2f}' for r in d['paired'])}) |")
+        print(TABLE_HEAD)
+        print(table_row(f"unlimited drain, 1 worker c100: without flow control "
+                        f"({out['drain']['baseline']}) → with", out["drain"]))
     if "limited" in out:
         lim = out["limited"]
         print(f"| queue limited to {lim['rate']:g}/s, 3 workers, {lim['seconds']:g} s | "
