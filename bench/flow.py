@@ -106,7 +106,7 @@ def _backends(db: psycopg.Connection[Any]) -> list[int]:
 
 
 def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
-          ungated: bool = False, task: str = "noop",
+          ungated: bool = False, task: str = "noop", keep_column: bool = False,
           strip: Callable[[psycopg.Connection[Any], str], None] | None = None
           ) -> dict[str, float]:
     """One worker draining ``jobs`` jobs of ``task`` (start-up not counted): jobs per
@@ -114,7 +114,7 @@ def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
     machine). ``ungated``: the bench-only baseline without flow control; ``strip``
     changes the fresh schema before the fill (a bench-only baseline's)."""
     _fresh(db, code, schema)
-    if ungated:
+    if ungated and not keep_column:
         strip_flow_control(db, schema)
     if strip is not None:
         strip(db, schema)
@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path,
                         help="another checkout to run as the A/B drain's baseline (default: "
                              "this one's claim without flow control, bench-only)")
+    parser.add_argument("--keep-column", action="store_true",
+                        help="the ungated baseline keeps migration 0007's concurrency_key "
+                             "column and indexes: the A/B then measures the worker's code")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--drain-jobs", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=200.0)
@@ -226,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(options.repeats):
                 for side, code in (("baseline", options.baseline or this), ("flow", this)):
                     run = drain(db, code, f"bench_flow_{side}", options.drain_jobs,
-                                ungated=side == "baseline" and options.baseline is None)
+                                ungated=side == "baseline" and options.baseline is None,
+                                keep_column=options.keep_column)
                     runs[side].append(run)
                     env.log(f"drain {side}: {describe(run)}")
-            out["drain"] = {"baseline": str(options.baseline or "ungated claim (bench-only)"),
+            baseline = str(options.baseline or "ungated claim (bench-only)" + (
+                ", concurrency_key column kept" if options.keep_column else ""))
+            out["drain"] = {"baseline": baseline,
                             "runs": runs, **compare(runs["flow"], runs["baseline"])}
         if not options.skip_rate:
             out["limited"] = limited(db, this, "bench_flow_rate", options.rate,
