@@ -40,6 +40,7 @@ from pgqueue.worker.pools.base import JobContext, Pool, terminated_outcome
 from pgqueue.worker.pools.solo import SoloPool
 from pgqueue.worker.pools.threads import ThreadPool
 from pgqueue.worker.remote import RemoteControl
+from pgqueue.worker.sizing import ShortJobSizing
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -77,6 +78,11 @@ def default_concurrency(pool: str) -> int:
     if pool == "asyncio":
         return 100
     return max(32, cpus * 8)
+
+
+#: The most slots a default ``-P threads`` worker grows to for short jobs
+#: (:mod:`pgqueue.worker.sizing`).
+SHORT_JOB_CONCURRENCY = 100
 
 
 class Worker:
@@ -124,6 +130,11 @@ class Worker:
         self.autoscale = self._autoscale_bounds(autoscale)
         if self.autoscale is not None:
             self.concurrency = self.autoscale[1]  # from MIN up, as in Celery
+        #: Grows a default threads pool for short jobs; None once a size was chosen.
+        self.sizing: ShortJobSizing | None = None
+        if (self.pool_name == "threads" and not concurrency and not conf.worker_concurrency
+                and self.autoscale is None and self.concurrency < SHORT_JOB_CONCURRENCY):
+            self.sizing = ShortJobSizing(self.concurrency, SHORT_JOB_CONCURRENCY)
         # Unique per process: every write of this worker is fenced on it.
         self.worker_id = f"{self.nodename}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.lease = limits.seconds("lease", lease or conf.worker_lease_seconds)
@@ -333,6 +344,8 @@ class Worker:
     def _claim_loop(self) -> None:
         more_likely = True  # claim once at start: jobs may be waiting already
         while not self._stopping.is_set():
+            if self.sizing is not None:
+                self._follow_run_times(self.sizing)
             free = self.pool.free_slots()
             if free <= 0:
                 self.pool.wait_for_slot(self.poll_interval)
@@ -353,6 +366,14 @@ class Worker:
                 else:
                     self._reject(job)
             more_likely = len(jobs) == min(free, self.claim_batch) and bool(jobs)
+
+    def _follow_run_times(self, sizing: ShortJobSizing) -> None:
+        size = sizing.wanted(self.pool.size, self.cursors.in_backlog)
+        if size is not None:
+            logger.info("Pool %s to %d threads: jobs take %.1f ms on average",
+                        "grows" if size > self.pool.size else "shrinks", size,
+                        (sizing.average or 0) * 1000)
+            self.remote.resize(size)
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
         if self._new_queues is not None:  # add_consumer / cancel_consumer
@@ -413,6 +434,8 @@ class Worker:
     def _job_finished(self, outcome: Outcome) -> bool:
         accepted = self.finisher.put(outcome)
         aborts.discard(outcome.job_id)
+        if self.sizing is not None:
+            self.sizing.finished(outcome.runtime)
         self.processed += 1
         if self.events.enabled and accepted:
             self._event_finished(outcome)
