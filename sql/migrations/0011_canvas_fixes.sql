@@ -25,6 +25,11 @@ DECLARE
     touched uuid[];
     sent bigint;
 BEGIN
+    -- Most finishes belong to no workflow: one probe, instead of a locking read and a
+    -- DELETE, ends those (the trigger costs a plain drain 4-19 % of Postgres CPU without).
+    IF NOT EXISTS (SELECT FROM canvas_edges e JOIN finished f ON e.before = f.id) THEN
+        RETURN NULL;
+    END IF;
     PERFORM 1 FROM canvas_steps s
       WHERE s.id IN (SELECT e.step FROM canvas_edges e JOIN finished f ON e.before = f.id)
       ORDER BY s.id FOR UPDATE;
