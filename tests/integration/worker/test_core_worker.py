@@ -434,7 +434,7 @@ def test_track_started_of_the_worker_task_applies_to_jobs_sent_by_name(
         with running_worker(app):
             result = producer.send_task("w.tracked")
             try:
-                wait_until(lambda: result.state == "STARTED", timeout=3, message="STARTED")
+                wait_until(lambda: result.state == "STARTED", timeout=20, message="STARTED")
             finally:
                 release.set()
     finally:
