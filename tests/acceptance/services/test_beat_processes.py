@@ -61,7 +61,7 @@ class Scheduler:
         return self.log_path.read_text()
 
     def wait_ready(self) -> None:
-        wait_until(lambda: " ready" in self.output() or self.proc.poll() is not None, 30,
+        wait_until(lambda: " ready" in self.output() or self.proc.poll() is not None, 90,
                    message=f"{self.kind} banner")
         assert self.proc.poll() is None, f"{self.kind} exited early:\n{self.output()}"
 

@@ -54,7 +54,7 @@ def test_a_bulk_insert_runs_in_list_order(app: App) -> None:
 
     record.apply_many([((n,), {}) for n in range(300)])
     with running_worker(app, concurrency=1):
-        wait_until(lambda: len(order) == 300, message="all jobs ran")
+        wait_until(lambda: len(order) == 300, timeout=60, message="all jobs ran")
     assert order == list(range(300))
 
 
