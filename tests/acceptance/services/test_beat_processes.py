@@ -38,7 +38,8 @@ SOAK_SECONDS = float(os.environ.get("PGQUEUE_BEAT_SOAK_SECONDS", "0"))
 # A new leader after a SIGKILL: the lease runs out (TTL) and a follower notices at its
 # next election round (TTL/3). Fires do not wait for it: every scheduler attempts them.
 TAKEOVER = TTL + TTL / 3
-SLACK = 1.5  # two shared CPU cores and other tests running beside this one
+SLACK = 3.0  # two shared CPU cores and other tests running beside this one (1.5 s left
+#             a loaded CI one delayed beat from failing the takeover or gap bound)
 
 
 class Scheduler:
