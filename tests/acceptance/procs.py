@@ -48,9 +48,13 @@ class WorkerProcess:
         self.log.flush()
         return self.log_path.read_text()
 
-    def wait_ready(self, timeout: float = 20) -> None:
-        wait_until(lambda: " ready" in self.output() or self.proc.poll() is not None,
-                   timeout, message="worker banner")
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the banner: a fresh interpreter's imports take long on a loaded machine."""
+        try:
+            wait_until(lambda: " ready" in self.output() or self.proc.poll() is not None,
+                       timeout, message="worker banner")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the worker's output so far:\n{self.output()}") from None
         assert self.proc.poll() is None, f"worker exited early:\n{self.output()}"
 
     def signal(self, signum: int) -> None:

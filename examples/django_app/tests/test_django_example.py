@@ -134,12 +134,12 @@ def test_manage_py_pgqueue_worker_runs_the_projects_tasks(shop: dict[str, str]) 
         Client().post("/orders/", {"item": "chair"})
         order = Order.objects.get()
         wait_until(lambda: Order.objects.get(pk=order.pk).status == "fulfilled"
-                   or worker.poll() is not None, timeout=30,
+                   or worker.poll() is not None, timeout=90,
                    message="`manage.py pgqueue worker` to fulfil the order")
         assert worker.poll() is None, worker.communicate()[0].decode()
     finally:
         worker.send_signal(signal.SIGTERM)
-        output = worker.communicate(timeout=30)[0].decode()
+        output = worker.communicate(timeout=90)[0].decode()
     assert worker.returncode == 0, output
     assert Order.objects.get(pk=order.pk).status == "fulfilled"
 

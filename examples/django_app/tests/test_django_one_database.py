@@ -35,12 +35,12 @@ def test_pgqueue_dsn_naming_the_same_database_runs_djangos_jobs(shop: dict[str, 
         Client().post("/orders/", {"item": "chair"})
         order = Order.objects.get()
         wait_until(lambda: Order.objects.get(pk=order.pk).status == "fulfilled"
-                   or worker.poll() is not None, timeout=30,
+                   or worker.poll() is not None, timeout=90,
                    message="the worker given $PGQUEUE_DSN to fulfil the order")
         assert worker.poll() is None, worker.communicate()[0].decode()
     finally:
         worker.send_signal(signal.SIGTERM)
-        output = worker.communicate(timeout=30)[0].decode()
+        output = worker.communicate(timeout=90)[0].decode()
     assert worker.returncode == 0, output
     banner = f"@{info['host']}:{info.get('port') or 5432}/{info['dbname']}"
     assert f"database: {info['user']}{banner}" in output, output
@@ -54,7 +54,7 @@ def test_pgqueue_dsn_naming_another_database_is_refused_in_one_line(
     info = conninfo_to_dict(shop["DATABASE_URL"])
     other = make_conninfo("", **{**info, **change, "password": "sekrit-pw"})
     worker = manage_py_worker({**shop, "PGQUEUE_DSN": other})
-    output = worker.communicate(timeout=30)[0].decode()
+    output = worker.communicate(timeout=90)[0].decode()
     assert worker.returncode == 1, output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), output
@@ -64,7 +64,7 @@ def test_pgqueue_dsn_naming_another_database_is_refused_in_one_line(
 
 def test_a_malformed_pgqueue_dsn_is_one_line(shop: dict[str, str]) -> None:
     worker = manage_py_worker({**shop, "PGQUEUE_DSN": "mysql://root:sekrit-pw@db/x"})
-    output = worker.communicate(timeout=30)[0].decode()
+    output = worker.communicate(timeout=90)[0].decode()
     assert worker.returncode == 1, output
     assert output.strip().startswith("Error: ") and len(output.strip().splitlines()) == 1
     assert "sekrit-pw" not in output

@@ -59,7 +59,9 @@ def test_chords_and_chains_survive_sigkills_and_a_postgres_restart(tmp_path: Pat
         killed: set[int] = set()
         with workers() as procs:
             def start() -> WorkerProcess:
-                w = WorkerProcess(dsn, schema, "canvas_chaos", "-c", "4", "--lease", "2")
+                # 4 s: a loaded machine that delays a live worker's beats (every lease/3)
+                # must not get its jobs rescued and run twice
+                w = WorkerProcess(dsn, schema, "canvas_chaos", "-c", "4", "--lease", "4")
                 procs.append(w)
                 return w
 

@@ -199,7 +199,8 @@ def test_timing_with_a_real_worker(pg_dsn: str, schema: str, producer: App,
         quick = producer.send_task("core.add", (2, 3), countdown=0.5)
         asked = time.monotonic()
         assert quick.get(timeout=20, interval=30) == 5
-        assert time.monotonic() - asked < 5  # the notification woke get(), not the interval
+        # the notification woke get(), not the 30 s interval (slack for a loaded machine)
+        assert time.monotonic() - asked < 15
         for result in delayed:
             assert result.get(timeout=10) == 2 * query(
                 db, "SELECT n FROM executions WHERE job_id = %s", result.id)[0][0]

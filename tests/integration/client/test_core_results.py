@@ -170,7 +170,7 @@ def test_revoke_a_queued_job_and_it_never_runs(app: App, db: psycopg.Connection[
     assert doomed.state == scheduled.state == "REVOKED"
     with running_worker(app):
         assert record.delay("after").get(timeout=10) == "after"
-        wait_until(lambda: rows(db, "SELECT count(*) FROM jobs") == [(0,)], timeout=5,
+        wait_until(lambda: rows(db, "SELECT count(*) FROM jobs") == [(0,)], timeout=20,
                    message="nothing left to run")
     assert ran == ["after"]
     with pytest.raises(TaskRevokedError):

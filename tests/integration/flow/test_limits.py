@@ -199,4 +199,4 @@ def test_a_paused_queue_starts_nothing_and_running_jobs_finish(
         wait_until(lambda: db.execute("SELECT now() > %s", [mark]).fetchone()[0])
         assert started_count(db, "t.n") == 1
         app.control.resume_queue("default")
-        wait_until(lambda: started_count(db, "t.n") == 2, timeout=5)
+        wait_until(lambda: started_count(db, "t.n") == 2, timeout=20)

@@ -94,7 +94,8 @@ def test_destination_targets_one_worker(app: App) -> None:
             "two@test": {"ok": "pong"}}
         by_id = app.control.inspect(destination=[two.worker_id], timeout=10).stats()
         assert by_id is not None and list(by_id) == ["two@test"]
-        assert app.control.inspect(destination="one@test").active() == {"one@test": []}
+        assert app.control.inspect(destination="one@test", timeout=10).active() == {
+            "one@test": []}
         assert app.control.inspect(destination=["nobody@test"], timeout=0.5).ping() is None
 
 
@@ -117,8 +118,9 @@ def test_a_worker_that_does_not_answer_is_waited_for_until_the_timeout(
         import time
 
         started = time.monotonic()
-        answer = app.control.inspect(timeout=1.5).ping()
-        assert time.monotonic() - started >= 1.4  # it waited for the ghost
+        # long enough for the live worker to answer on a loaded machine
+        answer = app.control.inspect(timeout=4.0).ping()
+        assert time.monotonic() - started >= 3.9  # it waited for the ghost
     assert answer == {"real@test": {"ok": "pong"}}
 
 

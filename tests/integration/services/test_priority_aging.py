@@ -155,7 +155,9 @@ def test_with_aging_a_low_priority_job_runs_under_a_stream_of_higher_ones(
     # stream must not run dry meanwhile on a loaded machine, or it would run unaged.
     with running_worker(app, concurrency=1), stream_of_high_priority_jobs(app, backlog=600):
         result = low.apply_async(priority=0)
-        wait_until(lambda: result.ready(), timeout=30, message="the low-priority job to run")
+        # Every queued job ages to 9 within 2 s, after which the low job waits behind the
+        # backlog sent before it: as long as the worker takes to run ~600 jobs when loaded.
+        wait_until(lambda: result.ready(), timeout=120, message="the low-priority job to run")
         overtaken = db.execute("""
             SELECT count(*) FROM jobs j, results r
              WHERE r.id = %s AND j.task = 'a.high' AND j.state = 'queued'

@@ -56,7 +56,7 @@ def test_after_a_short_claim_the_next_one_reads_from_the_start_unless_that_is_sl
     sorts before the last one claimed. While claims from the start are slow (a dead
     prefix; here every one counts as slow) it starts after the cursor instead, and the
     next claim from the start, a rescan interval later, finds that job."""
-    claimer = Claimer(app, rescan_interval=1.5, slow_rescan=0.0 if slow else 60.0)
+    claimer = Claimer(app, rescan_interval=4.0, slow_rescan=0.0 if slow else 60.0)
     try:
         send(app, 1)
         assert claimer.claim(5) == [1]
@@ -88,7 +88,7 @@ def test_in_a_backlog_a_claim_starts_after_the_last_claimed_job(
 
 
 def test_a_backlog_still_reads_from_the_start_every_rescan_interval(app: App) -> None:
-    claimer = Claimer(app, rescan_interval=1.5)  # long enough for the steps before it
+    claimer = Claimer(app, rescan_interval=4.0)  # long enough for the steps before it, loaded
     try:
         for n in range(1, 10):
             send(app, n)

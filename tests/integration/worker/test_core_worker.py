@@ -54,7 +54,7 @@ def test_a_bulk_insert_runs_in_list_order(app: App) -> None:
 
     record.apply_many([((n,), {}) for n in range(300)])
     with running_worker(app, concurrency=1):
-        wait_until(lambda: len(order) == 300, message="all jobs ran")
+        wait_until(lambda: len(order) == 300, timeout=60, message="all jobs ran")
     assert order == list(range(300))
 
 
@@ -434,7 +434,7 @@ def test_track_started_of_the_worker_task_applies_to_jobs_sent_by_name(
         with running_worker(app):
             result = producer.send_task("w.tracked")
             try:
-                wait_until(lambda: result.state == "STARTED", timeout=3, message="STARTED")
+                wait_until(lambda: result.state == "STARTED", timeout=20, message="STARTED")
             finally:
                 release.set()
     finally:

@@ -45,7 +45,7 @@ def test_a_dropped_connection_is_closed_not_kept_by_pgqueue(app: App,
     gc.collect()
     sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s"
     wait_until(lambda: db.execute(sessions, ["%dropped-owner%"]).fetchone()[0] == 0,  # type: ignore[index]
-               timeout=5, message="the dropped connection's session to end")
+               timeout=20, message="the dropped connection's session to end")
 
 
 def _expire_leases(db: psycopg.Connection[Any]) -> None:
@@ -145,7 +145,7 @@ def test_abort_reaches_running_task_and_ends_revoked(app: App) -> None:
         result = patient.delay()
         assert started.wait(10)
         AbortableAsyncResult(result.id, app=app).abort()
-        wait_until(result.ready, timeout=5, message="aborted job final")
+        wait_until(result.ready, timeout=20, message="aborted job final")
         assert result.state == "REVOKED"
         assert "aborted" in str(result.result)
 

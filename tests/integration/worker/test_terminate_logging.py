@@ -134,7 +134,7 @@ def test_a_terminated_job_sends_task_revoked_not_task_failure(
             wait_until(marker.exists, timeout=20, message="the task to start")
             result.revoke(terminate=True)
             wait_until(result.ready, timeout=10, message="the terminated job to end")
-            wait_until(lambda: bool(seen), timeout=5,
+            wait_until(lambda: bool(seen), timeout=20,
                        message="task_revoked")
     finally:
         signals.task_revoked.disconnect(on_revoked)
