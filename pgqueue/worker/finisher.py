@@ -56,6 +56,12 @@ class Finisher(threading.Thread):
         self.join(timeout)
 
     def run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self.db.close()  # a worker stopped in a process that goes on must not leak it
+
+    def _serve(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
