@@ -85,7 +85,8 @@ def mount_wsgi(application: Any, prefix: str = "/pgqueue", *,
         if _under(path, prefix):
             environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + prefix,
                            PATH_INFO=path[len(prefix):])
-            return web(environ, start_response)
-        return application(environ, start_response)  # type: ignore[no-any-return]
+            return web(environ, start_response)  # type: ignore[arg-type]
+        wsgi_response: Iterable[bytes] = application(environ, start_response)
+        return wsgi_response
 
     return dispatch
