@@ -149,3 +149,17 @@ def test_a_prefix_that_is_not_a_plain_path_is_refused_in_one_line(prefix: Any) -
     for mounted in (mount, mount_wsgi):
         with pytest.raises(ConfigurationError, match="is not a plain path such as '/pgqueue'"):
             mounted(lambda *args: None, prefix=prefix)
+
+
+def test_without_the_extra_it_says_which_install_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pgqueue.contrib.django.dashboard import mount, mount_wsgi
+
+    monkeypatch.setitem(sys.modules, "a2wsgi", None)  # as if not installed
+    with pytest.raises(ConfigurationError, match=r"needs a2wsgi: pip install 'pgqueue-tasks"):
+        mount_wsgi(lambda *args: None)
+    monkeypatch.setitem(sys.modules, "pgqueue.dashboard", None)
+    with pytest.raises(ConfigurationError, match=r"needs the dashboard extra: pip install"):
+        mount(lambda *args: None)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pgqueue.dashboard import DashboardSettings, create_app
 from pgqueue.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from pgqueue.dashboard import DashboardSettings
 
 _PREFIX = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
 
@@ -44,6 +46,12 @@ def _under(path: str, prefix: str) -> bool:
 def dashboard(settings: DashboardSettings | None = None) -> Any:
     """The dashboard (ASGI) of the project's pgqueue App: read-only by default,
     authentication from ``PGQUEUE_DASHBOARD_*`` environment variables."""
+    try:
+        from pgqueue.dashboard import DashboardSettings, create_app
+    except ImportError as error:
+        raise ConfigurationError(f"the dashboard needs the dashboard extra: pip install "
+                                 f"'pgqueue-tasks[dashboard]' ({error.name} is missing)"
+                                 ) from None
     from pgqueue.contrib.django import get_app
 
     return create_app(get_app(), settings or DashboardSettings.from_env(read_only=True))
@@ -75,10 +83,14 @@ def mount_wsgi(application: Any, prefix: str = "/pgqueue", *,
     """A WSGI app: ``prefix`` and below to the dashboard (through a2wsgi), the rest to
     ``application``. The prefix moves from PATH_INFO to SCRIPT_NAME, which the dashboard's
     links, forms and cookies follow."""
-    from a2wsgi import ASGIMiddleware
-
     prefix = check_prefix(prefix)
-    web = ASGIMiddleware(dashboard(settings))
+    asgi_dashboard = dashboard(settings)
+    try:
+        from a2wsgi import ASGIMiddleware
+    except ImportError:
+        raise ConfigurationError("the dashboard inside a WSGI app needs a2wsgi: pip install "
+                                 "'pgqueue-tasks[dashboard]'") from None
+    web = ASGIMiddleware(asgi_dashboard)
 
     def dispatch(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
