@@ -119,6 +119,10 @@ def test_a_wsgi_project_mounts_it_with_a2wsgi() -> None:
     assert done.status_code == 303 and done.headers["Location"] == "/pgqueue/jobs"
     assert get_app().AsyncResult(job_id).state == "REVOKED"
     assert client.get("/").status_code == 200  # Django's own pages still answer
+    assert client.get("/pgqueue/../admin/").status_code == 401  # the dashboard's auth
+    for path in ("/admin/../pgqueue/", "/pgqueueadmin/"):
+        assert DASHBOARD_CSP not in client.get(path).headers.get(
+            "Content-Security-Policy", ""), path
 
 
 def test_dot_segments_do_not_cross_between_the_dashboard_and_django() -> None:
