@@ -187,6 +187,16 @@ async def get(path):
 for path in ("/static/dashboard.js", "/static/dashboard.css"):  # packaged with the wheel
     assert asyncio.run(get(path)) == 200, path
 print(f"uvicorn {uvicorn.__version__}: the dashboard's assets answer")
+
+# inside a WSGI app (Flask, Django under WSGI), mounted under a prefix
+from wsgiref.util import setup_testing_defaults
+from a2wsgi import ASGIMiddleware
+
+environ, started = {"SCRIPT_NAME": "/pgqueue", "PATH_INFO": "/static/dashboard.css"}, []
+setup_testing_defaults(environ)
+body = b"".join(ASGIMiddleware(app)(environ, lambda status, headers, *_: started.append(status)))
+assert started[0].startswith("200") and body, started
+print("a2wsgi: the dashboard answers inside a WSGI app under /pgqueue")
 EOF
     # the bind refusal needs no database: one line, exit status 2
     local status=0

@@ -3,6 +3,7 @@
     POST /longtask       starts the task: 202 Accepted, Location: /status/<task id>
     GET  /status/<id>    {"state", "current", "total", "status", and "result" or "error"}
     GET  /               a page whose progress bar follows the task to 100%
+    GET  /pgqueue/       pgqueue's dashboard, mounted read-only (with the dashboard extra)
 
 Run it: see README.md (a web process and `pgqueue worker -A progress_app:queue`).
 """
@@ -78,7 +79,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 body["result"] = info["result"]
         return jsonify(body)
 
+    mount_dashboard(app)
     return app
+
+
+def mount_dashboard(app: Flask) -> None:
+    """pgqueue's dashboard under /pgqueue (docs/dashboard.md): an ASGI app, run inside
+    this WSGI one by a2wsgi; DispatcherMiddleware moves /pgqueue into SCRIPT_NAME, which
+    its links, forms and cookies follow. Read-only unless DASHBOARD_SETTINGS says
+    otherwise: this example has no login to put in front of its actions. Without the
+    dashboard extra, not mounted."""
+    try:
+        from a2wsgi import ASGIMiddleware
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+        from pgqueue.dashboard import DashboardSettings
+        from pgqueue.dashboard import create_app as dashboard_app
+    except ImportError:
+        return
+    settings = app.config.get("DASHBOARD_SETTINGS") or DashboardSettings(read_only=True)
+    dashboard = ASGIMiddleware(dashboard_app(queue, settings))
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/pgqueue": dashboard})  # type: ignore[method-assign]
 
 
 app = create_app()
