@@ -181,9 +181,10 @@ class EventDispatcher:
             with self._cond:
                 batch, self._buffer = self._buffer, []
                 stopping = self._stopping
-            if self.worker_events and self.enabled and self._heartbeat is not None \
-                    and not stopping and time.monotonic() >= next_beat:
+            beat = not stopping and time.monotonic() >= next_beat
+            if beat:  # due whether or not it goes out: a beat in the past would spin
                 next_beat = time.monotonic() + HEARTBEAT
+            if beat and self.worker_events and self.enabled and self._heartbeat is not None:
                 batch.append(encode({"type": "worker-heartbeat", "hostname": self.hostname,
                                      "timestamp": time.time(), "utcoffset": 0,
                                      "pid": self.pid, "clock": next(self._clock),
