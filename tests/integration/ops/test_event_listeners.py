@@ -234,3 +234,29 @@ def test_task_sent_only_while_someone_listens(app: App, tap: Tap) -> None:
     assert quiet.id not in {e.get("uuid") for e in tap.events}
     receiving.close()
     marker.stop()
+
+
+def test_every_group_role_may_receive_and_a_bare_login_gets_one_line(
+        pg_dsn: str, schema: str) -> None:
+    from tests.integration.ops.helpers import pgqueue
+    from tests.login_roles import login_roles, with_group_roles
+
+    groups = with_group_roles(pg_dsn, schema)
+    with login_roles(pg_dsn) as make:
+        for kind in ("producer", "worker", "control", "reader"):
+            app = App("r", dsn=make(groups[kind]), schema=schema, set_as_current=False)
+            try:
+                gen = app.events.Receiver().itercapture(timeout=30)
+                marker = app.events.Dispatcher("tests@marker")
+                threading.Timer(0.3, lambda d=marker: d.flush([encode({"type": "m"})])).start()
+                assert next(gen)["type"] == "m"
+                assert fresh(app), kind
+                gen.close()
+                assert not fresh(app), kind
+                marker.stop()
+            finally:
+                app.close()
+        bare = pgqueue("events", "--timeout", "1", dsn=make(), schema=schema)
+    assert bare.returncode == 1
+    assert "permission denied" in bare.stderr and "Traceback" not in bare.stderr
+    assert len(bare.stderr.strip().splitlines()) == 1, bare.stderr
