@@ -8,10 +8,12 @@ Celery's fields (``type``, ``hostname``, ``timestamp``, ``pid``, ``clock``, and 
 under Postgres' 8000-byte limit: arguments and results travel as reprs cut at 1024
 characters (as Celery's ``argsrepr``), and what is still too long (a traceback) is cut.
 
-Publishing costs nothing while events are off: the worker checks one flag. When on, a
-dispatcher thread sends what accumulated in one statement, in order, while the claim
-loop goes on. Events are best-effort, as in Celery: nobody listening, they are dropped
-by Postgres; a failed send is logged and dropped. Any role that can connect may NOTIFY,
+Publishing costs nothing while events are off, or on with nobody listening: the worker
+checks one flag, which says whether a receiver announced itself in the database in the
+last seconds (pgqueue.event_listeners; Postgres cannot tell who LISTENs). When someone
+listens, a dispatcher thread sends what accumulated in one statement, in order, while
+the claim loop goes on. Events are best-effort, as in Celery: a failed send is logged
+and dropped. Any role that can connect may NOTIFY,
 so an event tells what happened only as far as you trust the database's users.
 """
 
@@ -32,6 +34,7 @@ import psycopg
 
 from pgqueue import __version__, db
 from pgqueue.db import queries
+from pgqueue.event_listeners import RECHECK, Registration, listening
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -92,14 +95,18 @@ def encode(event: dict[str, Any]) -> str:
 class EventDispatcher:
     """Sends events from one process (a worker, or a producer's ``task-sent``).
 
-    ``enabled``: task events are sent. Worker events (online, heartbeat every
-    :data:`HEARTBEAT` seconds, offline) are sent from the first :meth:`enable` on.
+    ``wanted``: events are on (``-E``, ``enable_events``). ``enabled``: they are on and
+    some receiver listens (looked at every :data:`RECHECK` seconds by the dispatcher
+    thread); callers check it before building an event. Worker events (online, heartbeat
+    every :data:`HEARTBEAT` seconds, offline) are sent from the first :meth:`enable` on,
+    while someone listens.
     """
 
     def __init__(self, app: App, hostname: str, enabled: bool = False,
                  heartbeat: Callable[[], dict[str, Any]] | None = None) -> None:
         self.app = app
         self.hostname = hostname
+        self.wanted = False
         self.enabled = False
         self.worker_events = False
         self._heartbeat = heartbeat
@@ -114,17 +121,21 @@ class EventDispatcher:
             self.enable()
 
     def enable(self) -> None:
-        self.enabled = True
+        self.wanted = True
+        self.enabled = listening(self.app)
         if self._heartbeat is not None and not self.worker_events:
             self.worker_events = True
             self.send("worker-online", **self._heartbeat())
         self._start()
 
     def disable(self) -> None:
-        self.enabled = False
+        self.wanted = self.enabled = False
 
     def send(self, type: str, **fields: Any) -> None:  # noqa: A002 - Celery's name
-        """Queue one event for sending (callers check :attr:`enabled` first)."""
+        """Queue one event for sending; dropped while nobody listens (callers check
+        :attr:`enabled` first, to skip building it)."""
+        if not self.enabled:
+            return
         event = {"type": type, "hostname": self.hostname, "timestamp": time.time(),
                  "utcoffset": 0, "pid": self.pid, "clock": next(self._clock), **fields}
         payload = encode(event)
@@ -156,19 +167,24 @@ class EventDispatcher:
 
     def _run(self) -> None:
         next_beat = time.monotonic() + HEARTBEAT
+        next_look = time.monotonic() + RECHECK
         while True:
             with self._cond:
                 if not self._buffer and not self._stopping:
-                    self._cond.wait(max(0.0, next_beat - time.monotonic()))
+                    self._cond.wait(max(0.0, min(next_beat, next_look) - time.monotonic()))
                 woken = bool(self._buffer) and not self._stopping
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + RECHECK
+                self.enabled = self.wanted and listening(self.app)
             if woken:  # let a burst gather: one statement for many events
                 time.sleep(LINGER)
             with self._cond:
                 batch, self._buffer = self._buffer, []
                 stopping = self._stopping
-            if self.worker_events and self._heartbeat is not None and not stopping \
-                    and time.monotonic() >= next_beat:
+            beat = not stopping and time.monotonic() >= next_beat
+            if beat:  # due whether or not it goes out: a beat in the past would spin
                 next_beat = time.monotonic() + HEARTBEAT
+            if beat and self.worker_events and self.enabled and self._heartbeat is not None:
                 batch.append(encode({"type": "worker-heartbeat", "hostname": self.hostname,
                                      "timestamp": time.time(), "utcoffset": 0,
                                      "pid": self.pid, "clock": next(self._clock),
@@ -195,9 +211,12 @@ def worker_fields(freq: float = HEARTBEAT) -> dict[str, Any]:
 
 def send_task_sent(app: App, task: str, shared: dict[str, Any],
                    rows: Sequence[dict[str, Any]]) -> None:
-    """``task-sent`` for each job of a batch just inserted (``task_send_sent_event``)."""
+    """``task-sent`` for each job of a batch just inserted (``task_send_sent_event``),
+    while someone listens."""
     from pgqueue.utils import hostname
 
+    if not listening(app):
+        return
     options = json.loads(shared["options"]) if shared.get("options") else {}
     now, pid, host = time.time(), os.getpid(), f"{os.getpid()}@{hostname()}"
     payloads = [encode({
@@ -225,6 +244,8 @@ def send_task_revoked(app: App, task_ids: Sequence[str]) -> None:
     worker, ``terminated`` true)."""
     from pgqueue.utils import hostname
 
+    if not listening(app):
+        return
     now, pid, host = time.time(), os.getpid(), f"{os.getpid()}@{hostname()}"
     _notify(app, [encode({"type": "task-revoked", "hostname": host, "timestamp": now,
                           "utcoffset": 0, "pid": pid, "clock": 0, "uuid": task_id,
@@ -272,12 +293,15 @@ class Receiver:
             application_name=db.application_name(self.app.schema, "events"))
         deadline = None if timeout is None else time.monotonic() + timeout
         count = 0
+        registration: Registration | None = None
         try:
             conn.execute(queries.listen(self.app.queries.events_channel))
+            registration = Registration(self.app, conn)  # publishers start within RECHECK
             while limit is None or count < limit:
-                wait = 1.0 if deadline is None else deadline - time.monotonic()
+                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
                 if wait <= 0:
                     return
+                registration.refresh_due()
                 for note in conn.notifies(timeout=wait, stop_after=1):
                     event = parse(note.payload)
                     if event is None:
@@ -285,6 +309,8 @@ class Receiver:
                     count += 1
                     yield event
         finally:
+            if registration is not None and not conn.closed:
+                registration.remove()
             if own:
                 conn.close()
 

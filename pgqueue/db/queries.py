@@ -789,6 +789,25 @@ TEMPLATES: dict[str, str] = {
         SELECT count(pg_notify(%(events_channel)s, payload))
           FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS e(payload, n)
     """,
+    # Receivers announce themselves (0012): Postgres cannot tell who LISTENs. A row counts
+    # while seen_at lies within the freshness window; one from the future (a garbage row)
+    # never counts. Registering wakes nobody: publishers look again within a second.
+    "event_listeners_fresh": """
+        SELECT EXISTS (SELECT FROM {schema}.event_listeners
+                        WHERE seen_at > now() - make_interval(secs => %(fresh)s)
+                          AND seen_at <= now() + interval '1 second')
+    """,
+    "event_listener_upsert": """
+        INSERT INTO {schema}.event_listeners (id, node, seen_at)
+        VALUES (%(id)s, %(node)s, now())
+        ON CONFLICT (id) DO UPDATE SET seen_at = now()
+    """,
+    "event_listener_delete": """
+        DELETE FROM {schema}.event_listeners
+         WHERE id = %(id)s
+            OR seen_at < now() - make_interval(secs => %(stale)s)
+            OR seen_at > now() + interval '1 second'
+    """,
     # A purged job that a workflow step waits for (a chain's next step, a chord body, a
     # link) ends REVOKED ("purged") instead of vanishing: its row in results fires the
     # canvas trigger, which stops what waits for it (sql/migrations/0006_canvas.sql).
@@ -1414,6 +1433,10 @@ END $pgqueue$
     "GRANT SELECT, DELETE ON {schema}.control_replies TO {control}",
     # ... and which workers are alive, to know whose replies to wait for
     "GRANT SELECT ON {schema}.workers TO {control}",
+    # events (0012): every role may run a receiver, which announces itself here, and
+    # publishers (worker, producer's task-sent, control's task-revoked) read who listens.
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.event_listeners"
+    " TO {producer}, {worker}, {control}, {reader}",
     # reader: dashboards, `pgqueue inspect`, the Django admin.
     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
 )

@@ -34,7 +34,8 @@ _NEEDS = {
     "reader": ("job_counts", "job_list_started", "job_list_held", "job_list_scheduled",
                "result_list_revoked", "worker_list", "schedule_list",
                "schedule_get", "leader_get", "job_history_get",
-               "job_metrics", "result_metrics", "worker_metrics", "schedule_metrics"),
+               "job_metrics", "result_metrics", "worker_metrics", "schedule_metrics",
+               "event_listeners_fresh", "event_listener_upsert", "event_listener_delete"),
 }
 NEEDS = {statement: kind for kind, names in _NEEDS.items() for statement in names}
 

@@ -165,7 +165,7 @@ class RemoteControl:
             },
             "broker": {"transport": "postgresql", "schema": worker.app.schema},
             "queues": list(worker.queues), "worker_id": worker.worker_id,
-            "events": worker.events.enabled,
+            "events": worker.events.wanted,
             "rusage": {"utime": usage.ru_utime, "stime": usage.ru_stime,
                        "maxrss": usage.ru_maxrss, "minflt": usage.ru_minflt,
                        "majflt": usage.ru_majflt, "nvcsw": usage.ru_nvcsw,
@@ -307,14 +307,14 @@ class RemoteControl:
 
     def cmd_enable_events(self) -> Any:
         events = self.worker.events
-        if events.enabled:
+        if events.wanted:
             return {"ok": "task events already enabled"}
         events.enable()
         return {"ok": "task events enabled"}
 
     def cmd_disable_events(self) -> Any:
         events = self.worker.events
-        if not events.enabled:
+        if not events.wanted:
             return {"ok": "task events already disabled"}
         events.disable()
         return {"ok": "task events disabled"}

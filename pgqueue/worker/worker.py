@@ -283,7 +283,7 @@ class Worker:
             ", ".join(self.queues), self.pool_name,
             f"{self.concurrency} (autoscale {self.autoscale[1]} to {self.autoscale[0]})"
             if self.autoscale else self.concurrency, self.lease,
-            "on" if self.events.enabled else "off (-E turns them on)",
+            "on" if self.events.wanted else "off (-E turns them on)",
             "\n".join(f"    . {t}" for t in tasks) or "    (none)")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

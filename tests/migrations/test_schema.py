@@ -199,6 +199,12 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("reply", "jsonb", True, None),
         ("created_at", TS, True, "now()"),
     ],
+    # who listens for events, refreshed while they listen (0012)
+    "event_listeners": [
+        ("id", "text", True, None),
+        ("node", "text", True, "''::text"),
+        ("seen_at", TS, True, "now()"),
+    ],
     "schema_version": [
         ("version", "integer", True, None),
         ("name", "text", True, None),
@@ -208,7 +214,7 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
 # The identity column of control_requests.
 EXPECTED_SEQUENCES = {"control_requests_id_seq", "job_history_id_seq"}
 # `workers` and `control_replies` hold nothing that must survive a crash of the server.
-EXPECTED_UNLOGGED = {"workers", "control_replies"}
+EXPECTED_UNLOGGED = {"workers", "control_replies", "event_listeners"}
 
 # index -> definition, with the schema written as SCHEMA
 EXPECTED_INDEXES = {
@@ -254,6 +260,8 @@ EXPECTED_INDEXES = {
                             "SCHEMA.control_replies USING btree (request_id, worker)",
     "control_replies_created_at_idx": "CREATE INDEX control_replies_created_at_idx ON "
                                       "SCHEMA.control_replies USING btree (created_at)",
+    "event_listeners_pkey": "CREATE UNIQUE INDEX event_listeners_pkey ON "
+                            "SCHEMA.event_listeners USING btree (id)",
     "schema_version_pkey": "CREATE UNIQUE INDEX schema_version_pkey ON SCHEMA.schema_version "
                            "USING btree (version)",
     "unique_claims_pkey": "CREATE UNIQUE INDEX unique_claims_pkey ON SCHEMA.unique_claims "

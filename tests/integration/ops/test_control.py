@@ -177,10 +177,10 @@ def test_enable_and_disable_events(app: App) -> None:
         assert not worker.events.enabled
         on = replies(app.control.enable_events(reply=True, timeout=10))
         assert on == {"w@test": {"ok": "task events enabled"}}
-        assert worker.events.enabled
+        assert worker.events.wanted
         off = replies(app.control.disable_events(reply=True, timeout=10))
         assert off == {"w@test": {"ok": "task events disabled"}}
-        assert not worker.events.enabled
+        assert not worker.events.wanted
 
 
 def test_destination_and_no_reply(app: App) -> None:
