@@ -145,13 +145,21 @@ def test_a_killed_workers_slots_come_back_when_its_jobs_are_rescued(
     """The queue limit counts started jobs: a SIGKILLed worker's jobs hold their slots
     until the rescuer requeues them (their lease ran out), then every job ends."""
     with workers() as started:
-        start_fleet(started, pg_dsn, schema, "-Q", "narrow", "--lease", "2", count=2)
-        fleet_app.send_many("flow_tasks.span", [["narrow", 400]] * 9, queue="narrow")
+        # The victim starts alone, so it surely holds slots when killed: with both up,
+        # the other worker may take every slot of the narrow queue each time.
+        start_fleet(started, pg_dsn, schema, "-Q", "narrow", "--lease", "2", count=1)
         victim = started[0]
+        fleet_app.send_many("flow_tasks.span", [["narrow", 400]] * 9, queue="narrow")
         wait_until(lambda: db.execute(
             "SELECT count(*) FROM jobs WHERE state = 'started' AND worker LIKE %s",
-            [f"%:{victim.pid}:%"]).fetchone()[0] > 0, timeout=30)
+            [f"%:{victim.pid}:%"]).fetchone()[0] > 0, timeout=30,
+            message="the victim holding jobs")
         victim.signal(signal.SIGKILL)
+        survivor: list[WorkerProcess] = []
+        try:
+            start_fleet(survivor, pg_dsn, schema, "-Q", "narrow", "--lease", "2", count=1)
+        finally:
+            started.extend(survivor)  # stopped with the others
         wait_until(lambda: finished(db, "flow_tasks.span") == 9, timeout=60, interval=0.2,
                    message="every job, after the rescue")
     narrow = db.execute("SELECT started, ended FROM spans WHERE key = 'narrow'").fetchall()
