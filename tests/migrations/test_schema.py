@@ -217,13 +217,14 @@ EXPECTED_INDEXES = {
                            "btree (unique_key) WHERE (unique_key IS NOT NULL)",
     "jobs_task_id_idx": "CREATE INDEX jobs_task_id_idx ON SCHEMA.jobs USING btree (task_id) "
                         "WHERE (task_id IS NOT NULL)",
-    "results_pkey": "CREATE UNIQUE INDEX results_pkey ON SCHEMA.results USING btree (id)",
-    "results_finished_at_idx": "CREATE INDEX results_finished_at_idx ON SCHEMA.results "
+    # partitioned (0010): no unique index on id, an index on id in every partition
+    "results_id_idx": "CREATE INDEX results_id_idx ON ONLY SCHEMA.results USING btree (id)",
+    "results_finished_at_idx": "CREATE INDEX results_finished_at_idx ON ONLY SCHEMA.results "
                                "USING btree (finished_at)",
-    "results_unique_key_idx": "CREATE INDEX results_unique_key_idx ON SCHEMA.results USING "
-                              "btree (unique_key) WHERE (unique_key IS NOT NULL)",
-    "results_task_id_idx": "CREATE INDEX results_task_id_idx ON SCHEMA.results USING btree "
-                           "(task_id) WHERE (task_id IS NOT NULL)",
+    "results_unique_key_idx": "CREATE INDEX results_unique_key_idx ON ONLY SCHEMA.results "
+                              "USING btree (unique_key) WHERE (unique_key IS NOT NULL)",
+    "results_task_id_idx": "CREATE INDEX results_task_id_idx ON ONLY SCHEMA.results USING "
+                           "btree (task_id) WHERE (task_id IS NOT NULL)",
     "schedules_pkey": "CREATE UNIQUE INDEX schedules_pkey ON SCHEMA.schedules USING btree "
                       "(name)",
     "schedules_due_idx": "CREATE INDEX schedules_due_idx ON SCHEMA.schedules USING btree "
@@ -271,11 +272,11 @@ EXPECTED_INDEXES = {
                           "USING btree (id)",
     "jobs_parent_idx": "CREATE INDEX jobs_parent_idx ON SCHEMA.jobs USING btree (parent_id) "
                        "WHERE (parent_id IS NOT NULL)",
-    "results_parent_idx": "CREATE INDEX results_parent_idx ON SCHEMA.results USING btree "
+    "results_parent_idx": "CREATE INDEX results_parent_idx ON ONLY SCHEMA.results USING btree "
                           "(parent_id) WHERE (parent_id IS NOT NULL)",
     "jobs_root_idx": "CREATE INDEX jobs_root_idx ON SCHEMA.jobs USING btree (root_id) "
                      "WHERE (root_id IS NOT NULL)",
-    "results_root_idx": "CREATE INDEX results_root_idx ON SCHEMA.results USING btree "
+    "results_root_idx": "CREATE INDEX results_root_idx ON ONLY SCHEMA.results USING btree "
                         "(root_id) WHERE (root_id IS NOT NULL)",
 }
 
@@ -336,7 +337,8 @@ def describe(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
         for name, kind, persistence in conn.execute(
             """SELECT c.relname, c.relkind, c.relpersistence FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'S', 'f')""",
+                WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'S', 'f')
+                  AND NOT c.relispartition""",
             [schema]).fetchall()
     }
     columns: dict[str, list[tuple[str, str, bool, str | None]]] = {}
@@ -348,18 +350,24 @@ def describe(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
              JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE n.nspname = %s AND a.attnum > 0 AND NOT a.attisdropped
+              AND NOT c.relispartition
             ORDER BY c.relname, a.attnum""", [schema]).fetchall():
         columns.setdefault(table, []).append((column, typ, not_null, default))
     indexes = {
         name: definition.replace(f"{schema}.", "SCHEMA.")
         for name, definition in conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s",
+            """SELECT indexname, indexdef FROM pg_indexes
+                WHERE schemaname = %s
+                  AND NOT (SELECT relispartition FROM pg_class
+                            WHERE oid = format('%%I.%%I', schemaname, tablename)::regclass)""",
             [schema]).fetchall()
     }
     checks = set(conn.execute(
         """SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint
             WHERE connamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)
-              AND contype = 'c'""", [schema]).fetchall())
+              AND contype = 'c'
+              AND NOT (SELECT relispartition FROM pg_class WHERE oid = conrelid)""",
+        [schema]).fetchall())
     checks = {(table.rpartition(".")[2], definition) for table, definition in checks}
     triggers = set(conn.execute(
         """SELECT c.relname, t.tgname, p.proname FROM pg_trigger t
@@ -381,7 +389,7 @@ def fresh_schema(pg_dsn: str) -> Iterator[str]:
 
 def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     found = describe(conn, schema)
-    tables = {name for name, (kind, _) in found["relations"].items() if kind == "r"}
+    tables = {name for name, (kind, _) in found["relations"].items() if kind in ("r", "p")}
     views = {name for name, (kind, _) in found["relations"].items() if kind == "v"}
     assert tables == set(EXPECTED_TABLES)
     assert views == {"all_jobs", "workflow_steps"}
