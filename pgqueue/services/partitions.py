@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.queries import Queries
 

@@ -13,6 +13,8 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from pgqueue.db.connection import Dedicated
 from pgqueue.db.queries import Queries
 from pgqueue.services.batches import run_batches
@@ -93,9 +95,14 @@ class Pruner:
         """One batch of each kind; a full batch of either asks for another round."""
         most = 0
         for success, seconds, statement in self.by_rows:
-            count, newest = db.execute(self.queries[statement], {
-                "older_than": seconds, "limit": self.batch, "success": success,
-                "after": self._after.get(success)})[0]
+            try:
+                count, newest = db.execute(self.queries[statement], {
+                    "older_than": seconds, "limit": self.batch, "success": success,
+                    "after": self._after.get(success)})[0]
+            except psycopg.errors.SerializationFailure:
+                # a row of the batch moved to another partition meanwhile (plain SQL
+                # changed its finish time): the next run looks again
+                return 0
             self.deleted += count
             self._after[success] = newest or self._after.get(success)
             most = max(most, int(count))
