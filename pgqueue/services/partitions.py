@@ -33,7 +33,7 @@ class Partitioner:
 
     def __init__(self, queries: Queries, result_expires: float | None,
                  result_expires_failed: float | None, archive_schema: str | None = None,
-                 interval: float = 300.0, days_ahead: int = 2) -> None:
+                 interval: float = 300.0, days_ahead: int = 1) -> None:
         self.queries = queries
         # None or 0: kept for ever (NULL to the statement)
         self.success_for = result_expires or None
