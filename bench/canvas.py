@@ -7,8 +7,9 @@
   drained by the same workers (time from the send to the last result);
 - chain: a chain of S steps, seconds per step, against the enqueue-to-start latency of
   a single job (median of 50);
-- group: N jobs sent as ``group(...).apply_async()`` against ``apply_many`` of the same
-  jobs, enqueue rate only (no worker running).
+- group: N jobs sent as ``group(...).apply_async()`` (the signatures built in the timed
+  part) against ``apply_many`` of the same jobs, enqueue rate only (no worker running),
+  the medians of interleaved rounds (``--rounds``).
 
 Each figure is printed with its ratio to the pgqueue baseline the issue names, then side
 by side with Celery+Redis (Redis as broker and result backend, ``bench/canvas_celery.py``
@@ -77,6 +78,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="interleaved rounds of group vs apply_many")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--celery-concurrency", type=int, default=4)
     parser.add_argument("--celery-timeout", type=int, default=600,
@@ -86,6 +89,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     members = 1_000 if args.quick else args.members
     steps = 50 if args.quick else args.steps
+    rounds = 3 if args.quick else max(1, args.rounds)
     from pgqueue import chain, chord, group
     from pgqueue.db import migrations
 
@@ -100,19 +104,24 @@ def main(argv: list[str]) -> int:
     rows: list[tuple[str, str, str]] = []
     mine: dict[str, float] = {}
 
-    # group vs apply_many: enqueue only
+    # group vs apply_many: enqueue only, interleaved A/B rounds (the machine may be
+    # shared: each round runs both, in alternating order; the figure is the medians')
     _reset(dsn)
     app.send_task("one")  # warm the pool
-    _reset(dsn)
-    started = time.perf_counter()
-    one.apply_many([() for _ in range(members)])
-    many = time.perf_counter() - started
-    _reset(dsn)
-    started = time.perf_counter()
-    group(one.s() for _ in range(members)).apply_async()
-    grouped = time.perf_counter() - started
+    times: dict[str, list[float]] = {"many": [], "group": []}
+    for round_ in range(rounds):
+        for kind in ("many", "group") if round_ % 2 == 0 else ("group", "many"):
+            _reset(dsn)
+            started = time.perf_counter()
+            if kind == "many":
+                one.apply_many([() for _ in range(members)])
+            else:
+                group(one.s() for _ in range(members)).apply_async()
+            times[kind].append(time.perf_counter() - started)
+    many, grouped = statistics.median(times["many"]), statistics.median(times["group"])
     mine["group_enqueue"] = grouped
-    rows.append((f"group of {members:,}: enqueue /s", f"{members / grouped:,.0f}",
+    rows.append((f"group of {members:,}: enqueue /s (median of {rounds} A/B rounds)",
+                 f"{members / grouped:,.0f}",
                  f"{many / grouped:.2f}× apply_many's {members / many:,.0f}/s"))
     _reset(dsn)
 

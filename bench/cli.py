@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import env, reference, report, systems
+from .measure import median
 from .scenario import RESULT_PREFIX
 
 
@@ -41,6 +42,7 @@ FULL = Plan(single_jobs=5_000, bulk_jobs=20_000, bulk_batch=1_000, drain_jobs=20
 # cannot import: the peers' modules exist only in the peers' virtualenv).
 CONFIGS: dict[str, dict[str, str]] = {
     "pgqueue": {
+        "defaults": "1 process, `pgqueue worker` with no pool or concurrency option",
         "threads-c10": "1 process, -P threads -c 10",
         "threads-c32": "1 process, -P threads -c 32",
         "threads-c100": "1 process, -P threads -c 100",
@@ -65,7 +67,8 @@ CONFIGS: dict[str, dict[str, str]] = {
     },
 }
 #: What --quick runs (the first one also serves the latency probes in every mode).
-QUICK_CONFIGS = {"pgqueue": ["threads-c10", "threads-c100"], "celery": ["threads-c10"],
+QUICK_CONFIGS = {"pgqueue": ["defaults", "threads-c10", "threads-c100"],
+                 "celery": ["threads-c10"],
                  "celery-rabbitmq": ["threads-c10"], "procrastinate": ["c10"],
                  "pgqueuer": ["b10"]}
 #: Systems that keep their jobs outside Postgres (nothing to set up for --scale).
@@ -145,6 +148,20 @@ def best_drain(runs: dict[str, list[dict[str, Any]]], variant: str) -> tuple[str
     return best
 
 
+def defaults_rows(runs: dict[str, list[dict[str, Any]]]) -> list[report.Row]:
+    """What a user who never read docs/tuning.md gets (issue 18: >= 0.9x the best), next
+    to ``-P threads -c 100``; each ratio is to the first row (the best configuration)."""
+    rows = []
+    for config, title in (("defaults", "pgqueue, no worker options (defaults)"),
+                          ("threads-c100", "pgqueue, -P threads -c 100")):
+        good = _ok(runs.get(f"{config}/noop", []))
+        if good:
+            rows.append(report.Row(label=title, drain=report.med(good, "rate"),
+                                   worker_cpu=report.med(good, "worker_cpu_us"),
+                                   server_cpu=report.med(good, "server_cpu_us")))
+    return rows
+
+
 def build_rows(raw: dict[str, Any], refs: dict[str, float] | None) -> list[report.Row]:
     rows = []
     for name, data in raw.items():
@@ -165,6 +182,8 @@ def build_rows(raw: dict[str, Any], refs: dict[str, float] | None) -> list[repor
             row.worker_cpu = drain.get("worker_cpu_us")
             row.server_cpu = drain.get("server_cpu_us")
             rows.append(row)
+        if name == "pgqueue":
+            rows.extend(defaults_rows(data["drain"]))
     if refs:
         rows.append(report.Row(label="pgbench: 1 INSERT per transaction, 1 client",
                                single=refs["insert_1client"]))
@@ -196,6 +215,13 @@ def describe_configs(raw: dict[str, Any], plan: Plan) -> str:
             figure = f"{rate:,.0f}/s" if rate else "failed"
             parts.append(f"{config} [{CONFIGS[name][config]}{suffix}]: {figure}")
         lines.append(f"- {name} drain: " + "; ".join(parts))
+        paired = [a["rate"] / b["rate"] for a, b in zip(
+            data["drain"].get("defaults/noop", []), data["drain"].get("threads-c100/noop", []),
+            strict=False) if a.get("rate") and b.get("rate")]
+        if paired:
+            lines.append(f"- {name} defaults / -P threads -c 100, each round's pair: "
+                         + ", ".join(f"{r:.2f}" for r in paired)
+                         + f" (median {median(paired):.2f}x; target >= 0.9x)")
         latency = data["latency"] or {}
         lines.append(f"- {name} latency config: {latency.get('config', '?')}")
     return "\n".join(lines)

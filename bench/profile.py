@@ -83,7 +83,7 @@ def statements(jobs: int, concurrency: int, variant: str) -> str:
     adapter.analyze()
     pgdb.Dedicated.execute = counted  # type: ignore[method-assign]
     try:
-        worker = Worker(app, concurrency=concurrency, install_signal_handlers=False)
+        worker = Worker(app, concurrency=concurrency or None, install_signal_handlers=False)
         thread = threading.Thread(target=worker.run, daemon=True)
         started = time.perf_counter()
         thread.start()
@@ -95,8 +95,10 @@ def statements(jobs: int, concurrency: int, variant: str) -> str:
     finally:
         pgdb.Dedicated.execute = original  # type: ignore[method-assign]
     adapter.reset()
-    lines = [f"statements: {jobs:,} {variant} jobs, in-process worker -P threads -c "
-             f"{concurrency}: {elapsed:.2f}s including start-up ({jobs / elapsed:,.0f}/s)",
+    config = f"-P threads -c {concurrency}" if concurrency else \
+        f"with default options (pool ended at {worker.pool.size} threads)"
+    lines = [f"statements: {jobs:,} {variant} jobs, in-process worker {config}: "
+             f"{elapsed:.2f}s including start-up ({jobs / elapsed:,.0f}/s)",
              "| statement | calls | per job | rows/call | ms/call | total s |",
              "|---|---|---|---|---|---|"]
     for name, count in calls.most_common():
@@ -385,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["statements", "sql", "latency", "pyspy", "all"],
                         nargs="?", default="all")
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=10,
+                        help="statements: the worker's -c; 0: the default (no -c)")
     parser.add_argument("--config", default="threads-c10")
     parser.add_argument("--variant", default="noop", choices=["noop", "noop_stored"])
     parser.add_argument("--samples", type=int, default=50)

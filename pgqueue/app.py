@@ -516,7 +516,10 @@ class App:
             pool.check()
 
     def close(self) -> None:
-        """Close the connection pool and the result listener."""
+        """Close the connection pool, the result listener and the standby connections."""
+        from pgqueue import reads
+
+        reads.close(self)
         with self._lock:
             if self._waiter is not None:
                 self._waiter.stop()

@@ -169,6 +169,9 @@ SETTINGS: dict[str, Entry] = {
     "listen_dsn": ours(
         "direct connection for LISTEN when the DSN is a pooler (else the listener polls)",
         "tests/integration/db/test_pgbouncer.py::test_the_core_path_works_through_pgbouncer"),
+    "result_read_dsn": ours(
+        "a hot standby for AsyncResult's reads (may lag; get() re-reads on the primary)",
+        "tests/replica/test_result_reads.py::test_results_are_read_from_the_standby"),
     "producer_durable": ours(
         "False: sends commit without waiting for the WAL flush (a crash may lose ~0.6 s)",
         "tests/integration/db/test_pgbouncer.py::"

@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     # LISTEN only on listen_dsn (a direct DSN; env PGQUEUE_LISTEN_DSN), else polling
     "transaction_pooling": "auto",
     "listen_dsn": None,
+    # a hot standby for AsyncResult's reads (env PGQUEUE_RESULT_READ_DSN): they may lag by
+    # its replay lag, get() never returns a stale state (docs/deploying.md)
+    "result_read_dsn": None,
     "timezone": "UTC",
     "enable_utc": True,
     # producing
@@ -261,6 +264,7 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "worker_log_format": _log_format,
     "transaction_pooling": lambda name, value: _one_of(name, value, ("auto", True, False)),
     "listen_dsn": lambda name, value: None if value is None else validate_dsn(str(value)),
+    "result_read_dsn": lambda name, value: None if value is None else validate_dsn(str(value)),
     "producer_durable": lambda name, value: _one_of(name, value, (True, False)),
     "task_default_rate_limit": _statement_value(limits.rate),
     "queue_concurrency": lambda name, value: _queue_concurrency(name, value),
@@ -521,6 +525,20 @@ def resolve_listen_dsn(settings: Settings) -> str | None:
         return validate_dsn(value)
     except ConfigurationError as e:
         raise ConfigurationError(f"PGQUEUE_LISTEN_DSN: {e}") from None
+
+
+def resolve_result_read_dsn(settings: Settings) -> str | None:
+    """The DSN of a standby that ``AsyncResult`` reads from: the ``result_read_dsn``
+    setting, else PGQUEUE_RESULT_READ_DSN; None when neither is (reads use the main DSN)."""
+    if settings["result_read_dsn"]:
+        return str(settings["result_read_dsn"])
+    value = os.environ.get("PGQUEUE_RESULT_READ_DSN")
+    if not value:
+        return None
+    try:
+        return validate_dsn(value)
+    except ConfigurationError as e:
+        raise ConfigurationError(f"PGQUEUE_RESULT_READ_DSN: {e}") from None
 
 
 # Postgres identifiers and channel names stop at 63 bytes; the longest channel is

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 RETENTION = 3600.0
 #: Celery's default wait for replies (seconds).
 DEFAULT_TIMEOUT = 1.0
+#: The error line of a purged job that a workflow step waited for.
+PURGED = "purged: removed from its queue by purge before it ran"
 #: The commands workers answer (pgqueue.worker.remote), besides abort and terminate.
 COMMANDS = ("ping", "stats", "registered", "conf", "report", "active_queues", "shutdown",
             "pool_restart", "pool_grow", "pool_shrink", "autoscale", "time_limit",
@@ -119,7 +121,13 @@ class Control:
         running = [row for row in by_row if row not in revoked]
         if terminate and running:
             self.request("terminate", running)
-        return [i for row, i in by_row.items() if row in revoked]
+        done = [i for row, i in by_row.items() if row in revoked]
+        if done:
+            from pgqueue import events
+
+            if events.revocations_wanted(self.app):
+                events.send_task_revoked(self.app, done)
+        return done
 
     def request(self, action: str, job_ids: Sequence[str] = (),
                 destination: Sequence[str] | None = None,
@@ -162,8 +170,13 @@ class Control:
         return flow.queues(self.app)
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
-        """Delete every job waiting in ``queues`` (all queues when None); returns the count."""
-        rows = self.app.execute("job_purge", {"queues": list(queues) if queues else None})
+        """Delete every job waiting in ``queues`` (all queues when None); returns the count.
+
+        A purged job that a workflow step waits for ends REVOKED ("purged"), so that step
+        and the ones after it end too (docs/canvas.md) instead of waiting for ever."""
+        rows = self.app.execute("job_purge", {"queues": list(queues) if queues else None,
+                                              "reason": PURGED,
+                                              **self.app.queries.channels()})
         return int(rows[0][0])
 
     # -- remote control -------------------------------------------------------------------

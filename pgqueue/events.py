@@ -208,11 +208,37 @@ def send_task_sent(app: App, task: str, shared: dict[str, Any],
         "queue": shared.get("queue"), "exchange": "", "routing_key": shared.get("queue"),
         "root_id": shared.get("root_id"), "parent_id": shared.get("parent_id")})
         for row in rows]
+    _notify(app, payloads, "task-sent")
+
+
+def revocations_wanted(app: App) -> bool:
+    """Whether a revoke made in this process publishes ``task-revoked``: events are on
+    in its configuration (``worker_send_task_events``, or ``task_send_sent_event``)."""
+    conf = app.conf
+    return bool(conf.worker_send_task_events or conf.task_send_sent_event)
+
+
+def send_task_revoked(app: App, task_ids: Sequence[str]) -> None:
+    """``task-revoked`` for jobs revoked before they started. Celery's worker sends it
+    when it meets the revoked message; here no worker ever sees the job, so the process
+    that revoked it sends it (a job terminated while running is reported by its
+    worker, ``terminated`` true)."""
+    from pgqueue.utils import hostname
+
+    now, pid, host = time.time(), os.getpid(), f"{os.getpid()}@{hostname()}"
+    _notify(app, [encode({"type": "task-revoked", "hostname": host, "timestamp": now,
+                          "utcoffset": 0, "pid": pid, "clock": 0, "uuid": task_id,
+                          "terminated": False, "signum": None, "expired": False})
+                  for task_id in task_ids], "task-revoked")
+
+
+def _notify(app: App, payloads: list[str], what: str) -> None:
+    """Events from a process that is no worker: one statement, best-effort."""
     try:
         app.execute("event_notify", {"events_channel": app.queries.events_channel,
                                      "payloads": payloads})
     except Exception as error:
-        logger.warning("could not send task-sent events: %s", error)
+        logger.warning("could not send %s events: %s", what, error)
 
 
 class Receiver:

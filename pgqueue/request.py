@@ -41,6 +41,10 @@ class Request:
     headers: dict[str, Any] | None = None
     #: ``apply_async(shadow=...)``: the name shown in log lines.
     shadow: str | None = None
+    #: ``apply_async(max_retries=...)``, when the sender gave one (``max_retries_given``):
+    #: ``self.retry()`` obeys it over the task's.
+    max_retries: int | None = None
+    max_retries_given: bool = False
 
     @property
     def delivery_info(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import sys
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import limits, states
+from pgqueue import limits, reads, states
 from pgqueue.db.listener import Listener
 from pgqueue.exceptions import PermissionDenied, TaskError, TaskRevokedError, TimeoutError
 
@@ -46,20 +47,22 @@ class ResultMeta:
 _arguments_hidden: weakref.WeakSet[App] = weakref.WeakSet()
 
 
-def read_row(app: App, job_id: str | None) -> list[Any]:
+def read_row(app: App, job_id: str | None, primary: bool = False) -> list[Any]:
     """The ``result_get`` rows of a job (by its row uuid, see :func:`limits.row_id`),
     without its arguments if the role may not see them. None (a string that cannot be a
-    task id) has no rows."""
+    task id) has no rows. Read on the standby of ``result_read_dsn`` when there is one
+    (it may lag), unless ``primary``."""
     if job_id is None:
         return []
+    execute = app.execute if primary else functools.partial(reads.execute, app)
     if app not in _arguments_hidden:
         try:
-            return app.execute("result_get", {"id": job_id})
+            return execute("result_get", {"id": job_id})
         except PermissionDenied:
-            rows = app.execute("result_get_state", {"id": job_id})  # else: no grant at all
+            rows = execute("result_get_state", {"id": job_id})  # else: no grant at all
             _arguments_hidden.add(app)
             return rows
-    return app.execute("result_get_state", {"id": job_id})
+    return execute("result_get_state", {"id": job_id})
 
 
 def current_row(rows: list[Any]) -> tuple[Any, ...] | None:
@@ -140,6 +143,8 @@ class AsyncResult:
     is_group: bool = False
     #: The previous step, when this result came from sending a workflow.
     _parent: Any = None
+    #: Read the primary even with a standby (after ``retry()``: read your own write).
+    _on_primary: bool = False
 
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
                  backend: Any = None) -> None:
@@ -173,10 +178,12 @@ class AsyncResult:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def _meta(self) -> ResultMeta:
+    def _meta(self, primary: bool = False) -> ResultMeta:
         # Read anew every time, final states too: a job sent again under the same id
-        # makes a final state current no longer (one primary-key read).
-        return meta_from_row(current_row(read_row(self.app, self.row_id)))
+        # makes a final state current no longer (one primary-key read). On the standby
+        # of result_read_dsn when there is one: the state may lag by its replay lag.
+        return meta_from_row(current_row(read_row(self.app, self.row_id,
+                                                  primary or self._on_primary)))
 
     def read(self) -> ResultMeta:
         """One consistent reading: state, result or progress, traceback, date_done...
@@ -288,9 +295,15 @@ class AsyncResult:
               on_message: Callable[[dict[str, Any]], Any] | None = None,
               on_interval: Callable[[], Any] | None = None) -> ResultMeta:
         seen: list[tuple[str, str]] = []
+        on_standby = reads.standby_pool(self.app) is not None
 
-        def read() -> ResultMeta:
+        def read(confirm: bool = False) -> ResultMeta:
             meta = self._meta()
+            if confirm and on_standby and not meta.ready:
+                # Told the job finished (or listening just began, so a finish may have
+                # been announced before), and the standby has not replayed it yet: the
+                # primary has it, and a wait never returns a stale state.
+                meta = self._meta(primary=True)
             if on_message is not None and seen[-1:] != [(meta.state, repr(meta.result))]:
                 seen.append((meta.state, repr(meta.result)))
                 on_message(self._as_message(meta))
@@ -305,17 +318,18 @@ class AsyncResult:
             row_id = self.id
         waiter = self.app.result_waiter
         event = waiter.register(row_id)
+        woken = True
         try:
             while True:
                 event.clear()
-                meta = read()
+                meta = read(confirm=woken)
                 if meta.ready:
                     return meta
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"the job {self.id} did not finish within {timeout}s "
                                        f"(state {meta.state})")
-                event.wait(interval if remaining is None else min(interval, remaining))
+                woken = event.wait(interval if remaining is None else min(interval, remaining))
                 if on_interval is not None:
                     on_interval()
         finally:
@@ -329,8 +343,10 @@ class AsyncResult:
     def retry(self) -> AsyncResult:
         """Send this job again under the same id, if it ended FAILURE or REVOKED (else
         ValueError, saying why); returns this result, which now reads the new run. The
-        old outcome is kept in :meth:`history`."""
+        old outcome is kept in :meth:`history`. This handle reads the primary from now
+        on: a standby may still show the old outcome (see ``result_read_dsn``)."""
         self.app.retry([self.id])
+        self._on_primary = True
         return self
 
     def history(self) -> list[dict[str, Any]]:
@@ -438,7 +454,7 @@ class EagerResult(AsyncResult):
             result = rebuild_exception(result, None)
         self._known = ResultMeta(state, result, traceback)
 
-    def _meta(self) -> ResultMeta:
+    def _meta(self, primary: bool = False) -> ResultMeta:
         return self._known
 
     def forget(self) -> None:

@@ -246,14 +246,21 @@ class Task:
     ) -> Retry:
         """Ask for this job to run again later; ``raise self.retry(exc=exc)``.
 
-        Raises ``exc`` (or :class:`MaxRetriesExceededError`) when no retries are left.
+        Raises ``exc`` (or :class:`MaxRetriesExceededError`) when no retries are left:
+        ``max_retries`` given here, else the job's (``apply_async(max_retries=...)``),
+        else the task's.
         """
         request = self.request
         if request.called_directly:
             if exc is not None:
                 raise exc
             raise RuntimeError(f"{self.name}.retry() called outside a worker")
-        limit = self.max_retries if max_retries is None else max_retries
+        if max_retries is not None:
+            limit: int | None = max_retries
+        elif request.max_retries_given:  # apply_async(max_retries=...) wins over the task's
+            limit = request.max_retries
+        else:
+            limit = self.max_retries
         if limit is not None and request.retries >= limit:
             if exc is not None:
                 raise exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import importlib
 import json
 import os
@@ -107,6 +108,38 @@ _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
 
 
 def json_dumps(value: Any) -> str:
+    """``value`` as JSON text for jsonb, floats written so that they come back floats.
+
+    jsonb keeps a number as ``numeric``, which writes ``1e+20`` back as
+    ``100000000000000000000``, an int to every JSON reader. A float whose shortest form
+    has an exponent of 16 or more is written in full with ``.0``, which ``numeric``
+    keeps. The sign of ``-0.0`` is lost all the same: ``numeric`` has no negative zero.
+    """
+    text = _json_encode(value)
+    if "e+" not in text:  # no such float (a string holding "e+" costs a second pass)
+        return text
+    return _encode_floats_in_full(value)
+
+
+def _float_in_full(number: float) -> str:
+    text = repr(number)
+    if "e+" not in text:
+        return text
+    digits = format(decimal.Decimal(text), "f")
+    return digits if "." in digits else f"{digits}.0"
+
+
+def _encode_floats_in_full(value: Any) -> str:
+    """The JSON of a value the fast encoder wrote already (so: valid, no cycles), with
+    :func:`_float_in_full` for every float."""
+    if isinstance(value, float):
+        return _float_in_full(value)
+    if isinstance(value, dict):
+        # A key as json writes it (a float key is a string already, as json makes it).
+        return "{" + ",".join(f"{_json_encode({k: None})[1:-6]}:{_encode_floats_in_full(v)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_encode_floats_in_full(v) for v in value) + "]"
     return _json_encode(value)
 
 

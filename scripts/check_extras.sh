@@ -11,8 +11,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
+PYTHON="$("$PYTHON" -c 'import sys; print(sys.executable)')"  # still this one in a venv's PATH
 EXTRAS=("$@")
-[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary metrics)
+[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(django flask fastapi sqlalchemy embedded binary metrics otel dashboard)
 
 work="$(mktemp -d /tmp/pgqueue-extras-XXXXXX)"
 chmod 755 "$work"  # as root the embedded server runs as its own user and must reach it
@@ -117,6 +118,80 @@ assert "pgqueue_jobs_started" in names, names
 print(f"prometheus_client: {len(names)} worker metric families")
 EOF
     pgqueue metrics --help >/dev/null
+}
+
+# shellcheck disable=SC2329
+check_otel() {
+    python - <<'EOF'
+from opentelemetry import propagate, trace  # what pgqueue.tracing imports
+from pgqueue import tracing
+assert tracing.tracer() is None, "tracing is on with no tracer provider configured"
+EOF
+    # docs/tracing.md: the application adds the SDK and configures a provider
+    "$PYTHON" -m pip --python "$VIRTUAL_ENV/bin/python" install --quiet \
+        --disable-pip-version-check opentelemetry-sdk
+    python - <<'EOF'
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pgqueue import tracing
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+rows = [{"id": "4bf92f35-77b3-4da6-a3ce-929d0e0e4736", "headers": None}]
+sending = tracing.publishing("tasks.add", "default", rows)
+assert sending is not None, "a provider is configured but tracing is off"
+with sending:
+    sending.inject(rows)
+(span,) = exporter.get_finished_spans()
+assert rows[0]["headers"]["traceparent"].split("-")[1] == f"{span.context.trace_id:032x}"
+print(f"opentelemetry: {span.name!r} injected {rows[0]['headers']['traceparent']}")
+EOF
+}
+
+# shellcheck disable=SC2329
+check_dashboard() {
+    python - <<'EOF'
+import asyncio
+import python_multipart  # Starlette's form parser
+import uvicorn
+from pgqueue import App
+from pgqueue.dashboard import create_app
+import pgqueue.cli.dashboard  # pgqueue dashboard
+
+app = create_app(App("check", dsn="postgresql://127.0.0.1:1/none", set_as_current=False))
+
+
+async def get(path):
+    """One GET through the ASGI app, no server; the status it answers."""
+    sent, calls = [], []
+
+    async def receive():
+        calls.append(path)
+        if len(calls) == 1:
+            return {"type": "http.request", "body": b""}
+        await asyncio.Event().wait()  # no disconnect: the response ends the call
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "headers": [], "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "http_version": "1.1"}
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    return sent[0]["status"]
+
+
+for path in ("/static/dashboard.js", "/static/dashboard.css"):  # packaged with the wheel
+    assert asyncio.run(get(path)) == 200, path
+print(f"uvicorn {uvicorn.__version__}: the dashboard's assets answer")
+EOF
+    # the bind refusal needs no database: one line, exit status 2
+    local status=0
+    pgqueue dashboard --host 0.0.0.0 2>/dev/null || status=$?
+    [ "$status" -eq 2 ]
 }
 
 failed=()

@@ -103,12 +103,14 @@ class Adapter(System):
         return int(row[0])
 
     def worker_commands(self, config: str) -> list[list[str]]:
+        script = Path(sys.executable).with_name("pgqueue")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "pgqueue"]
+        if config == "defaults":  # what a user who never read docs/tuning.md runs
+            return [command + ["worker", "-A", "bench.apps.pgqueue_app:app", "-l", "warning"]]
         match = _CONFIG.match(config)
         if not match:
             raise ValueError(f"unknown pgqueue worker config {config!r}")
         processes, pool, concurrency = int(match.group(1) or 1), match.group(2), match.group(3)
-        script = Path(sys.executable).with_name("pgqueue")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "pgqueue"]
         argv = command + ["worker", "-A", "bench.apps.pgqueue_app:app", "-P", pool,
                           "-c", concurrency, "-Q", "default", "-l", "warning"]
         if match.group(4):

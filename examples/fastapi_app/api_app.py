@@ -4,6 +4,7 @@ that shares an async SQLAlchemy transaction with the row it is about.
     POST /signups            {"email": ...}: the row and its welcome job commit together
     POST /reports            starts a long task: 202 Accepted, Location: /reports/<id>
     GET  /reports/<id>       {"state", "current", "total", and "result" or "error"}
+    GET  /pgqueue/           pgqueue's dashboard, mounted read-only (with the dashboard extra)
 
 Run it: see README.md (uvicorn for the API, `pgqueue worker -A api_app:queue` for jobs).
 """
@@ -90,6 +91,17 @@ class ReportIn(BaseModel):
     seconds_per_page: float = 0.2
 
 
+def mount_dashboard(app: FastAPI) -> None:
+    """pgqueue's dashboard under /pgqueue (docs/dashboard.md). Read-only: this example has
+    no login to put in front of its actions. Without the dashboard extra, not mounted."""
+    try:
+        from pgqueue.dashboard import DashboardSettings
+        from pgqueue.dashboard import create_app as dashboard_app
+    except ImportError:
+        return
+    app.mount("/pgqueue", dashboard_app(queue, DashboardSettings(read_only=True)))
+
+
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,6 +113,7 @@ def create_app() -> FastAPI:
         await engine.dispose()
 
     app = FastAPI(title="pgqueue + FastAPI", lifespan=lifespan)
+    mount_dashboard(app)
 
     @app.post("/signups", status_code=201)
     async def create_signup(body: SignupIn) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pgqueue import db, limits
 from pgqueue.canvas.signatures import Signature, maybe_signature
 
 if TYPE_CHECKING:
@@ -39,18 +40,37 @@ def register(app: App) -> None:
         return [fun(*item) for item in _items("celery.starmap", args, it)]
 
     def start(name: str) -> Any:
-        def run(*args: Any, **kwargs: Any) -> str | None:
+        def run(task: Task, *args: Any, **kwargs: Any) -> str | None:
             sig = Signature.from_dict(
                 {"task": name, "args": [], "kwargs": kwargs, "options": {},
                  "subtask_type": name.split(".")[1]}, app=app)
-            result = sig.apply_async(args)
-            return getattr(result, "id", None)
+            starter = task.request.id
+            if starter is None or task.request.called_directly \
+                    or app.conf.task_always_eager:
+                return getattr(sig.apply_async(args), "id", None)
+            return start_once(app, str(limits.row_id(starter)), sig, args)
         return run
 
     app.task(name="celery.map")(xmap)
     app.task(name="celery.starmap")(xstarmap)
     for name in ("celery.chain", "celery.group", "celery.chord", "celery.chunks"):
-        app.task(name=name)(start(name))
+        app.task(name=name, bind=True)(start(name))
+
+
+def start_once(app: App, starter: str, sig: Signature, args: tuple[Any, ...]) -> str | None:
+    """Send ``sig`` for the starter job ``starter`` unless it did already: a starter run
+    again after its worker died (rescued) returns the first send's result id instead of
+    sending the workflow twice. The claim and the workflow commit together."""
+    with app.connection("worker") as conn, conn.transaction():
+        queries = app.queries
+        row = db.run(conn, queries["canvas_start_claim"], {"starter": starter}).fetchone()
+        claimed, sent = row if row is not None else (0, None)
+        if not claimed:
+            return str(sent) if sent is not None else None
+        result_id = getattr(sig.apply_async(args, connection=conn), "id", None)
+        db.run(conn, queries["canvas_start_done"], {"starter": starter,
+                                                    "result_id": result_id})
+        return None if result_id is None else str(result_id)
 
 
 def builtin_task(app: App, name: str) -> Task | None:

@@ -5,6 +5,7 @@ importing it here is what adds it."""
 from pgqueue.cli import (  # noqa: F401
     beat,
     control,
+    dashboard,
     embedded,
     events,
     inspect,

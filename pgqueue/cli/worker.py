@@ -31,7 +31,8 @@ from pgqueue.utils import hostname
 @schema_option
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
               help="Jobs run at once. Default: worker_concurrency, else 32 threads (8 per "
-                   "CPU above 4 CPUs), one process per CPU, or 100 coroutines.")
+                   "CPU above 4 CPUs; growing to 100 through a backlog of jobs shorter "
+                   "than 10 ms), one process per CPU, or 100 coroutines.")
 @click.option("-P", "--pool", metavar="[threads|processes|solo|asyncio]",
               help="threads (default): a thread per slot, for I/O-bound tasks; processes "
                    "(or Celery's prefork): a forked child per slot, for CPU-bound tasks and "

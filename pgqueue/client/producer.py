@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import celery_compat, db, limits
+from pgqueue import celery_compat, db, limits, tracing
 from pgqueue.client import publish
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid
@@ -260,6 +260,8 @@ class JobBuilder:
             opts["eta"] = eta.isoformat()
         if options.get("shadow") is not None:
             opts["shadow"] = limits.name(f"{name}: shadow", options["shadow"])
+        if "max_retries" in options:  # the sender's, which self.retry() obeys over the task's
+            opts["max_retries"] = self.max_retries
         if options.get("concurrency_key") is not None:  # see docs/flow-control.md
             opts["concurrency_key"] = options["concurrency_key"]
             opts["concurrency_limit"] = limits.concurrency(
@@ -344,6 +346,11 @@ class JobBatch:
     #: ``unique_for=``/``unique_states=`` given: the keys are claims (``claim_key`` in each
     #: row), not the jobs' ``unique_key`` (see ``unique_claims``).
     scoped: bool = False
+    #: The named statement that inserts the batch (one built on ``queries._insert_jobs``
+    #: that answers as ``job_insert`` does), and its parameters beyond the batch's: a
+    #: workflow writes its waiting steps in the statement of its jobs.
+    statement: str = "job_insert"
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def claim_key(self, row: dict[str, Any]) -> str | None:
         key: str | None = row.get("claim_key")
@@ -378,7 +385,7 @@ class JobBatch:
     @property
     def single(self) -> bool:
         """One job that no ``unique_key`` can collide with: ``job_insert_one`` fits."""
-        return len(self.rows) == 1 and not self.keyed
+        return len(self.rows) == 1 and not self.keyed and self.statement == "job_insert"
 
     def single_params(self) -> dict[str, Any]:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
@@ -453,6 +460,14 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     """
     if not batch.rows:
         return 0
+    traced = tracing.publishing(batch.task, batch.shared.get("queue"), batch.rows)
+    if traced is None:
+        return _insert_batch(app, batch, None)
+    with traced:
+        return _insert_batch(app, batch, traced)
+
+
+def _insert_batch(app: App, batch: JobBatch, traced: tracing.Publishing | None) -> int:
     sent = None
     if publish.wanted(batch.task):  # before the rows are encoded: receivers may change them
         sent = publish.messages(batch.task, batch.shared, batch.rows, batch.headers)
@@ -462,6 +477,8 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
     elif batch.headers is not None:
         for row in batch.rows:
             row["headers"] = batch.headers
+    if traced is not None:
+        traced.inject(batch.rows)
     queries = app.queries
     if batch.scoped:
         query = queries["job_insert_claimed"]
@@ -470,8 +487,8 @@ def insert_jobs(app: App, batch: JobBatch) -> int:
         query = queries["job_insert_one"]
         params = batch.single_params()
     else:
-        query = queries["job_insert"]
-        params = batch.params()
+        query = queries[batch.statement]
+        params = {**batch.params(), **batch.extra}
     params["jobs_channel"] = queries.jobs_channel
     if batch.connection is None:
         inserted = _insert_pooled(app, query, params, batch)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pgqueue import limits
+from pgqueue import limits, tracing
 from pgqueue.canvas.signatures import Signature, chain, chord, chunks, group, maybe_signature
 from pgqueue.client.producer import JobBatch, JobBuilder, _execute_on, insert_jobs
 from pgqueue.utils import check_json, json_dumps, uuid
@@ -32,7 +32,7 @@ _FIRST_ONLY = ("countdown", "eta")
 _NODE_ONLY = ("task_id", "group_id", "link", "link_error")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     task: str
     args: list[Any]
@@ -132,7 +132,7 @@ class Plan:
                              "steps; send it in parts")
         job_id = uuid()
         root = self.root_id = self.root_id or job_id
-        self.entries.append(_Entry(sig.task, sig["args"], sig["kwargs"], options, job_id,
+        self.entries.append(_Entry(sig["task"], sig["args"], sig["kwargs"], options, job_id,
                                    None, root, gid))
         return job_id
 
@@ -157,13 +157,15 @@ class Plan:
         results: list[Any] = []
         plain = not (after or grouped or links or errbacks)
         shared = dict(options)
+        app = self.app
         for member in members:
-            member = maybe_signature(member, self.app)
-            if plain and member.subtask_type is None and not member["options"]:
+            if not isinstance(member, Signature):
+                member = maybe_signature(member, app)
+            if plain and member.get("subtask_type") is None and not member["options"]:
                 # the common flat group: a job each, as apply_many would make them
                 job_id = self._fast_entry(member, shared, gid)
                 exits.append(job_id)
-                results.append(AsyncResult(job_id, app=self.app, task_name=member.task))
+                results.append(AsyncResult(job_id, app=app, task_name=member["task"]))
                 continue
             if links or errbacks:
                 member = member.clone()
@@ -311,33 +313,53 @@ class Plan:
                            "after": list(after), "runs_on": runs_on, "pass": passing})
 
     # -- writing --------------------------------------------------------------------------
-    def write(self, connection: Any) -> None:
-        """Insert everything on ``connection`` (inside the caller's transaction)."""
+    def batches(self, connection: Any) -> list[JobBatch]:
+        """The jobs to insert now, one batch per task and shared options; the waiting
+        steps and the groups ride in the last batch's statement when it can carry them
+        (``canvas_send``), else :meth:`parts` is a statement of its own."""
         for step in self.steps:
             if step["id"] in self.followed:
                 step["job"]["options"]["followed"] = True
-        batches: dict[tuple[Any, ...], list[_Entry]] = {}
+        tracing.inject_steps(self.steps)
+        grouped: dict[tuple[Any, ...], list[_Entry]] = {}
         keys: dict[int, str] = {}  # options dicts shared by many entries: one key each
+        followed = self.followed
+        last: _Entry | None = None
+        same: list[_Entry] = []
         for entry in self.entries:
+            if last is not None and entry.options is last.options \
+                    and entry.task == last.task and entry.group_id == last.group_id \
+                    and entry.parent_id == last.parent_id and entry.root_id == last.root_id \
+                    and (entry.id in followed) == (last.id in followed):
+                same.append(entry)  # a run of a group's members: the previous one's key
+                continue
             opts = keys.get(id(entry.options))
             if opts is None:
                 opts = keys[id(entry.options)] = \
                     json_dumps(_plain(entry.options)) if entry.options else ""
             key = (entry.task, entry.parent_id, entry.root_id, entry.group_id,
-                   entry.id in self.followed, opts)
-            batches.setdefault(key, []).append(entry)
-        for same in batches.values():
+                   entry.id in followed, opts)
+            same = grouped.setdefault(key, [])
+            same.append(entry)
+            last = entry
+        batches = []
+        for same in grouped.values():
             first = same[0]
             options = {**first.options, "parent_id": first.parent_id,
-                       "root_id": first.root_id, "group_id": first.group_id,
-                       "connection": connection}
-            options.pop("connection")
+                       "root_id": first.root_id, "group_id": first.group_id}
+            options.pop("connection", None)
             builder = JobBuilder(self.app, first.task, self.app.tasks.get(first.task), options)
-            rows = []
-            for entry in same:  # each with the id the plan gave it
-                builder.row_id, builder.given_id = entry.id, entry.given
-                rows.append(builder.row(entry.args, entry.kwargs))
-            builder.row_id = builder.given_id = None
+            if not builder.row_id and not any(e.given for e in same):
+                # each with the id the plan gave it; arguments checked as row() checks
+                rows = [{"id": e.id, "args": e.args, "kwargs": e.kwargs}
+                        if type(e.args) is list and not e.kwargs else _row(builder, e)
+                        for e in same]
+            else:
+                rows = []
+                for entry in same:
+                    builder.row_id, builder.given_id = entry.id, entry.given
+                    rows.append(builder.row(entry.args, entry.kwargs))
+                builder.row_id = builder.given_id = None
             batch = JobBatch(first.task, builder.shared(), rows, connection,
                              builder.max_bytes, builder.max_depth, options.get("headers"),
                              options.get("retry_policy"), builder.on_duplicate)
@@ -346,19 +368,51 @@ class Plan:
                 shared["options"] = json_dumps({**json.loads(shared["options"]),
                                                 "followed": True})
                 batch.shared = shared
+            batches.append(batch)
+        if batches and not batches[-1].keyed:
+            batches[-1].statement = "canvas_send"
+            batches[-1].extra = self.parts()
+        return batches
+
+    def parts(self) -> dict[str, Any]:
+        """The parameters of the waiting steps and the groups (``_CANVAS_PARTS``)."""
+        return {"steps": json_dumps(self.steps) if self.steps else "[]",
+                "groups": json_dumps([{"id": g, "members": "{" + ",".join(m) + "}"}
+                                      for g, m in self.groups]) if self.groups else "[]"}
+
+    def write(self, connection: Any, batches: list[JobBatch] | None = None) -> None:
+        """Insert everything on ``connection``, inside the caller's transaction (or
+        alone when :func:`_one_statement` says so)."""
+        if batches is None:
+            batches = self.batches(connection)
+        for batch in batches:
             insert_jobs(self.app, batch)
-        queries = self.app.queries
-        if self.steps:
-            _execute_on(connection, queries["canvas_step_insert"],
-                        {"steps": json_dumps(self.steps)}, _NoBatch)
-        if len(self.groups) == 1:
-            (gid, members), = self.groups
-            _execute_on(connection, queries["canvas_group_insert_one"],
-                        {"id": gid, "members": members}, _NoBatch)
-        elif self.groups:
-            _execute_on(connection, queries["canvas_group_insert"],
-                        {"groups": json_dumps([{"id": g, "members": m}
-                                               for g, m in self.groups])}, _NoBatch)
+        if (self.steps or self.groups) and not _carried(batches):
+            _execute_on(connection, self.app.queries["canvas_parts_insert"], self.parts(),
+                        _NoBatch)
+
+
+def _carried(batches: list[JobBatch]) -> bool:
+    """Whether the steps and groups ride in the last batch's statement."""
+    return bool(batches) and batches[-1].statement == "canvas_send"
+
+
+def _one_statement(batches: list[JobBatch]) -> bool:
+    """A plan written by one statement, atomic alone: no BEGIN, no COMMIT."""
+    return len(batches) == 1 and _carried(batches) and not batches[0].keyed
+
+
+def _row(builder: JobBuilder, entry: _Entry) -> dict[str, Any]:
+    """``builder.row()`` of an entry under the id the plan gave it."""
+    args, kwargs = entry.args, entry.kwargs
+    if not isinstance(args, list) or not isinstance(kwargs, dict) \
+            or not all(isinstance(k, str) for k in kwargs):
+        builder.row_id = entry.id
+        try:
+            return builder.row(args, kwargs)
+        finally:
+            builder.row_id = None
+    return {"id": entry.id, "args": args, "kwargs": kwargs}
 
 
 class _NoBatchType:
@@ -459,8 +513,13 @@ def send(app: App, sig: Signature, args: Sequence[Any] | None,
 
 
 def _write_pooled(app: App, plan: Plan) -> None:
-    with app.connection() as conn, conn.transaction():
-        plan.write(conn)
+    with app.connection() as conn:
+        batches = plan.batches(conn)
+        if _one_statement(batches):
+            plan.write(conn, batches)
+            return
+        with conn.transaction():
+            plan.write(conn, batches)
 
 
 def _with_first(sig: Signature, options: dict[str, Any]) -> Signature:

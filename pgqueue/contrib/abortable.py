@@ -3,7 +3,10 @@
 A task based on :class:`AbortableTask` checks ``self.is_aborted()`` now and then and
 returns early when asked. ``AbortableAsyncResult(id).abort()`` asks: a job that has not
 started ends REVOKED at once; a running one is flagged, and its worker, woken by NOTIFY,
-reads the control request and tells the task within milliseconds.
+reads the control request and tells the task within milliseconds. The flag is on the
+job's row: a job aborted while its worker died is rescued, and the worker that claims it
+next sees ``is_aborted()`` True from the start (Celery's reads the result backend, so a
+redelivered task sees it too); it ends REVOKED as below.
 An aborted job ends **REVOKED** (error "aborted by request"), whatever it returns or
 raises, and is never retried. pgqueue has no separate ABORTED state: REVOKED is the one
 final state that means "stopped on request", so ``ready()`` and ``get()`` behave.

@@ -48,6 +48,29 @@ _NOTIFY_QUEUES = """
       FROM (SELECT DISTINCT queue FROM {woken}) q
 """
 
+# The parts of a workflow beside its jobs (see "canvas_send"): ``steps`` a JSON list of
+# waiting steps, ``groups`` a JSON list of {id, members} with members as a uuid[] literal
+# ("{...}": parsed as an array, far cheaper than 10,000 JSON strings).
+_CANVAS_PARTS = """steps AS (
+            SELECT * FROM jsonb_to_recordset(%(steps)s::jsonb) AS s(
+                id uuid, task text, root_id uuid, parent_id uuid, group_id uuid, job jsonb,
+                after uuid[], runs_on text, pass text)
+        ), steps_in AS (
+            INSERT INTO {schema}.canvas_steps (id, task, root_id, parent_id, group_id, job,
+                                               after, remaining, runs_on, pass)
+            SELECT id, task, root_id, parent_id, group_id, job, after, cardinality(after),
+                   runs_on, pass
+              FROM steps
+        ), edges_in AS (
+            INSERT INTO {schema}.canvas_edges (before, step)
+            SELECT b, s.id FROM steps s, unnest(s.after) AS b
+        ), groups_in AS (
+            INSERT INTO {schema}.canvas_groups (id, members)
+            SELECT (g ->> 'id')::uuid, (g ->> 'members')::uuid[]
+              FROM jsonb_array_elements(%(groups)s::jsonb) AS g
+            ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
+        )"""
+
 # One round trip answers for a job wherever it is: final in results, or live in jobs.
 _RESULT_GET = """
         SELECT true AS final, state, result, error, traceback, finished_at, meta,
@@ -581,26 +604,21 @@ TEMPLATES: dict[str, str] = {
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
     # -- workflows (pgqueue.client.workflow) ------------------------------------------
-    # The steps of a workflow that wait for others, and who they wait for: one row per
-    # step, one edge per (predecessor, step). Sent in the transaction of the workflow's
-    # first jobs, so no predecessor can finish before its edges exist.
-    "canvas_step_insert": """
-        WITH s AS (
-            SELECT * FROM jsonb_to_recordset(%(steps)s::jsonb) AS s(
-                id uuid, task text, root_id uuid, parent_id uuid, group_id uuid, job jsonb,
-                after uuid[], runs_on text, pass text)
-        ), inserted AS (
-            INSERT INTO {schema}.canvas_steps (id, task, root_id, parent_id, group_id, job,
-                                               after, remaining, runs_on, pass)
-            SELECT id, task, root_id, parent_id, group_id, job, after, cardinality(after),
-                   runs_on, pass
-              FROM s
-        ), edges AS (
-            INSERT INTO {schema}.canvas_edges (before, step)
-            SELECT b, s.id FROM s, unnest(s.after) AS b
-        )
-        SELECT count(*) FROM s
+    # A workflow's jobs that run at once (one batch of one task), its steps that wait for
+    # others with one edge per (predecessor, step), and its groups' members, in one
+    # statement: a group of 10,000 costs what apply_many of its jobs costs, plus a row.
+    # Answers as job_insert does. The waiting steps are written with their first jobs, so
+    # no predecessor can finish before its edges exist.
+    "canvas_send": f"""
+        WITH new AS ({_insert_jobs()}
+        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")}
+        ), {_CANVAS_PARTS}
+        SELECT count(*), (SELECT count(*) FROM woken),
+               string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
     """,
+    # The same parts when the jobs went in by statements of their own (several tasks,
+    # or a unique_key to look up), in the same transaction.
+    "canvas_parts_insert": f"WITH {_CANVAS_PARTS} SELECT 1",
     "canvas_group_insert": """
         INSERT INTO {schema}.canvas_groups (id, members)
         SELECT id, members FROM jsonb_to_recordset(%(groups)s::jsonb)
@@ -608,12 +626,25 @@ TEMPLATES: dict[str, str] = {
         ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
         RETURNING id
     """,
-    # One group's members as a uuid array (a JSON list of 10,000 ids costs more to parse).
-    "canvas_group_insert_one": """
-        INSERT INTO {schema}.canvas_groups (id, members)
-        VALUES (%(id)s::uuid, %(members)s::uuid[])
-        ON CONFLICT (id) DO UPDATE SET members = EXCLUDED.members
-        RETURNING id
+    # A starter job (celery.chain, ... : a periodic workflow) claims its start before it
+    # sends the workflow, in the same transaction: NULL when it started it already (a run
+    # after its worker died), else the claim's row. Claims whose starter is no longer live
+    # are pruned (a rescued starter is live until it runs again).
+    "canvas_start_claim": """
+        WITH pruned AS (
+            DELETE FROM {schema}.canvas_starts s
+             WHERE s.created_at < now() - interval '1 minute'
+               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter)
+        ), claimed AS (
+            INSERT INTO {schema}.canvas_starts (starter) VALUES (%(starter)s::uuid)
+            ON CONFLICT (starter) DO NOTHING
+            RETURNING starter
+        )
+        SELECT (SELECT count(*) FROM claimed),
+               (SELECT result_id FROM {schema}.canvas_starts WHERE starter = %(starter)s)
+    """,
+    "canvas_start_done": """
+        UPDATE {schema}.canvas_starts SET result_id = %(result_id)s WHERE starter = %(starter)s
     """,
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
@@ -755,14 +786,34 @@ TEMPLATES: dict[str, str] = {
         SELECT count(pg_notify(%(events_channel)s, payload))
           FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS e(payload, n)
     """,
-    "job_purge": """
+    # A purged job that a workflow step waits for (a chain's next step, a chord body, a
+    # link) ends REVOKED ("purged") instead of vanishing: its row in results fires the
+    # canvas trigger, which stops what waits for it (sql/migrations/0006_canvas.sql).
+    # A row results may hold already (a job sent again by app.retry) is updated; no
+    # unique index on results.id is needed.
+    "job_purge": f"""
         WITH purged AS (
-            DELETE FROM {schema}.jobs
+            DELETE FROM {{schema}}.jobs
              WHERE state IN ('queued', 'scheduled', 'retry')
                AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
-            RETURNING 1
-        )
-        SELECT count(*) FROM purged
+            RETURNING {_RESULT_COLUMNS.replace("state, result, error, traceback, ", "")}
+        ), followed AS (
+            SELECT * FROM purged p
+             WHERE EXISTS (SELECT 1 FROM {{schema}}.canvas_edges e WHERE e.before = p.id)
+        ), revised AS (
+            UPDATE {{schema}}.results r
+               SET state = 'REVOKED', result = NULL, error = %(reason)s, traceback = NULL,
+                   finished_at = now()
+              FROM followed f WHERE r.id = f.id
+            RETURNING r.id
+        ), stored AS (
+            INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
+            SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs,
+                   priority, attempt, worker, unique_key, parent_id, root_id, group_id, meta,
+                   created_at, started_at, headers, task_id
+              FROM followed f WHERE f.id NOT IN (SELECT id FROM revised)
+        ), notified AS ({_NOTIFY_DONE.format(finished="followed")})
+        SELECT count(*), (SELECT count(*) FROM followed) FROM purged
     """,
     "job_counts": """
         SELECT queue, state, count(*), min(run_at) FROM {schema}.jobs
@@ -1379,6 +1430,8 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_groups TO {producer}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_steps, {schema}.canvas_edges,"
     " {schema}.canvas_groups TO {worker}, {control}",
+    # a worker running a workflow's starter job (a periodic workflow) claims its start
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.canvas_starts TO {worker}",
     "GRANT INSERT ON {schema}.control_replies TO {worker}",
     # control: revoke, abort, terminate, purge, manage schedules; write control requests
     # (and delete expired ones).

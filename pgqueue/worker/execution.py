@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import limits, states
+from pgqueue import limits, states, tracing
 from pgqueue.canvas.builtins import builtin_task
 from pgqueue.exceptions import (
     NotRegistered,
@@ -197,6 +197,7 @@ def make_request(job: ClaimedJob, worker_id: str, hostname: str) -> Request:
         time_limit=job.options.get("time_limit"),
         soft_time_limit=job.options.get("soft_time_limit"),
         headers=job.headers, shadow=job.options.get("shadow"),
+        max_retries=job.max_retries, max_retries_given="max_retries" in job.options,
     )
 
 
@@ -251,8 +252,17 @@ def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome
     """Run the job's task and return its outcome; never raises for the task's errors.
 
     An ``async def`` task runs on an event loop of its own here; the asyncio pool uses
-    :func:`execute_async` instead.
+    :func:`execute_async` instead. Every pool runs jobs through one of the two: the run's
+    trace span starts here (see :mod:`pgqueue.tracing`).
     """
+    traced = tracing.processing(job)
+    if traced is None:
+        return _execute(app, job, worker_id, hostname)
+    with traced:
+        return traced.ended(_execute(app, job, worker_id, hostname))
+
+
+def _execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
     task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task
@@ -270,6 +280,15 @@ def execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome
 
 
 async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
+    traced = tracing.processing(job)
+    if traced is None:
+        return await _execute_async(app, job, worker_id, hostname)
+    with traced:
+        return traced.ended(await _execute_async(app, job, worker_id, hostname))
+
+
+async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str
+                         ) -> Outcome:
     task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ if TYPE_CHECKING:
 #: How often the limits are read again without a NOTIFY (seconds).
 REFRESH = 1.0
 #: A queue whose limited jobs could not start for want of a concurrency slot, or that
-#: had none to start, is looked at again after this long (or at a NOTIFY for it).
+#: had none to start, is looked at again after this long, or at once when a job becomes
+#: ready there (a NOTIFY) or a keyed job this worker ran there ends. A slot freed by
+#: another worker, or of a limited queue, waits for it.
 RETRY = 0.2
 #: The look-ahead of a limited claim: candidates per job it may start, and at most.
 SCAN_PER_JOB, SCAN_MAX = 4, 500
@@ -129,8 +132,13 @@ class Gates:
         #: queue -> monotonic time before which a limit forbids its next start.
         self._blocked_until: dict[str, float] = {}
         #: queue -> monotonic time before which its limited jobs are not looked for
-        #: again (it had none); a NOTIFY for the queue brings it forward.
+        #: again (it had none, or no slot); a wake-up for the queue ends it.
         self._idle_until: dict[str, float] = {}
+        #: Queues woken since the last claim (a NOTIFY, a slot freed here), and the
+        #: limited jobs this worker runs (job id -> queue): set by other threads.
+        self._woken: set[str] = set()
+        self._gated_jobs: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     # -- the limits -------------------------------------------------------------------
     def sync(self, claimer: Dedicated, app: App) -> None:
@@ -159,10 +167,24 @@ class Gates:
         self.stale = True
 
     def notified(self, queue: str) -> None:
-        """A job became ready in ``queue``: look for limited jobs there again soon."""
-        if queue in self._idle_until:
-            self._idle_until[queue] = min(self._idle_until[queue],
-                                          time.monotonic() + 0.05)
+        """A job became ready in ``queue``: the next claim looks for limited jobs there
+        (a keyed job free to run starts as soon as any other job)."""
+        with self._lock:
+            self._woken.add(queue)
+
+    def finished(self, job_ids: list[str]) -> bool:
+        """Jobs ended here; True if one was a keyed job, whose key the next claim may
+        give to a waiting job at once."""
+        if not self._gated_jobs:  # the usual case, read without the lock
+            return False
+        woken = False
+        with self._lock:
+            for job_id in job_ids:
+                queue = self._gated_jobs.pop(job_id, None)
+                if queue is not None:
+                    self._woken.add(queue)
+                    woken = True
+        return woken
 
     def paused(self, queue: str) -> bool:
         limit = self.limits.get(("queue", queue))
@@ -205,6 +227,10 @@ class Gates:
         from the open queues. Database errors propagate."""
         if self.stale or time.monotonic() >= self._refresh_at:
             self.refresh(claimer)
+        with self._lock:
+            woken, self._woken = self._woken, set()
+        for queue in woken:
+            self._idle_until.pop(queue, None)
         jobs: list[ClaimedJob] = []
         now = time.monotonic()
         for queue in self.queues:
@@ -215,7 +241,32 @@ class Gates:
             cursors.queues = open_queues
             jobs += cursors.claim(claimer, self.queries, limit - len(jobs), worker, lease,
                                   held_tasks=self.held_tasks())
+        if len(jobs) < limit:
+            jobs += self._claim_new_keyed(claimer, woken, jobs, limit, worker, lease)
         return jobs
+
+    def _claim_new_keyed(self, claimer: Dedicated, woken: set[str],
+                         jobs: list[ClaimedJob], limit: int, worker: str,
+                         lease: float) -> list[ClaimedJob]:
+        """A job became ready in an open queue not known to hold keyed jobs, and the
+        open claim found none there: it may be keyed. One probe of the keyed jobs'
+        index, and a limited claim of the queues that have some, instead of waiting
+        for the next refresh."""
+        found = {job.queue for job in jobs}
+        unexplained = [q for q in woken if q in self.queues and q not in found
+                       and q not in self.keyed and not self.paused(q)
+                       and not self._queue_limited(q)]
+        if not unexplained:
+            return []
+        keyed = [r[0] for r in claimer.execute(self.queries["flow_keyed_queues"],
+                                               {"queues": unexplained})]
+        claimed: list[ClaimedJob] = []
+        for queue in keyed:
+            self.keyed.add(queue)
+            if len(jobs) + len(claimed) < limit:
+                claimed += self.claim_gated(claimer, queue,
+                                            limit - len(jobs) - len(claimed), worker, lease)
+        return claimed
 
     def claim_gated(self, claimer: Dedicated, queue: str, want: int, worker: str,
                     lease: float) -> list[ClaimedJob]:
@@ -227,22 +278,31 @@ class Gates:
         started = time.monotonic()
         conn = claimer.connect()
         with conn.transaction():
-            claimed, wake = self._claim_locked(claimer, queue, want, worker, lease, whole,
-                                               gates)
+            claimed, wake, slots_full = self._claim_locked(claimer, queue, want, worker,
+                                                           lease, whole, gates)
         if claimed:
             self._blocked_until[queue] = started + max(0.0, wake)
             self._idle_until.pop(queue, None)
-        elif math.isfinite(wake):
+        elif math.isfinite(wake) and not (slots_full and wake >= self.retry):
             self._blocked_until[queue] = started + max(wake, 0.001)
         else:
+            # No job, or no free slot: a wake-up for the queue ends the wait.
             self._idle_until[queue] = time.monotonic() + self.retry
-        return [ClaimedJob.from_row(r) for r in claimed]
+        jobs = [ClaimedJob.from_row(r) for r in claimed]
+        if not whole:
+            # Keyed jobs: the next one of the key may start here when this one ends. A
+            # limited queue's freed slot waits for the retry instead, so that this
+            # worker does not take every slot of it from the others.
+            with self._lock:
+                self._gated_jobs.update((job.id, queue) for job in jobs)
+        return jobs
 
     def _claim_locked(self, claimer: Dedicated, queue: str, want: int, worker: str,
                       lease: float, whole: bool, gates: list[tuple[str, str]]
-                      ) -> tuple[list[Any], float]:
-        """The claim inside its transaction: the rows claimed and the seconds until a
-        limit allows the next start here (inf: no limit is the reason to wait)."""
+                      ) -> tuple[list[Any], float, bool]:
+        """The claim inside its transaction: the rows claimed, the seconds until a rate
+        allows the next start here (inf: no rate is the reason to wait), and whether
+        jobs wait for a concurrency slot (of the queue or of their keys)."""
         queries = self.queries
         locked: dict[tuple[str, str], tuple[Any, ...]] = {}
         if gates:
@@ -258,13 +318,13 @@ class Gates:
             if count:
                 queue_rate = Limit("queue", queue, rate_count=count, rate_seconds=seconds)
                 if due_in > 0:
-                    return [], due_in
+                    return [], due_in, False
                 budget = min(budget, queue_rate.burst)
             if concurrency:
                 running = claimer.execute(queries["flow_queue_running"], {"queue": queue})
                 budget = min(budget, concurrency - int(running[0][0]))
                 if budget <= 0:
-                    return [], self.retry
+                    return [], math.inf, True
         task_rates: dict[str, Limit] = {}
         blocked: list[str] = []
         budgets: dict[str, int] = {}
@@ -280,14 +340,14 @@ class Gates:
                 budgets[name] = task_rates[name].burst
         keyed = queue in self.keyed
         if not whole and not budgets and not keyed:
-            return [], wake
+            return [], wake, False
         scan = min(SCAN_MAX, budget * SCAN_PER_JOB + 16)
         query = "flow_candidates" if whole or budgets else "flow_candidates_keyed"
         candidates = claimer.execute(queries[query], {
             "queue": queue, "whole": whole, "tasks": list(budgets), "blocked": blocked,
             "scan": scan})
         if not candidates:
-            return [], wake
+            return [], wake, False
         keys = sorted({c[2] for c in candidates if c[2] is not None})
         if keys:
             claimer.execute(queries["flow_key_lock"], {"schema": queries.schema,
@@ -298,7 +358,7 @@ class Gates:
             "budget_tasks": list(budgets), "budget_counts": list(budgets.values()),
             "limit": budget, "worker": worker, "lease": lease})
         if not rows:
-            return [], min(wake, self.retry)
+            return [], wake, True
         # Move each rate on by what it started.
         spent: dict[tuple[str, str], tuple[Limit, int]] = {}
         if queue_rate is not None:
@@ -319,4 +379,4 @@ class Gates:
             wake = max(row_due, -queue_rate.catch_up) + len(rows) * queue_rate.interval
         else:
             wake = 0.0
-        return rows, wake
+        return rows, wake, False

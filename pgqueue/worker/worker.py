@@ -36,10 +36,11 @@ from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.gates import Gates
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
-from pgqueue.worker.pools.base import JobContext, Pool
+from pgqueue.worker.pools.base import JobContext, Pool, terminated_outcome
 from pgqueue.worker.pools.solo import SoloPool
 from pgqueue.worker.pools.threads import ThreadPool
 from pgqueue.worker.remote import RemoteControl
+from pgqueue.worker.sizing import ShortJobSizing
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -77,6 +78,11 @@ def default_concurrency(pool: str) -> int:
     if pool == "asyncio":
         return 100
     return max(32, cpus * 8)
+
+
+#: The most slots a default ``-P threads`` worker grows to for short jobs
+#: (:mod:`pgqueue.worker.sizing`).
+SHORT_JOB_CONCURRENCY = 100
 
 
 class Worker:
@@ -124,6 +130,11 @@ class Worker:
         self.autoscale = self._autoscale_bounds(autoscale)
         if self.autoscale is not None:
             self.concurrency = self.autoscale[1]  # from MIN up, as in Celery
+        #: Grows a default threads pool for short jobs; None once a size was chosen.
+        self.sizing: ShortJobSizing | None = None
+        if (self.pool_name == "threads" and not concurrency and not conf.worker_concurrency
+                and self.autoscale is None and self.concurrency < SHORT_JOB_CONCURRENCY):
+            self.sizing = ShortJobSizing(self.concurrency, SHORT_JOB_CONCURRENCY)
         # Unique per process: every write of this worker is fenced on it.
         self.worker_id = f"{self.nodename}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.lease = limits.seconds("lease", lease or conf.worker_lease_seconds)
@@ -192,6 +203,7 @@ class Worker:
         self._register()
         self.gates = Gates(queries, self.queues)
         self.gates.sync(self.claimer, app)  # the code's limits; those set at run time win
+        self.holdings.on_forget = self._outcomes_written
         self.finisher = Finisher(dsn, queries, self.worker_id, self.holdings,
                                  int(app.conf.worker_finish_batch_size))
         self.pool = self._make_pool()
@@ -243,6 +255,7 @@ class Worker:
     def _make_pool(self) -> Pool:
         context = JobContext(self.app, self.worker_id, self.nodename, self._job_started,
                              self._job_finished, self.time_limit, self.soft_time_limit)
+        self._job_context = context
         if self.pool_name == "solo":
             return SoloPool(context)
         if self.pool_name == "processes":
@@ -300,6 +313,11 @@ class Worker:
         self._wake.set()
         self._apply_control()
 
+    def _outcomes_written(self, job_ids: list[str]) -> None:
+        """A keyed job's slot is free once its outcome is written: claim again now."""
+        if self.gates.finished(job_ids):
+            self._wake.set()
+
     def _apply_control(self) -> None:
         if self.stopped.is_set():  # the listener may outlive the worker by a moment
             return
@@ -309,13 +327,15 @@ class Worker:
             logger.warning("could not read control requests: %s", error)
             return
         for request in requests:
-            held = [i for i in request.job_ids if i in self.holdings]
             if request.action not in ("abort", "terminate"):
                 self.remote.handle(request)  # the remote-control commands; replies
-            elif request.action == "abort" and held:
+                continue
+            # A job claimed but not registered yet gets it when registered (_claim).
+            held = self.holdings.held_or_remember(request.action, request.job_ids)
+            if request.action == "abort" and held:
                 logger.info("Abort requested for %s", ", ".join(held))
                 aborts.mark(held)
-            elif held:
+            elif request.action == "terminate":
                 for job_id in held:
                     logger.info("Terminating job %s on request", job_id)
                     self.pool.terminate(job_id)
@@ -324,6 +344,8 @@ class Worker:
     def _claim_loop(self) -> None:
         more_likely = True  # claim once at start: jobs may be waiting already
         while not self._stopping.is_set():
+            if self.sizing is not None:
+                self._follow_run_times(self.sizing)
             free = self.pool.free_slots()
             if free <= 0:
                 self.pool.wait_for_slot(self.poll_interval)
@@ -345,6 +367,14 @@ class Worker:
                     self._reject(job)
             more_likely = len(jobs) == min(free, self.claim_batch) and bool(jobs)
 
+    def _follow_run_times(self, sizing: ShortJobSizing) -> None:
+        size = sizing.wanted(self.pool.size, self.cursors.in_backlog)
+        if size is not None:
+            logger.info("Pool %s to %d threads: jobs take %.1f ms on average",
+                        "grows" if size > self.pool.size else "shrinks", size,
+                        (sizing.average or 0) * 1000)
+            self.remote.resize(size)
+
     def _claim(self, limit: int) -> list[ClaimedJob]:
         if self._new_queues is not None:  # add_consumer / cancel_consumer
             self.cursors = ClaimCursors(self._new_queues, rescan_interval=self.poll_interval)
@@ -358,11 +388,20 @@ class Worker:
                 logger.exception("claim failed")
             self._stopping.wait(self.claimer.failed(error))
             return []
+        stopped = []
         for job in jobs:
-            self.holdings.add(job.id, job.attempt)
+            early = self.holdings.add(job.id, job.attempt)
+            # The abort flag is on the row: set before a rescue, or while claimed here.
+            if "abort" in early or job.options.get("aborted") is True:
+                aborts.mark([job.id])
             for observer in self.observers:
                 observer.claimed(job)
-        return jobs
+            if "terminate" in early:
+                logger.info("Terminating job %s on request", job.id)
+                stopped.append(job)
+        for job in stopped:
+            self._job_finished(terminated_outcome(self._job_context, job))
+        return [job for job in jobs if job.id not in {s.id for s in stopped}] if stopped else jobs
 
     def _received(self, job: ClaimedJob) -> None:
         """``task_received``, and ``task_unknown`` for a task this worker does not know
@@ -395,6 +434,8 @@ class Worker:
     def _job_finished(self, outcome: Outcome) -> bool:
         accepted = self.finisher.put(outcome)
         aborts.discard(outcome.job_id)
+        if self.sizing is not None:
+            self.sizing.finished(outcome.runtime)
         self.processed += 1
         if self.events.enabled and accepted:
             self._event_finished(outcome)

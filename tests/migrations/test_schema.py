@@ -186,6 +186,12 @@ EXPECTED_TABLES: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("members", "uuid[]", True, None),
         ("created_at", TS, True, "now()"),
     ],
+    # a starter job's claim on the workflow it sends (0011)
+    "canvas_starts": [
+        ("starter", "uuid", True, None),
+        ("result_id", "text", False, None),
+        ("created_at", TS, True, "now()"),
+    ],
     "control_replies": [
         ("request_id", "bigint", True, None),
         ("worker", "text", True, None),
@@ -270,6 +276,8 @@ EXPECTED_INDEXES = {
                          "USING btree (before, step)",
     "canvas_groups_pkey": "CREATE UNIQUE INDEX canvas_groups_pkey ON SCHEMA.canvas_groups "
                           "USING btree (id)",
+    "canvas_starts_pkey": "CREATE UNIQUE INDEX canvas_starts_pkey ON SCHEMA.canvas_starts "
+                          "USING btree (starter)",
     "jobs_parent_idx": "CREATE INDEX jobs_parent_idx ON SCHEMA.jobs USING btree (parent_id) "
                        "WHERE (parent_id IS NOT NULL)",
     "results_parent_idx": "CREATE INDEX results_parent_idx ON ONLY SCHEMA.results USING btree "

@@ -3,6 +3,12 @@
 Time limits: ``soft_time_limit`` raises :class:`SoftTimeLimitExceeded` inside the task;
 at the hard ``time_limit`` the job is recorded FAILURE and its slot goes to a new thread
 (see :mod:`pgqueue.worker.pools.base` and docs/reliability.md).
+
+``revoke(terminate=True)`` records the job REVOKED at once and raises
+:class:`~pgqueue.worker.execution.Terminated` in its thread. A Python thread cannot be
+killed: a task that catches the exception and goes on keeps running, so after
+``TERMINATE_GRACE`` its thread is abandoned as past a hard time limit, and a new thread
+takes its slot (what it returns later is dropped).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from pgqueue.worker.pools.base import (
 
 logger = logging.getLogger("pgqueue.worker")
 
+#: Seconds a terminated task has to return before its thread is abandoned.
+TERMINATE_GRACE = 1.0
+
 
 class ThreadPool(QueuePool):
     """``-P threads``: ``size`` threads share the process (I/O-bound work).
@@ -36,14 +45,28 @@ class ThreadPool(QueuePool):
         super().__init__(size, context)
         self.max_abandoned = size if max_abandoned is None else max_abandoned
         self._running: dict[str, RunningJob] = {}
+        #: Jobs held by the worker, asked to terminate before a thread took them.
+        self._terminate_first: set[str] = set()
+        self._running_lock = threading.Lock()
 
     def terminate(self, job_id: str) -> bool:
-        running = self._running.get(job_id)
-        if running is None or running.job is None:
-            return False
+        """Stop ``job_id``, which the worker holds: now if it runs, else when a thread
+        takes it (it is then never run)."""
+        with self._running_lock:
+            running = self._running.get(job_id)
+            if running is None:
+                self._terminate_first.add(job_id)
+                return True
+        if running.job is None:
+            return False  # it ended meanwhile
         job = running.job
         self.context.finished(terminated_outcome(self.context, job))
         running.interrupt(job, Terminated)
+        if isinstance(running, Executor):
+            timer = threading.Timer(TERMINATE_GRACE, self._abandon,
+                                    (running, job, "did not stop when terminated"))
+            timer.daemon = True
+            timer.start()
         return True
 
     def _run(self, executor: Executor, job: ClaimedJob) -> None:
@@ -54,8 +77,15 @@ class ThreadPool(QueuePool):
                                           (job, SoftTimeLimitExceeded)))
         if hard:
             timers.append(threading.Timer(hard, self._overrun, (executor, job, hard)))
-        executor.begin(job)
-        self._running[job.id] = executor
+        with self._running_lock:
+            first = job.id in self._terminate_first
+            self._terminate_first.discard(job.id)
+            if not first:
+                executor.begin(job)
+                self._running[job.id] = executor
+        if first:
+            self.context.finished(terminated_outcome(self.context, job))
+            return
         for timer in timers:
             timer.daemon = True
             timer.start()
@@ -73,15 +103,20 @@ class ThreadPool(QueuePool):
         """At the hard time limit: record the failure, and free the slot."""
         if not self.context.finished(time_limit_outcome(job, limit)):
             return  # it ended meanwhile
+        if self._abandon(executor, job, f"exceeded its time limit ({limit:.1f}s)"):
+            executor.interrupt(job, TimeLimitExceeded)
+
+    def _abandon(self, executor: Executor, job: ClaimedJob, why: str) -> bool:
+        """Give the slot of ``executor``, still running ``job`` (settled already), to a
+        new thread; False if the job ended meanwhile or too many threads are abandoned."""
         with self._cond:
             if executor.holding is not job or self._closing:
-                return
+                return False
             if self.abandoned >= self.max_abandoned:
-                logger.error("Task %s[%s] exceeded its time limit (%.1fs); %d threads past "
-                             "their limits run already (the most this pool abandons): this "
-                             "slot stays busy until the task returns",
-                             job.display, job.id, limit, self.abandoned)
-                return
+                logger.error("Task %s[%s] %s; %d threads abandoned already (the most "
+                             "this pool abandons): this slot stays busy until the task "
+                             "returns", job.display, job.id, why, self.abandoned)
+                return False
             executor.holding = None
             self.abandoned += 1
             self._busy -= 1
@@ -89,10 +124,10 @@ class ThreadPool(QueuePool):
             self._add_executor()
             self._cond.notify_all()
             abandoned = self.abandoned
-        logger.warning("Task %s[%s] exceeded its time limit (%.1fs): its thread is abandoned "
-                       "and may still be running (%d abandoned now); a new thread takes "
-                       "its slot", job.display, job.id, limit, abandoned)
-        executor.interrupt(job, TimeLimitExceeded)
+        logger.warning("Task %s[%s] %s: its thread is abandoned and may still be running "
+                       "(%d abandoned now); a new thread takes its slot", job.display,
+                       job.id, why, abandoned)
+        return True
 
     def _release(self, executor: Executor, job: ClaimedJob) -> bool:
         if super()._release(executor, job):

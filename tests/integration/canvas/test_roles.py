@@ -29,6 +29,11 @@ def test_workflows_under_the_group_roles(schema: str, groups: dict[str, str],
         add, tsum = producer.tasks["add"], producer.tasks["tsum"]
         waiting = chain(add.s(1, 1), add.s(1)).apply_async()
         operator.AsyncResult(waiting.id).revoke()  # a step still waiting: control role
+        # a purge by the control role ends what waits for the purged job
+        purged = chain(add.s(2, 2), add.s(1)).apply_async(queue="held")
+        assert operator.control.purge(["held"]) == 1
+        with pytest.raises(TaskRevokedError):
+            purged.get(timeout=GET)
         with running_worker(worker_app, concurrency=2):
             result = chord([add.s(i, i) for i in range(5)], tsum.s()).apply_async()
             assert result.get(timeout=GET) == 20
@@ -38,6 +43,10 @@ def test_workflows_under_the_group_roles(schema: str, groups: dict[str, str],
             with pytest.raises(TaskRevokedError):
                 waiting.get(timeout=GET)
             assert waiting.parent.get(timeout=GET) == 2
+            # a workflow's starter job (a periodic entry's) claims its start as the worker
+            starter = producer.send_task("celery.chain", [],
+                                         dict(chain(add.s(1, 2), add.s(10)))["kwargs"])
+            assert producer.AsyncResult(starter.get(timeout=GET)).get(timeout=GET) == 13
     finally:
         for app in (worker_app, producer, operator):
             app.close()

@@ -1,0 +1,186 @@
+"""Every job ends, and the worker goes on: old correctness gaps, each shown with real
+`pgqueue worker` processes (tests/integration/worker/apps/correct_tasks.py) on the
+shared server."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue import App
+from tests.acceptance.procs import WorkerProcess, workers
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.acceptance
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+@pytest.fixture
+def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "marks.txt"
+    path.touch()
+    monkeypatch.setenv("CORRECT_MARKS", str(path))
+    return path
+
+
+@pytest.fixture
+def correct_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
+    application = App("correct", dsn=pg_dsn, schema=schema, set_as_current=False)
+    yield application
+    application.close()
+
+
+def start(procs: list[WorkerProcess], pg_dsn: str, schema: str, *args: str) -> WorkerProcess:
+    worker = WorkerProcess(pg_dsn, schema, "correct_tasks", *args, apps_dir=APPS)
+    procs.append(worker)
+    worker.wait_ready(60)
+    return worker
+
+
+def lines(path: Path, prefix: str) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()
+            if line.startswith(prefix + " ")]
+
+
+# -- floats keep their type through jsonb ---------------------------------------------------
+FLOATS = [1e300, 2.0, -0.0, 1.5e-300, 1e20, 1e16, 123456789012345678.0, 5e-324,
+          -1.7976931348623157e308, 0.1, 1e-5, -2.5e22, 9007199254740993.0]
+
+
+def test_floats_round_trip_as_floats_through_a_worker(
+        correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:
+    """jsonb keeps numbers as numeric, and writes 1e20 as 100000000000000000000, which
+    Python reads back as an int: args and results must come back as the floats sent."""
+    with workers() as procs:
+        start(procs, pg_dsn, schema, "-c", "2")
+        nested = {"deep": [FLOATS, {"x": 1e25}], "int": 10**20}
+        result = correct_app.send_task("correct_tasks.echo", FLOATS,
+                                       {"nested": nested}).get(timeout=30)
+    assert result["types"] == ["float"] * len(FLOATS), result["types"]
+    assert all(type(v) is float for v in result["values"])
+    assert result["values"] == FLOATS
+    assert result["named"]["nested"] == nested
+    assert type(result["named"]["nested"]["deep"][1]["x"]) is float
+    assert type(result["named"]["nested"]["int"]) is int  # ints stay ints
+    # -0.0 comes back equal, but as 0.0: Postgres' numeric has no negative zero.
+    assert math.copysign(1, result["values"][2]) == 1.0
+    # A plain SQL reader sees the same numbers (as numeric).
+    stored = db.execute("SELECT result->'values'->>4 FROM results").fetchone()[0]
+    assert float(stored) == 1e20
+
+
+def test_any_float_survives_jsonb(db: psycopg.Connection[Any]) -> None:
+    """Many floats at the edges, through json_dumps, Postgres' jsonb and back."""
+    import json
+    import random
+    import struct
+
+    from pgqueue.utils import json_dumps
+
+    rng = random.Random(16)
+    edges = [float(f"1e{e}") for e in range(-323, 309)] + [
+        struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(3000)]
+    edges = [x for x in edges if math.isfinite(x)] + [2.0**n for n in range(-1074, 1024)]
+    text = db.execute("SELECT %s::jsonb::text", [json_dumps(edges)]).fetchone()[0]
+    back = json.loads(text)
+    assert [type(x) for x in back] == [float] * len(edges)
+    assert back == edges
+
+
+# -- an abort asked while the worker died is seen by the worker that runs the job next -----
+def test_an_abort_survives_the_rescue_of_its_job(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """Celery's AbortableTask reads ABORTED from the result backend, so a redelivered
+    task sees ``is_aborted()`` True: here too, and the job ends REVOKED."""
+    from pgqueue.contrib.abortable import AbortableAsyncResult
+
+    with workers() as procs:
+        first = start(procs, pg_dsn, schema, "-c", "1", "--lease", "2")
+        job = correct_app.send_task("correct_tasks.abortable", [60_000])
+        wait_until(lambda: lines(marks, "began"), timeout=30, message="the first run")
+        first.signal(9)
+        first.wait(10)
+        AbortableAsyncResult(job.id, app=correct_app).abort()
+        second = start(procs, pg_dsn, schema, "-c", "1")
+        began = wait_until(lambda: [m for m in lines(marks, "began")
+                                    if m[2] == str(second.pid)], timeout=60,
+                           message="the run after the rescue")
+        assert began[0][3] == "aborted=True", began
+        assert job.get(timeout=30, propagate=False) is not None
+        assert job.state == "REVOKED"
+        assert "abort" in str(job.result)
+
+
+# -- terminate in the threads pool: the job ends at once, its slot comes back --------------
+def test_terminate_frees_a_thread_slot_even_if_the_task_swallows_it(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """A thread cannot be killed: the job is recorded REVOKED at once, the thread that
+    swallowed the interruption is abandoned (as past a hard time limit) and a new thread
+    takes its slot; the worker's other work goes on."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "threads", "-c", "1")
+        job = correct_app.send_task("correct_tasks.stubborn", [20_000])
+        wait_until(lambda: lines(marks, "began"), timeout=30, message="the stubborn job")
+        correct_app.control.revoke(job.id, terminate=True)
+        wait_until(lambda: job.state == "REVOKED", timeout=10,
+                   message=f"the job revoked at once\n{worker.output()}")
+        wait_until(lambda: lines(marks, "swallowed"), timeout=10,
+                   message="the task swallowing its interruption")
+        # One slot, still running the stubborn function: a new job runs all the same.
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=10) == 7
+        assert worker.proc.poll() is None
+        assert "abandoned" in worker.output()
+    assert job.state == "REVOKED"  # its late return changed nothing
+
+
+# -- self.retry() counts against the job's max_retries ------------------------------------
+def test_retry_obeys_the_max_retries_the_job_was_sent_with(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    with workers() as procs:
+        start(procs, pg_dsn, schema, "-c", "2")
+        more = correct_app.send_task("correct_tasks.retrying", max_retries=5)
+        default = correct_app.send_task("correct_tasks.retrying")
+        none = correct_app.send_task("correct_tasks.retrying", max_retries=0)
+        for result in (more, default, none):
+            result.get(timeout=60, propagate=False)
+    attempts = lines(marks, "attempt")
+    assert sorted(int(a[2]) for a in attempts if a[1] == more.id) == [0, 1, 2, 3, 4, 5]
+    # Sent by name without max_retries: the task's own (1) counts, as in Celery.
+    assert sorted(int(a[2]) for a in attempts if a[1] == default.id) == [0, 1]
+    assert sorted(int(a[2]) for a in attempts if a[1] == none.id) == [0]
+    for result in (more, default, none):
+        assert result.state == "FAILURE"
+
+
+# -- a terminate racing the claim is not lost ------------------------------------------------
+def test_terminate_racing_the_claim_is_never_lost(
+        correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:
+    """Jobs that would run a minute, each revoked with terminate a moment (0 to a few
+    ms) after it was sent: before its claim, between the claim's commit and the worker
+    holding it, or while it runs. Every one ends REVOKED, soon."""
+    import random
+    import time
+
+    rng = random.Random(5)
+    rounds, batch = 150, 4
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "threads", "-c", "8")
+        sent = []
+        for _ in range(rounds):
+            jobs = [correct_app.send_task("correct_tasks.abortable", [60_000])
+                    for _ in range(batch)]
+            time.sleep(rng.random() * 0.004)
+            correct_app.control.revoke([j.id for j in jobs], terminate=True)
+            sent += jobs
+        wait_until(lambda: db.execute("SELECT count(*) FROM results").fetchone()[0]
+                   == len(sent), timeout=60, interval=0.2,
+                   message="every job terminated (none runs its minute)")
+        assert worker.proc.poll() is None
+    states = dict(db.execute("SELECT state, count(*) FROM results GROUP BY 1").fetchall())
+    assert states == {"REVOKED": len(sent)}, states
