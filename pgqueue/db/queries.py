@@ -1067,10 +1067,11 @@ TEMPLATES: dict[str, str] = {
         SELECT count(*) FROM pruned
     """,
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
-    # The oldest expired results of one kind (``success``: SUCCESS, else every other
-    # state), in the order of results_finished_at_idx, deleted by their row address (a
-    # TID scan: no second index look-up per row). Only for a retention shorter than a
-    # day (a day's partition): longer ones go by whole partitions (result_partition_prune).
+    # The oldest expired results of one kind (``success``: SUCCESS, false: every other
+    # state, NULL: all), in the order of results_finished_at_idx, deleted by their row
+    # address (a TID scan: no second index look-up per row). All of them on a plain
+    # results table; on a partitioned one only for a retention shorter than a day (a
+    # day's partition): longer ones go by whole partitions (result_partition_prune).
     # ``after`` starts the scan past the rows this run already deleted, whose dead index
     # entries a scan from the start would step over again (NULL: from the start).
     # Addresses repeat across partitions, so the DELETE tests the expiry again: a row
@@ -1080,18 +1081,24 @@ TEMPLATES: dict[str, str] = {
             SELECT ctid, finished_at FROM {schema}.results
              WHERE finished_at < now() - make_interval(secs => %(older_than)s)
                AND finished_at >= coalesce(%(after)s::timestamptz, '-infinity')
-               AND (state = 'SUCCESS') = %(success)s::boolean
+               AND (%(success)s::boolean IS NULL OR (state = 'SUCCESS') = %(success)s)
              ORDER BY finished_at
              LIMIT %(limit)s
         ), deleted AS (
             DELETE FROM {schema}.results
              WHERE ctid = ANY(ARRAY(SELECT ctid FROM doomed))
                AND finished_at < now() - make_interval(secs => %(older_than)s)
-               AND (state = 'SUCCESS') = %(success)s::boolean
+               AND (%(success)s::boolean IS NULL OR (state = 'SUCCESS') = %(success)s)
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM deleted), (SELECT max(finished_at) FROM doomed)
     """,
+    # Whether results is partitioned (pgqueue migrate --partition-results): the
+    # partitions' services then take over from the row-by-row pruner.
+    "result_partitioned": """
+        SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = %(table)s::regclass
+    """,
+    "results_partition": "SELECT {schema}.results_partition()",
     # The partitions of today (UTC, by the server's clock) and the ``days`` - 1 days
     # after; how many were added (sql/migrations/0010_partitioned_results.sql).
     "result_partition_add": """
@@ -1418,8 +1425,16 @@ END $pgqueue$
     # owner may, so through these functions, which run as their owner
     "GRANT EXECUTE ON FUNCTION {schema}.results_partition_add(date),"
     " {schema}.results_partition_prune(timestamptz, timestamptz, text) TO {worker}",
-    # rows of days without a partition (plain SQL), which the pruner deletes row by row
-    "GRANT SELECT, DELETE ON {schema}.results_default TO {worker}",
+    # rows of days without a partition (plain SQL), which the pruner deletes row by row,
+    # when results is partitioned (pgqueue migrate --partition-results)
+    """
+DO $pgqueue$ BEGIN
+    IF to_regclass({results_default_table}) IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, DELETE ON %s TO %I', {results_default_table},
+                       {worker_name});
+    END IF;
+END $pgqueue$
+""",
     # flow control: workers write the code's limits and move rates on as they claim
     "GRANT SELECT, INSERT, UPDATE ON {schema}.flow_limits TO {worker}",
     # workflows: a producer writes the steps that wait and reads groups; the statements

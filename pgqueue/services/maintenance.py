@@ -49,7 +49,8 @@ def leader_services(app: App) -> list[Any]:
                     failed_retention(app), conf.result_archive_schema),
         Pruner(app.queries, conf.seconds("result_expires"),
                worker_ttl=float(conf.worker_lease_seconds) * 4,
-               result_expires_failed=conf.seconds("result_expires_failed")),
+               result_expires_failed=conf.seconds("result_expires_failed"),
+               archive_schema=conf.result_archive_schema),
         *optional_services(app),
     ]
 

@@ -1,13 +1,15 @@
 """The partitions of ``results``: days added ahead, days past retention dropped.
 
-``results`` is partitioned by finish time, one partition per UTC day, each split by state
-(sql/migrations/0010_partitioned_results.sql). The leader adds today's and the next days'
-partitions, so that finishes never land in the DEFAULT partition, and drops (or, with
-``result_archive_schema``, detaches into that schema) a day's SUCCESS partition once the
-whole day is older than ``result_expires``, its FAILURE/REVOKED partition once older than
-``result_expires_failed``. Dropping a table costs the same for ten rows or ten million,
-and leaves no dead rows for vacuum. Retention shorter than a day is the
-:class:`~pgqueue.services.pruner.Pruner`'s, row by row.
+Only once ``results`` is partitioned (``pgqueue migrate --partition-results``; by default
+it is a plain table, and this does nothing): by finish time, one partition per UTC day,
+each split by state (sql/migrations/0010_partitioned_results.sql). The leader adds
+today's and the next days' partitions, so that finishes never land in the DEFAULT
+partition, and drops (or, with ``result_archive_schema``, detaches into that schema) a
+day's SUCCESS partition once the whole day is older than ``result_expires``, its
+FAILURE/REVOKED partition once older than ``result_expires_failed``. Dropping a table
+costs the same for ten rows or ten million, and leaves no dead rows for vacuum.
+Retention shorter than a day is the :class:`~pgqueue.services.pruner.Pruner`'s, row by
+row.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+
+from psycopg import sql
 
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.db.queries import Queries
@@ -43,8 +47,12 @@ class Partitioner:
         self.days_ahead = days_ahead
         self.pruned: list[tuple[str, int, bool]] = []  # by the last run
         self._warned_at = -math.inf
+        self._table = {"table": sql.Identifier(queries.schema, "results").as_string(None)}
 
     def run_once(self, db: Dedicated) -> float:
+        self.pruned = []
+        if not db.execute(self.queries["result_partitioned"], self._table)[0][0]:
+            return self.interval  # a plain table: the Pruner's, row by row
         try:
             db.execute(self.queries["result_partition_add"], {"days": self.days_ahead + 1})
             self.pruned = [tuple(row) for row in db.execute(

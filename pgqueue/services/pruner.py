@@ -1,8 +1,10 @@
 """The pruner: results expired row by row, and workers long gone.
 
-Results go by whole partitions (:mod:`pgqueue.services.partitions`) when their retention
-is a day or more. A retention shorter than a day (a day's partition) cannot wait for its
-partition, so those results are deleted here, row by row, as before partitioning.
+By default ``results`` is a plain table and every expired result is deleted here. Once
+it is partitioned (``pgqueue migrate --partition-results``), results go by whole
+partitions (:mod:`pgqueue.services.partitions`) when their retention is a day or more; a
+retention shorter than a day (a day's partition) cannot wait for its partition, so
+those results are still deleted here, row by row.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg import sql
 
 from pgqueue.db.connection import Dedicated
 from pgqueue.db.queries import Queries
@@ -26,11 +29,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pgqueue.maintenance")
 
+# (SUCCESS results, other results, or None: all; their retention; the statement)
+Kind = tuple[bool | None, float, str]
+
 
 class Pruner:
-    """Deletes results older than their retention when it is shorter than a day (SUCCESS:
-    ``result_expires``; FAILURE and REVOKED: ``result_expires_failed``, by default the
-    same), oldest first, and workers long gone.
+    """Deletes results older than their retention (SUCCESS: ``result_expires``; FAILURE
+    and REVOKED: ``result_expires_failed``, by default the same), oldest first, and
+    workers long gone. When results is partitioned, only a retention shorter than a day
+    (and the DEFAULT partition's rows): the :class:`Partitioner` drops whole days.
 
     A run deletes batches in the order of ``results_finished_at_idx`` (see
     :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
@@ -46,19 +53,31 @@ class Pruner:
     def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
                  interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
                  behind_after: float | None = None,
-                 result_expires_failed: float | None = None) -> None:
+                 result_expires_failed: float | None = None,
+                 archive_schema: str | None = None) -> None:
         self.queries = queries
         self.result_expires = result_expires
         # None: as long as successes; 0: for ever
         self.failed_expires = (result_expires if result_expires_failed is None
                                else result_expires_failed or None)
-        # (is SUCCESS, retention, statement) per kind: below a day, in every partition;
-        # else only in the DEFAULT partition (rows of days without a partition of their
-        # own, which no partition drop takes away)
-        self.by_rows = [(success, seconds, "result_prune" if seconds < DAY
-                         else "result_prune_default")
-                        for success, seconds in ((True, result_expires),
-                                                 (False, self.failed_expires)) if seconds]
+        self.archive_schema = archive_schema
+        # (is SUCCESS, retention, statement) per kind of result (None: every state).
+        # A plain results table: every expired row, as one kind when both retentions
+        # are the same.
+        kinds: list[tuple[bool | None, float | None]] = (
+            [(None, result_expires)] if self.failed_expires == result_expires
+            else [(True, result_expires), (False, self.failed_expires)])
+        self.plain_kinds: list[Kind] = [(success, seconds, "result_prune")
+                                        for success, seconds in kinds if seconds]
+        # A partitioned one: below a day, in every partition; else only in the DEFAULT
+        # partition (rows of days without a partition of their own, which no partition
+        # drop takes away).
+        self.partitioned_kinds: list[Kind] = [
+            (success, seconds, "result_prune" if seconds < DAY else "result_prune_default")
+            for success, seconds in ((True, result_expires), (False, self.failed_expires))
+            if seconds]
+        self.by_rows = self.plain_kinds
+        self._table = {"table": sql.Identifier(queries.schema, "results").as_string(None)}
         self.worker_ttl = worker_ttl
         self.interval = interval
         self.batch = batch
@@ -67,7 +86,7 @@ class Pruner:
         self.deleted = 0  # by the current catch-up
         self._catch_up_since: float | None = None
         # per kind, the newest finish time deleted so far
-        self._after: dict[bool, datetime | None] = {}
+        self._after: dict[bool | None, datetime | None] = {}
         self._ran_at = -math.inf
         self._warned_at = -math.inf
 
@@ -76,6 +95,7 @@ class Pruner:
         db.execute(self.queries["unique_claim_prune"])  # claims that can never hold again
         if self.result_expires:
             db.execute(self.queries["job_history_prune"], {"older_than": self.result_expires})
+        self.by_rows = self._kinds(db)
         if not self.by_rows:
             return self.interval
         started = time.monotonic()
@@ -90,6 +110,28 @@ class Pruner:
             return self.interval
         self._check_behind(db)
         return pause
+
+    def _kinds(self, db: Dedicated) -> list[Kind]:
+        """What to delete row by row, by the layout of results (it may be converted
+        while workers run)."""
+        if db.execute(self.queries["result_partitioned"], self._table)[0][0]:
+            return self.partitioned_kinds
+        if self.archive_schema and self.plain_kinds:
+            # archiving moves whole partitions; deleting rows the settings ask to keep
+            # would lose them
+            self._warn_once(
+                f"result_archive_schema is {self.archive_schema!r} but results is not "
+                "partitioned: expired results are kept, not deleted, until you run "
+                "`pgqueue migrate --partition-results` or unset result_archive_schema "
+                "(see History that scales in docs/deploying.md)")
+            return []
+        return self.plain_kinds
+
+    def _warn_once(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= self.WARN_EVERY:
+            self._warned_at = now
+            logger.warning("%s", message)
 
     def _prune(self, db: Dedicated) -> int:
         """One batch of each kind; a full batch of either asks for another round."""

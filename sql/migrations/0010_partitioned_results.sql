@@ -1,34 +1,20 @@
--- pgqueue schema, version 10: history that scales (see "History that scales" in
--- docs/deploying.md). `results` is partitioned by finish time, one partition per UTC day,
--- and each day by state: SUCCESS rows in <day>_success, every other state in <day>_other
--- (its DEFAULT). Retention is per state (result_expires, result_expires_failed), and
--- expired history goes by dropping (or archiving) whole tables, never by DELETE: a day's
--- successes can go while its failures stay, without moving a row.
+-- pgqueue schema, version 10: history that scales, opt-in (see "History that scales" in
+-- docs/deploying.md). `results` stays a plain table with its primary key on id: every
+-- finish probes one index. `pgqueue migrate --partition-results` (SELECT
+-- results_partition()) converts it into a table partitioned by finish time, one partition
+-- per UTC day, each day split by state: SUCCESS rows in <day>_success, every other state
+-- in <day>_other (its DEFAULT). Retention is then per state (result_expires,
+-- result_expires_failed), and expired history goes by dropping (or archiving) whole
+-- tables, never by DELETE. The price: a look-up by id probes every partition's index.
 --
--- A partitioned table cannot have a unique index without its partition key, so `id` is
--- no longer a primary key: every statement that ends a job deletes an earlier result of
--- the same id in the statement that inserts the new one, and the jobs row's fencing
--- (one DELETE of it wins) makes a job end exactly once. `id` keeps an index in every
--- partition, so a look-up by id is one index probe per partition.
-
-ALTER TABLE results RENAME TO results_unpartitioned;
-DROP TRIGGER canvas_advance_inserted ON results_unpartitioned;
-DROP TRIGGER canvas_advance_updated ON results_unpartitioned;
-ALTER INDEX results_pkey RENAME TO results_unpartitioned_pkey;
-ALTER INDEX results_finished_at_idx RENAME TO results_unpartitioned_finished_at_idx;
-ALTER INDEX results_unique_key_idx RENAME TO results_unpartitioned_unique_key_idx;
-ALTER INDEX results_task_id_idx RENAME TO results_unpartitioned_task_id_idx;
-ALTER INDEX results_parent_idx RENAME TO results_unpartitioned_parent_idx;
-ALTER INDEX results_root_idx RENAME TO results_unpartitioned_root_idx;
-
-CREATE TABLE results (LIKE results_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
-    PARTITION BY RANGE (finished_at);
--- Anything outside the days that have partitions (plain SQL writing an old finish time):
--- an insert never fails. Adding a day moves that day's rows out of here.
-CREATE TABLE results_default PARTITION OF results DEFAULT;
+-- A partitioned table cannot have a unique index without its partition key, so there
+-- `id` is no primary key: every statement that ends a job deletes an earlier result of
+-- the same id in the statement that inserts the new one (which works on both layouts),
+-- and the jobs row's fencing (one DELETE of it wins) makes a job end exactly once.
 
 -- The day of `day` (UTC) as a partition, with its two state partitions; false if it
--- exists. Run by the maintenance leader for today and the days ahead. SECURITY DEFINER:
+-- exists or `results` is not
+-- partitioned. Run by the maintenance leader for today and the days ahead. SECURITY DEFINER:
 -- only the owner of `results` may add partitions, and the worker role may call this.
 CREATE FUNCTION results_partition_add(day date) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET lock_timeout = '1s'
@@ -38,6 +24,9 @@ DECLARE
     lo timestamptz := day::timestamp AT TIME ZONE 'UTC';
     hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
 BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = 'results'::regclass) <> 'p' THEN
+        RETURN false;  -- not partitioned (the default): nothing to add
+    END IF;
     IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                 WHERE i.inhparent = 'results'::regclass AND c.relname = part) THEN
         RETURN false;
@@ -132,78 +121,101 @@ BEGIN
 END
 $prune$;
 
+-- Converts `results` into the partitioned layout; false if it is partitioned already.
+-- Run by `pgqueue migrate --partition-results` as the owner of `results` (not SECURITY
+-- DEFINER: only whoever may migrate may convert). It holds an ACCESS EXCLUSIVE lock on
+-- `results` while it copies the rows (about 30 s for 1,000,000). Views, triggers,
+-- indexes and grants of the plain table are carried over as they are at the time, so
+-- that later migrations need not know which layout they find.
+CREATE FUNCTION results_partition() RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $convert$
+DECLARE
+    old regclass;
+    views text[];
+    view_names text[];
+    triggers text[];
+    indexes text[];
+    grant_row record;
+    statement text;
+    i integer;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = 'results'::regclass) = 'p' THEN
+        RETURN false;
+    END IF;
+    LOCK TABLE results IN ACCESS EXCLUSIVE MODE;
+    -- what hangs on the plain table, as SQL, before it is renamed
+    SELECT array_agg(v.oid::regclass::text ORDER BY v.oid),
+           array_agg(pg_get_viewdef(v.oid) ORDER BY v.oid)
+      INTO view_names, views
+      FROM pg_class v
+     WHERE v.relkind = 'v' AND v.oid IN (
+           SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+            WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = 'results'::regclass);
+    SELECT array_agg(pg_get_triggerdef(oid) ORDER BY tgname) INTO triggers
+      FROM pg_trigger WHERE tgrelid = 'results'::regclass AND NOT tgisinternal;
+    SELECT array_agg(pg_get_indexdef(indexrelid) ORDER BY indexrelid) INTO indexes
+      FROM pg_index WHERE indrelid = 'results'::regclass AND NOT indisprimary;
+
+    ALTER TABLE results RENAME TO results_unpartitioned;
+    old := 'results_unpartitioned'::regclass;
+    CREATE TABLE results (LIKE results_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+        PARTITION BY RANGE (finished_at);
+    -- Anything outside the days that have partitions (plain SQL writing an old finish
+    -- time): an insert never fails. Adding a day moves that day's rows out of here.
+    CREATE TABLE results_default PARTITION OF results DEFAULT;
+    -- the same privileges; those on the whole table also on the DEFAULT partition, which
+    -- the pruner reads and deletes from directly
+    FOR grant_row IN
+        SELECT a.privilege_type AS privilege, a.is_grantable,
+               CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                    ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
+          FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.oid = old AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON results, results_default TO %s%s', grant_row.privilege,
+                       grant_row.grantee,
+                       CASE WHEN grant_row.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    FOR grant_row IN
+        SELECT x.privilege_type AS privilege, quote_ident(a.attname) AS col,
+               CASE x.grantee WHEN 0 THEN 'PUBLIC'
+                    ELSE quote_ident(pg_get_userbyid(x.grantee)) END AS grantee
+          FROM pg_attribute a, aclexplode(a.attacl) x
+         WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attacl IS NOT NULL
+    LOOP
+        EXECUTE format('GRANT %s (%s) ON results TO %s', grant_row.privilege, grant_row.col,
+                       grant_row.grantee);
+    END LOOP;
+
+    -- the days that hold results, today and tomorrow; then the rows, then the indexes
+    -- (built once per partition rather than row by row)
+    PERFORM count(results_partition_add(day))
+       FROM (SELECT DISTINCT (finished_at AT TIME ZONE 'UTC')::date AS day
+               FROM results_unpartitioned
+             UNION
+             SELECT (now() AT TIME ZONE 'UTC')::date + n FROM generate_series(0, 1) AS n) days;
+    INSERT INTO results SELECT * FROM results_unpartitioned;
+
+    -- the views read the table by oid: point them at the new one
+    FOR i IN 1 .. coalesce(array_length(views, 1), 0) LOOP
+        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', view_names[i], views[i]);
+    END LOOP;
+    DROP TABLE results_unpartitioned;  -- with its indexes and triggers
+
+    CREATE INDEX results_id_idx ON results (id);  -- in place of the primary key
+    FOREACH statement IN ARRAY coalesce(indexes, '{}') LOOP
+        EXECUTE statement;
+    END LOOP;
+    FOREACH statement IN ARRAY coalesce(triggers, '{}') LOOP
+        EXECUTE statement;
+    END LOOP;
+    RETURN true;
+END
+$convert$;
+
 -- Any role with USAGE on the schema could call these otherwise; `pgqueue migrate --roles`
--- grants EXECUTE to the worker role (the maintenance leader).
+-- grants EXECUTE on the first two to the worker role (the maintenance leader).
 REVOKE EXECUTE ON FUNCTION results_partition_add(date) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION results_partition_prune(timestamptz, timestamptz, text) FROM PUBLIC;
-
--- The days that hold results, today and tomorrow, then the rows, then the indexes (built
--- once per partition rather than row by row).
-SELECT count(results_partition_add(day))
-  FROM (SELECT DISTINCT (finished_at AT TIME ZONE 'UTC')::date AS day
-          FROM results_unpartitioned
-        UNION
-        SELECT (now() AT TIME ZONE 'UTC')::date + n FROM generate_series(0, 1) AS n) days;
-INSERT INTO results SELECT * FROM results_unpartitioned;
-
-CREATE INDEX results_id_idx ON results (id);
-CREATE INDEX results_finished_at_idx ON results (finished_at);
-CREATE INDEX results_unique_key_idx ON results (unique_key) WHERE unique_key IS NOT NULL;
-CREATE INDEX results_task_id_idx ON results (task_id) WHERE task_id IS NOT NULL;
-CREATE INDEX results_parent_idx ON results (parent_id) WHERE parent_id IS NOT NULL;
-CREATE INDEX results_root_idx ON results (root_id) WHERE root_id IS NOT NULL;
-
--- The views read the table by oid: point them at the new one.
-CREATE OR REPLACE VIEW all_jobs AS
-SELECT id, queue, task,
-       CASE state WHEN 'started' THEN 'STARTED'
-                  WHEN 'retry' THEN 'RETRY'
-                  ELSE CASE WHEN attempt > 0 THEN 'RETRY' ELSE 'PENDING' END END AS state,
-       state AS job_state, priority, args, kwargs, NULL::jsonb AS result, last_error AS error,
-       attempt, worker, run_at, created_at, started_at, NULL::timestamptz AS finished_at,
-       coalesce(task_id, id::text) AS task_id
-  FROM jobs
-UNION ALL
-SELECT id, queue, task, state, state AS job_state, priority, args, kwargs, result, error,
-       attempt, worker, NULL, created_at, started_at, finished_at,
-       coalesce(task_id, id::text)
-  FROM results;
-
-CREATE OR REPLACE VIEW workflow_steps AS
-SELECT root_id, id, task, parent_id, group_id, state, job_state, result, error,
-       created_at, finished_at
-  FROM (SELECT root_id, id, task, parent_id, group_id,
-               CASE state WHEN 'started' THEN 'STARTED' WHEN 'retry' THEN 'RETRY'
-                          ELSE 'PENDING' END AS state,
-               state AS job_state, NULL::jsonb AS result, last_error AS error, created_at,
-               NULL::timestamptz AS finished_at
-          FROM jobs
-        UNION ALL
-        SELECT root_id, id, task, parent_id, group_id, state, state, result, error,
-               created_at, finished_at
-          FROM results
-        UNION ALL
-        SELECT root_id, id, task, parent_id, group_id, 'PENDING', 'waiting', NULL, NULL,
-               created_at, NULL
-          FROM canvas_steps) steps;
-
--- canvas_advance stores the rows of failed workflow steps with ON CONFLICT (id), which
--- needs a unique index on id. The step's row was just deleted from canvas_steps (exactly
--- once), so nothing can conflict: the same body without the arbiter. A later migration
--- that replaces canvas_advance must not name one either.
-DO $fix$
-DECLARE
-    body text := pg_get_functiondef('canvas_advance()'::regprocedure);
-BEGIN
-    IF position('ON CONFLICT (id) DO NOTHING' IN body) > 0 THEN
-        EXECUTE replace(body, 'ON CONFLICT (id) DO NOTHING', 'ON CONFLICT DO NOTHING');
-    END IF;
-END
-$fix$;
-
-CREATE TRIGGER canvas_advance_inserted AFTER INSERT ON results
-    REFERENCING NEW TABLE AS finished FOR EACH STATEMENT EXECUTE FUNCTION canvas_advance();
-CREATE TRIGGER canvas_advance_updated AFTER UPDATE ON results
-    REFERENCING NEW TABLE AS finished FOR EACH STATEMENT EXECUTE FUNCTION canvas_advance();
-
-DROP TABLE results_unpartitioned;
+REVOKE EXECUTE ON FUNCTION results_partition() FROM PUBLIC;

@@ -73,8 +73,7 @@ def test_a_string_id_is_found_by_index_in_plain_sql(
     assert "jobs_task_id_idx" in plan
     plan = "\n".join(r[0] for r in db.execute(
         "EXPLAIN SELECT * FROM results WHERE task_id = 'order-42'").fetchall())
-    # partitioned (0010): the index of each partition, named after it
-    assert "_task_id_idx on results_" in plan and "Seq Scan" not in plan
+    assert "results_task_id_idx" in plan
 
 
 def test_a_generated_id_stays_a_plain_uuid(
