@@ -1,7 +1,8 @@
-"""History that scales (issue 18, point 4): results partitioned by finish day and state,
-retention per state by dropping partitions, an archive schema, partitions added ahead by
-the maintenance leader (sql/migrations/0010_partitioned_results.sql,
-pgqueue.services.partitions)."""
+"""History that scales (issue 18, point 4), opt-in: results partitioned by finish day and
+state (`pgqueue migrate --partition-results`), retention per state by dropping
+partitions, an archive schema, partitions added ahead by the maintenance leader
+(sql/migrations/0010_partitioned_results.sql, pgqueue.services.partitions). Every test
+here runs on a schema that held results when it was converted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import App
+from pgqueue.db import migrations
 from pgqueue.db.connection import Dedicated
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.services.maintenance import leader_services
@@ -22,6 +24,20 @@ from pgqueue.services.partitions import DAY, Partitioner
 from tests.conftest import running_worker
 
 WEEK = 7 * DAY
+
+
+@pytest.fixture(autouse=True)
+def partitioned(app: App, db: psycopg.Connection[Any]) -> None:
+    """The test's schema with results of today, converted as an installation would be;
+    the rows come through, then go, so that each test starts from an empty history."""
+    db.execute("""
+        INSERT INTO results (id, queue, task, state, result, created_at)
+        SELECT gen_random_uuid(), 'default', 'h.before', s, '7', now()
+          FROM unnest(ARRAY['SUCCESS', 'FAILURE', 'REVOKED']) AS s""")
+    assert migrations.partition_results(app.dsn, app.schema)
+    assert db.execute("SELECT state, result FROM results ORDER BY state").fetchall() == [
+        ("FAILURE", 7), ("REVOKED", 7), ("SUCCESS", 7)]
+    db.execute("DELETE FROM results")
 
 
 @pytest.fixture
