@@ -22,6 +22,7 @@ from psycopg import sql
 
 from pgqueue.db import migrations
 from pgqueue.db.queries import TEMPLATES, Queries
+from tests.login_roles import with_group_roles
 from tests.pgserver import drop_schema
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
@@ -553,3 +554,40 @@ def test_every_named_query_prepares_against_a_fresh_schema(
         result = conn.pgconn.prepare(b"", query)
         assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, (
             result.error_message.decode())
+
+
+def test_a_converted_schema_differs_only_in_the_layout_and_indexes_of_results(
+    pg_dsn: str, schema: str
+) -> None:
+    """`pgqueue migrate --partition-results` carries columns, defaults, checks, triggers
+    and indexes over; the primary key on id becomes an index on id (in every partition)."""
+    with_group_roles(pg_dsn, schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        before = describe(conn, schema)
+        grants_before = table_grants(conn, schema)
+    assert migrations.partition_results(pg_dsn, schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        after = describe(conn, schema)
+        grants_after = table_grants(conn, schema)
+    assert after["columns"].pop("results_id_idx") == before["columns"].pop("results_pkey")
+    for part in ("columns", "checks", "triggers"):
+        assert after[part] == before[part], part
+    assert after["relations"] == {**before["relations"],
+                                  "results": ("p", before["relations"]["results"][1])}
+    expected = {name: definition.replace("ON SCHEMA.results", "ON ONLY SCHEMA.results")
+                for name, definition in before["indexes"].items() if name != "results_pkey"}
+    expected["results_id_idx"] = ("CREATE INDEX results_id_idx ON ONLY SCHEMA.results "
+                                  "USING btree (id)")
+    assert after["indexes"] == expected
+    assert grants_after == grants_before and grants_before
+
+
+def table_grants(conn: psycopg.Connection[Any], schema: str) -> set[tuple[str, ...]]:
+    return set(conn.execute(
+        """SELECT grantee, table_name, privilege_type FROM information_schema.table_privileges
+            WHERE table_schema = %s AND table_name NOT LIKE 'results\\_%%'
+           UNION ALL
+           SELECT grantee, table_name || '.' || column_name, privilege_type
+             FROM information_schema.column_privileges
+            WHERE table_schema = %s AND table_name = 'results'""",
+        [schema, schema]).fetchall())
