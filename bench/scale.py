@@ -265,10 +265,15 @@ def scenario_history(adapter: Any, config: str, jobs: int, history: int, per_day
                      probes: int) -> dict[str, Any]:
     import os
 
+    from pgqueue.db import migrations
+
     from .systems.base import drain
+    from .systems.pgqueue_sys import SCHEMA
 
     os.environ["BENCH_KEEP_RESULTS"] = "1"  # read by the workers (bench.apps.pgqueue_app)
     adapter.setup()
+    # the check measures the opt-in layout (`pgqueue migrate --partition-results`)
+    migrations.partition_results(env.database_dsn(), SCHEMA)
     adapter.keep_backlog = True
 
     def measure(tag: str) -> dict[str, Any]:
