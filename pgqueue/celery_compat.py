@@ -159,7 +159,8 @@ SETTINGS: dict[str, Entry] = {
         test="tests/integration/history/test_partitions.py::"
              "test_a_days_successes_are_dropped_while_its_failures_stay"),
     "result_archive_schema": ours(
-        "schema that expired result partitions move into instead of being dropped",
+        "schema that expired result partitions move into instead of being dropped "
+        "(partitioned results only)",
         test="tests/integration/history/test_partitions.py::"
              "test_archive_keeps_expired_partitions_as_plain_tables"),
     "queue_concurrency": ours("{queue: jobs running at once}, fleet-wide", _CODE_LIMITS),

@@ -61,7 +61,8 @@ DEFAULTS: dict[str, Any] = {
     # for ever); see "History that scales" in docs/deploying.md
     "result_expires_failed": None,
     # a schema that expired result partitions are moved into, as plain tables, instead
-    # of being dropped (None: dropped)
+    # of being dropped (None: dropped); needs results partitioned (pgqueue migrate
+    # --partition-results): on a plain table the pruner then keeps expired results
     "result_archive_schema": None,
     "result_extended": True,
     # the largest return value (as JSON) a task may store; 0 or None turns the check off
