@@ -22,8 +22,6 @@ logger = logging.getLogger("pgqueue.migrations")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Statements that create the schema before any migration runs, in order.
 _PREAMBLE = ("schema_create", "schema_search_path", "migration_table_create")
-# The migration that brings results_partition(), which partition_results() calls.
-PARTITIONING_VERSION = 10
 
 
 def migrations_dir() -> Path:
@@ -101,19 +99,20 @@ def migrate(dsn: str, schema: str, *, roles: bool = False,
 
 def partition_results(dsn: str, schema: str) -> bool:
     """Convert ``results`` into the partitioned layout ("History that scales" in
-    docs/deploying.md); False when it is partitioned already. Run after :func:`migrate`,
-    by the role that owns the tables; holds ``results`` locked while it copies the rows.
+    docs/deploying.md); False when it is partitioned already. Run after :func:`migrate`
+    (every migration applied, else :class:`SchemaMissing`), by the role that owns the
+    tables; holds ``results`` locked while it copies the rows.
     """
     queries = Queries(schema)
     with db.connect(dsn, autocommit=False) as conn:
         try:
             with conn.transaction():
                 conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
-                version = max(applied(conn, schema), default=0)
-                if version < PARTITIONING_VERSION:
+                todo = pending(conn, schema)
+                if todo:
                     raise SchemaMissing(
-                        f"schema {schema!r} is at version {version}: run `pgqueue migrate` "
-                        f"before converting its results (needs version {PARTITIONING_VERSION})")
+                        f"schema {schema!r} lacks migration {todo[0].path.name}: run "
+                        f"`pgqueue migrate` before converting its results")
                 conn.execute(queries["schema_search_path"])
                 row = conn.execute(queries["results_partition"]).fetchone()
         except psycopg.errors.InsufficientPrivilege as error:

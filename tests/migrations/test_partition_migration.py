@@ -100,3 +100,23 @@ def test_a_million_results_move_into_day_partitions(pg_dsn: str, old_schema: str
                AND tgname LIKE 'canvas_advance_%'""") == [(2,)]
         assert run(conn, old_schema,
                    "SELECT count(*) FROM all_jobs WHERE task_id = 'order-4242'") == [(1,)]
+
+
+def test_a_schema_migrated_before_0010_existed_gets_it_after_0011(pg_dsn: str) -> None:
+    """Installations that ran main's 0011 before this branch's 0010 was merged: 0010 comes
+    last, leaves results plain, and the conversion works then."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(pg_dsn) as conn, conn.transaction():
+            migrations._apply(conn, Queries(name),
+                              [m for m in migrations.available() if m.version != 10])
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            run(conn, name, "INSERT INTO results (id, queue, task, state, created_at)"
+                            " VALUES (gen_random_uuid(), 'default', 't', 'SUCCESS', now())"
+                            " RETURNING 1")
+        assert [m.version for m in migrations.migrate(pg_dsn, name)] == [10]
+        assert migrations.partition_results(pg_dsn, name)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            assert run(conn, name, "SELECT count(*) FROM results") == [(1,)]
+    finally:
+        drop_schema(pg_dsn, name)
