@@ -23,11 +23,19 @@ _RESULT_COLUMNS = (
 
 def _replace_results(rows: str) -> str:
     """The earlier result of each id in ``rows`` (a task id sent again), deleted in the
-    statement that stores the new one. ``results`` is partitioned by finish time, so it
+    statement that stores the new one. Partitioned by finish time (opt-in), ``results``
     has no unique index on id for ON CONFLICT: the jobs row's fencing (one DELETE of it
     wins) is what makes a job end once, and this keeps one result per id."""
     return f"""replaced AS (
-            DELETE FROM {{schema}}.results r WHERE r.id = ANY(ARRAY(SELECT id FROM {rows})))"""
+            DELETE FROM {{schema}}.results r WHERE r.id = ANY(ARRAY(SELECT id FROM {rows}))
+            RETURNING 1)"""
+
+
+# In the INSERT that follows _replace_results: it reads `replaced` (once, before its first
+# row), so the DELETE has run before it inserts. A data-modifying WITH that nothing reads
+# runs after the main statement, and on a plain results table (its primary key on id) the
+# insert of an id sent again would then fail as a duplicate.
+_AFTER_REPLACED = "(SELECT count(*) FROM replaced) >= 0"
 
 
 # Notify waiters of finished ids, in chunks that stay below NOTIFY's 8000-byte payload.
@@ -402,7 +410,7 @@ TEMPLATES: dict[str, str] = {
             SELECT id, queue, task, final_state, final_result, final_error, final_traceback,
                    args, kwargs, priority, attempt, worker, unique_key, parent_id, root_id,
                    group_id, meta, created_at, started_at, headers, task_id
-              FROM {_STORED}
+              FROM {_STORED} AND {_AFTER_REPLACED}
         ), notified AS ({_NOTIFY_DONE.format(finished=_STORED)})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
@@ -565,7 +573,7 @@ TEMPLATES: dict[str, str] = {
                        || ' stopped renewing its lease (attempt ' || attempt || ')',
                    NULL, args, kwargs, priority, attempt, worker, unique_key, parent_id,
                    root_id, group_id, meta, created_at, started_at, headers, task_id
-              FROM failed
+              FROM failed WHERE {_AFTER_REPLACED}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="requeued")}
         ), notified AS ({_NOTIFY_DONE.format(finished="failed")})
         SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
@@ -599,7 +607,7 @@ TEMPLATES: dict[str, str] = {
             SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
                    attempt, worker, unique_key, parent_id, root_id, group_id, meta,
                    created_at, started_at, headers, task_id
-              FROM moved
+              FROM moved WHERE {_AFTER_REPLACED}
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
