@@ -247,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="--scale: seconds the other session keeps its transaction open")
     parser.add_argument("--backlog", type=int,
                         help="--scale: future jobs and finished results to add (each)")
+    parser.add_argument("--history", type=int, metavar="N",
+                        help="--scale: run the history check alone with N finished results "
+                             "(default 10,000,000; 300,000 with --quick)", nargs="?",
+                        const=0, default=None)
+    parser.add_argument("--per-day", type=int, metavar="N",
+                        help="--scale --history: results per day partition (default 1,000,000)")
     parser.add_argument("--worker-config", metavar="CONFIG",
                         help="--scale: pgqueue worker config (default threads-c10; see CONFIGS)")
     args = parser.parse_args(argv)
@@ -275,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if any(systems.SYSTEMS[s][1] == "peers" for s in chosen):
             env.ensure_peers_venv()
+        if args.history is not None:
+            run_scenario("pgqueue", "setup", {}, setup=True)
+            return scale.main_history(plan_quick=args.quick, history=args.history or None,
+                                      per_day=args.per_day, run_scenario=run_scenario,
+                                      config=args.worker_config)
         for name in chosen:
             if name not in NOT_IN_POSTGRES:
                 run_scenario(name, "setup", {}, setup=True)

@@ -10,6 +10,11 @@
    vacuumed behind it; the rounds show how much the drain rate degrades, and the table
    and index sizes show what piles up.
 
+3. **History** (``--history``): drain rate (results stored) and ``AsyncResult.get()`` of
+   finished jobs with an empty history, then with ``history`` finished results spread over
+   days of ``per_day`` each (one partition per day, sql/migrations/0010); then the time
+   to prune the oldest day (its partitions dropped). Targets: within 10%, under a second.
+
 The scenarios run inside pgqueue's interpreter (via ``bench.scenario``); :func:`main`
 runs in the orchestrator.
 """
@@ -174,7 +179,121 @@ def scenario_hold(adapter: Any, config: str, jobs: int, hold: float,
             "held_s": held_for, "system": adapter.name, "config": config}
 
 
+def add_history(adapter: Any, rows: int, per_day: int) -> dict[str, float]:
+    """``rows`` finished results (1% FAILURE), ``per_day`` on each day before today, each
+    day in its own partition; then VACUUM ANALYZE."""
+    from .systems.pgqueue_sys import SCHEMA
+
+    db = adapter.db
+    started = time.perf_counter()
+    days = -(-rows // per_day)
+    for day in range(days, 0, -1):
+        n = min(per_day, rows - (days - day) * per_day)
+        db.execute(_schema_sql("SELECT {s}.results_partition_add("
+                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", SCHEMA),
+                   {"day": day})
+        db.execute(_schema_sql(
+            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
+            "                         finished_at) "
+            "SELECT gen_random_uuid(), 'default', %(task)s,"
+            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
+            "       d - interval '1 minute', d - interval '1 second', d "
+            "  FROM generate_series(1, %(n)s) AS i,"
+            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
+            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
+            "                       * interval '1 second') AS t(d)", SCHEMA),
+            {"task": BACKLOG_TASK, "n": n, "day": day})
+        env.log(f"history: {(days - day + 1) * per_day:,} rows")
+    timings = {"insert_s": time.perf_counter() - started, "days": float(days)}
+    started = time.perf_counter()
+    db.execute(_schema_sql("VACUUM ANALYZE {s}.results", SCHEMA))
+    timings["vacuum_s"] = time.perf_counter() - started
+    return timings
+
+
+def get_latency_ms(adapter: Any, probes: int) -> dict[str, float]:
+    """``AsyncResult(id).get()`` of finished jobs (rows written just before), each a new
+    handle: the read path of a caller that asks for a result."""
+    import uuid
+
+    from .apps import pgqueue_app
+    from .systems.pgqueue_sys import SCHEMA
+
+    ids = [str(uuid.uuid4()) for _ in range(probes)]
+    adapter.db.execute(_schema_sql(
+        "INSERT INTO {s}.results (id, queue, task, state, result, created_at) "
+        "SELECT id, 'default', 'probe', 'SUCCESS', '1', now() FROM unnest(%(ids)s::uuid[]) id",
+        SCHEMA), {"ids": ids})
+    app = pgqueue_app.app
+    for task_id in ids[:10]:  # warm the pool and the prepared statements
+        app.AsyncResult(task_id).get(timeout=5)
+    times = []
+    for task_id in ids:
+        started = time.perf_counter()
+        assert app.AsyncResult(task_id).get(timeout=5) == 1
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {"p50_ms": median(times), "p99_ms": times[int(len(times) * 0.99) - 1],
+            "partitions": float(adapter.db.execute(_schema_sql(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                " WHERE c.relkind = 'r' AND (i.inhparent = '{s}.results'::regclass OR "
+                " i.inhparent IN (SELECT inhrelid FROM pg_inherits "
+                "                  WHERE inhparent = '{s}.results'::regclass))",
+                SCHEMA)).fetchone()[0])}
+
+
+def prune_oldest_day(adapter: Any) -> dict[str, float]:
+    """Drop the oldest day's partitions (both states) and time it."""
+    from .systems.pgqueue_sys import SCHEMA
+
+    oldest = adapter.db.execute(_schema_sql(
+        "SELECT min(finished_at), count(*) FROM {s}.results "
+        " WHERE finished_at < (SELECT date_trunc('day', min(finished_at) AT TIME ZONE 'UTC')"
+        "                      AT TIME ZONE 'UTC' + interval '1 day' FROM {s}.results)",
+        SCHEMA)).fetchone()
+    started = time.perf_counter()
+    pruned = adapter.db.execute(_schema_sql(
+        "SELECT partition, approx_rows FROM {s}.results_partition_prune("
+        " date_trunc('day', %(t)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        " + interval '1 day', date_trunc('day', %(t)s::timestamptz AT TIME ZONE 'UTC')"
+        " AT TIME ZONE 'UTC' + interval '1 day', NULL)", SCHEMA), {"t": oldest[0]}).fetchall()
+    took = time.perf_counter() - started
+    return {"seconds": took, "rows": float(oldest[1]), "partitions": float(len(pruned))}
+
+
+def scenario_history(adapter: Any, config: str, jobs: int, history: int, per_day: int,
+                     probes: int) -> dict[str, Any]:
+    import os
+
+    from pgqueue.db import migrations
+
+    from .systems.base import drain
+    from .systems.pgqueue_sys import SCHEMA
+
+    os.environ["BENCH_KEEP_RESULTS"] = "1"  # read by the workers (bench.apps.pgqueue_app)
+    adapter.setup()
+    # the check measures the opt-in layout (`pgqueue migrate --partition-results`)
+    migrations.partition_results(env.database_dsn(), SCHEMA)
+    adapter.keep_backlog = True
+
+    def measure(tag: str) -> dict[str, Any]:
+        adapter.results_since = adapter.db.execute("SELECT now()").fetchone()[0]
+        return {"drain_stored": drain(adapter, config, jobs, "noop_stored",
+                                      label=f"history-{tag}"),
+                "get": get_latency_ms(adapter, probes)}
+
+    empty = measure("empty")
+    env.log(f"adding {history:,} finished results, {per_day:,} a day")
+    loading = add_history(adapter, history, per_day)
+    loaded = measure("loaded")
+    prune = prune_oldest_day(adapter)
+    adapter.setup()
+    return {"empty": empty, "loaded": loaded, "history": history, "per_day": per_day,
+            "loading": loading, "prune": prune}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "scale_history": scenario_history,
     "scale_backlog": scenario_backlog,
     "scale_hold": scenario_hold,
 }
@@ -231,6 +350,57 @@ def report_hold(result: dict[str, Any]) -> str:
             lines.append(f"| {label} | | {r['rate']:,.0f} | {_pct(r['rate'], base)} | "
                          + " | ".join(sizes(r)) + " |")
     return "\n".join(lines)
+
+
+def report_history(result: dict[str, Any]) -> str:
+    empty, loaded, prune = result["empty"], result["loaded"], result["prune"]
+    lines = [f"History check: {result['history']:,} finished results, "
+             f"{result['per_day']:,} a day in {result['loading']['days']:.0f} day partitions "
+             f"(loaded in {result['loading']['insert_s']:.0f}s, VACUUM ANALYZE "
+             f"{result['loading']['vacuum_s']:.0f}s)",
+             "| figure | empty history | with history | change |", "|---|---|---|---|"]
+    figures = [
+        ("drain /s (results stored)", empty["drain_stored"]["rate"],
+         loaded["drain_stored"]["rate"]),
+        ("AsyncResult.get() of a finished job, p50 ms", empty["get"]["p50_ms"],
+         loaded["get"]["p50_ms"]),
+        ("AsyncResult.get() of a finished job, p99 ms", empty["get"]["p99_ms"],
+         loaded["get"]["p99_ms"]),
+        ("leaf partitions a look-up by id reads", empty["get"]["partitions"],
+         loaded["get"]["partitions"]),
+    ]
+    for name, before, after in figures:
+        lines.append(f"| {name} | {before:,.2f} | {after:,.2f} | {_pct(after, before)} |")
+    lines.append(f"\nPruning the oldest day ({prune['rows']:,.0f} results, "
+                 f"{prune['partitions']:.0f} partitions dropped): "
+                 f"{prune['seconds'] * 1000:,.0f} ms")
+    return "\n".join(lines)
+
+
+def main_history(plan_quick: bool, history: int | None, per_day: int | None,
+                 run_scenario: Callable[..., dict[str, Any]],
+                 config: str | None = None) -> int:
+    """The history check alone (``--scale --history N``)."""
+    import json
+
+    config = config or HOLD_CONFIGS["pgqueue"]
+    jobs = 3_000 if plan_quick else 20_000
+    history = history or (300_000 if plan_quick else 10_000_000)
+    per_day = per_day or min(history, 100_000 if plan_quick else 1_000_000)
+    result = run_scenario("pgqueue", "scale_history", {
+        "config": config, "jobs": jobs, "history": history, "per_day": per_day,
+        "probes": 60 if plan_quick else 300})
+    env.RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (env.RESULTS_DIR / f"history-{stamp}.json").write_text(json.dumps(result, indent=1))
+    text = (report_history(result) if "error" not in result
+            else f"History check failed: {result['error']}")
+    (env.RESULTS_DIR / "latest-history.md").write_text(text + "\n")
+    print()
+    print(text)
+    print(f"\nWorker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
+          f"bench/results/history-{stamp}.json")
+    return 0
 
 
 HOLD_CONFIGS = {"pgqueue": "threads-c10", "pgqueuer": "b10", "procrastinate": "c10"}

@@ -154,6 +154,15 @@ SETTINGS: dict[str, Entry] = {
     "priority_aging": ours("seconds of waiting per priority step of a queued job",
                            test=f"{_T}/services/test_priority_aging.py::"
                                 "test_with_aging_a_low_priority_job_runs_under_a_stream_of_higher_ones"),
+    "result_expires_failed": ours(
+        "how long FAILURE/REVOKED results stay (None: as result_expires)",
+        test="tests/integration/history/test_partitions.py::"
+             "test_a_days_successes_are_dropped_while_its_failures_stay"),
+    "result_archive_schema": ours(
+        "schema that expired result partitions move into instead of being dropped "
+        "(partitioned results only)",
+        test="tests/integration/history/test_partitions.py::"
+             "test_archive_keeps_expired_partitions_as_plain_tables"),
     "queue_concurrency": ours("{queue: jobs running at once}, fleet-wide", _CODE_LIMITS),
     "transaction_pooling": ours(
         "a transaction pooler (PgBouncer) in front: no prepares, no session SET; auto-detected",

@@ -57,6 +57,13 @@ DEFAULTS: dict[str, Any] = {
     "producer_durable": True,
     # results
     "result_expires": timedelta(days=1),
+    # how long FAILURE and REVOKED results are kept (None: as long as result_expires; 0:
+    # for ever); see "History that scales" in docs/deploying.md
+    "result_expires_failed": None,
+    # a schema that expired result partitions are moved into, as plain tables, instead
+    # of being dropped (None: dropped); needs results partitioned (pgqueue migrate
+    # --partition-results): on a plain table the pruner then keeps expired results
+    "result_archive_schema": None,
     "result_extended": True,
     # the largest return value (as JSON) a task may store; 0 or None turns the check off
     "result_max_bytes": 10 * 1024 * 1024,
@@ -206,6 +213,24 @@ def _queue_concurrency(name: str, value: Any) -> dict[str, int]:
         raise ConfigurationError(str(error)) from None
 
 
+def _failed_expiry(name: str, value: Any) -> Any:
+    if value is not None:
+        check_duration(name, value, "failed and revoked results are kept for ever; None: "
+                                    "as long as result_expires")
+    return value
+
+
+def _schema_name(name: str, value: Any) -> Any:
+    """None, or a schema name (an identifier of 1 to 63 characters)."""
+    if value is None:
+        return value
+    if not isinstance(value, str) or not 1 <= len(value.encode()) <= 63 or "\x00" in value:
+        raise ConfigurationError(f"setting {name!r} must be None (expired results are "
+                                 f"dropped) or the name of an existing schema (1 to 63 "
+                                 f"bytes), got {limits.show(value)}")
+    return value
+
+
 def _flag(name: str, value: Any) -> Any:
     if not isinstance(value, bool):
         raise ConfigurationError(f"setting {name!r} must be True or False, got {value!r}")
@@ -234,6 +259,8 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
                                                  "and worker are columns of every result"),
     "result_max_bytes": lambda name, value: validate_byte_limit(name, value),
     "result_expires": _duration("results are kept for ever"),
+    "result_expires_failed": lambda name, value: _failed_expiry(name, value),
+    "result_archive_schema": lambda name, value: _schema_name(name, value),
     "priority_aging": _duration(None),
     "worker_log_format": _log_format,
     "transaction_pooling": lambda name, value: _one_of(name, value, ("auto", True, False)),

@@ -9,6 +9,9 @@ from pgqueue import App
 
 app = App("bench", dsn=os.environ["BENCH_DSN"],
           schema=os.environ.get("BENCH_PGQ_SCHEMA", "bench_pgq"))
+if os.environ.get("BENCH_KEEP_RESULTS"):
+    # the history check: the workers' leader must not prune the history it measures
+    app.conf.result_expires = None
 
 
 @app.task(name="noop", ignore_result=True)

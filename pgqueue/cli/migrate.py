@@ -29,8 +29,14 @@ from pgqueue.exceptions import PgQueueError
                    "administrator to run; needs no database. Without it, migrate creates "
                    "them itself when its role has CREATEROLE, and says so in one line when "
                    "it has not (see docs/security.md).")
+@click.option("--partition-results", is_flag=True,
+              help="Then convert the results table into day and state partitions, for a "
+                   "large history kept for days (see \"History that scales\" in "
+                   "docs/deploying.md): retention by dropping partitions, at the price of "
+                   "slower finishes and look-ups. Locks results while it copies the rows. "
+                   "A no-op once done.")
 def migrate(app_path: str | None, dsn: str | None, schema: str | None, print_sql: bool,
-            print_roles: bool) -> None:
+            print_roles: bool, partition_results: bool) -> None:
     """Create or upgrade pgqueue's tables and roles. Safe to run again: a no-op when up to
     date."""
     app = make_app(app_path, dsn, schema)
@@ -45,7 +51,8 @@ def migrate(app_path: str | None, dsn: str | None, schema: str | None, print_sql
                 todo = migrations.pending(conn, app.schema)
         except PgQueueError:
             todo = None  # no database reachable: print every migration
-        click.echo(migrations.render_sql(app.schema, todo), nl=False)
+        click.echo(migrations.render_sql(app.schema, todo,
+                                         partition_results=partition_results), nl=False)
         return
     applied = migrations.migrate(app.dsn, app.schema, roles=True,
                                  report=lambda line: click.echo(f"Warning: {line}", err=True))
@@ -56,3 +63,8 @@ def migrate(app_path: str | None, dsn: str | None, schema: str | None, print_sql
     else:
         version = migrations.current_version(app.dsn, app.schema)
         click.echo(f"schema {app.schema!r} is up to date (version {version})")
+    if partition_results:
+        if migrations.partition_results(app.dsn, app.schema):
+            click.echo(f"results of schema {app.schema!r} converted into day partitions")
+        else:
+            click.echo(f"results of schema {app.schema!r} are partitioned already")

@@ -15,7 +15,7 @@ from psycopg import sql
 from pgqueue import db
 from pgqueue.db import roles as group_roles
 from pgqueue.db.queries import Queries
-from pgqueue.exceptions import PermissionDenied
+from pgqueue.exceptions import PermissionDenied, SchemaMissing
 
 logger = logging.getLogger("pgqueue.migrations")
 
@@ -97,6 +97,29 @@ def migrate(dsn: str, schema: str, *, roles: bool = False,
         return todo
 
 
+def partition_results(dsn: str, schema: str) -> bool:
+    """Convert ``results`` into the partitioned layout ("History that scales" in
+    docs/deploying.md); False when it is partitioned already. Run after :func:`migrate`
+    (every migration applied, else :class:`SchemaMissing`), by the role that owns the
+    tables; holds ``results`` locked while it copies the rows.
+    """
+    queries = Queries(schema)
+    with db.connect(dsn, autocommit=False) as conn:
+        try:
+            with conn.transaction():
+                conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
+                todo = pending(conn, schema)
+                if todo:
+                    raise SchemaMissing(
+                        f"schema {schema!r} lacks migration {todo[0].path.name}: run "
+                        f"`pgqueue migrate` before converting its results")
+                conn.execute(queries["schema_search_path"])
+                row = conn.execute(queries["results_partition"]).fetchone()
+        except psycopg.errors.InsufficientPrivilege as error:
+            raise _refused(conn, schema, error) from None
+        return bool(row and row[0])
+
+
 def _apply(conn: psycopg.Connection[Any], queries: Queries, todo: list[Migration]) -> None:
     exists = conn.execute(queries["schema_exists"], {"schema": queries.schema}).fetchone()
     for name in _PREAMBLE:
@@ -134,8 +157,10 @@ def _refused(conn: psycopg.Connection[Any], schema: str,
                             f"{fix}")
 
 
-def render_sql(schema: str, todo: list[Migration] | None = None) -> str:
-    """The SQL ``migrate`` would run, for teams that apply migrations with their own tool."""
+def render_sql(schema: str, todo: list[Migration] | None = None, *,
+               partition_results: bool = False) -> str:
+    """The SQL ``migrate`` would run, for teams that apply migrations with their own tool;
+    with ``partition_results``, then the conversion of ``results`` (a no-op if done)."""
     todo = available() if todo is None else todo
     queries = Queries(schema)
     parts = ["BEGIN;"]
@@ -145,6 +170,8 @@ def render_sql(schema: str, todo: list[Migration] | None = None) -> str:
         record = queries["migration_record"].decode().strip()
         parts.append(record.replace("%(version)s", str(migration.version)).replace(
             "%(name)s", sql.Literal(migration.name).as_string(None)) + ";")
+    if partition_results:
+        parts.append(queries["results_partition"].decode().strip() + ";")
     parts.append("COMMIT;")
     return "\n".join(parts) + "\n"
 

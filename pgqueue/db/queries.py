@@ -19,17 +19,25 @@ _RESULT_COLUMNS = (
     " worker, unique_key, parent_id, root_id, group_id, meta, created_at, started_at, headers,"
     " task_id"
 )
-_RESULT_UPSERT = """
-    ON CONFLICT (id) DO UPDATE SET
-        queue = EXCLUDED.queue, task = EXCLUDED.task, state = EXCLUDED.state,
-        result = EXCLUDED.result, error = EXCLUDED.error, traceback = EXCLUDED.traceback,
-        args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority,
-        attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, unique_key = EXCLUDED.unique_key,
-        parent_id = EXCLUDED.parent_id, root_id = EXCLUDED.root_id,
-        group_id = EXCLUDED.group_id, meta = EXCLUDED.meta, created_at = EXCLUDED.created_at,
-        started_at = EXCLUDED.started_at, headers = EXCLUDED.headers, finished_at = now(),
-        task_id = EXCLUDED.task_id
-"""
+
+
+def _replace_results(rows: str) -> str:
+    """The earlier result of each id in ``rows`` (a task id sent again), deleted in the
+    statement that stores the new one. Partitioned by finish time (opt-in), ``results``
+    has no unique index on id for ON CONFLICT: the jobs row's fencing (one DELETE of it
+    wins) is what makes a job end once, and this keeps one result per id."""
+    return f"""replaced AS (
+            DELETE FROM {{schema}}.results r WHERE r.id = ANY(ARRAY(SELECT id FROM {rows}))
+            RETURNING 1)"""
+
+
+# In the INSERT that follows _replace_results: it reads `replaced` (once, before its first
+# row), so the DELETE has run before it inserts. A data-modifying WITH that nothing reads
+# runs after the main statement, and on a plain results table (its primary key on id) the
+# insert of an id sent again would then fail as a duplicate.
+_AFTER_REPLACED = "(SELECT count(*) FROM replaced) >= 0"
+
+
 # Notify waiters of finished ids, in chunks that stay below NOTIFY's 8000-byte payload.
 _NOTIFY_DONE = """
     SELECT pg_notify(%(done_channel)s, string_agg(id::text, ','))
@@ -397,13 +405,12 @@ TEMPLATES: dict[str, str] = {
             RETURNING j.*, o.state AS final_state, o.result AS final_result,
                       o.error AS final_error, o.traceback AS final_traceback,
                       coalesce(o.ignore_result, false) AS task_ignores_result
-        ), stored AS (
+        ), {_replace_results(_STORED)}, stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, final_state, final_result, final_error, final_traceback,
                    args, kwargs, priority, attempt, worker, unique_key, parent_id, root_id,
                    group_id, meta, created_at, started_at, headers, task_id
-              FROM {_STORED}
-            {_RESULT_UPSERT}
+              FROM {_STORED} AND {_AFTER_REPLACED}
         ), notified AS ({_NOTIFY_DONE.format(finished=_STORED)})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
@@ -555,7 +562,7 @@ TEMPLATES: dict[str, str] = {
              WHERE j.id = lost.id AND j.max_retries IS NOT NULL
                AND j.attempt > j.max_retries
             RETURNING j.*
-        ), stored AS (
+        ), {_replace_results("failed")}, stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, 'FAILURE',
                    jsonb_build_object('exc_type', 'WorkerLostError',
@@ -566,8 +573,7 @@ TEMPLATES: dict[str, str] = {
                        || ' stopped renewing its lease (attempt ' || attempt || ')',
                    NULL, args, kwargs, priority, attempt, worker, unique_key, parent_id,
                    root_id, group_id, meta, created_at, started_at, headers, task_id
-              FROM failed
-            {_RESULT_UPSERT}
+              FROM failed WHERE {_AFTER_REPLACED}
         ), woken AS ({_NOTIFY_QUEUES.format(woken="requeued")}
         ), notified AS ({_NOTIFY_DONE.format(finished="failed")})
         SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
@@ -596,13 +602,12 @@ TEMPLATES: dict[str, str] = {
                       NULL::text AS task_id
         ), moved AS (
             SELECT * FROM jobs_moved UNION ALL SELECT * FROM steps_moved
-        ), stored AS (
+        ), {_replace_results("moved")}, stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
             SELECT id, queue, task, 'REVOKED', NULL, %(reason)s, NULL, args, kwargs, priority,
                    attempt, worker, unique_key, parent_id, root_id, group_id, meta,
                    created_at, started_at, headers, task_id
-              FROM moved
-            {_RESULT_UPSERT}
+              FROM moved WHERE {_AFTER_REPLACED}
         ), notified AS ({_NOTIFY_DONE.format(finished="moved")})
         SELECT id, (SELECT count(*) FROM notified) FROM moved
     """,
@@ -1089,24 +1094,63 @@ TEMPLATES: dict[str, str] = {
         SELECT count(*) FROM pruned
     """,
     "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
-    # The oldest expired results, in the order of results_finished_at_idx, deleted by
-    # their row address (a TID scan: no second index look-up per row). ``after`` starts
-    # the scan past the rows this run already deleted, whose dead index entries a scan
-    # from the start would step over again (NULL: from the start). A row that a finish
-    # re-using its id refreshed meanwhile has a new address, and is left alone.
+    # The oldest expired results of one kind (``success``: SUCCESS, false: every other
+    # state, NULL: all), in the order of results_finished_at_idx, deleted by their row
+    # address (a TID scan: no second index look-up per row). All of them on a plain
+    # results table; on a partitioned one only for a retention shorter than a day (a
+    # day's partition): longer ones go by whole partitions (result_partition_prune).
+    # ``after`` starts the scan past the rows this run already deleted, whose dead index
+    # entries a scan from the start would step over again (NULL: from the start).
+    # Addresses repeat across partitions, so the DELETE tests the expiry again: a row
+    # of another partition at the same address goes only if it is expired too.
     "result_prune": """
         WITH doomed AS (
-            SELECT ctid FROM {schema}.results
+            SELECT ctid, finished_at FROM {schema}.results
              WHERE finished_at < now() - make_interval(secs => %(older_than)s)
                AND finished_at >= coalesce(%(after)s::timestamptz, '-infinity')
+               AND (%(success)s::boolean IS NULL OR (state = 'SUCCESS') = %(success)s)
              ORDER BY finished_at
              LIMIT %(limit)s
         ), deleted AS (
             DELETE FROM {schema}.results
              WHERE ctid = ANY(ARRAY(SELECT ctid FROM doomed))
-            RETURNING finished_at
+               AND finished_at < now() - make_interval(secs => %(older_than)s)
+               AND (%(success)s::boolean IS NULL OR (state = 'SUCCESS') = %(success)s)
+            RETURNING 1
         )
-        SELECT count(*), max(finished_at) FROM deleted
+        SELECT (SELECT count(*) FROM deleted), (SELECT max(finished_at) FROM doomed)
+    """,
+    # Whether results is partitioned (pgqueue migrate --partition-results): the
+    # partitions' services then take over from the row-by-row pruner.
+    "result_partitioned": """
+        SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = %(table)s::regclass
+    """,
+    "results_partition": "SELECT {schema}.results_partition()",
+    # The partitions of today (UTC, by the server's clock) and the ``days`` - 1 days
+    # after; how many were added (sql/migrations/0010_partitioned_results.sql).
+    "result_partition_add": """
+        SELECT count(*) FILTER (WHERE {schema}.results_partition_add(d))
+          FROM (SELECT (now() AT TIME ZONE 'UTC')::date + n AS d
+                  FROM generate_series(0, %(days)s::integer - 1) AS n) days
+    """,
+    # Drop or archive the partitions past retention (NULL: kept for ever).
+    "result_partition_prune": """
+        SELECT partition, approx_rows, archived
+          FROM {schema}.results_partition_prune(
+              now() - make_interval(secs => %(success_for)s::float8),
+              now() - make_interval(secs => %(other_for)s::float8), %(archive)s::text)
+    """,
+    # The partitions of results (days and their state partitions), oldest first.
+    "result_partition_list": """
+        SELECT c.relname::text, p.relname::text, pg_get_expr(c.relpartbound, c.oid),
+               c.relkind = 'p', greatest(c.reltuples, 0)::bigint
+          FROM pg_inherits i
+          JOIN pg_class c ON c.oid = i.inhrelid
+          JOIN pg_class p ON p.oid = i.inhparent
+         WHERE i.inhparent = %(table)s::regclass
+            OR i.inhparent IN (SELECT inhrelid FROM pg_inherits
+                                WHERE inhparent = %(table)s::regclass)
+         ORDER BY c.relname
     """,
     "result_oldest": "SELECT min(finished_at) FROM {schema}.results",
     # -- workers ----------------------------------------------------------------------
@@ -1310,6 +1354,9 @@ TEMPLATES: dict[str, str] = {
     """,
 }
 
+# The same, in the DEFAULT partition of results only (see pgqueue.services.pruner).
+TEMPLATES["result_prune_default"] = TEMPLATES["result_prune"].replace(
+    "{schema}.results", "{schema}.results_default")
 for _name in ("job_claim", "job_claim_one_queue"):
     TEMPLATES[f"{_name}_held"] = TEMPLATES[_name].replace(_OPEN, f"{_OPEN} {_HELD}")
 
@@ -1401,6 +1448,20 @@ END $pgqueue$
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.results,"
     " {schema}.schedules, {schema}.workers, {schema}.leader TO {worker}",
     "GRANT SELECT ON {schema}.control_requests TO {worker}",
+    # the maintenance leader adds and drops the partitions of results (0010); only the
+    # owner may, so through these functions, which run as their owner
+    "GRANT EXECUTE ON FUNCTION {schema}.results_partition_add(date),"
+    " {schema}.results_partition_prune(timestamptz, timestamptz, text) TO {worker}",
+    # rows of days without a partition (plain SQL), which the pruner deletes row by row,
+    # when results is partitioned (pgqueue migrate --partition-results)
+    """
+DO $pgqueue$ BEGIN
+    IF to_regclass({results_default_table}) IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, DELETE ON %s TO %I', {results_default_table},
+                       {worker_name});
+    END IF;
+END $pgqueue$
+""",
     # flow control: workers write the code's limits and move rates on as they claim
     "GRANT SELECT, INSERT, UPDATE ON {schema}.flow_limits TO {worker}",
     # workflows: a producer writes the steps that wait and reads groups; the statements

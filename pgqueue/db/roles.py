@@ -97,7 +97,7 @@ def statements(schema: str) -> list[sql.Composed]:
     for kind, name in names.items():
         params[kind] = sql.Identifier(name)
         params[f"{kind}_name"] = sql.Literal(name)
-    for table in ("jobs", "results"):
+    for table in ("jobs", "results", "results_default"):
         params[f"{table}_table"] = sql.Literal(sql.Identifier(schema, table).as_string(None))
     creates = [sql.SQL(queries.ROLE_CREATE.strip()).format(
         name=sql.Literal(name), role=sql.Identifier(name)) for name in names.values()]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.services.aging import PriorityAging
 from pgqueue.services.leader import LeaderElection
+from pgqueue.services.partitions import Partitioner
 from pgqueue.services.pruner import Pruner
 from pgqueue.services.rescuer import Rescuer
 from pgqueue.services.stager import Stager
@@ -44,10 +45,21 @@ def leader_services(app: App) -> list[Any]:
     return [
         Stager(app.queries, float(conf.stage_interval)),
         Rescuer(app.queries, float(conf.maintenance_interval)),
+        Partitioner(app.queries, conf.seconds("result_expires"),
+                    failed_retention(app), conf.result_archive_schema),
         Pruner(app.queries, conf.seconds("result_expires"),
-               worker_ttl=float(conf.worker_lease_seconds) * 4),
+               worker_ttl=float(conf.worker_lease_seconds) * 4,
+               result_expires_failed=conf.seconds("result_expires_failed"),
+               archive_schema=conf.result_archive_schema),
         *optional_services(app),
     ]
+
+
+def failed_retention(app: App) -> float | None:
+    """How long FAILURE and REVOKED results stay: ``result_expires_failed``, or (None)
+    as long as successes; None or 0 in the result: for ever."""
+    failed = app.conf.seconds("result_expires_failed")
+    return app.conf.seconds("result_expires") if failed is None else failed
 
 
 def optional_services(app: App) -> list[Any]:

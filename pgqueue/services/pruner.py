@@ -1,4 +1,11 @@
-"""The pruner: results older than ``result_expires`` and workers long gone go away."""
+"""The pruner: results expired row by row, and workers long gone.
+
+By default ``results`` is a plain table and every expired result is deleted here. Once
+it is partitioned (``pgqueue migrate --partition-results``), results go by whole
+partitions (:mod:`pgqueue.services.partitions`) when their retention is a day or more; a
+retention shorter than a day (a day's partition) cannot wait for its partition, so
+those results are still deleted here, row by row.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,13 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import psycopg
+from psycopg import sql
+
 from pgqueue.db.connection import Dedicated
 from pgqueue.db.queries import Queries
 from pgqueue.services.batches import run_batches
+from pgqueue.services.partitions import DAY
 from pgqueue.utils import utcnow
 
 if TYPE_CHECKING:
@@ -18,9 +29,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pgqueue.maintenance")
 
+# (SUCCESS results, other results, or None: all; their retention; the statement)
+Kind = tuple[bool | None, float, str]
+
 
 class Pruner:
-    """Deletes results older than ``result_expires``, oldest first, and workers long gone.
+    """Deletes results older than their retention (SUCCESS: ``result_expires``; FAILURE
+    and REVOKED: ``result_expires_failed``, by default the same), oldest first, and
+    workers long gone. When results is partitioned, only a retention shorter than a day
+    (and the DEFAULT partition's rows): the :class:`Partitioner` drops whole days.
 
     A run deletes batches in the order of ``results_finished_at_idx`` (see
     :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
@@ -35,9 +52,32 @@ class Pruner:
 
     def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
                  interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
-                 behind_after: float | None = None) -> None:
+                 behind_after: float | None = None,
+                 result_expires_failed: float | None = None,
+                 archive_schema: str | None = None) -> None:
         self.queries = queries
         self.result_expires = result_expires
+        # None: as long as successes; 0: for ever
+        self.failed_expires = (result_expires if result_expires_failed is None
+                               else result_expires_failed or None)
+        self.archive_schema = archive_schema
+        # (is SUCCESS, retention, statement) per kind of result (None: every state).
+        # A plain results table: every expired row, as one kind when both retentions
+        # are the same.
+        kinds: list[tuple[bool | None, float | None]] = (
+            [(None, result_expires)] if self.failed_expires == result_expires
+            else [(True, result_expires), (False, self.failed_expires)])
+        self.plain_kinds: list[Kind] = [(success, seconds, "result_prune")
+                                        for success, seconds in kinds if seconds]
+        # A partitioned one: below a day, in every partition; else only in the DEFAULT
+        # partition (rows of days without a partition of their own, which no partition
+        # drop takes away).
+        self.partitioned_kinds: list[Kind] = [
+            (success, seconds, "result_prune" if seconds < DAY else "result_prune_default")
+            for success, seconds in ((True, result_expires), (False, self.failed_expires))
+            if seconds]
+        self.by_rows = self.plain_kinds
+        self._table = {"table": sql.Identifier(queries.schema, "results").as_string(None)}
         self.worker_ttl = worker_ttl
         self.interval = interval
         self.batch = batch
@@ -45,21 +85,24 @@ class Pruner:
         self.behind_after = interval if behind_after is None else behind_after
         self.deleted = 0  # by the current catch-up
         self._catch_up_since: float | None = None
-        self._after: datetime | None = None  # the newest finish time deleted so far
+        # per kind, the newest finish time deleted so far
+        self._after: dict[bool | None, datetime | None] = {}
         self._ran_at = -math.inf
         self._warned_at = -math.inf
 
     def run_once(self, db: Dedicated) -> float:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
         db.execute(self.queries["unique_claim_prune"])  # claims that can never hold again
-        if not self.result_expires:
+        if self.result_expires:
+            db.execute(self.queries["job_history_prune"], {"older_than": self.result_expires})
+        self.by_rows = self._kinds(db)
+        if not self.by_rows:
             return self.interval
-        db.execute(self.queries["job_history_prune"], {"older_than": self.result_expires})
         started = time.monotonic()
         # A catch-up goes on from the run before only if that run asked to go on and was
         # not cut off since (a lost leader lease, an outage).
         if self._catch_up_since is None or started - self._ran_at > self.interval:
-            self._catch_up_since, self.deleted, self._after = started, 0, None
+            self._catch_up_since, self.deleted, self._after = started, 0, {}
         pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
         self._ran_at = time.monotonic()
         if pause is None:
@@ -68,12 +111,44 @@ class Pruner:
         self._check_behind(db)
         return pause
 
+    def _kinds(self, db: Dedicated) -> list[Kind]:
+        """What to delete row by row, by the layout of results (it may be converted
+        while workers run)."""
+        if db.execute(self.queries["result_partitioned"], self._table)[0][0]:
+            return self.partitioned_kinds
+        if self.archive_schema and self.plain_kinds:
+            # archiving moves whole partitions; deleting rows the settings ask to keep
+            # would lose them
+            self._warn_once(
+                f"result_archive_schema is {self.archive_schema!r} but results is not "
+                "partitioned: expired results are kept, not deleted, until you run "
+                "`pgqueue migrate --partition-results` or unset result_archive_schema "
+                "(see History that scales in docs/deploying.md)")
+            return []
+        return self.plain_kinds
+
+    def _warn_once(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= self.WARN_EVERY:
+            self._warned_at = now
+            logger.warning("%s", message)
+
     def _prune(self, db: Dedicated) -> int:
-        count, newest = db.execute(self.queries["result_prune"], {
-            "older_than": self.result_expires, "limit": self.batch, "after": self._after})[0]
-        self.deleted += count
-        self._after = newest or self._after
-        return int(count)
+        """One batch of each kind; a full batch of either asks for another round."""
+        most = 0
+        for success, seconds, statement in self.by_rows:
+            try:
+                count, newest = db.execute(self.queries[statement], {
+                    "older_than": seconds, "limit": self.batch, "success": success,
+                    "after": self._after.get(success)})[0]
+            except psycopg.errors.SerializationFailure:
+                # a row of the batch moved to another partition meanwhile (plain SQL
+                # changed its finish time): the next run looks again
+                return 0
+            self.deleted += count
+            self._after[success] = newest or self._after.get(success)
+            most = max(most, int(count))
+        return most
 
     def _check_behind(self, db: Dedicated) -> None:
         assert self._catch_up_since is not None

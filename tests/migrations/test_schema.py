@@ -22,6 +22,7 @@ from psycopg import sql
 
 from pgqueue.db import migrations
 from pgqueue.db.queries import TEMPLATES, Queries
+from tests.login_roles import with_group_roles
 from tests.pgserver import drop_schema
 
 PGQUEUE = str(Path(sys.executable).with_name("pgqueue"))
@@ -352,7 +353,8 @@ def describe(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
         for name, kind, persistence in conn.execute(
             """SELECT c.relname, c.relkind, c.relpersistence FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'S', 'f')""",
+                WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'S', 'f')
+                  AND NOT c.relispartition""",
             [schema]).fetchall()
     }
     columns: dict[str, list[tuple[str, str, bool, str | None]]] = {}
@@ -364,18 +366,24 @@ def describe(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
              JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE n.nspname = %s AND a.attnum > 0 AND NOT a.attisdropped
+              AND NOT c.relispartition
             ORDER BY c.relname, a.attnum""", [schema]).fetchall():
         columns.setdefault(table, []).append((column, typ, not_null, default))
     indexes = {
         name: definition.replace(f"{schema}.", "SCHEMA.")
         for name, definition in conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s",
+            """SELECT indexname, indexdef FROM pg_indexes
+                WHERE schemaname = %s
+                  AND NOT (SELECT relispartition FROM pg_class
+                            WHERE oid = format('%%I.%%I', schemaname, tablename)::regclass)""",
             [schema]).fetchall()
     }
     checks = set(conn.execute(
         """SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint
             WHERE connamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)
-              AND contype = 'c'""", [schema]).fetchall())
+              AND contype = 'c'
+              AND NOT (SELECT relispartition FROM pg_class WHERE oid = conrelid)""",
+        [schema]).fetchall())
     checks = {(table.rpartition(".")[2], definition) for table, definition in checks}
     triggers = set(conn.execute(
         """SELECT c.relname, t.tgname, p.proname FROM pg_trigger t
@@ -397,7 +405,7 @@ def fresh_schema(pg_dsn: str) -> Iterator[str]:
 
 def assert_expected_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     found = describe(conn, schema)
-    tables = {name for name, (kind, _) in found["relations"].items() if kind == "r"}
+    tables = {name for name, (kind, _) in found["relations"].items() if kind in ("r", "p")}
     views = {name for name, (kind, _) in found["relations"].items() if kind == "v"}
     assert tables == set(EXPECTED_TABLES)
     assert views == {"all_jobs", "workflow_steps"}
@@ -534,13 +542,60 @@ def _positional(query: bytes) -> tuple[bytes, int]:
     return re.sub(rb"%\((\w+)\)s", number, query), len(names)
 
 
+# Statements for a results table partitioned by `pgqueue migrate --partition-results`.
+PARTITIONED_ONLY = {"result_prune_default"}
+
+
+@pytest.mark.parametrize("layout", ["plain", "partitioned"])
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_named_query_prepares_against_a_fresh_schema(
-    pg_dsn: str, schema: str, name: str
+    pg_dsn: str, schema: str, name: str, layout: str
 ) -> None:
-    """The code's statements and the migrated schema agree (tables, columns, types)."""
+    """The code's statements and the migrated schema agree (tables, columns, types), on
+    both layouts of results."""
+    if layout == "plain" and name in PARTITIONED_ONLY:
+        pytest.skip("needs the partitioned layout")
     query, _ = _positional(Queries(schema)[name])
+    if layout == "partitioned":
+        assert migrations.partition_results(pg_dsn, schema)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         result = conn.pgconn.prepare(b"", query)
         assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, (
             result.error_message.decode())
+
+
+def test_a_converted_schema_differs_only_in_the_layout_and_indexes_of_results(
+    pg_dsn: str, schema: str
+) -> None:
+    """`pgqueue migrate --partition-results` carries columns, defaults, checks, triggers
+    and indexes over; the primary key on id becomes an index on id (in every partition)."""
+    with_group_roles(pg_dsn, schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        before = describe(conn, schema)
+        grants_before = table_grants(conn, schema)
+    assert migrations.partition_results(pg_dsn, schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        after = describe(conn, schema)
+        grants_after = table_grants(conn, schema)
+    assert after["columns"].pop("results_id_idx") == before["columns"].pop("results_pkey")
+    for part in ("columns", "checks", "triggers"):
+        assert after[part] == before[part], part
+    assert after["relations"] == {**before["relations"],
+                                  "results": ("p", before["relations"]["results"][1])}
+    expected = {name: definition.replace("ON SCHEMA.results", "ON ONLY SCHEMA.results")
+                for name, definition in before["indexes"].items() if name != "results_pkey"}
+    expected["results_id_idx"] = ("CREATE INDEX results_id_idx ON ONLY SCHEMA.results "
+                                  "USING btree (id)")
+    assert after["indexes"] == expected
+    assert grants_after == grants_before and grants_before
+
+
+def table_grants(conn: psycopg.Connection[Any], schema: str) -> set[tuple[str, ...]]:
+    return set(conn.execute(
+        """SELECT grantee, table_name, privilege_type FROM information_schema.table_privileges
+            WHERE table_schema = %s AND table_name NOT LIKE 'results\\_%%'
+           UNION ALL
+           SELECT grantee, table_name || '.' || column_name, privilege_type
+             FROM information_schema.column_privileges
+            WHERE table_schema = %s AND table_name = 'results'""",
+        [schema, schema]).fetchall())
