@@ -154,7 +154,9 @@ def test_the_setting_turns_task_events_on(app: App) -> None:
     capture = Capture(app)
     _wait_listening(capture)
     with running_worker(app, name="set@test") as worker:
-        assert worker.events.enabled
+        assert worker.events.wanted
+        # publishing starts once the worker has seen the receiver (checked once a second)
+        wait_until(lambda: worker.events.enabled, timeout=20, message="events published")
         result = found["add"].delay(2, 2)
         assert result.get(timeout=30) == 4
         capture.finish()
@@ -165,8 +167,9 @@ def test_enable_events_turns_them_on_in_a_running_worker(app: App) -> None:
     found = tasks(app)
     capture = Capture(app)
     _wait_listening(capture)
-    with running_worker(app, name="later@test"):
+    with running_worker(app, name="later@test") as worker:
         app.control.enable_events(reply=True, timeout=10)
+        wait_until(lambda: worker.events.enabled, timeout=20, message="events published")
         result = found["add"].delay(1, 2)
         assert result.get(timeout=30) == 3
         capture.finish()
