@@ -92,7 +92,8 @@ class Finisher(threading.Thread):
                 if not retry_later(error):  # a bug: never retry it for ever
                     logger.exception("finisher: dropped %d outcomes; their leases will expire "
                                      "and the jobs will be rescued", len(batch))
-                    self.holdings.forget([(o.job_id, o.attempt) for o in batch])
+                    self.holdings.forget([(o.job_id, o.attempt) for o in batch],
+                                         settled_only=True)
                     return
                 if not is_connection_error(error):
                     logger.error("finisher: the database refuses to record %d outcomes (%s); "
@@ -120,7 +121,7 @@ class Finisher(threading.Thread):
                 logger.warning("Job %s attempt %d was no longer ours (rescued or revoked); "
                                "its %s outcome was not recorded",
                                outcome.job_id, outcome.attempt, outcome.state)
-        self.holdings.forget([(o.job_id, o.attempt) for o in batch])
+        self.holdings.forget([(o.job_id, o.attempt) for o in batch], settled_only=True)
         self.flushed += len(batch)
 
     def _write(self, name: str, outcomes: list[Outcome]) -> set[str]:

@@ -80,13 +80,17 @@ class Holdings:
             held.status = SETTLED
             return True
 
-    def forget(self, attempts: list[tuple[str, int]]) -> None:
+    def forget(self, attempts: list[tuple[str, int]], settled_only: bool = False) -> None:
         """Drop these (job id, attempt) pairs. A job retried at once may be held again
-        under its next attempt by the time the previous one is forgotten: keep that."""
+        under its next attempt by the time the previous one is forgotten: keep that.
+        A snoozed job is held again under the SAME attempt: ``settled_only`` (outcomes
+        written) keeps a holding claimed anew since, or its own outcome would be dropped
+        as late and the job would wait out its lease."""
         with self._lock:
             for job_id, attempt in attempts:
                 held = self._jobs.get(job_id)
-                if held is not None and held.attempt == attempt:
+                if held is not None and held.attempt == attempt and (
+                        not settled_only or held.status == SETTLED):
                     del self._jobs[job_id]
         if self.on_forget is not None:
             self.on_forget([job_id for job_id, _ in attempts])
