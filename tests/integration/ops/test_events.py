@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from pgqueue import App
+from pgqueue.event_listeners import listening
 from pgqueue.events import MAX_PAYLOAD, encode
 from tests.conftest import running_worker, wait_until
 from tests.integration.ops.helpers import PGQUEUE, ROOT, TASKS, pgqueue, tasks
@@ -25,6 +26,7 @@ class Capture:
         self.marker = marker
         self.listening = threading.Event()
         self.done = threading.Event()
+        self.last = False  # the next marker ends the capture (and the receiver's connection)
         self.app = app
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -32,24 +34,30 @@ class Capture:
 
     def _run(self) -> None:
         conn = psycopg.connect(self.app.dsn, autocommit=True)
-        receiver = self.app.events.Receiver(conn, handlers={"*": self._on})
+        received = self.app.events.Receiver(conn).itercapture(timeout=120)
         self.listening.set()  # LISTEN runs first thing in capture; a marker confirms it
         try:
-            receiver.capture(timeout=120)
+            for event in received:
+                if event["type"] != self.marker:
+                    self.events.append(event)
+                    continue
+                self.done.set()
+                if self.last:
+                    return
         finally:
+            received.close()  # the receiver's row goes before its connection
             conn.close()
 
-    def _on(self, event: dict[str, Any]) -> None:
-        if event["type"] == self.marker:
-            self.done.set()
-        else:
-            self.events.append(event)
-
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self, last: bool = True) -> list[dict[str, Any]]:
+        """Send markers until one comes back: every event sent before it has arrived.
+        ``last``: the receiver stops there."""
+        self.last = last
         dispatcher = self.app.events.Dispatcher("tests@marker")
         wait_until(lambda: (dispatcher.flush([encode({"type": self.marker})]), self.done.wait(
             0.5))[1], 30, message="marker received")
         dispatcher.stop()
+        if last:
+            self.thread.join(10)
         return self.events
 
     def of(self, uuid: str) -> list[str]:
@@ -57,10 +65,14 @@ class Capture:
 
 
 def _wait_listening(capture: Capture) -> None:
-    """The receiver LISTENs once the first marker comes through."""
-    capture.finish()
+    """The receiver LISTENs once a marker comes through, and publishers send once they
+    have seen its row: they look once a second (event_listeners.RECHECK), and a look from
+    before the receiver registered (the marker's own dispatcher makes one) would drop
+    the test's first events."""
+    capture.finish(last=False)
     capture.done.clear()
     capture.events.clear()
+    wait_until(lambda: listening(capture.app), 10, message="publishers see the receiver")
 
 
 def test_task_events_in_order_with_celery_fields(app: App) -> None:
@@ -131,7 +143,7 @@ def test_a_snooze_sends_no_failure_event(app: App) -> None:
     with running_worker(app, name="snooze@test", task_events=True):
         result = snooze_once.delay()
         assert result.get(timeout=30) == "done"
-        capture.finish()
+    capture.finish()  # after the worker stopped: it flushed every event
     assert capture.of(result.id) == ["task-received", "task-started",
                                      "task-received", "task-started", "task-succeeded"]
 
@@ -144,7 +156,7 @@ def test_events_of_the_processes_pool(app: App) -> None:
                         task_events=True):
         result = found["add"].delay(20, 22)
         assert result.get(timeout=60) == 42
-        capture.finish()
+    capture.finish()  # after the worker stopped: it flushed every event
     assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
 
 
@@ -159,7 +171,7 @@ def test_the_setting_turns_task_events_on(app: App) -> None:
         wait_until(lambda: worker.events.enabled, timeout=20, message="events published")
         result = found["add"].delay(2, 2)
         assert result.get(timeout=30) == 4
-        capture.finish()
+    capture.finish()  # after the worker stopped: it flushed every event
     assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
 
 
@@ -172,7 +184,7 @@ def test_enable_events_turns_them_on_in_a_running_worker(app: App) -> None:
         wait_until(lambda: worker.events.enabled, timeout=20, message="events published")
         result = found["add"].delay(1, 2)
         assert result.get(timeout=30) == 3
-        capture.finish()
+    capture.finish()  # after the worker stopped: it flushed every event
     assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
 
 
@@ -195,7 +207,7 @@ def test_big_arguments_are_cut_so_every_event_fits(app: App) -> None:
     with running_worker(app, name="big@test", task_events=True):
         result = found["add"].delay("x" * 100_000, "y" * 50_000)
         assert result.get(timeout=30) == "x" * 100_000 + "y" * 50_000
-        capture.finish()
+    capture.finish()  # after the worker stopped: it flushed every event
     assert capture.of(result.id) == ["task-received", "task-started", "task-succeeded"]
     for event in capture.events:
         assert len(json.dumps(event).encode()) < MAX_PAYLOAD + 200
@@ -252,6 +264,10 @@ def test_events_command_with_a_worker_process(app: App, pg_dsn: str, schema: str
                    message="tail listening")
         wait_until(lambda: pgqueue("status", "-t", "5", dsn=pg_dsn, schema=schema)
                    .returncode == 0, 60, interval=0.5, message="worker up")
+        # the worker publishes once it has seen the tail's row (worker-online, or the
+        # heartbeat every 2 s when it looked before the tail registered)
+        wait_until(lambda: any(e.get("hostname") == "cli@test" for e in lines), 60,
+                   message="worker publishing")
         result = app.send_task("core.add", (4, 5), queue="evq")
         assert result.get(timeout=60) == 9
         wait_until(lambda: any(e.get("uuid") == result.id and e["type"] == "task-succeeded"

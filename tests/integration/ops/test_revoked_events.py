@@ -59,7 +59,7 @@ def test_nothing_revoked_sends_nothing(app: App) -> None:
                                    running.id]) == []
         app.control.revoke(running.id, terminate=True)
         wait_until(lambda: running.state == "REVOKED", 30, message="job terminated")
-        capture.finish()
+    capture.finish()  # after the worker stopped: it flushed every event
     revoked = [e for e in capture.events if e["type"] == "task-revoked"]
     # the worker reports the job it terminated (worker_send_task_events is its setting too)
     assert [(e["uuid"], e["terminated"]) for e in revoked] == [(running.id, True)]
