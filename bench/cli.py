@@ -234,13 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", help="comma-separated subset of: "
                         + ", ".join(systems.SYSTEMS) + " (default: all; with --scale: "
                         "pgqueue, and the Postgres peers named here get the "
-                        "open-transaction check too)")
+                        "open-transaction check too; with --producers: the Celery rows "
+                        "named here run beside pgqueue's and pgbench's)")
     parser.add_argument("--scale", action="store_true",
                         help="run the scale checks (pgqueue: 1M future jobs + 1M results; "
                              "a long-open transaction) instead of the comparison")
     parser.add_argument("--producers", action="store_true",
                         help="run the many-producers check (16 processes calling delay() "
-                             "against pgbench with 16 clients) instead of the comparison")
+                             "against pgbench with 16 clients, and Celery on Redis and "
+                             "RabbitMQ) instead of the comparison")
     parser.add_argument("--repeats", type=int, help="runs per figure (median is reported)")
     parser.add_argument("--drain-jobs", type=int, help="jobs per drain run")
     parser.add_argument("--hold", type=float,
@@ -275,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.producers:
         from . import producers
 
-        return producers.main(quick=args.quick, repeats=args.repeats)
+        return producers.main(quick=args.quick, repeats=args.repeats,
+                              systems=chosen if args.systems_given else None)
     if args.scale:
         from . import scale
 

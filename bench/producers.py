@@ -15,11 +15,16 @@ Rows, taking turns within each repeat so that load from elsewhere spreads over a
 * ``transaction_pooling=True`` on a direct connection: what giving up prepared
   statements costs, without a pooler's own hop;
 * through PgBouncer when ``BENCH_PGBOUNCER_DSN`` names one in front of the bench server
-  (transaction mode, database ``bench``).
+  (transaction mode, database ``bench``);
+* Celery on Redis and on RabbitMQ: 16 processes of the peers' interpreter calling
+  ``noop.delay()`` the same way (``bench.producers_celery``), unless ``--systems`` leaves
+  them out; RabbitMQ is skipped with a line when no broker answers. Their "pgqueue ÷ row"
+  column is the durable pgqueue row's jobs/s over theirs.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -35,13 +40,14 @@ import psycopg
 
 from . import env, reference
 from .measure import median, percentile
+from .scenario import RESULT_PREFIX
 
 PRODUCERS = 16
 #: How many call times each producer sends back (evenly spread), for the percentiles.
 SAMPLES_PER_PRODUCER = 5_000
 
 
-def _send_loop(delay: Callable[[], Any], ready: Any, seconds: float) -> list[float]:
+def send_loop(delay: Callable[[], Any], ready: Any, seconds: float) -> list[float]:
     ready.wait(300)  # every producer is connected and warm: all start together
     times: list[float] = []
     end = time.perf_counter() + seconds
@@ -53,7 +59,7 @@ def _send_loop(delay: Callable[[], Any], ready: Any, seconds: float) -> list[flo
         times.append(time.perf_counter() - t0)
 
 
-def _cpu() -> float:
+def cpu_seconds() -> float:
     """CPU seconds of this process, all its threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -81,7 +87,7 @@ def _app(dsn: str, settings: dict[str, Any]) -> tuple[Any, Callable[[], Any]]:
             time.sleep(0.5)
 
 
-def _thin(times: list[float]) -> list[float]:
+def thin(times: list[float]) -> list[float]:
     step = max(1, len(times) // SAMPLES_PER_PRODUCER)
     return times[::step]
 
@@ -94,11 +100,11 @@ def _producer(dsn: str, settings: dict[str, Any], ready: Any, seconds: float,
         ready.abort()
         out.put(error)
         raise
-    cpu = _cpu()
-    times = _send_loop(delay, ready, seconds)
-    cpu = _cpu() - cpu  # includes the wait for the start: a sleep, next to nothing
+    cpu = cpu_seconds()
+    times = send_loop(delay, ready, seconds)
+    cpu = cpu_seconds() - cpu  # includes the wait for the start: a sleep, next to nothing
     app.close()
-    out.put((len(times), _thin(times), cpu))
+    out.put((len(times), thin(times), cpu))
 
 
 def _processes(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
@@ -115,7 +121,7 @@ def _processes(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, 
     errors = [e for e in got if isinstance(e, Exception)]
     if errors:
         raise SystemExit(f"bench --producers: a producer could not start: {errors[0]}")
-    return _figures(got, seconds, sum(cpu for *_, cpu in got))
+    return call_figures(got, seconds, sum(cpu for *_, cpu in got))
 
 
 def _threads(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, float]:
@@ -124,21 +130,21 @@ def _threads(dsn: str, settings: dict[str, Any], seconds: float) -> dict[str, fl
     got: list[tuple[int, list[float], float]] = []
 
     def one() -> None:
-        times = _send_loop(delay, ready, seconds)
-        got.append((len(times), _thin(times), 0.0))
+        times = send_loop(delay, ready, seconds)
+        got.append((len(times), thin(times), 0.0))
 
-    cpu = _cpu()
+    cpu = cpu_seconds()
     threads = [threading.Thread(target=one) for _ in range(PRODUCERS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    cpu = _cpu() - cpu
+    cpu = cpu_seconds() - cpu
     app.close()
-    return _figures(got, seconds, cpu)
+    return call_figures(got, seconds, cpu)
 
 
-def _figures(got: list[tuple[int, list[float], float]], seconds: float,
+def call_figures(got: list[tuple[int, list[float], float]], seconds: float,
              cpu: float) -> dict[str, float]:
     samples = [s * 1000 for _, times, _ in got for s in times]
     jobs = sum(n for n, *_ in got)
@@ -152,7 +158,52 @@ def _truncate() -> None:
         conn.execute("CHECKPOINT")  # each run starts without the last one's dirty pages
 
 
-def main(quick: bool = False, repeats: int | None = None) -> int:
+#: The Celery rows (issue 18: "against Celery+Redis/RabbitMQ"): row -> bench system.
+CELERY_ROWS = {"celery_redis_processes": "celery",
+               "celery_rabbitmq_processes": "celery-rabbitmq"}
+
+
+def _celery_systems(wanted: list[str] | None) -> list[str]:
+    """The Celery systems to run: those ``--systems`` names (all by default) whose broker
+    answers; RabbitMQ is skipped with a line when none does, as in the comparison."""
+    chosen = [s for s in CELERY_ROWS.values() if wanted is None or s in wanted]
+    if "celery" in chosen:
+        env.ensure_redis()
+    if "celery-rabbitmq" in chosen and not env.amqp_ping():
+        host, port = env.amqp_address()
+        env.log(f"producers: celery-rabbitmq skipped: no RabbitMQ answers at {host}:{port} "
+                "(start rabbitmq-server, or set BENCH_AMQP_URL)")
+        chosen.remove("celery-rabbitmq")
+    if chosen:
+        env.ensure_peers_venv()
+    return chosen
+
+
+def _celery(system: str, seconds: float) -> dict[str, Any]:
+    """16 Celery producer processes (``bench.producers_celery``, in the peers' virtualenv)."""
+    argv = [str(env.peers_python()), "-m", "bench.producers_celery", system, str(seconds)]
+    proc = subprocess.run(argv, env=env.subprocess_env(), cwd=env.REPO_ROOT,
+                          capture_output=True, text=True, timeout=600 + seconds)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX):]) if lines else {
+        "error": f"no result (exit {proc.returncode})"}
+    if "error" in result:
+        env.log(f"producers: {system} failed: {result['error']}\n{proc.stderr[-3000:]}")
+    return result
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the runs that gave figures; the first error when none did."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return {"error": runs[0]["error"]}
+    return {key: median([r[key] for r in good]) for key in good[0]}
+
+
+def main(quick: bool = False, repeats: int | None = None,
+         systems: list[str] | None = None) -> int:
+    """``systems``: the ``--systems`` given, which choose the Celery rows (pgqueue's and
+    pgbench's rows always run); None runs every Celery row whose broker answers."""
     if shutil.which("pgbench") is None:
         raise SystemExit("bench --producers needs pgbench (apt-get install postgresql-client)")
     seconds = 5 if quick else 10
@@ -160,7 +211,7 @@ def main(quick: bool = False, repeats: int | None = None) -> int:
     script = reference.setup()
     dsn = env.database_dsn()
     bouncer = os.environ.get("BENCH_PGBOUNCER_DSN")
-    runs: dict[str, Callable[[], dict[str, float]]] = {
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
         "pgbench_durable": lambda: _pgbench(script, seconds, durable=True),
         "pgqueue_processes_durable": lambda: _processes(dsn, {}, seconds),
         "pgbench_nondurable": lambda: _pgbench(script, seconds, durable=False),
@@ -172,14 +223,17 @@ def main(quick: bool = False, repeats: int | None = None) -> int:
     }
     if bouncer:
         runs["pgqueue_processes_pgbouncer"] = lambda: _processes(bouncer, {}, seconds)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    celery = _celery_systems(systems)
+    for row, system in CELERY_ROWS.items():
+        if system in celery:
+            runs[row] = functools.partial(_celery, system, seconds)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     for repeat in range(repeats):
         for name, run in runs.items():
             _truncate()
             env.log(f"producers: {name} (repeat {repeat + 1}/{repeats})")
             results[name].append(run())
-    summary = {name: {key: median([r[key] for r in rs]) for key in rs[0]}
-               for name, rs in results.items()}
+    summary = {name: _summary(rs) for name, rs in results.items()}
     table = render(summary, seconds, repeats)
     env.RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -218,18 +272,29 @@ LABELS = {
     "pgqueue_threads_durable": "pgqueue delay(), 16 threads of 1 process (pool of 16)",
     "pgqueue_processes_unprepared": "pgqueue delay(), 16 processes, no prepared statements",
     "pgqueue_processes_pgbouncer": "pgqueue delay(), 16 processes, through PgBouncer",
+    "celery_redis_processes": "Celery+Redis delay(), 16 processes (Redis: no persistence)",
+    "celery_rabbitmq_processes": "Celery+RabbitMQ delay(), 16 processes (persistent "
+                                 "messages, no publisher confirms)",
 }
 REFERENCE_OF = {"pgqueue_processes_nondurable": "pgbench_nondurable"}
+#: The row each peer is compared with in the "pgqueue ÷" column.
+PGQUEUE_ROW = "pgqueue_processes_durable"
 
 
-def render(summary: dict[str, dict[str, float]], seconds: float, repeats: int) -> str:
+def render(summary: dict[str, dict[str, Any]], seconds: float, repeats: int) -> str:
     lines = [f"Many producers ({seconds:.0f} s per run, median of {repeats}):", "",
-             "| row | jobs/s | × pgbench | call p50 ms | call p99 ms | client CPU µs/job |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| row | jobs/s | × pgbench | pgqueue ÷ row | call p50 ms | call p99 ms | "
+             "client CPU µs/job |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    mine = summary[PGQUEUE_ROW]["jobs_per_s"]
     for name, fig in summary.items():
+        if "error" in fig:
+            lines.append(f"| {LABELS[name]} | failed: {fig['error'][:120]} | | | | | |")
+            continue
         ref = summary[REFERENCE_OF.get(name, "pgbench_durable")]["jobs_per_s"]
         ratio = "" if name.startswith("pgbench") else f"{fig['jobs_per_s'] / ref:.2f}"
-        lines.append(f"| {LABELS[name]} | {fig['jobs_per_s']:,.0f} | {ratio} | "
+        versus = f"{mine / fig['jobs_per_s']:.2f}" if name in CELERY_ROWS else ""
+        lines.append(f"| {LABELS[name]} | {fig['jobs_per_s']:,.0f} | {ratio} | {versus} | "
                      f"{fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} | "
                      f"{fig['client_cpu_us']:.0f} |")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -24,12 +25,14 @@ from pgqueue.cli.base import (
     setup_logging,
 )
 from pgqueue.cli.flags import celery_flags, warn_ignored
-from pgqueue.client.periodic import make_entry, split_scope, timetable_of
+from pgqueue.client import schedule_actions
+from pgqueue.client.periodic import make_entry, split_scope
 from pgqueue.client.producer import build_rows
+from pgqueue.client.schedule_actions import UnknownSchedule
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.schedules import check_timezone
 from pgqueue.services.beat import Beat
-from pgqueue.utils import hostname, json_dumps, utcnow, uuid
+from pgqueue.utils import hostname, json_dumps, utcnow
 
 
 @main.command()
@@ -183,14 +186,6 @@ def add(name: str, task_name: str, app_path: str | None, dsn: str | None, schema
                f"({entry.timezone}); {when}")
 
 
-def _get(app: App, name: str) -> Any:
-    with app.connection("reader") as conn:
-        row = conn.execute(app.queries["schedule_get"], {"name": name}).fetchone()
-    if row is None:
-        raise ConfigurationError(f"no schedule named {name!r}; see `pgqueue schedule list`")
-    return row
-
-
 @schedule_group.command("remove")
 @click.argument("name")
 @app_option
@@ -210,15 +205,18 @@ def remove(name: str, app_path: str | None, dsn: str | None, schema: str | None)
                    "`pgqueue schedule disable`.", err=True)
 
 
+@contextlib.contextmanager
+def _listed_hint() -> Iterator[None]:
+    """An unknown name's error points at `pgqueue schedule list`."""
+    try:
+        yield
+    except UnknownSchedule as error:
+        raise ConfigurationError(f"{error}; see `pgqueue schedule list`") from None
+
+
 def _set_enabled(app: App, name: str, enabled: bool) -> None:
-    row = _get(app, name)
-    following = None
-    if enabled:
-        timetable = timetable_of(row[5], row[6], row[7])
-        following = timetable.first_run_after(utcnow(), row[7])
-    with app.connection("control") as conn:
-        conn.execute(app.queries["schedule_set_enabled"], {
-            "name": name, "enabled": enabled, "next_run_at": following})
+    with _listed_hint():
+        schedule_actions.set_enabled(app, name, enabled)
     click.echo(f"schedule {name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -250,14 +248,6 @@ def disable(name: str, app_path: str | None, dsn: str | None, schema: str | None
 def run_now(name: str, app_path: str | None, dsn: str | None, schema: str | None) -> None:
     """Send schedule NAME's job now, once; its timetable is unchanged. Prints the job id."""
     app = make_app(app_path, dsn, schema)
-    row = _get(app, name)
-    task, args, kwargs, options = row[1], row[2], row[3], row[4]
-    options, _ = split_scope(f"schedule {name!r}", options)  # run-now takes no claim
-    job = build_rows(app, task, app.tasks.get(task), [(args, kwargs)],
-                     {**options, "unique_key": f"beat:{name}:run-now:{uuid()}"}).params()
-    with app.connection("control") as conn:
-        result = conn.execute(app.queries["schedule_run_now"], {
-            "name": name, **job, "jobs_channel": app.queries.jobs_channel}).fetchone()
-    if result is None or result[1] is None:
-        raise ConfigurationError(f"schedule {name!r} disappeared before its job was sent")
-    click.echo(str(result[1]))
+    with _listed_hint():
+        job_id = schedule_actions.run_now(app, name)
+    click.echo(job_id)

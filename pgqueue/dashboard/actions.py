@@ -1,9 +1,10 @@
 """What the dashboard's buttons do, through the library where it has the operation
 (retry: :mod:`pgqueue.client.retry`, revoke: ``app.control``, queues: :mod:`pgqueue.flow`).
 
-Each returns one line for the page to show, or raises :class:`ActionRefused` with one.
-Schedules' run-now and enable/disable mirror ``pgqueue schedule run-now|enable|disable``
-(pgqueue/cli/beat.py), which keeps them in the CLI.
+Each returns one line for the page to show, or raises :class:`ActionRefused` (or a
+:class:`~pgqueue.exceptions.PgQueueError`) with one. Schedules' run-now and
+enable/disable are :mod:`pgqueue.client.schedule_actions`, shared with
+``pgqueue schedule run-now|enable|disable``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import flow, limits
-from pgqueue.client.periodic import split_scope, timetable_of
-from pgqueue.client.producer import build_rows
+from pgqueue.client import schedule_actions
 from pgqueue.client.retry import retry_jobs
 from pgqueue.dashboard.queries import DashboardQueries
 from pgqueue.exceptions import PgQueueError
-from pgqueue.utils import utcnow, uuid
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -63,15 +62,6 @@ def delete(app: App, job_id: str) -> str:
     return f"job {job_id} deleted"
 
 
-def _schedule(app: App, name: str) -> Any:
-    name = _name("schedule", name)
-    with app.connection("reader") as conn:
-        row = conn.execute(app.queries["schedule_get"], {"name": name}).fetchone()
-    if row is None:
-        raise ActionRefused(f"no schedule named {name!r}")
-    return row
-
-
 def _name(what: str, value: str) -> str:
     try:
         return limits.name(f"{what} name", value)
@@ -81,28 +71,13 @@ def _name(what: str, value: str) -> str:
 
 def schedule_enable(app: App, name: str, enabled: bool) -> str:
     """Enable (from its next fire time: missed fires are not run) or disable a schedule."""
-    row = _schedule(app, name)
-    following = timetable_of(row[5], row[6], row[7]).first_run_after(utcnow(), row[7]) \
-        if enabled else None
-    with app.connection("control") as conn:
-        conn.execute(app.queries["schedule_set_enabled"], {
-            "name": name, "enabled": enabled, "next_run_at": following})
+    schedule_actions.set_enabled(app, name, enabled)
     return f"schedule {name!r} {'enabled' if enabled else 'disabled'}"
 
 
 def schedule_run_now(app: App, name: str) -> str:
     """Send the schedule's job once now; its timetable is unchanged."""
-    row = _schedule(app, name)
-    task, args, kwargs, options = row[1], row[2], row[3], row[4]
-    options, _ = split_scope(f"schedule {name!r}", options)
-    job = build_rows(app, task, app.tasks.get(task), [(args, kwargs)],
-                     {**options, "unique_key": f"beat:{name}:run-now:{uuid()}"}).params()
-    with app.connection("control") as conn:
-        sent = conn.execute(app.queries["schedule_run_now"], {
-            "name": name, **job, "jobs_channel": app.queries.jobs_channel}).fetchone()
-    if sent is None or sent[1] is None:
-        raise ActionRefused(f"schedule {name!r} disappeared before its job was sent")
-    return f"schedule {name!r} sent job {sent[1]}"
+    return f"schedule {name!r} sent job {schedule_actions.run_now(app, name)}"
 
 
 def queue_pause(app: App, name: str, paused: bool) -> str:

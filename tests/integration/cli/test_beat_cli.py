@@ -87,7 +87,11 @@ def test_add_list_disable_enable_run_now_remove(cli: Any, db: psycopg.Connection
     ok(cli("schedule", "remove", "nightly"))
     assert row(db, "nightly") is None
     one_line_error(cli("schedule", "remove", "nightly"), "no schedule named 'nightly'")
-    one_line_error(cli("schedule", "run-now", "nightly"), "no schedule named 'nightly'")
+    for command in ("run-now", "enable", "disable"):
+        one_line_error(cli("schedule", command, "nightly"),
+                       "no schedule named 'nightly'; see `pgqueue schedule list`")
+        one_line_error(cli("schedule", command, "tab\there"),
+                       "schedule name must be a string of 1 to 200 characters")
 
 
 def test_add_refuses_a_name_that_exists_unless_replacing(cli: Any,

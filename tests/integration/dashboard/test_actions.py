@@ -77,6 +77,21 @@ def test_schedules_run_now_disable_and_enable(client: TestClient, seeded: Seeded
                                                        name="nope", next="/schedules"))
 
 
+def test_schedule_actions_refuse_garbage_names_in_one_line(client: TestClient, seeded: Seeded,
+                                                          db: psycopg.Connection[Any]) -> None:
+    before = db.execute("SELECT enabled, next_run_at, total_run_count FROM schedules "
+                        "UNION ALL SELECT NULL, NULL, count(*) FROM jobs").fetchall()
+    for action in ("schedule-run", "schedule-enable", "schedule-disable"):
+        for bad in ("", "\x00", "a\nb", "y" * 300):
+            page = _flash(client, _post(client, action, name=bad, next="/schedules"))
+            assert 'class="flash error"' in page and "Traceback" not in page, (action, bad)
+            assert "schedule name must be a string" in page, (action, bad)
+        page = _flash(client, _post(client, action, name="ghost", next="/schedules"))
+        assert "no schedule named &#39;ghost&#39;" in page, action
+    assert db.execute("SELECT enabled, next_run_at, total_run_count FROM schedules "
+                      "UNION ALL SELECT NULL, NULL, count(*) FROM jobs").fetchall() == before
+
+
 def test_queues_pause_resume_and_limit(client: TestClient, seeded: Seeded,
                                        db: psycopg.Connection[Any]) -> None:
     _flash(client, _post(client, "queue-pause", name="mail", next="/queues"))
