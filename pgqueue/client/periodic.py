@@ -81,9 +81,22 @@ def split_scope(where: str, options: Mapping[str, Any]
     return rest, scope
 
 
+def check_name(name: Any) -> str:
+    """A schedule's name, as the operator's commands take it (``pgqueue schedule
+    run-now|enable|disable``, the dashboard): a schedule they refuse could be made but
+    never managed, so every way of making one checks it first."""
+    try:
+        return limits.name("schedule name", name)
+    except ValueError as error:
+        size = f" ({len(name):,} characters)" if isinstance(name, str) \
+            and len(name) > limits.MAX_NAME else ""
+        raise ValueError(f"{error}{size}") from None
+
+
 def make_entry(name: Any, spec: Any, *, timezone: str = "UTC", catch_up: bool = True) -> Entry:
     """An :class:`Entry` from a ``beat_schedule`` item; a clear error for bad input."""
-    if not isinstance(name, str) or not name.strip():
+    name = check_name(name)
+    if not name.strip():
         raise ValueError(f"a periodic task needs a non-empty name, not {name!r}")
     where = f"periodic task {name!r}"
     if not isinstance(spec, Mapping):
@@ -137,7 +150,17 @@ def signature_spec(timetable: Any, sig: Any, args: Sequence[Any], kwargs: Mappin
     zone_name, catch_up = opts.pop("timezone", None), opts.pop("catch_up", None)
     merged = Signature(sig["task"], [*args, *sig.get("args", ())],
                        {**sig.get("kwargs", {}), **kwargs}, {**sig.get("options", {}), **opts})
-    spec = {"name": name or repr(merged), "task": merged.task, "schedule": timetable,
+    if not name:
+        name = repr(merged)
+        try:
+            check_name(name)
+        except ValueError:
+            raise ValueError(
+                f"add_periodic_task: without name=, the schedule is named after its "
+                f"signature, {limits.show(name)} ({len(name):,} characters), but a schedule "
+                f"name is 1 to {limits.MAX_NAME} characters without control characters; "
+                "pass name='...'") from None
+    spec = {"name": name, "task": merged.task, "schedule": timetable,
             "args": merged.args, "kwargs": merged.kwargs, "options": merged.options,
             "timezone": zone_name, "catch_up": catch_up}
     make_entry(spec["name"], spec)
@@ -197,8 +220,8 @@ def code_entries(app: App) -> list[Entry]:
                        [(entry.args, entry.kwargs)], options).params()
         except (ValueError, TypeError, PgQueueError) as error:
             message = str(error)
-            if not message.startswith("periodic task"):
-                message = f"periodic task {name!r}: {message}"
+            if not message.startswith(("periodic task", "schedule name")):
+                message = f"periodic task {limits.show(name)}: {message}"
             raise ConfigurationError(message) from None
         entries[name] = entry
     return list(entries.values())

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.client.periodic import code_entries, split_scope, timetable_of
+from pgqueue import limits
+from pgqueue.client.periodic import check_name, code_entries, split_scope, timetable_of
 from pgqueue.client.producer import build_rows
 from pgqueue.db.connection import Dedicated
 from pgqueue.exceptions import PgQueueError
@@ -90,11 +91,15 @@ class Scheduler:
         """Handle one due schedule; returns its next fire time."""
         _, name, task, args, kwargs, options, cron, every, zone_name, catch_up, due, _ = row
         try:
+            check_name(name)
+        except ValueError as error:  # a row written by SQL, that no command could manage
+            self._disable(db, name, f"{error}; rename it by SQL or remove it with "
+                                    "`pgqueue schedule remove`")
+            return None
+        try:
             timetable = timetable_of(cron, every, check_timezone(zone_name))
         except (ValueError, TypeError) as error:
-            logger.error("Schedule %r is invalid and was disabled: %s", name, error)
-            db.execute(self.queries["schedule_set_enabled"], {
-                "name": name, "enabled": False, "next_run_at": None})
+            self._disable(db, name, str(error))
             return None
         if due is None:  # written by plain SQL without a first fire time
             following = timetable.first_run_after(now, zone_name)
@@ -138,6 +143,11 @@ class Scheduler:
             logger.info("Scheduler: sent %s[%s] for schedule %r, fire time %s%s",
                         task, job_id, name, fire.isoformat(), missed)
         return following
+
+    def _disable(self, db: Dedicated, name: str, why: str) -> None:
+        logger.error("Schedule %s is invalid and was disabled: %s", limits.show(name), why)
+        db.execute(self.queries["schedule_set_enabled"], {
+            "name": name, "enabled": False, "next_run_at": None})
 
     def _advance(self, db: Dedicated, name: str, due: datetime | None,
                  following: datetime) -> None:

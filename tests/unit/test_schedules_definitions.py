@@ -220,3 +220,73 @@ def test_beat_catch_up_setting_is_the_default(app: Celery) -> None:
                               "b": {"task": "t", "schedule": 5, "catch_up": True}}
     entries = by_name(app)
     assert (entries["a"].catch_up, entries["b"].catch_up) == (False, True)
+
+
+# Names `pgqueue schedule run-now|enable|disable` and the dashboard refuse: a schedule
+# made under one could never be managed.
+HOSTILE_NAMES = [
+    ("x" * 201, "1 to 200 characters", "(201 characters)"),
+    ("night\nly", "without control characters", r"'night\nly'"),
+    ("\x1b[31mred", "without control characters", r"'\x1b[31mred'"),
+    ("", "1 to 200 characters", "got ''"),
+    (7, "must be a string", "got 7"),
+]
+
+
+@pytest.mark.parametrize(("name", "rule", "shown"), HOSTILE_NAMES)
+def test_beat_schedule_name_no_operator_could_manage_stops_the_scheduler_at_start(
+        app: Celery, name: Any, rule: str, shown: str) -> None:
+    @app.task(name="t")
+    def t() -> None: ...
+
+    app.conf.beat_schedule = {"fine": {"task": "t", "schedule": 5},
+                              name: {"task": "t", "schedule": 5}}
+    with pytest.raises(ConfigurationError) as raised:
+        code_entries(app)
+    message = str(raised.value)
+    assert message.startswith("schedule name must be a string of 1 to 200 characters")
+    assert rule in message and shown in message
+    assert "\n" not in message and len(message) < 200
+
+
+@pytest.mark.parametrize(("name", "rule", "shown"), [n for n in HOSTILE_NAMES if n[0]])
+def test_add_periodic_task_refuses_a_name_no_operator_could_manage(
+        app: Celery, name: Any, rule: str, shown: str) -> None:
+    @app.task
+    def ping() -> None: ...
+
+    with pytest.raises(ValueError) as raised:
+        app.add_periodic_task(10, ping.s(), name=name)
+    assert rule in str(raised.value) and shown in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert app.periodic_tasks == []
+
+
+def test_add_periodic_task_without_a_name_refuses_a_signature_too_long_to_name_it(
+        app: Celery) -> None:
+    @app.task(name="tasks.echo")
+    def echo(text: str) -> None: ...
+
+    with pytest.raises(ValueError) as raised:
+        app.add_periodic_task(10, echo.s("x" * 300))
+    message = str(raised.value)
+    assert message.startswith("add_periodic_task: without name=, the schedule is named "
+                              "after its signature, \"tasks.echo('xxx")
+    assert "(314 characters)" in message and "pass name='...'" in message
+    assert app.periodic_tasks == []
+    assert app.add_periodic_task(10, echo.s("x" * 300), name="echo") == "echo"
+    assert app.add_periodic_task(10, echo.s("short")) == "tasks.echo('short')"
+
+
+def test_periodic_decorator_under_a_name_too_long_is_refused_at_definition(
+        app: Celery) -> None:
+    # The schedule takes the task's name, which @app.task already holds to the same rule.
+    with pytest.raises(ValueError, match="name must be a string of 1 to 200 characters"):
+        @app.periodic(every=5, name="tasks." + "x" * 200)
+        def job() -> None: ...
+    assert app.periodic_tasks == []
+
+
+def test_make_entry_takes_the_longest_name_an_operator_can_manage() -> None:
+    longest = "é" * 200
+    assert make_entry(longest, {"task": "t", "schedule": 5}).name == longest

@@ -124,6 +124,30 @@ def test_bad_input_is_refused_at_add(cli: Any, db: psycopg.Connection[Any], args
     assert row(db, "bad") is None
 
 
+@pytest.mark.parametrize(("name", "fragments"), [
+    ("x" * 201, ["schedule name must be a string of 1 to 200 characters", "(201 characters)"]),
+    ("night\nly", ["without control characters", r"got 'night\nly'"]),
+    ("\x1b[2J", ["without control characters", r"got '\x1b[2J'"]),
+    ("", ["schedule name must be a string of 1 to 200 characters", "got ''"]),
+])
+def test_add_refuses_a_name_no_operator_command_accepts(
+        cli: Any, db: psycopg.Connection[Any], name: str, fragments: list[str]) -> None:
+    one_line_error(cli("schedule", "add", name, "clockwork.tick", "-A", APP, "--every", "5"),
+                   *fragments)
+    one_line_error(cli("schedule", "add", name, "any.task", "--every", "5", "--replace"),
+                   *fragments)
+    assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
+
+
+def test_the_longest_name_allowed_is_added_and_managed(cli: Any,
+                                                       db: psycopg.Connection[Any]) -> None:
+    longest = "é" * 200
+    ok(cli("schedule", "add", longest, "any.task", "--every", "5"))
+    ok(cli("schedule", "disable", longest))
+    ok(cli("schedule", "run-now", longest))
+    assert db.execute("SELECT name, enabled FROM schedules").fetchall() == [(longest, False)]
+
+
 def test_unknown_task_is_refused_when_the_app_is_given(cli: Any,
                                                        db: psycopg.Connection[Any]) -> None:
     one_line_error(cli("schedule", "add", "typo", "clockwork.tik", "-A", APP, "--every", "5"),
@@ -159,6 +183,17 @@ def test_a_bad_beat_schedule_stops_the_scheduler_at_start(cli: Any, command: lis
     one_line_error(run, "periodic task 'report': no task named 'misconfigured.reprot' is "
                         "registered; did you mean 'misconfigured.report'?")
     # checked before the worker registered: no row is left behind in `workers`
+    assert db.execute("SELECT count(*) FROM workers").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("command", [["beat"], ["worker", "--beat"]])
+def test_a_beat_schedule_name_no_command_accepts_stops_the_scheduler_at_start(
+        cli: Any, command: list[str], db: Any) -> None:
+    run = cli(*command, "-A", "tests.acceptance.beat_apps.badly_named")
+    one_line_error(run, "schedule name must be a string of 1 to 200 characters without "
+                        r"control characters, got 'report\nnightly'")
+    # refused before anything was written: not the good schedule either, nor a worker
+    assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM workers").fetchone() == (0,)
 
 

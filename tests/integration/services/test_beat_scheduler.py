@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import App, crontab
+from pgqueue import App, ConfigurationError, crontab
 from pgqueue.db.connection import Dedicated
 from pgqueue.services.beat import Beat
 from pgqueue.services.scheduler import Scheduler
@@ -244,6 +244,42 @@ def test_invalid_database_schedule_is_disabled_with_an_error(
     assert "Schedule 'broken' is invalid and was disabled: crontab minute='99'" in caplog.text
     assert "unknown time zone 'Mars/Base'" in caplog.text
     assert db.execute("SELECT bool_or(enabled) FROM schedules").fetchone() == (False,)
+
+
+def test_database_schedules_under_names_no_command_accepts_are_disabled_the_rest_run(
+        app: App, db: psycopg.Connection[Any], conn: Dedicated, clock: Clock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    hostile = ["x" * 201, "night\nly", "\x1b[2J", ""]
+    db.execute("INSERT INTO schedules (name, task, every) SELECT n, 'any.task', '1 minute' "
+               "FROM unnest(%s::text[]) n", [[*hostile, "fine"]])
+    scheduler = Scheduler(app, code_schedules=False, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="pgqueue.beat"):
+        for _ in range(5):
+            scheduler.run_once(conn)
+            clock.advance(minutes=1)
+    assert jobs(db) == [key("fine", datetime(2026, 5, 4, 12, m, tzinfo=UTC)) for m in (2, 3, 4)]
+    assert db.execute("SELECT name FROM schedules WHERE enabled").fetchall() == [("fine",)]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == len(hostile)  # one line each, once: disabled, not retried
+    for error in errors:
+        assert "\n" not in error and len(error) < 400
+        assert "is invalid and was disabled: schedule name must be a string of 1 to 200 " \
+               "characters without control characters" in error
+        assert "rename it by SQL or remove it with `pgqueue schedule remove`" in error
+    assert "(201 characters)" in caplog.text and r"'night\nly'" in caplog.text
+
+
+def test_a_bad_name_in_beat_schedule_stops_the_scheduler_before_it_writes(
+        app: App, db: psycopg.Connection[Any], conn: Dedicated, clock: Clock) -> None:
+    @app.task(name="t.ping")
+    def ping() -> None: ...
+
+    app.conf.beat_schedule = {"fine": {"task": "t.ping", "schedule": 10.0},
+                              "y" * 201: {"task": "t.ping", "schedule": 10.0}}
+    with pytest.raises(ConfigurationError, match=r"^schedule name must be a string of 1 to "
+                                                 r"200 characters .*\(201 characters\)$"):
+        Scheduler(app, clock=clock)
+    assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
 
 
 def test_sync_keeps_fire_times_and_operator_choices(
