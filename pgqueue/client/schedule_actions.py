@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import limits
-from pgqueue.client.periodic import split_scope, timetable_of
+from pgqueue.client.periodic import check_name, split_scope, timetable_of
 from pgqueue.client.producer import build_rows
 from pgqueue.exceptions import PgQueueError
 from pgqueue.utils import utcnow, uuid
@@ -29,7 +28,7 @@ class UnknownSchedule(ScheduleRefused, LookupError):
 
 def _checked_name(name: Any) -> str:
     try:
-        return limits.name("schedule name", name)
+        return check_name(name)
     except ValueError as error:
         raise ScheduleRefused(str(error)) from None
 
