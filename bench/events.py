@@ -65,7 +65,12 @@ def _sessions(db: psycopg.Connection[Any], schema: str, receiver: bool) -> list[
 
 def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
           side: str) -> dict[str, float]:
-    _fresh(db, code, schema)
+    try:
+        _fresh(db, code, schema)
+    except subprocess.CalledProcessError as error:  # a shared server: once more, saying why
+        env.log(f"migrate failed, once more in 5 s: {error.stderr!r}"[:2000])
+        time.sleep(5)
+        _fresh(db, code, schema)
     _fill(db, schema, "noop", jobs)
     receiver = None
     if side == SIDES[2]:
@@ -152,7 +157,8 @@ def _table(out: dict[str, Any]) -> str:
             if ab:
                 base = out["baseline"]["medians"][side][key]
                 ratio = out["ratios"][side][key]
-                cells.append(f"{base:,.0f} → {this[key]:,.0f} ({ratio:.2f}x)")
+                shown = f"{ratio:.2f}x" if ratio == ratio else "–"  # NaN: nothing to compare
+                cells.append(f"{base:,.0f} → {this[key]:,.0f} ({shown})")
             else:
                 cells.append(f"{this[key]:,.0f}")
         rows.append(f"| {side} | " + " | ".join(cells) + " |")

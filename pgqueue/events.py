@@ -55,24 +55,26 @@ LINGER = 0.02
 
 
 
-def _compact_json() -> Callable[[Any], str]:
-    """``json.dumps(value, separators=(",", ":"), default=str)``, its C encoder built
-    once: ``JSONEncoder.encode`` builds one on every call, which cost as much as the
-    encoding of an event. No check for cycles (events are flat; a cycle in a custom
-    event's field raises RecursionError instead of ValueError)."""
+def json_encoder(item_separator: str = ",", key_separator: str = ":"
+                 ) -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(item_separator, key_separator), default=str)``,
+    its C encoder built once: ``JSONEncoder.encode`` builds one on every call, which cost
+    as much as the encoding of an event. No check for cycles (events are flat; a cycle
+    in a custom event's field raises RecursionError instead of ValueError)."""
     make = getattr(json.encoder, "c_make_encoder", None)
-    fallback = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    fallback = json.JSONEncoder(separators=(item_separator, key_separator),
+                                default=str).encode
     if make is None:  # an interpreter without the C accelerator
         return fallback
     try:
-        encoder = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",",
-                       False, False, True)
+        encoder = make(None, str, json.encoder.encode_basestring_ascii, None, key_separator,
+                       item_separator, False, False, True)
     except TypeError:  # its private signature changed
         return fallback
     return lambda value: "".join(encoder(value, 0))
 
 
-_json = _compact_json()
+_json = json_encoder()
 _quote = json.encoder.encode_basestring_ascii  # a str as a JSON string, ASCII only
 #: The fields :meth:`EventDispatcher.send` writes itself (given ones take their place).
 _HEAD = frozenset(("type", "hostname", "timestamp", "utcoffset", "pid", "clock"))
