@@ -37,7 +37,8 @@ DEFAULT_TIMEOUT = 1.0
 #: The error line of a purged job that a workflow step waited for.
 PURGED = "purged: removed from its queue by purge before it ran"
 #: The commands workers answer (pgqueue.worker.remote), besides abort and terminate.
-COMMANDS = ("ping", "stats", "registered", "conf", "report", "active_queues", "shutdown",
+COMMANDS = ("ping", "stats", "registered", "conf", "report", "active_queues", "reserved",
+            "shutdown",
             "pool_restart", "pool_grow", "pool_shrink", "autoscale", "time_limit",
             "add_consumer", "cancel_consumer", "enable_events", "disable_events")
 

@@ -53,7 +53,31 @@ HEARTBEAT = 2.0
 #: Seconds an event may wait for others to go out in the same statement.
 LINGER = 0.02
 
-_json = json.JSONEncoder(separators=(",", ":"), default=str).encode  # built once: cheaper
+
+
+def json_encoder(item_separator: str = ",", key_separator: str = ":"
+                 ) -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(item_separator, key_separator), default=str)``,
+    its C encoder built once: ``JSONEncoder.encode`` builds one on every call, which cost
+    as much as the encoding of an event. No check for cycles (events are flat; a cycle
+    in a custom event's field raises RecursionError instead of ValueError)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    fallback = json.JSONEncoder(separators=(item_separator, key_separator),
+                                default=str).encode
+    if make is None:  # an interpreter without the C accelerator
+        return fallback
+    try:
+        encoder = make(None, str, json.encoder.encode_basestring_ascii, None, key_separator,
+                       item_separator, False, False, True)
+    except TypeError:  # its private signature changed
+        return fallback
+    return lambda value: "".join(encoder(value, 0))
+
+
+_json = json_encoder()
+_quote = json.encoder.encode_basestring_ascii  # a str as a JSON string, ASCII only
+#: The fields :meth:`EventDispatcher.send` writes itself (given ones take their place).
+_HEAD = frozenset(("type", "hostname", "timestamp", "utcoffset", "pid", "clock"))
 _repr = reprlib.Repr()
 _repr.maxstring = REPR_MAX
 _repr.maxother = REPR_MAX
@@ -73,7 +97,8 @@ def short(value: Any) -> str:
 
 def encode(event: dict[str, Any]) -> str:
     """``event`` as a NOTIFY payload under :data:`MAX_PAYLOAD` bytes: long text fields
-    are cut (the end of a traceback is kept, where the error is)."""
+    are cut (the end of a traceback is kept, where the error is). One line of ASCII:
+    a batch travels as its payloads joined by newlines."""
     text = _json(event)  # ASCII (ensure_ascii): its length is its size in bytes
     if len(text) < MAX_PAYLOAD:
         return text
@@ -136,15 +161,28 @@ class EventDispatcher:
         :attr:`enabled` first, to skip building it)."""
         if not self.enabled:
             return
-        event = {"type": type, "hostname": self.hostname, "timestamp": time.time(),
-                 "utcoffset": 0, "pid": self.pid, "clock": next(self._clock), **fields}
-        payload = encode(event)
+        payload = self._payload(type, fields)
         with self._cond:
             self._buffer.append(payload)
             if len(self._buffer) == 1:
                 self._cond.notify()
         if self._thread is None:
             self._start()
+
+    def _payload(self, type: str, fields: dict[str, Any]) -> str:  # noqa: A002
+        """The event as :func:`encode` makes it. The fields every event has are written
+        as text, not put in a dict for the encoder: a worker sends three events a job."""
+        timestamp, clock = time.time(), next(self._clock)
+        if isinstance(type, str) and isinstance(self.hostname, str) \
+                and _HEAD.isdisjoint(fields):
+            text = (f'{{"type":{_quote(type)},"hostname":{_quote(self.hostname)},'
+                    f'"timestamp":{timestamp!r},"utcoffset":0,"pid":{self.pid},'
+                    f'"clock":{clock}')
+            text += "," + _json(fields)[1:] if fields else "}"
+            if len(text) < MAX_PAYLOAD:
+                return text
+        return encode({"type": type, "hostname": self.hostname, "timestamp": timestamp,
+                       "utcoffset": 0, "pid": self.pid, "clock": clock, **fields})
 
     def _start(self) -> None:
         with self._cond:
@@ -185,10 +223,7 @@ class EventDispatcher:
             if beat:  # due whether or not it goes out: a beat in the past would spin
                 next_beat = time.monotonic() + HEARTBEAT
             if beat and self.worker_events and self.enabled and self._heartbeat is not None:
-                batch.append(encode({"type": "worker-heartbeat", "hostname": self.hostname,
-                                     "timestamp": time.time(), "utcoffset": 0,
-                                     "pid": self.pid, "clock": next(self._clock),
-                                     **self._heartbeat()}))
+                batch.append(self._payload("worker-heartbeat", self._heartbeat()))
             if batch:
                 self.flush(batch)
             if stopping:
@@ -197,7 +232,8 @@ class EventDispatcher:
     def flush(self, payloads: list[str]) -> None:
         try:
             self.app.execute("event_notify", {
-                "events_channel": self.app.queries.events_channel, "payloads": payloads})
+                "events_channel": self.app.queries.events_channel,
+                "payloads": "\n".join(payloads)})
             self.sent += len(payloads)
         except Exception as error:
             logger.warning("could not send %d events: %s", len(payloads), error)
@@ -257,7 +293,7 @@ def _notify(app: App, payloads: list[str], what: str) -> None:
     """Events from a process that is no worker: one statement, best-effort."""
     try:
         app.execute("event_notify", {"events_channel": app.queries.events_channel,
-                                     "payloads": payloads})
+                                     "payloads": "\n".join(payloads)})
     except Exception as error:
         logger.warning("could not send %s events: %s", what, error)
 

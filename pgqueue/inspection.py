@@ -3,12 +3,18 @@
 
 Where the answer is in the tables, it is read there, in one statement, without asking
 the workers: ``active`` and ``query_task`` (the jobs each worker holds), ``scheduled``
-(jobs waiting for their eta or retry delay in each worker's queues), ``revoked`` (the
+(jobs waiting for their eta or retry delay in each worker's queues) and ``revoked`` (the
 ids revoked lately, the same for every worker: a revoke is a row, not a worker's
-memory) and ``reserved`` (always empty lists: a worker claims only as many jobs as it
-has free slots, so none wait inside it). What only a worker knows is asked of it by a
-control request: ``registered``, ``stats``, ``active_queues``, ``conf``, ``report``,
-``ping``.
+memory). What only a worker knows is asked of it by a control request: ``reserved``,
+``registered``, ``stats``, ``active_queues``, ``conf``, ``report``, ``ping``.
+
+``reserved`` is Celery's "received, not started": the jobs a worker has claimed and not
+yet handed to a free slot of its pool. A worker claims only as many jobs as it has free
+slots, so such a job waits only for the claim loop to get to it (after the
+``task_received`` handlers of the jobs claimed before it in the same batch) or, in the
+processes pool, for a child to be replaced first; the list is empty most of the time.
+The table cannot tell these jobs from running ones (a claim is the start as far as the
+row knows), so ``active`` lists them too until they start.
 """
 
 from __future__ import annotations
@@ -54,6 +60,14 @@ def request_info(row: Sequence[Any], node: str, safe: bool | None) -> dict[str, 
         "time_limit": [options.get("time_limit"), options.get("soft_time_limit")]
         if isinstance(options, dict) else [None, None],
     }
+
+
+def reserved_info(row: Sequence[Any], node: str, safe: bool | None) -> dict[str, Any]:
+    """A job claimed and not started yet, as Celery's ``Request.info()`` describes a
+    reserved request: no start time, no process yet, not acknowledged."""
+    info = request_info(row, node, safe)
+    info.update(time_start=None, acknowledged=False, worker_pid=None)
+    return info
 
 
 class Inspect:
@@ -107,6 +121,11 @@ class Inspect:
         """``{node: {'ok': text}}``: versions and settings, for a bug report."""
         return self._ask("report")
 
+    def reserved(self, safe: bool | None = None) -> dict[str, Any] | None:
+        """The jobs each worker has claimed and not started yet (``safe=True``: arguments
+        as short reprs); usually empty lists (see the module's doc)."""
+        return self._ask("reserved", safe=safe)
+
     # -- read from the tables ---------------------------------------------------------------
     def _nodes(self) -> list[tuple[str, str, Any]]:
         found = live_workers(self.app, self.destination)
@@ -125,13 +144,9 @@ class Inspect:
         return answer
 
     def active(self, safe: bool | None = None) -> dict[str, Any] | None:
-        """The jobs each worker runs now (``safe=True``: arguments as short reprs)."""
+        """The jobs each worker runs now (``safe=True``: arguments as short reprs), and
+        those it has claimed and is about to start (:meth:`reserved`)."""
         return self._held(None, safe)
-
-    def reserved(self, safe: bool | None = None) -> dict[str, Any] | None:
-        """Always empty lists: a worker claims only jobs it starts at once."""
-        nodes = self._nodes()
-        return {node: [] for _, node, _ in nodes} or None
 
     def scheduled(self, safe: bool | None = None) -> dict[str, Any] | None:
         """Jobs waiting for their eta (or retry delay) in each worker's queues, soonest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -73,13 +72,16 @@ def events(app_path: str | None, dsn: str | None, schema: str | None, as_dump: b
     Ctrl-C, --limit or --timeout."""
     if as_dump and as_json:
         raise click.UsageError("--dump and --json: choose one")
+    from pgqueue.events import json_encoder
+
     app = make_app(app_path, dsn, schema)
+    as_line = json_encoder(", ", ": ")  # json.dumps(event, default=str), built once
     tail = Tail()
     receiver = app.events.Receiver()
     try:
         for event in receiver.itercapture(limit=limit, timeout=timeout):
             if as_json:
-                click.echo(json.dumps(event, default=str))
+                click.echo(as_line(event))
             else:
                 click.echo(dump(event) if as_dump else tail.line(event))
     except KeyboardInterrupt:

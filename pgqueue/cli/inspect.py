@@ -48,8 +48,8 @@ def _simple(name: str, doc: str) -> None:
 
 for _name, _doc in (
     ("active", "The jobs each worker runs now."),
-    ("reserved", "Jobs claimed but not started: always empty, a worker claims only jobs "
-                 "it starts at once."),
+    ("reserved", "Jobs each worker has claimed and not started yet (usually none: a "
+                 "worker claims only as many jobs as it has free slots)."),
     ("scheduled", "Jobs waiting for their eta or retry delay in each worker's queues."),
     ("revoked", "Ids revoked lately (the same for every worker)."),
     ("stats", "Each worker's pool, jobs received by task, uptime, resource usage."),

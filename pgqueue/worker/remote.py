@@ -172,6 +172,21 @@ class RemoteControl:
                        "nivcsw": usage.ru_nivcsw},
         }
 
+    def cmd_reserved(self, safe: bool | None = None) -> Any:
+        """The jobs claimed here and not started yet (pgqueue.inspection says when)."""
+        from pgqueue.inspection import reserved_info
+
+        if safe is not None and not isinstance(safe, bool):
+            raise CommandError(f"safe must be true, false or null, got {limits.show(safe)}")
+        worker = self.worker
+        ids, _, started = worker.holdings.snapshot()
+        waiting = [job_id for job_id, began in zip(ids, started, strict=True) if not began]
+        if not waiting:
+            return []
+        rows = worker.app.execute("job_list_held", {"ids": waiting})
+        return [reserved_info(row, worker.nodename, safe) for row in rows
+                if row[2] == worker.worker_id]
+
     def cmd_active_queues(self) -> Any:
         return [{"name": q, "routing_key": q, "exchange": {"name": "", "type": "direct"},
                  "exclusive": False, "durable": True, "auto_delete": False, "no_ack": False}

@@ -224,6 +224,35 @@ def test_an_event_too_big_for_notify_is_cut() -> None:
     assert decoded["traceback"].endswith("the error")
 
 
+def test_custom_events_with_hostile_text_arrive_whole_and_in_order(app: App) -> None:
+    """A batch goes out as its payloads joined by newlines (one statement): text that
+    holds newlines, quotes, backslashes, NUL, non-ASCII or a head field's name must
+    neither split an event nor merge two."""
+    capture = Capture(app)
+    _wait_listening(capture)
+    nasty = ['line one\nline two\r\n', 'quote " backslash \\ tab \t', "nul \x00 end",
+             "é ü 漢字 \U0001f600", "\u2028\u2029", ""]
+    dispatcher = app.events.Dispatcher("tests@custom")
+    wait_until(lambda: dispatcher.enabled, 10, message="dispatcher sees the receiver")
+    for n, text in enumerate(nasty):
+        dispatcher.send("custom-text", n=n, text=text, nested={"list": [text, None, 1.5]})
+    dispatcher.send("custom-big", text="x" * 20_000)  # over the NOTIFY limit: cut
+    dispatcher.send("custom-nan", value=float("nan"))
+    dispatcher.send("custom-head", hostname="given@host", clock=-1)
+    dispatcher.stop()
+    events = [e for e in capture.finish() if e["hostname"] != "tests@marker"]
+    texts = [e for e in events if e["type"] == "custom-text"]
+    assert [e["n"] for e in texts] == list(range(len(nasty)))
+    assert [e["text"] for e in texts] == nasty
+    assert [e["type"] for e in events if e["type"] == "custom-big"] == ["custom-big"]
+    assert texts[0]["nested"] == {"list": [nasty[0], None, 1.5]}
+    nan = next(e for e in events if e["type"] == "custom-nan")
+    assert nan["value"] != nan["value"]
+    head = next(e for e in events if e["type"] == "custom-head")
+    assert (head["hostname"], head["clock"]) == ("given@host", -1)
+    assert [e["clock"] for e in texts] == sorted(e["clock"] for e in texts)
+
+
 def test_a_notify_that_is_not_an_event_is_skipped(app: App,
                                                   db: psycopg.Connection[Any]) -> None:
     capture = Capture(app)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from pgqueue import App
+from pgqueue import App, signals
 from tests.conftest import running_worker, wait_until
 from tests.integration.ops.helpers import TASKS, pgqueue, tasks
 
@@ -77,12 +78,72 @@ def test_active_query_task_scheduled_reserved_revoked_from_the_tables(app: App) 
             assert scheduled is not None
             assert [e["request"]["id"] for e in scheduled["w1@test"]] == [waiting.id]
             assert scheduled["w1@test"][0]["eta"]
-            assert inspect.reserved() == {"w1@test": []}
+            assert app.control.inspect(timeout=10).reserved() == {"w1@test": []}
             revoked = inspect.revoked()
             assert revoked is not None and doomed.id in revoked["w1@test"]
             assert worker.worker_id
         finally:
             found["gate"].set()
+
+
+def test_reserved_lists_claimed_jobs_until_they_start(app: App, pg_dsn: str,
+                                                     schema: str) -> None:
+    """A worker holds claimed jobs unstarted while its claim loop is busy with the batch
+    (here a task_received handler that takes its time): reserved lists them, for that
+    worker only, and empties as they start."""
+    found = tasks(app)
+    release = threading.Event()
+
+    def slow_handler(sender: Any = None, request: Any = None, **_: Any) -> None:
+        if request is not None and request.hostname == "res@test":
+            release.wait(60)
+
+    signals.task_received.connect(slow_handler)
+    jobs = [found["block"].delay(30) for _ in range(3)]  # one claim takes all three
+    ids = sorted(job.id for job in jobs)
+    try:
+        with running_worker(app, name="res@test", concurrency=4), \
+                running_worker(app, name="idle@test", queues=["elsewhere"]):
+            inspect = app.control.inspect(timeout=10)
+            held = wait_until(lambda: (inspect.reserved() or {}).get("res@test"), 30,
+                              message="jobs reserved")
+            assert sorted(job["id"] for job in held) == ids
+            assert {job["name"] for job in held} == {"ops.block"}
+            assert all(job["time_start"] is None and job["acknowledged"] is False
+                       and job["worker_pid"] is None and job["args"] == [30]
+                       and job["hostname"] == "res@test" for job in held)
+            assert inspect.reserved()["idle@test"] == []  # type: ignore[index]
+            safe = inspect.reserved(safe=True)
+            assert safe is not None and safe["res@test"][0]["args"] == "[30]"
+            cli = pgqueue("inspect", "reserved", "--json", "-t", "10", "-d", "res@test",
+                          dsn=pg_dsn, schema=schema)
+            assert cli.returncode == 0, cli.stderr
+            assert sorted(j["id"] for j in json.loads(cli.stdout)["res@test"]) == ids
+            release.set()
+            wait_until(lambda: inspect.reserved() == {"res@test": [], "idle@test": []}, 30,
+                       message="reserved empties as the jobs start")
+            active = inspect.active()
+            assert active is not None and sorted(j["id"] for j in active["res@test"]) == ids
+            found["gate"].set()
+            for job in jobs:
+                assert job.get(timeout=30) == "done"
+    finally:
+        release.set()
+        found["gate"].set()
+        signals.task_received.disconnect(slow_handler)
+
+
+def test_hostile_reserved_arguments(app: App) -> None:
+    tasks(app)
+    with running_worker(app, name="w@test"):
+        control = app.control
+        [bad] = control.broadcast("reserved", arguments={"safe": "yes"}, reply=True,
+                                  timeout=10) or [{}]
+        assert bad == {"w@test": {"error": "safe must be true, false or null, got 'yes'"}}
+        [extra] = control.broadcast("reserved", arguments={"everything": 1}, reply=True,
+                                    timeout=10) or [{}]
+        assert extra["w@test"]["error"].startswith("reserved: bad arguments ['everything']")
+        assert control.inspect(timeout=10).reserved() == {"w@test": []}
 
 
 def test_destination_targets_one_worker(app: App) -> None:
