@@ -1120,6 +1120,36 @@ TEMPLATES: dict[str, str] = {
         )
         SELECT (SELECT count(*) FROM deleted), (SELECT max(finished_at) FROM doomed)
     """,
+    # The expired results of one kind (``success``: SUCCESS, false: every other state)
+    # on a plain results table whose two kinds are kept for different times. Up to
+    # ``limit`` rows are read in (finished_at, ctid) order from the position after the
+    # last row the pruner read (``after_at``, ``after_ctid``; NULL: from the start),
+    # and those of the kind are deleted. The rows of the other kind, kept for longer,
+    # fill the finish-time range of the shorter retention (no index has the state): the
+    # pruner goes on from the last row read, run after run, so each is read once, not
+    # on every run. Returns the rows deleted, the rows read and the last row read.
+    "result_prune_kind": """
+        WITH scanned AS (
+            SELECT ctid, finished_at, state = 'SUCCESS' AS success FROM {schema}.results
+             WHERE finished_at < now() - make_interval(secs => %(older_than)s)
+               AND finished_at >= coalesce(%(after_at)s::timestamptz, '-infinity')
+               AND (%(after_at)s::timestamptz IS NULL OR finished_at > %(after_at)s
+                    OR ctid > %(after_ctid)s::tid)
+             ORDER BY finished_at, ctid
+             LIMIT %(limit)s
+        ), deleted AS (
+            DELETE FROM {schema}.results
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM scanned WHERE success = %(success)s))
+               AND finished_at < now() - make_interval(secs => %(older_than)s)
+               AND (state = 'SUCCESS') = %(success)s
+            RETURNING 1
+        ), last AS (
+            SELECT finished_at, ctid FROM scanned ORDER BY finished_at DESC, ctid DESC
+             LIMIT 1
+        )
+        SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM scanned),
+               (SELECT finished_at FROM last), (SELECT ctid::text FROM last)
+    """,
     # Whether results is partitioned (pgqueue migrate --partition-results): the
     # partitions' services then take over from the row-by-row pruner.
     "result_partitioned": """
