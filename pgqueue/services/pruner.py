@@ -94,9 +94,9 @@ class Pruner:
         self._catch_up_since: float | None = None
         # per kind, the newest finish time deleted so far
         self._after: dict[bool | None, datetime | None] = {}
-        # result_prune_kind: per kind, the last row read (finish time, row address),
-        # kept from run to run, and since when it has been read from the start
-        self._read_to: dict[bool | None, tuple[datetime, str]] = {}
+        # result_prune_kind: per kind, the last finish time read, kept from run to run,
+        # and since when it has been read from the start
+        self._read_to: dict[bool | None, datetime] = {}
         self._read_since: dict[bool | None, float] = {}
         self._ran_at = -math.inf
         self._warned_at = -math.inf
@@ -170,13 +170,12 @@ class Pruner:
 
     def _prune_kind(self, db: Dedicated, success: bool, seconds: float) -> int:
         """One batch of one kind, read on from the last row read: how many rows read."""
-        after_at, after_ctid = self._read_to.get(success, (None, None))
-        deleted, read, last_at, last_ctid = db.execute(self.queries["result_prune_kind"], {
+        deleted, read, last = db.execute(self.queries["result_prune_kind"], {
             "older_than": seconds, "limit": self.batch, "success": success,
-            "after_at": after_at, "after_ctid": after_ctid})[0]
+            "after": self._read_to.get(success)})[0]
         self.deleted += deleted
-        if last_at is not None:
-            self._read_to[success] = (last_at, last_ctid)
+        if last is not None:
+            self._read_to[success] = last
         return int(read)
 
     def _check_behind(self, db: Dedicated) -> None:

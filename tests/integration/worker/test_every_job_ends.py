@@ -198,11 +198,11 @@ def test_a_terminate_between_the_claim_and_the_run_stops_the_job(
         worker = start(procs, pg_dsn, schema, "-P", pool, "-c", "2", "-l", "INFO")
         for _ in range(2):
             job = correct_app.send_task(task, [60_000], {"hold_until_terminated": True})
-            wait_until(lambda: db.execute("SELECT state FROM jobs WHERE id = %s",
-                                          [job.id]).fetchone() == ("started",),
+            wait_until(lambda job=job: db.execute("SELECT state FROM jobs WHERE id = %s",
+                                                  [job.id]).fetchone() == ("started",),
                        timeout=30, message="the job claimed")
             correct_app.control.revoke(job.id, terminate=True)
-            wait_until(lambda: job.state == "REVOKED", timeout=30,
+            wait_until(lambda job=job: job.state == "REVOKED", timeout=30,
                        message=f"the job revoked, not run\n{worker.output()}")
             assert f"began {job.id}" not in marks.read_text()
         assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=30) == 7
