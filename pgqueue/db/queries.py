@@ -1124,6 +1124,41 @@ TEMPLATES: dict[str, str] = {
         )
         SELECT (SELECT count(*) FROM deleted), (SELECT max(finished_at) FROM doomed)
     """,
+    # The expired results of one kind (``success``: SUCCESS, false: every other state)
+    # on a plain results table whose two kinds are kept for different times. The rows
+    # of the other kind, kept for longer, fill the finish-time range of the shorter
+    # retention (no index has the state), so the pruner reads on from the last finish
+    # time it read (``after``; NULL: from the start), run after run: each row is read
+    # once, not on every run. A batch reads the ``limit`` rows that finished next, and
+    # the rest of the instant the last of them finished at (one finish statement gives
+    # all its rows one time), so that the next batch starts past it; it deletes those
+    # of the kind. Returns the rows deleted, the rows read and the last finish time read.
+    "result_prune_kind": """
+        WITH upto AS (
+            SELECT coalesce((
+                SELECT finished_at FROM {schema}.results
+                 WHERE finished_at < now() - make_interval(secs => %(older_than)s)
+                   AND finished_at >= coalesce(%(after)s::timestamptz, '-infinity')
+                   AND (%(after)s::timestamptz IS NULL OR finished_at > %(after)s)
+                 ORDER BY finished_at OFFSET %(limit)s - 1 LIMIT 1),
+                now() - make_interval(secs => %(older_than)s)) AS finished_at
+        ), scanned AS (
+            SELECT r.ctid, r.finished_at, r.state = 'SUCCESS' AS success
+              FROM {schema}.results r, upto
+             WHERE r.finished_at < now() - make_interval(secs => %(older_than)s)
+               AND r.finished_at <= upto.finished_at
+               AND r.finished_at >= coalesce(%(after)s::timestamptz, '-infinity')
+               AND (%(after)s::timestamptz IS NULL OR r.finished_at > %(after)s)
+        ), deleted AS (
+            DELETE FROM {schema}.results
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM scanned WHERE success = %(success)s))
+               AND finished_at < now() - make_interval(secs => %(older_than)s)
+               AND (state = 'SUCCESS') = %(success)s
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM scanned),
+               (SELECT max(finished_at) FROM scanned)
+    """,
     # Whether results is partitioned (pgqueue migrate --partition-results): the
     # partitions' services then take over from the row-by-row pruner.
     "result_partitioned": """

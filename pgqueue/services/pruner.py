@@ -49,6 +49,11 @@ class Pruner:
     name = "pruner"
     leader_only = True
     WARN_EVERY = 300.0
+    #: Seconds after which a kind read on from where it stopped (two retentions, plain
+    #: table) is read from the start again, for the rows that came in behind the last
+    #: one read: written with an old finish time by plain SQL, or committed by a
+    #: transaction that began before it and outlasted the retention.
+    REREAD_EVERY = 3600.0
 
     def __init__(self, queries: Queries, result_expires: float | None, worker_ttl: float,
                  interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
@@ -64,11 +69,13 @@ class Pruner:
         # (is SUCCESS, retention, statement) per kind of result (None: every state).
         # A plain results table: every expired row, as one kind when both retentions
         # are the same.
-        kinds: list[tuple[bool | None, float | None]] = (
-            [(None, result_expires)] if self.failed_expires == result_expires
-            else [(True, result_expires), (False, self.failed_expires)])
-        self.plain_kinds: list[Kind] = [(success, seconds, "result_prune")
-                                        for success, seconds in kinds if seconds]
+        # Two retentions: each kind's range holds rows of the other kind kept for longer
+        # (no index has the state), so each kind is read from where it last stopped.
+        self.plain_kinds: list[Kind] = (
+            [(None, result_expires, "result_prune")] if self.failed_expires == result_expires
+            and result_expires else
+            [(success, seconds, "result_prune_kind") for success, seconds in
+             ((True, result_expires), (False, self.failed_expires)) if seconds])
         # A partitioned one: below a day, in every partition; else only in the DEFAULT
         # partition (rows of days without a partition of their own, which no partition
         # drop takes away).
@@ -87,6 +94,10 @@ class Pruner:
         self._catch_up_since: float | None = None
         # per kind, the newest finish time deleted so far
         self._after: dict[bool | None, datetime | None] = {}
+        # result_prune_kind: per kind, the last finish time read, kept from run to run,
+        # and since when it has been read from the start
+        self._read_to: dict[bool | None, datetime] = {}
+        self._read_since: dict[bool | None, float] = {}
         self._ran_at = -math.inf
         self._warned_at = -math.inf
 
@@ -103,6 +114,10 @@ class Pruner:
         # not cut off since (a lost leader lease, an outage).
         if self._catch_up_since is None or started - self._ran_at > self.interval:
             self._catch_up_since, self.deleted, self._after = started, 0, {}
+        for success, _, _ in self.by_rows:
+            if started - self._read_since.get(success, -math.inf) > self.REREAD_EVERY:
+                self._read_since[success] = started
+                self._read_to.pop(success, None)
         pause = run_batches(lambda: self._prune(db), self.batch, self.run_seconds)
         self._ran_at = time.monotonic()
         if pause is None:
@@ -137,6 +152,9 @@ class Pruner:
         """One batch of each kind; a full batch of either asks for another round."""
         most = 0
         for success, seconds, statement in self.by_rows:
+            if statement == "result_prune_kind":
+                most = max(most, self._prune_kind(db, bool(success), seconds))
+                continue
             try:
                 count, newest = db.execute(self.queries[statement], {
                     "older_than": seconds, "limit": self.batch, "success": success,
@@ -150,12 +168,24 @@ class Pruner:
             most = max(most, int(count))
         return most
 
+    def _prune_kind(self, db: Dedicated, success: bool, seconds: float) -> int:
+        """One batch of one kind, read on from the last row read: how many rows read."""
+        deleted, read, last = db.execute(self.queries["result_prune_kind"], {
+            "older_than": seconds, "limit": self.batch, "success": success,
+            "after": self._read_to.get(success)})[0]
+        self.deleted += deleted
+        if last is not None:
+            self._read_to[success] = last
+        return int(read)
+
     def _check_behind(self, db: Dedicated) -> None:
         assert self._catch_up_since is not None
         now = time.monotonic()
         busy = now - self._catch_up_since
         if busy < self.behind_after or now - self._warned_at < self.WARN_EVERY:
             return
+        if not self.deleted:
+            return  # reading past kept rows (the first reading of a kind), nothing due
         self._warned_at = now
         oldest = db.execute(self.queries["result_oldest"])[0][0]
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0

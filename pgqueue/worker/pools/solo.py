@@ -1,4 +1,12 @@
-"""``-P solo``: one job at a time, in the claim loop's own process (debugging, tests)."""
+"""``-P solo``: one job at a time, in the claim loop's own thread (debugging, tests).
+
+``revoke(terminate=True)`` raises :class:`~pgqueue.worker.execution.Terminated` in the
+running task; one that comes after the claim but before the run (the worker holds the
+job, the claim loop has not handed it over yet) is kept and applied when the job is
+handed over: it then never runs. The task runs in the claim loop's thread, so one that
+catches the interruption and goes on holds the worker until it returns (use ``-P
+threads`` or ``-P processes`` for tasks that may).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,11 @@ class SoloPool(Slots):
         super().__init__(1)
         self.context = context
         self._slot = RunningJob()
+        #: Ids asked to terminate while no job of theirs ran here. One job at a time is
+        #: held and run, so only the next job handed over can be among them: the rest
+        #: (jobs that ended meanwhile) are forgotten then.
+        self._terminate_first: set[str] = set()
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._slot.thread_id = threading.get_ident()
@@ -39,7 +52,14 @@ class SoloPool(Slots):
         limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
         exc_type = SoftTimeLimitExceeded if soft and limit == soft else TimeLimitExceeded
         timer = threading.Timer(limit, self._slot.interrupt, (job, exc_type)) if limit else None
-        self._slot.begin(job)
+        with self._lock:
+            first = job.id in self._terminate_first
+            self._terminate_first.clear()
+            if not first:
+                self._slot.begin(job)
+        if first:
+            self.context.finished(terminated_outcome(self.context, job))
+            return
         if timer is not None:
             timer.daemon = True
             timer.start()
@@ -60,9 +80,13 @@ class SoloPool(Slots):
         return []
 
     def terminate(self, job_id: str) -> bool:
-        job = self._slot.job
-        if job is None or job.id != job_id:
-            return False
+        """Stop ``job_id``, which the worker holds: now if it runs, else when the claim
+        loop hands it over (it is then never run)."""
+        with self._lock:
+            job = self._slot.job
+            if job is None or job.id != job_id:
+                self._terminate_first.add(job_id)
+                return True
         self.context.finished(terminated_outcome(self.context, job))
         self._slot.interrupt(job, Terminated)
         return True

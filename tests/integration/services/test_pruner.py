@@ -61,11 +61,14 @@ def test_the_prune_statements_read_results_through_an_index(
     add_results(db, total - int(total * expired_share), "1 minute")
     db.execute("ANALYZE results")
     scans: list[tuple[str, str]] = []
-    # (False, the failures kept for a time of their own, has no rows to find here: read
-    # whole, which is why docs/deploying.md advises partitions for that setting)
     for success in (None, True):
         for after in (None, "2000-01-01T00:00:00Z"):
             scans += plan_scans(db, app.queries["result_prune"], {
+                "older_than": DAY, "limit": 5000, "after": after, "success": success})
+    # each kind of its own retention, read on from the last row read
+    for success in (True, False):
+        for after in (None, "2000-01-01T00:00:00Z"):
+            scans += plan_scans(db, app.queries["result_prune_kind"], {
                 "older_than": DAY, "limit": 5000, "after": after, "success": success})
     scans += plan_scans(db, app.queries["result_oldest"], {})
     assert scans and all(relation == "results" for _, relation in scans)
@@ -251,3 +254,109 @@ def test_a_catch_up_cut_off_for_longer_than_an_interval_starts_again(
     assert "falling behind" not in caplog.text
     assert pruner.deleted == 10  # counted from the second run
 
+
+
+# -- two retentions on a plain table: each row is read once, not on every run --------------
+WEEK = 7 * DAY
+
+
+def add_kind(db: psycopg.Connection[Any], count: int, state: str, age: str,
+             apart: str = "10 ms") -> None:
+    """``count`` results of ``state`` that finished ``age`` ago, ``apart`` from each other."""
+    db.execute("""
+        INSERT INTO results (id, queue, task, state, created_at, finished_at)
+        SELECT gen_random_uuid(), 'default', 't.x', %s, now() - interval '30 days',
+               now() - %s::interval - g * %s::interval
+          FROM generate_series(1, %s) g""", [state, age, apart, count])
+
+
+def blocks_read(db: psycopg.Connection[Any]) -> int:
+    """Buffers of results and its indexes read since the statistics began (hits too)."""
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    row = db.execute("""
+        SELECT coalesce(heap_blks_read, 0) + heap_blks_hit + coalesce(idx_blks_read, 0)
+               + coalesce(idx_blks_hit, 0)
+          FROM pg_statio_user_tables WHERE relid = 'results'::regclass""").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def flushed_run(pruner: Pruner, conn: Dedicated) -> float:
+    """One run, with the statistics of the pruner's session flushed after it."""
+    delay = pruner.run_once(conn)
+    conn.execute(b"SELECT pg_stat_force_next_flush()")
+    conn.execute(b"SELECT 1")  # its end flushes (the session goes idle)
+    return delay
+
+
+@pytest.mark.parametrize(("success_for", "failed_for", "kept"), [
+    (WEEK, DAY, "SUCCESS"),  # failures go first: successes fill their range
+    (DAY, WEEK, "FAILURE"),  # successes go first: failures fill their range
+])
+def test_with_two_retentions_nothing_due_reads_a_handful_of_buffers(
+        app: App, db: psycopg.Connection[Any], conn: Dedicated,
+        success_for: float, failed_for: float, kept: str) -> None:
+    """A plain results table, successes and failures kept for different times: the
+    finish-time range of the shorter retention holds 200,000 rows of the other kind,
+    not due. The first run reads them once; the next runs, with nothing due, read only
+    what finished since (a handful of buffers), not the whole range again. Due rows of
+    each state go, the others stay."""
+    # the buffer counts are the table's: no autovacuum pass may add its own
+    db.execute("ALTER TABLE results SET (autovacuum_enabled = false)")
+    add_kind(db, 200_000, kept, "36 hours")  # not due: kept for a week
+    add_kind(db, 40, "SUCCESS", "8 days")  # due
+    add_kind(db, 40, "FAILURE", "8 days")  # due
+    add_kind(db, 40, "REVOKED", "9 days")  # due
+    short = "FAILURE" if kept == "SUCCESS" else "SUCCESS"
+    add_kind(db, 30, short, "2 days")  # due: past the shorter retention
+    add_kind(db, 20, short, "2 hours")  # not due
+    add_kind(db, 20, "REVOKED", "2 hours")  # not due
+    db.execute("ANALYZE results")
+    pruner = Pruner(app.queries, success_for, worker_ttl=60, batch=5000, run_seconds=120,
+                    result_expires_failed=failed_for)
+    assert flushed_run(pruner, conn) == pruner.interval  # caught up in one run
+    assert pruner.deleted == 150
+    left = dict(db.execute("SELECT state, count(*) FROM results GROUP BY 1").fetchall())
+    assert left == ({"SUCCESS": 200_000, "FAILURE": 20, "REVOKED": 20} if kept == "SUCCESS"
+                    else {"FAILURE": 200_000, "SUCCESS": 20, "REVOKED": 20}), left
+
+    before = blocks_read(db)
+    for _ in range(3):
+        assert flushed_run(pruner, conn) == pruner.interval
+    read = blocks_read(db) - before
+    # 3 runs of 2 statements each (one per kind): at most 25 buffers each (measured
+    # 5-13), where reading the range again took 2,770 a run
+    assert read < 150, f"{read} buffers read by 3 runs with nothing due"
+
+    # what becomes due later still goes: rows that finished after the last one read
+    add_kind(db, 25, short, "3 days", apart="0 ms")  # behind it: the hourly re-read's
+    add_kind(db, 5, short, "1 hour", apart="0 ms")
+    db.execute("UPDATE results SET finished_at = now() - interval '25 hours' "
+               "WHERE finished_at > now() - interval '90 minutes' AND state = %s", [short])
+    flushed_run(pruner, conn)
+    assert db.execute("SELECT count(*) FROM results WHERE state = %s "
+                      "AND finished_at < now() - interval '1 day'",
+                      [short]).fetchone() == (25,)
+    pruner.REREAD_EVERY = 0.0
+    flushed_run(pruner, conn)
+    assert db.execute("SELECT count(*) FROM results WHERE state = %s "
+                      "AND finished_at < now() - interval '1 day'", [short]).fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM results WHERE state = %s",
+                      [kept]).fetchone() == (200_000,)
+
+
+def test_with_two_retentions_kept_rows_of_one_instant_do_not_stop_the_reading(
+        app: App, db: psycopg.Connection[Any], conn: Dedicated) -> None:
+    """More kept rows than a batch finished at one instant (one revoke of many jobs):
+    a batch reads the whole instant, and the next goes on past it."""
+    add_kind(db, 350, "REVOKED", "30 hours", apart="0 ms")  # kept: failures for a week
+    add_kind(db, 120, "SUCCESS", "29 hours")  # due after the instant
+    add_kind(db, 10, "SUCCESS", "31 hours")  # due before it
+    pruner = Pruner(app.queries, DAY, worker_ttl=60, batch=100, run_seconds=0,
+                    result_expires_failed=WEEK)
+    runs = 0
+    while pruner.run_once(conn) < pruner.interval:
+        runs += 1
+        assert runs < 10
+    assert dict(db.execute("SELECT state, count(*) FROM results GROUP BY 1").fetchall()) \
+        == {"REVOKED": 350}

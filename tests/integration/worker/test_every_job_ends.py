@@ -158,23 +158,81 @@ def test_retry_obeys_the_max_retries_the_job_was_sent_with(
         assert result.state == "FAILURE"
 
 
+def test_a_terminated_plain_task_in_the_asyncio_pool_ends_revoked_but_runs_on(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """-P asyncio runs a plain function in a thread of the loop's executor, which
+    cannot be cancelled: the job ends REVOKED and its slot is free at once, the
+    function runs on to its end, and what it returns changes nothing (documented in
+    docs/reliability.md)."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1")
+        job = correct_app.send_task("correct_tasks.plain_sleeper", [8_000])
+        wait_until(lambda: lines(marks, "began"), timeout=30, message="the plain task")
+        correct_app.control.revoke(job.id, terminate=True)
+        wait_until(lambda: job.state == "REVOKED", timeout=10,
+                   message=f"the job revoked at once\n{worker.output()}")
+        assert not lines(marks, "ended")  # still sleeping in its thread
+        # its one slot is free: the next job runs while the function sleeps on
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=10) == 7
+        wait_until(lambda: lines(marks, "ended"), timeout=30,
+                   message="the function running on to its end")
+        assert worker.proc.poll() is None
+    assert job.state == "REVOKED"
+
+
 # -- a terminate racing the claim is not lost ------------------------------------------------
+@pytest.mark.parametrize(("pool", "task"), [
+    ("threads", "correct_tasks.plain_sleeper"),
+    ("solo", "correct_tasks.plain_sleeper"),
+    ("asyncio", "correct_tasks.async_sleeper"),
+    ("asyncio", "correct_tasks.plain_sleeper"),
+])
+def test_a_terminate_between_the_claim_and_the_run_stops_the_job(
+        correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any],
+        marks: Path, pool: str, task: str) -> None:
+    """The worker holds the job (claimed, registered) but its pool has not started it
+    when the terminate comes: a task_received receiver in the app keeps the claim loop
+    there until the worker has begun terminating it. The job must never run its
+    minute: it ends REVOKED, the worker runs the next job, and lives on."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", pool, "-c", "2", "-l", "INFO")
+        for _ in range(2):
+            job = correct_app.send_task(task, [60_000], {"hold_until_terminated": True})
+            wait_until(lambda job=job: db.execute("SELECT state FROM jobs WHERE id = %s",
+                                                  [job.id]).fetchone() == ("started",),
+                       timeout=30, message="the job claimed")
+            correct_app.control.revoke(job.id, terminate=True)
+            wait_until(lambda job=job: job.state == "REVOKED", timeout=30,
+                       message=f"the job revoked, not run\n{worker.output()}")
+            assert f"began {job.id}" not in marks.read_text()
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=30) == 7
+        assert worker.proc.poll() is None
+        assert "Traceback" not in worker.output()
+
+
+@pytest.mark.parametrize(("pool", "task"), [
+    ("threads", "correct_tasks.abortable"),
+    ("solo", "correct_tasks.abortable"),
+    ("asyncio", "correct_tasks.async_sleeper"),
+])
 def test_terminate_racing_the_claim_is_never_lost(
-        correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:
+        correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any],
+        pool: str, task: str) -> None:
     """Jobs that would run a minute, each revoked with terminate a moment (0 to a few
     ms) after it was sent: before its claim, between the claim's commit and the worker
-    holding it, or while it runs. Every one ends REVOKED, soon."""
+    holding it, between the pool taking it and its run, or while it runs. Every one
+    ends REVOKED, soon, in every pool."""
     import random
     import time
 
     rng = random.Random(5)
     rounds, batch = 150, 4
+    concurrency = "1" if pool == "solo" else "8"
     with workers() as procs:
-        worker = start(procs, pg_dsn, schema, "-P", "threads", "-c", "8")
+        worker = start(procs, pg_dsn, schema, "-P", pool, "-c", concurrency)
         sent = []
         for _ in range(rounds):
-            jobs = [correct_app.send_task("correct_tasks.abortable", [60_000])
-                    for _ in range(batch)]
+            jobs = [correct_app.send_task(task, [60_000]) for _ in range(batch)]
             time.sleep(rng.random() * 0.004)
             correct_app.control.revoke([j.id for j in jobs], terminate=True)
             sent += jobs

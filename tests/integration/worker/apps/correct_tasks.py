@@ -2,10 +2,12 @@
 `pgqueue worker` processes. Tasks that must say they began write a line to the file
 named by $CORRECT_MARKS (the test waits on it), not to the database."""
 
+import logging
 import os
+import threading
 import time
 
-from pgqueue import App
+from pgqueue import App, signals
 from pgqueue.contrib.abortable import AbortableTask
 
 app = App("correct")
@@ -64,4 +66,58 @@ def retrying(self):
     """Retries until its max_retries is spent (the job's, when it was sent with one)."""
     mark(f"attempt {self.request.id} {self.request.retries}")
     raise self.retry(countdown=0)
+
+
+
+@app.task(bind=True)
+async def async_sleeper(self, ms, hold_until_terminated=False):
+    """A coroutine that says it began, then sleeps ``ms`` milliseconds."""
+    import asyncio
+
+    mark(f"began {self.request.id}")
+    await asyncio.sleep(ms / 1000)
+    return "slept"
+
+
+@app.task(bind=True)
+def plain_sleeper(self, ms, hold_until_terminated=False):
+    """A plain function that says it began and when it ended (``-P asyncio`` runs it in
+    a thread)."""
+    mark(f"began {self.request.id}")
+    time.sleep(ms / 1000)
+    mark(f"ended {self.request.id}")
+    return "slept"
+
+
+# -- a terminate that arrives after the claim, before the pool runs the job ---------------
+class _TerminatesSeen(logging.Handler):
+    """The jobs the worker started terminating ("Terminating job <id> on request")."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids = set()
+        self.changed = threading.Condition()
+
+    def emit(self, record):
+        if record.getMessage().startswith("Terminating job "):
+            with self.changed:
+                self.ids.add(record.getMessage().split()[2])
+                self.changed.notify_all()
+
+
+_terminates = _TerminatesSeen()
+logging.getLogger("pgqueue.worker").addHandler(_terminates)
+
+
+@signals.task_received.connect
+def _hold_until_terminated(request, **_):
+    """For a job sent with ``hold_until_terminated=True``: keeps the claim loop between
+    the claim (the worker holds the job) and handing the job to its pool until the
+    worker has begun terminating it, and a moment more for the pool to be told. The
+    pool must then stop the job before it runs."""
+    if not request.kwargs.get("hold_until_terminated"):
+        return
+    with _terminates.changed:
+        _terminates.changed.wait_for(lambda: request.id in _terminates.ids, timeout=30)
+    time.sleep(0.2)  # the listener's pool.terminate() call, right after its log line
 
