@@ -250,6 +250,7 @@ def test_a_terminate_after_the_job_ended_stops_its_retry_for_a_while(
 @pytest.mark.parametrize(("pool", "task"), [
     ("threads", "correct_tasks.plain_sleeper"),
     ("solo", "correct_tasks.plain_sleeper"),
+    ("processes", "correct_tasks.plain_sleeper"),
     ("asyncio", "correct_tasks.async_sleeper"),
     ("asyncio", "correct_tasks.plain_sleeper"),
 ])
