@@ -2,11 +2,13 @@
 ``{node: answer}`` for the live workers addressed (None when there are none).
 
 Where the answer is in the tables, it is read there, in one statement, without asking
-the workers: ``active`` and ``query_task`` (the jobs each worker holds), ``scheduled``
-(jobs waiting for their eta or retry delay in each worker's queues) and ``revoked`` (the
-ids revoked lately, the same for every worker: a revoke is a row, not a worker's
-memory). What only a worker knows is asked of it by a control request: ``reserved``,
-``registered``, ``stats``, ``active_queues``, ``conf``, ``report``, ``ping``.
+the workers: ``active`` (the jobs each worker holds), ``scheduled`` (jobs waiting for
+their eta or retry delay in each worker's queues) and ``revoked`` (the ids revoked
+lately, the same for every worker: a revoke is a row, not a worker's memory). What only
+a worker knows is asked of it by a control request: ``reserved``, ``registered``,
+``stats``, ``active_queues``, ``conf``, ``report``, ``ping``. ``query_task`` does both:
+the table says which worker holds each job, and only the workers that hold some are
+asked which of theirs have not started.
 
 ``reserved`` is Celery's "received, not started": the jobs a worker has claimed and not
 yet handed to a free slot of its pool. A worker claims only as many jobs as it has free
@@ -14,7 +16,8 @@ slots, so such a job waits only for the claim loop to get to it (after the
 ``task_received`` handlers of the jobs claimed before it in the same batch) or, in the
 processes pool, for a child to be replaced first; the list is empty most of the time.
 The table cannot tell these jobs from running ones (a claim is the start as far as the
-row knows), so ``active`` lists them too until they start.
+row knows), so ``active`` lists them too until they start; ``query_task`` says
+``reserved`` for them, as Celery does.
 """
 
 from __future__ import annotations
@@ -183,7 +186,11 @@ class Inspect:
         return {node: list(ids) for _, node, _ in nodes}
 
     def query_task(self, *ids: str | Sequence[str]) -> dict[str, Any] | None:
-        """``{node: {id: ['active', request]}}`` for the jobs of ``ids`` each worker holds."""
+        """``{node: {id: [state, request]}}`` for the jobs of ``ids`` each worker holds:
+        ``'active'`` when it runs, ``'reserved'`` when it is claimed and not started yet
+        (as Celery says). The table lists them; only a worker that holds some is asked
+        which have not started. Held jobs stay ``'active'`` when no answer comes within
+        the timeout, or when the caller may not ask workers (the reader role alone)."""
         from pgqueue import limits
 
         flat: list[str] = []
@@ -193,5 +200,22 @@ class Inspect:
         held = self._held([limits.row_id(i) or i for i in checked], None)
         if held is None:
             return None
-        return {node: {job["id"]: ["active", job] for job in jobs}
+        waiting = self._not_started([node for node, jobs in held.items() if jobs])
+        return {node: {job["id"]: ["reserved", waiting[node][job["id"]]]
+                       if job["id"] in waiting.get(node, {}) else ["active", job]
+                       for job in jobs}
                 for node, jobs in held.items()}
+
+    def _not_started(self, nodes: list[str]) -> dict[str, dict[str, Any]]:
+        """``{node: {id: request}}``: the jobs of ``nodes`` claimed and not started."""
+        from pgqueue.exceptions import PermissionDenied
+
+        if not nodes:
+            return {}
+        try:
+            answers = flatten(self.control.broadcast("reserved", {}, nodes, reply=True,
+                                                     timeout=self.timeout)) or {}
+        except PermissionDenied:  # a reader may not ask: the table's answer stands
+            return {}
+        return {node: {job["id"]: job for job in jobs if isinstance(job, dict)}
+                for node, jobs in answers.items() if isinstance(jobs, list)}

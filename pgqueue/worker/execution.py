@@ -298,7 +298,8 @@ async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: st
             await asyncio.to_thread(announce_start, app, task, job, request)
         if is_async(task):
             outcome = await run_task_async(task, job, request)
-        else:  # a plain function must not block the loop
+        else:  # the asyncio pool runs plain tasks in its own threads, through execute();
+            # one that gets here anyway (its task changed meanwhile) must not block the loop
             outcome = await asyncio.to_thread(run_task, task, job, request)
         return conclude(app, task, job, outcome, request)
     except BaseException as exc:

@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -44,6 +45,7 @@ from pgqueue.worker.execution import (
     make_request,
     safe_str,
 )
+from pgqueue.worker.holdings import EARLY_MAX, EARLY_TTL
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -89,6 +91,50 @@ def terminated_outcome(context: JobContext, job: ClaimedJob,
     hooks.revoked(context.app.tasks.get(job.task), request, terminated=True, signum=signum)
     logger.info("Task %s[%s] terminated by request", job.display, job.id)
     return Outcome(job.id, job.attempt, states.REVOKED, error="terminated by request")
+
+
+class TerminateFirst:
+    """Terminates asked for jobs the worker holds but its pool has not begun: the job
+    is then never run. A request is kept ``ttl`` seconds (the gap it covers is the claim
+    loop's, from the claim to the hand-over: the same as the worker's own memory of
+    requests for jobs it does not hold yet, ``Holdings``), and at most ``most`` are kept.
+
+    One whose job ended before it came (it raced the job's end) lapses then: until it
+    does, a retry of that job handed to this pool is terminated too, as Celery's worker
+    discards a revoked id it sees again. Not thread-safe: the pool calls it under the
+    lock that orders its begins and terminates.
+    """
+
+    def __init__(self, ttl: float = EARLY_TTL, most: int = EARLY_MAX) -> None:
+        self.ttl = ttl
+        self.most = most
+        #: id -> when asked, oldest first, so that lapsed requests are dropped from the
+        #: front: each costs O(1), and memory stays bounded whatever the ids.
+        self._asked: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, job_id: str) -> None:
+        now = time.monotonic()
+        self._asked[job_id] = now
+        self._asked.move_to_end(job_id)
+        self._lapse(now)
+
+    def take(self, job_id: str) -> bool:
+        """Whether ``job_id``, about to begin, was asked to terminate (and forget it)."""
+        if not self._asked:
+            return False
+        self._lapse(time.monotonic())
+        return self._asked.pop(job_id, None) is not None
+
+    def _lapse(self, now: float) -> None:
+        asked = self._asked
+        while asked:
+            oldest, at = next(iter(asked.items()))
+            if now - at < self.ttl and len(asked) <= self.most:
+                return
+            del asked[oldest]
+
+    def __len__(self) -> int:
+        return len(self._asked)
 
 
 class Pool(Protocol):

@@ -34,6 +34,7 @@ from pgqueue.worker.pools.base import (
     Executor,
     JobContext,
     QueuePool,
+    TerminateFirst,
     terminated_outcome,
     time_limit_outcome,
 )
@@ -157,7 +158,9 @@ class ProcessPool(QueuePool):
         self.max_tasks = max_tasks_per_child
         self.max_memory = max_memory_per_child
         self._mp = multiprocessing.get_context("fork")
-        self._terminate: set[str] = set()
+        #: Jobs asked to terminate: taken by the supervisor that runs (or is about to
+        #: run) the job; one whose job ended first lapses (see TerminateFirst).
+        self._terminate = TerminateFirst()
         self._lock = threading.Lock()
         self._parent_ends: set[Connection] = set()
         self._generation = 0  # restarts asked (pool_restart)
@@ -245,6 +248,9 @@ class ProcessPool(QueuePool):
             self._kill(child)
 
     def _run_one(self, child: _Child, job: ClaimedJob) -> _Child:
+        if self._terminated(job):  # before its child has it: nothing to kill
+            self.context.finished(terminated_outcome(self.context, job))
+            return child
         if not child.process.is_alive():
             child = self._replace(child)
         self.context.started(job)
@@ -280,13 +286,14 @@ class ProcessPool(QueuePool):
                 self.context.finished(time_limit_outcome(job, hard))
                 self._kill(child)
                 return self._spawn()
-            with self._lock:
-                terminate = job.id in self._terminate
-                self._terminate.discard(job.id)
-            if terminate:
+            if self._terminated(job):
                 self.context.finished(terminated_outcome(self.context, job, signal.SIGKILL))
                 self._kill(child)
                 return self._spawn()
+
+    def _terminated(self, job: ClaimedJob) -> bool:
+        with self._lock:
+            return self._terminate.take(job.id)
 
     def _lost(self, job: ClaimedJob, child: _Child) -> Outcome:
         """The child died with the job: retry while retries remain, else WorkerLostError."""

@@ -18,6 +18,7 @@ from pgqueue.worker.pools.base import (
     JobContext,
     RunningJob,
     Slots,
+    TerminateFirst,
     terminated_outcome,
 )
 
@@ -29,10 +30,8 @@ class SoloPool(Slots):
         super().__init__(1)
         self.context = context
         self._slot = RunningJob()
-        #: Ids asked to terminate while no job of theirs ran here. One job at a time is
-        #: held and run, so only the next job handed over can be among them: the rest
-        #: (jobs that ended meanwhile) are forgotten then.
-        self._terminate_first: set[str] = set()
+        #: Ids asked to terminate while no job of theirs ran here.
+        self._terminate_first = TerminateFirst()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -53,8 +52,7 @@ class SoloPool(Slots):
         exc_type = SoftTimeLimitExceeded if soft and limit == soft else TimeLimitExceeded
         timer = threading.Timer(limit, self._slot.interrupt, (job, exc_type)) if limit else None
         with self._lock:
-            first = job.id in self._terminate_first
-            self._terminate_first.clear()
+            first = self._terminate_first.take(job.id)
             if not first:
                 self._slot.begin(job)
         if first:

@@ -23,6 +23,7 @@ from pgqueue.worker.pools.base import (
     JobContext,
     QueuePool,
     RunningJob,
+    TerminateFirst,
     terminated_outcome,
     time_limit_outcome,
 )
@@ -46,7 +47,7 @@ class ThreadPool(QueuePool):
         self.max_abandoned = size if max_abandoned is None else max_abandoned
         self._running: dict[str, RunningJob] = {}
         #: Jobs held by the worker, asked to terminate before a thread took them.
-        self._terminate_first: set[str] = set()
+        self._terminate_first = TerminateFirst()
         self._running_lock = threading.Lock()
 
     def terminate(self, job_id: str) -> bool:
@@ -78,8 +79,7 @@ class ThreadPool(QueuePool):
         if hard:
             timers.append(threading.Timer(hard, self._overrun, (executor, job, hard)))
         with self._running_lock:
-            first = job.id in self._terminate_first
-            self._terminate_first.discard(job.id)
+            first = self._terminate_first.take(job.id)
             if not first:
                 executor.begin(job)
                 self._running[job.id] = executor

@@ -119,11 +119,20 @@ def test_reserved_lists_claimed_jobs_until_they_start(app: App, pg_dsn: str,
                           dsn=pg_dsn, schema=schema)
             assert cli.returncode == 0, cli.stderr
             assert sorted(j["id"] for j in json.loads(cli.stdout)["res@test"]) == ids
+            # query_task says what Celery says of a claimed job not started yet
+            queried = inspect.query_task(ids[0])
+            assert queried is not None and queried["idle@test"] == {}
+            state, request = queried["res@test"][ids[0]]
+            assert state == "reserved" and request["time_start"] is None
             release.set()
             wait_until(lambda: inspect.reserved() == {"res@test": [], "idle@test": []}, 30,
                        message="reserved empties as the jobs start")
             active = inspect.active()
             assert active is not None and sorted(j["id"] for j in active["res@test"]) == ids
+            queried = inspect.query_task(ids)
+            assert queried is not None
+            assert {i: q[0] for i, q in queried["res@test"].items()} == dict.fromkeys(
+                ids, "active")
             found["gate"].set()
             for job in jobs:
                 assert job.get(timeout=30) == "done"

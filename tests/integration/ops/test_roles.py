@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from pgqueue import App
-from tests.conftest import wait_until
-from tests.integration.ops.helpers import PGQUEUE, ROOT, TASKS, pgqueue
+from tests.conftest import running_worker, wait_until
+from tests.integration.ops.helpers import PGQUEUE, ROOT, TASKS, pgqueue, tasks
 from tests.login_roles import login_roles, with_group_roles
 
 
@@ -64,3 +64,23 @@ def test_migrated_schema_grants_replies_to_workers_only(pg_dsn: str, schema: str
             app.execute("control_reply_read", {"request_id": 1})
     finally:
         app.close()
+
+
+def test_a_reader_queries_held_jobs_without_asking_the_workers(
+        app: App, logins: dict[str, str], schema: str) -> None:
+    """query_task asks the workers holding the jobs which have not started; a reader may
+    not ask, and gets the table's answer instead of an error."""
+    found = tasks(app)
+    reader = App("reader", dsn=logins["reader"], schema=schema, set_as_current=False)
+    try:
+        with running_worker(app, name="q@test"):
+            job = found["block"].delay()
+            wait_until(lambda: (app.control.inspect().active() or {}).get("q@test"), 20,
+                       message="job started")
+            queried = reader.control.inspect(timeout=5).query_task(job.id)
+            assert queried is not None
+            assert queried["q@test"][job.id][0] == "active"
+            found["gate"].set()
+    finally:
+        found["gate"].set()
+        reader.close()

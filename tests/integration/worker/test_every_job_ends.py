@@ -117,14 +117,16 @@ def test_an_abort_survives_the_rescue_of_its_job(
         assert "abort" in str(job.result)
 
 
-# -- terminate in the threads pool: the job ends at once, its slot comes back --------------
+# -- terminate in a thread: the job ends at once, its slot comes back ----------------------
+@pytest.mark.parametrize("pool", ["threads", "asyncio"])
 def test_terminate_frees_a_thread_slot_even_if_the_task_swallows_it(
-        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+        correct_app: App, pg_dsn: str, schema: str, marks: Path, pool: str) -> None:
     """A thread cannot be killed: the job is recorded REVOKED at once, the thread that
     swallowed the interruption is abandoned (as past a hard time limit) and a new thread
-    takes its slot; the worker's other work goes on."""
+    takes its slot; the worker's other work goes on. -P asyncio runs a plain task in a
+    thread of its own, stopped the same way."""
     with workers() as procs:
-        worker = start(procs, pg_dsn, schema, "-P", "threads", "-c", "1")
+        worker = start(procs, pg_dsn, schema, "-P", pool, "-c", "1")
         job = correct_app.send_task("correct_tasks.stubborn", [20_000])
         wait_until(lambda: lines(marks, "began"), timeout=30, message="the stubborn job")
         correct_app.control.revoke(job.id, terminate=True)
@@ -158,32 +160,97 @@ def test_retry_obeys_the_max_retries_the_job_was_sent_with(
         assert result.state == "FAILURE"
 
 
-def test_a_terminated_plain_task_in_the_asyncio_pool_ends_revoked_but_runs_on(
+# -- -P asyncio: plain tasks run in threads of the pool's own, as many as -c -----------------
+def test_asyncio_runs_as_many_plain_tasks_at_once_as_its_concurrency(
         correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
-    """-P asyncio runs a plain function in a thread of the loop's executor, which
-    cannot be cancelled: the job ends REVOKED and its slot is free at once, the
-    function runs on to its end, and what it returns changes nothing (documented in
-    docs/reliability.md)."""
+    """20 plain tasks that each end only once all 20 have begun: they need 20 threads at
+    once (the loop's default executor has min(32, cores + 4))."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "20")
+        jobs = [correct_app.send_task("correct_tasks.barrier", [20, 60]) for _ in range(20)]
+        for job in jobs:
+            assert job.get(timeout=90) is True, worker.output()
+        assert len(lines(marks, "arrived")) == 20
+
+
+def test_a_terminated_plain_task_in_the_asyncio_pool_is_interrupted_in_its_thread(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """As in -P threads: the job ends REVOKED at once, the terminate is raised in its
+    thread (here when its long sleep returns, so it never reaches its end), and its one
+    slot runs the next job meanwhile (the thread is abandoned after a second)."""
     with workers() as procs:
         worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1")
-        job = correct_app.send_task("correct_tasks.plain_sleeper", [8_000])
+        job = correct_app.send_task("correct_tasks.plain_sleeper", [6_000])
         wait_until(lambda: lines(marks, "began"), timeout=30, message="the plain task")
         correct_app.control.revoke(job.id, terminate=True)
         wait_until(lambda: job.state == "REVOKED", timeout=10,
                    message=f"the job revoked at once\n{worker.output()}")
-        assert not lines(marks, "ended")  # still sleeping in its thread
-        # its one slot is free: the next job runs while the function sleeps on
         assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=10) == 7
-        wait_until(lambda: lines(marks, "ended"), timeout=30,
-                   message="the function running on to its end")
+        wait_until(lambda: "its abandoned thread returned" in worker.output(), timeout=30,
+                   message="the sleep returning into the terminate")
+        assert not lines(marks, "ended")
         assert worker.proc.poll() is None
+        assert "Traceback" not in worker.output()
     assert job.state == "REVOKED"
+
+
+def test_a_plain_task_under_asyncio_cannot_exit_the_worker(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "2")
+        job = correct_app.send_task("correct_tasks.exits")
+        job.get(timeout=30, propagate=False)
+        assert job.state == "FAILURE"
+        assert "can't exit the worker" in str(job.result)
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=10) == 7
+        assert worker.proc.poll() is None
+
+
+def test_a_plain_task_stuck_past_its_time_limit_under_asyncio_frees_its_slot(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """Stuck in a C call that nothing interrupts: FAILURE/TimeLimitExceeded at the
+    limit, its thread abandoned (counted) and its one slot given to a new thread."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1")
+        job = correct_app.send_task("correct_tasks.blocks_forever", time_limit=1)
+        job.get(timeout=30, propagate=False)
+        assert job.state == "FAILURE"
+        assert "TimeLimitExceeded" in repr(job.result)
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=10) == 7
+        assert "1 abandoned now" in worker.output()
+        assert worker.proc.poll() is None
+
+
+# -- a terminate that comes after its job ended ---------------------------------------------
+def test_a_terminate_after_the_job_ended_stops_its_retry_for_a_while(
+        correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any],
+        marks: Path) -> None:
+    """revoke(terminate=True) of a running job whose attempt ends (with a retry) before
+    the worker reads the request: the worker keeps the request 30 s, as Celery's worker
+    keeps a revoked id, so the retry it claims meanwhile ends REVOKED without running.
+    (The pools keep a request for a job that ended under the same rule, then drop it:
+    tests/unit/test_terminate_first.py.)"""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "threads", "-c", "2")
+        job = correct_app.send_task("correct_tasks.retries_once")
+        wait_until(lambda: db.execute("SELECT state FROM jobs WHERE id = %s",
+                                      [job.id]).fetchone() == ("retry",),
+                   timeout=30, message="the first attempt ended with a retry")
+        correct_app.control.request("terminate", [job.id])
+        # Requests are read in order: once the ping is answered, the terminate was seen.
+        assert correct_app.control.ping(timeout=10)
+        db.execute("UPDATE jobs SET run_at = now() WHERE id = %s", [job.id])
+        wait_until(lambda: job.state == "REVOKED", timeout=30,
+                   message=f"the retry terminated\n{worker.output()}")
+        assert [a[2] for a in lines(marks, "attempt")] == ["0"]
+        assert worker.proc.poll() is None
 
 
 # -- a terminate racing the claim is not lost ------------------------------------------------
 @pytest.mark.parametrize(("pool", "task"), [
     ("threads", "correct_tasks.plain_sleeper"),
     ("solo", "correct_tasks.plain_sleeper"),
+    ("processes", "correct_tasks.plain_sleeper"),
     ("asyncio", "correct_tasks.async_sleeper"),
     ("asyncio", "correct_tasks.plain_sleeper"),
 ])

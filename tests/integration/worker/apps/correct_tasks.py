@@ -89,6 +89,46 @@ def plain_sleeper(self, ms, hold_until_terminated=False):
     return "slept"
 
 
+@app.task(bind=True)
+def barrier(self, n, seconds):
+    """Says it arrived, then waits until ``n`` tasks have (or fails after ``seconds``):
+    it ends only if ``n`` of them run at once."""
+    mark(f"arrived {self.request.id}")
+    path = os.environ["CORRECT_MARKS"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path) as marks:
+            if sum(line.startswith("arrived ") for line in marks) >= n:
+                return True
+        time.sleep(0.02)
+    raise RuntimeError(f"fewer than {n} tasks ran at once")
+
+
+@app.task(bind=True)
+def exits(self):
+    """A plain function that tries to end its process."""
+    import sys
+
+    mark(f"began {self.request.id}")
+    sys.exit(3)
+
+
+@app.task(bind=True)
+def blocks_forever(self):
+    """A plain function stuck in one C call that nothing interrupts."""
+    mark(f"began {self.request.id}")
+    threading.Event().wait()
+
+
+@app.task(bind=True, max_retries=3)
+def retries_once(self):
+    """Its first attempt asks to run again in an hour (the test makes it due)."""
+    mark(f"attempt {self.request.id} {self.request.retries}")
+    if self.request.retries == 0:
+        raise self.retry(countdown=3600)
+    return "ran again"
+
+
 # -- a terminate that arrives after the claim, before the pool runs the job ---------------
 class _TerminatesSeen(logging.Handler):
     """The jobs the worker started terminating ("Terminating job <id> on request")."""
