@@ -74,6 +74,39 @@ def uuid() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def uuids(n: int) -> list[str]:
+    """``n`` new task ids, as ``n`` calls of :func:`uuid` would make them (consecutive
+    in one millisecond, so in creation order) at a third of the cost: a group of 10,000
+    members takes its ids here."""
+    global _uuid7_last
+    if n < 1:
+        return []
+    ms = time.time_ns() // 1_000_000
+    with _uuid7_lock:
+        last_ms, last_tail = _uuid7_last
+        if ms > last_ms:
+            first = _random.getrandbits(73)
+        else:
+            ms, first = last_ms, last_tail + 1
+        fits = first + n <= 1 << 74
+        if fits:
+            _uuid7_last = (ms, first + n - 1)
+    if not fits:  # the counter runs out within this millisecond: one at a time
+        return [uuid() for _ in range(n)]
+    head = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76)
+    ids = []
+    add = ids.append
+    prefix, high = "", -1
+    for tail in range(first, first + n):
+        if tail >> 62 != high:  # the 12 counter bits beside the version: rarely change
+            high = tail >> 62
+            h = f"{head | high << 64:032x}"
+            prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
+        low = f"{0x8000_0000_0000_0000 | (tail & 0x3FFF_FFFF_FFFF_FFFF):016x}"
+        add(f"{prefix}{low[:4]}-{low[4:]}")
+    return ids
+
+
 def import_object(path: str) -> Any:
     """Import ``pkg.module:attr``, ``pkg.module.attr`` or ``pkg.module``."""
     module_name, _, attr = path.partition(":")

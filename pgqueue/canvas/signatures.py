@@ -33,6 +33,9 @@ def _task_name(task: Any) -> str:
     raise TypeError(f"a signature needs a task or a task name, not {task!r}")
 
 
+_dict_new, _dict_init = dict.__new__, dict.__init__
+
+
 class Signature(dict[str, Any]):
     """``task.s(1, 2)``: a task name with arguments and options, to send now, later, or
     as a step of a workflow. ``a.s() | b.s()`` is a :class:`chain`."""
@@ -74,9 +77,9 @@ class Signature(dict[str, Any]):
               immutable: bool = False) -> Signature:
         """``task.s(*args, **kwargs)`` without the checks: a name, a tuple and a dict are
         what ``s()`` always has (a group of 10,000 builds 10,000 of them)."""
-        sig = dict.__new__(cls)
-        dict.__init__(sig, task=task, args=list(args), kwargs=kwargs, options={},
-                      subtask_type=None, immutable=immutable)
+        sig = _dict_new(cls)
+        _dict_init(sig, task=task, args=list(args), kwargs=kwargs, options={},
+                   subtask_type=None, immutable=immutable)
         sig._app = app
         return sig
 
