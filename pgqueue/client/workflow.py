@@ -59,6 +59,8 @@ class _Members:
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: every row's args is a list and its kwargs empty: nothing to check or convert
     plain: bool = True
+    #: the rows are all of the group's members, their ids made in order by one uuids()
+    whole: bool = False
 
 
 @dataclass
@@ -193,6 +195,8 @@ class Plan:
                                             level + 1)
             exits += member_exits
             results += result.results if getattr(result, "is_group", False) else [result]
+        if run is not None and len(run.rows) == len(exits):
+            run.whole = True
         self.groups.append((gid, exits))
         return exits, GroupResult(gid, results, app=self.app)
 
@@ -381,7 +385,7 @@ class Plan:
         batches = [self._batch(b, connection) for b in buckets.values()]
         if batches and not batches[-1].keyed:
             batches[-1].statement = "canvas_send"
-            batches[-1].extra = self.parts()
+            batches[-1].extra = self.parts(batches[-1].rows)
         return batches
 
     def _batch(self, bucket: _Bucket, connection: Any) -> JobBatch:
@@ -419,22 +423,35 @@ class Plan:
             batch.shared = shared
         return batch
 
-    def parts(self) -> dict[str, Any]:
-        """The parameters of the waiting steps and the groups (``_CANVAS_PARTS``): the
-        groups as array literals, every group's members in one (a uuid[] parses in a
-        fraction of what the same ids cost as JSON strings), with where each one's
-        start and end."""
+    def parts(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The parameters of the waiting steps and the groups (``_canvas_parts`` in
+        queries.py): the groups as array literals, every group's members in one (a uuid[]
+        parses in a fraction of what the same ids cost as JSON strings), with where each
+        one starts and ends. A group whose members are exactly ``rows``, the jobs of the
+        statement that carries the parts, in id order, is ``rows_group``: the statement
+        reads its members from the rows it inserts."""
+        rows_group = None
+        if rows is not None:
+            rows_group = next((e.group_id for e in self.entries
+                               if isinstance(e, _Members) and e.whole and e.rows is rows),
+                              None)
         members: list[str] = []
-        firsts, lasts = [], []
-        for _, ids in self.groups:
+        ids, firsts, lasts = [], [], []
+        for gid, exits in self.groups:
+            if gid == rows_group:
+                continue
+            ids.append(gid)
             firsts.append(str(len(members) + 1))
-            members += ids
+            members += exits
             lasts.append(str(len(members)))
-        return {"steps": json_dumps(self.steps) if self.steps else "[]",
-                "group_ids": "{" + ",".join(g for g, _ in self.groups) + "}",
-                "group_members": "{" + ",".join(members) + "}",
-                "group_firsts": "{" + ",".join(firsts) + "}",
-                "group_lasts": "{" + ",".join(lasts) + "}"}
+        parts = {"steps": json_dumps(self.steps) if self.steps else "[]",
+                 "group_ids": "{" + ",".join(ids) + "}",
+                 "group_members": "{" + ",".join(members) + "}",
+                 "group_firsts": "{" + ",".join(firsts) + "}",
+                 "group_lasts": "{" + ",".join(lasts) + "}"}
+        if rows is not None:
+            parts["rows_group"] = rows_group
+        return parts
 
     def write(self, connection: Any, batches: list[JobBatch] | None = None) -> None:
         """Insert everything on ``connection``, inside the caller's transaction (or
