@@ -9,7 +9,8 @@
   a single job (median of 50);
 - group: N jobs sent as ``group(...).apply_async()`` (the signatures built in the timed
   part) against ``apply_many`` of the same jobs, enqueue rate only (no worker running),
-  the medians of interleaved rounds (``--rounds``).
+  the medians of interleaved rounds (``--rounds``); ``--group-only`` runs this figure
+  alone.
 
 Each figure is printed with its ratio to the pgqueue baseline the issue names, then side
 by side with Celery+Redis (Redis as broker and result backend, ``bench/canvas_celery.py``
@@ -31,7 +32,8 @@ import psycopg
 
 from bench import env
 
-SCHEMA = "bench_canvas"
+#: ``BENCH_CANVAS_SCHEMA`` overrides it (two checkouts compared, each on its own schema).
+SCHEMA = os.environ.get("BENCH_CANVAS_SCHEMA", "bench_canvas")
 
 
 def _app() -> Any:
@@ -86,6 +88,9 @@ def main(argv: list[str]) -> int:
                         help="seconds to wait for Celery's chord body")
     parser.add_argument("--no-celery", action="store_true",
                         help="skip the Celery+Redis figures")
+    parser.add_argument("--group-only", action="store_true",
+                        help="only the group figure: no workers, no Celery (to compare "
+                             "two checkouts, run alternately)")
     args = parser.parse_args(argv)
     members = 1_000 if args.quick else args.members
     steps = 50 if args.quick else args.steps
@@ -124,6 +129,13 @@ def main(argv: list[str]) -> int:
                  f"{members / grouped:,.0f}",
                  f"{many / grouped:.2f}× apply_many's {members / many:,.0f}/s"))
     _reset(dsn)
+    if args.group_only:
+        print(f"| figure | pgqueue | against pgqueue's own |\n|---|---|---|\n"
+              f"| {' | '.join(rows[0])} |")
+        print(f"rounds, ms: apply_many {_ms(times['many'])}; group {_ms(times['group'])}; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        app.close()
+        return 0
 
     procs = _workers(args.workers, args.concurrency)
     try:
@@ -198,6 +210,10 @@ def main(argv: list[str]) -> int:
         print(f"| single job, send to result p50 ms | {mine['single_p50'] * 1000:.2f} | "
               f"{theirs['single_p50'] * 1000:.2f} | |")
     return 0
+
+
+def _ms(seconds: list[float]) -> str:
+    return " ".join(f"{s * 1000:.0f}" for s in seconds)
 
 
 def _celery(members: int, steps: int, processes: int, concurrency: int,

@@ -94,7 +94,7 @@ def uuids(n: int) -> list[str]:
     if not fits:  # the counter runs out within this millisecond: one at a time
         return [uuid() for _ in range(n)]
     head = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76)
-    ids = []
+    ids: list[str] = []
     add = ids.append
     prefix, high = "", -1
     for tail in range(first, first + n):

@@ -444,11 +444,12 @@ class Plan:
             firsts.append(str(len(members) + 1))
             members += exits
             lasts.append(str(len(members)))
-        parts = {"steps": json_dumps(self.steps) if self.steps else "[]",
-                 "group_ids": "{" + ",".join(ids) + "}",
-                 "group_members": "{" + ",".join(members) + "}",
-                 "group_firsts": "{" + ",".join(firsts) + "}",
-                 "group_lasts": "{" + ",".join(lasts) + "}"}
+        parts: dict[str, Any] = {
+            "steps": json_dumps(self.steps) if self.steps else "[]",
+            "group_ids": "{" + ",".join(ids) + "}",
+            "group_members": "{" + ",".join(members) + "}",
+            "group_firsts": "{" + ",".join(firsts) + "}",
+            "group_lasts": "{" + ",".join(lasts) + "}"}
         if rows is not None:
             parts["rows_group"] = rows_group
         return parts
@@ -471,8 +472,9 @@ def _carried(batches: list[JobBatch]) -> bool:
 
 
 def _one_statement(batches: list[JobBatch]) -> bool:
-    """A plan written by one statement, atomic alone: no BEGIN, no COMMIT."""
-    return len(batches) == 1 and _carried(batches) and not batches[0].keyed
+    """A plan written by one statement, atomic alone: no BEGIN, no COMMIT (a batch with
+    a unique_key is never ``canvas_send``: :meth:`Plan.batches` looked already)."""
+    return len(batches) == 1 and _carried(batches)
 
 
 def _row(builder: JobBuilder, row_id: str, args: Any, kwargs: Any,
