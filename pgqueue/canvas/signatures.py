@@ -40,6 +40,9 @@ class Signature(dict[str, Any]):
     """``task.s(1, 2)``: a task name with arguments and options, to send now, later, or
     as a step of a workflow. ``a.s() | b.s()`` is a :class:`chain`."""
 
+    # _app in a slot: a group of 10,000 signatures makes no instance dict for it (a third
+    # of what each costs); __dict__ and __weakref__ keep what a dict subclass allows.
+    __slots__ = ("_app", "__dict__", "__weakref__")
     #: subtask_type -> class, for :meth:`from_dict`.
     TYPES: dict[str, type[Signature]] = {}
     _app: App | None
