@@ -165,15 +165,13 @@ class Plan:
         app = self.app
         run: _Members | None = None
         fresh = iter(uuids(len(members)) if plain else ())
+        counted = 0  # plain members not yet in self.size
         for member in members:
             if not isinstance(member, Signature):
                 member = maybe_signature(member, app)
             if plain and member.get("subtask_type") is None and not member["options"]:
                 # the common flat group: a row each, as apply_many would make them
-                self.size += 1
-                if self.size > limits.MAX_CANVAS_STEPS:
-                    raise ValueError(f"the workflow has more than "
-                                     f"{limits.MAX_CANVAS_STEPS:,} steps; send it in parts")
+                counted += 1
                 task, args, kwargs = member["task"], member["args"], member["kwargs"]
                 job_id = next(fresh)
                 if run is None or run.task != task:
@@ -185,6 +183,8 @@ class Plan:
                 results.append(AsyncResult(job_id, app=app, task_name=task))
                 continue
             run = None
+            self._count(counted)
+            counted = 0
             if links or errbacks:
                 member = member.clone()
                 for link in links:
@@ -195,10 +195,17 @@ class Plan:
                                             level + 1)
             exits += member_exits
             results += result.results if getattr(result, "is_group", False) else [result]
+        self._count(counted)
         if run is not None and len(run.rows) == len(exits):
             run.whole = True
         self.groups.append((gid, exits))
         return exits, GroupResult(gid, results, app=self.app)
+
+    def _count(self, steps: int) -> None:
+        self.size += steps
+        if self.size > limits.MAX_CANVAS_STEPS:
+            raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
+                             "steps; send it in parts")
 
     def _members(self, task: str, options: dict[str, Any], gid: str, first: str) -> _Members:
         """A new run of plain members; ``first``, its first row's id, is the workflow's
@@ -397,18 +404,18 @@ class Plan:
         options.pop("connection", None)
         builder = JobBuilder(self.app, head.task, self.app.tasks.get(head.task), options)
         items = bucket.items
-        if len(items) == 1 and isinstance(items[0], tuple) and items[0][0].plain:
+        for item in items:
+            if isinstance(item, tuple) and not item[0].plain:
+                member_rows = item[1]  # checked in place: the list stays the run's
+                for i, r in enumerate(member_rows):
+                    member_rows[i] = _row(builder, r["id"], r["args"], r["kwargs"], None)
+        if len(items) == 1 and isinstance(items[0], tuple):
             rows = items[0][1]  # a flat group of one task: its rows as they were made
         else:
             rows = []
             for item in items:
                 if isinstance(item, tuple):
-                    members, member_rows = item
-                    if members.plain:
-                        rows += member_rows
-                    else:
-                        rows += [_row(builder, r["id"], r["args"], r["kwargs"], None)
-                                 for r in member_rows]
+                    rows += item[1]
                 elif type(item.args) is list and not item.kwargs and not item.given:
                     rows.append({"id": item.id, "args": item.args, "kwargs": item.kwargs})
                 else:

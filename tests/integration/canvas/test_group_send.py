@@ -84,6 +84,33 @@ def test_mixed_and_nested_groups_keep_their_order(app: App,
         assert restored.join(timeout=GET) == [2, 6, 4, 9, 8, 25]
 
 
+def test_members_with_keyword_arguments(app: App, db: psycopg.Connection[Any]) -> None:
+    t = make_tasks(app)
+    result = group(t["add"].s(i, y=1) for i in range(200)).apply_async()
+    ids = [r.id for r in result.results]
+    assert _members(db, result.id) == ids
+    kwargs = db.execute("SELECT args, kwargs FROM jobs ORDER BY id").fetchall()
+    assert kwargs == [([i], {"y": 1}) for i in range(200)]
+    with running_worker(app, concurrency=4):
+        assert result.get(timeout=GET) == [i + 1 for i in range(200)]
+
+
+def test_a_group_past_the_step_limit_is_refused_whole(
+        app: App, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgqueue import limits
+
+    t = make_tasks(app)
+    monkeypatch.setattr(limits, "MAX_CANVAS_STEPS", 100)
+    with pytest.raises(ValueError, match="more than 100 steps; send it in parts"):
+        group(t["add"].s(i, i) for i in range(101)).apply_async()
+    with pytest.raises(ValueError, match="more than 100 steps"):  # nested, then flat
+        group([group(t["add"].s(i, i) for i in range(60)),
+               *(t["add"].s(i, i) for i in range(41))]).apply_async()
+    assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM canvas_groups").fetchone() == (0,)
+    assert len(group(t["add"].s(i, i) for i in range(100)).apply_async().results) == 100
+
+
 def test_group_that_a_step_waits_for_keeps_its_results(
         app: App, db: psycopg.Connection[Any]) -> None:
     t = make_tasks(app)
