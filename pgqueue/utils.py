@@ -76,8 +76,8 @@ def uuid() -> str:
 
 def uuids(n: int) -> list[str]:
     """``n`` new task ids, as ``n`` calls of :func:`uuid` would make them (consecutive
-    in one millisecond, so in creation order) at a third of the cost: a group of 10,000
-    members takes its ids here."""
+    in one millisecond, so in creation order) at a quarter of the cost: a group of
+    10,000 members takes its ids here."""
     global _uuid7_last
     if n < 1:
         return []
@@ -95,15 +95,15 @@ def uuids(n: int) -> list[str]:
         return [uuid() for _ in range(n)]
     head = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76)
     ids: list[str] = []
-    add = ids.append
-    prefix, high = "", -1
-    for tail in range(first, first + n):
-        if tail >> 62 != high:  # the 12 counter bits beside the version: rarely change
-            high = tail >> 62
-            h = f"{head | high << 64:032x}"
-            prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
-        low = f"{0x8000_0000_0000_0000 | (tail & 0x3FFF_FFFF_FFFF_FFFF):016x}"
-        add(f"{prefix}{low[:4]}-{low[4:]}")
+    tail, stop = first, first + n
+    while tail < stop:  # in runs whose first 20 hex digits are the same: formatted once
+        low = 0x8000_0000_0000_0000 | (tail & 0x3FFF_FFFF_FFFF_FFFF)
+        last12 = low & 0xFFFF_FFFF_FFFF
+        count = min(stop - tail, (1 << 48) - last12)
+        h = f"{head | (tail >> 62) << 64:032x}"
+        prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{low >> 48:04x}-"
+        ids += [f"{prefix}{x:012x}" for x in range(last12, last12 + count)]
+        tail += count
     return ids
 
 

@@ -167,3 +167,22 @@ def test_uuids_are_what_uuid_would_make() -> None:
         assert str(parsed) == made
         assert parsed.version == 7 and parsed.variant == uuid_module.RFC_4122
     assert utils.uuids(0) == []
+
+
+@pytest.mark.parametrize("start", [0, (1 << 48) - 5, (1 << 62) - 7, (1 << 74) - 10])
+def test_uuids_across_the_counters_carries(monkeypatch: pytest.MonkeyPatch,
+                                           start: int) -> None:
+    """Where the counter carries into the digits formatted once per run (and where it
+    runs out, one id at a time into the next millisecond), the ids are still uuid()'s."""
+    future = utils.time.time_ns() // 1_000_000 + 10**7
+    monkeypatch.setattr(utils, "_uuid7_last", (future, start - 1))
+    ids = utils.uuids(20)
+    assert ids == sorted(ids) and len(set(ids)) == 20 and utils.uuid() > ids[-1]
+    if start + 20 > 1 << 74:  # runs out: uuid() one by one, the last in the next ms
+        assert [uuid_module.UUID(made).int >> 80 for made in (ids[0], ids[-1])] == [
+            future, future + 1]
+        return
+    for tail, made in zip(range(start, start + 20), ids, strict=True):
+        expected = uuid_module.UUID(int=future << 80 | 0x7 << 76 | (tail >> 62) << 64
+                                    | 0b10 << 62 | (tail & ((1 << 62) - 1)))
+        assert made == str(expected)
