@@ -287,7 +287,7 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
 
 
 def _signatures(tasks: Iterable[Any], app: App | None) -> list[Signature]:
-    return [maybe_signature(t, app) for t in tasks]
+    return [t if isinstance(t, Signature) else maybe_signature(t, app) for t in tasks]
 
 
 class _Composite(Signature):
