@@ -33,7 +33,7 @@ def _task_name(task: Any) -> str:
     raise TypeError(f"a signature needs a task or a task name, not {task!r}")
 
 
-_dict_new, _dict_init = dict.__new__, dict.__init__
+_dict_new = dict.__new__
 
 
 class Signature(dict[str, Any]):
@@ -80,9 +80,13 @@ class Signature(dict[str, Any]):
               immutable: bool = False) -> Signature:
         """``task.s(*args, **kwargs)`` without the checks: a name, a tuple and a dict are
         what ``s()`` always has (a group of 10,000 builds 10,000 of them)."""
-        sig = _dict_new(cls)
-        _dict_init(sig, task=task, args=list(args), kwargs=kwargs, options={},
-                   subtask_type=None, immutable=immutable)
+        sig = _dict_new(cls)  # item by item: no keyword dict to build and copy
+        sig["task"] = task
+        sig["args"] = list(args)
+        sig["kwargs"] = kwargs
+        sig["options"] = {}
+        sig["subtask_type"] = None
+        sig["immutable"] = immutable
         sig._app = app
         return sig
 

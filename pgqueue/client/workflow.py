@@ -176,11 +176,12 @@ class Plan:
                 job_id = next(fresh)
                 if run is None or run.task != task:
                     run = self._members(task, shared, gid, job_id)
-                run.rows.append({"id": job_id, "args": args, "kwargs": kwargs})
+                    add_row = run.rows.append
+                add_row({"id": job_id, "args": args, "kwargs": kwargs})
                 if kwargs or type(args) is not list:
                     run.plain = False
                 exits.append(job_id)
-                results.append(AsyncResult(job_id, app=app, task_name=task))
+                results.append(AsyncResult(job_id, app, task))
                 continue
             run = None
             self._count(counted)
