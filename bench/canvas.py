@@ -9,8 +9,9 @@
   a single job (median of 50);
 - group: N jobs sent as ``group(...).apply_async()`` (the signatures built in the timed
   part) against ``apply_many`` of the same jobs, enqueue rate only (no worker running),
-  the medians of interleaved rounds (``--rounds``); ``--group-only`` runs this figure
-  alone.
+  the medians of interleaved rounds (``--rounds``); then the CPU each send costs, the
+  client's thread and its server process (where /proc shows it), which other work on a
+  shared machine hardly moves; ``--group-only`` runs this figure alone.
 
 Each figure is printed with its ratio to the pgqueue baseline the issue names, then side
 by side with Celery+Redis (Redis as broker and result backend, ``bench/canvas_celery.py``
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -128,10 +130,15 @@ def main(argv: list[str]) -> int:
     rows.append((f"group of {members:,}: enqueue /s (median of {rounds} A/B rounds)",
                  f"{members / grouped:,.0f}",
                  f"{many / grouped:.2f}× apply_many's {members / many:,.0f}/s"))
+    cpu = _group_cpu(dsn, one, group, members, rounds)
+    if cpu is not None:
+        rows.append((f"group of {members:,}: CPU ms per send, client + its server "
+                     f"process (mean of {rounds})", f"{cpu['group']:.1f}",
+                     f"{cpu['many'] / cpu['group']:.2f}× apply_many's {cpu['many']:.1f}"))
     _reset(dsn)
     if args.group_only:
-        print(f"| figure | pgqueue | against pgqueue's own |\n|---|---|---|\n"
-              f"| {' | '.join(rows[0])} |")
+        print("| figure | pgqueue | against pgqueue's own |\n|---|---|---|\n"
+              + "\n".join(f"| {' | '.join(row)} |" for row in rows))
         print(f"rounds, ms: apply_many {_ms(times['many'])}; group {_ms(times['group'])}; "
               f"load average {os.getloadavg()[0]:.1f}")
         app.close()
@@ -210,6 +217,38 @@ def main(argv: list[str]) -> int:
         print(f"| single job, send to result p50 ms | {mine['single_p50'] * 1000:.2f} | "
               f"{theirs['single_p50'] * 1000:.2f} | |")
     return 0
+
+
+def _group_cpu(dsn: str, one: Any, group: Any, members: int,
+               rounds: int) -> dict[str, float] | None:
+    """CPU time of a send, this thread's and its server process's (read from /proc: a
+    server on this machine, readable by this user), apply_many and group interleaved on
+    one connection: unlike wall time, hardly moved by other work on a shared machine.
+    None where the server process cannot be read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent = {"many": 0.0, "group": 0.0}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        stat = f"/proc/{row[0] if row else 0}/stat"
+
+        def server() -> float:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+
+        try:
+            server()
+        except OSError:
+            return None
+        for round_ in range(rounds):
+            for kind in ("many", "group") if round_ % 2 == 0 else ("group", "many"):
+                _reset(dsn)
+                before, mine = server(), time.thread_time()
+                if kind == "many":
+                    one.apply_many([() for _ in range(members)], connection=conn)
+                else:
+                    group(one.s() for _ in range(members)).apply_async(connection=conn)
+                spent[kind] += time.thread_time() - mine + server() - before
+    return {kind: total / rounds * 1000 for kind, total in spent.items()}
 
 
 def _ms(seconds: list[float]) -> str:
