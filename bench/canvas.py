@@ -9,7 +9,9 @@
   a single job (median of 50);
 - group: N jobs sent as ``group(...).apply_async()`` (the signatures built in the timed
   part) against ``apply_many`` of the same jobs, enqueue rate only (no worker running),
-  the medians of interleaved rounds (``--rounds``).
+  the medians of interleaved rounds (``--rounds``); then the CPU each send costs, the
+  client's thread and its server process (where /proc shows it), which other work on a
+  shared machine hardly moves; ``--group-only`` runs this figure alone.
 
 Each figure is printed with its ratio to the pgqueue baseline the issue names, then side
 by side with Celery+Redis (Redis as broker and result backend, ``bench/canvas_celery.py``
@@ -25,13 +27,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from bench import env
 
-SCHEMA = "bench_canvas"
+#: ``BENCH_CANVAS_SCHEMA`` overrides it (two checkouts compared, each on its own schema).
+SCHEMA = os.environ.get("BENCH_CANVAS_SCHEMA", "bench_canvas")
 
 
 def _app() -> Any:
@@ -86,6 +90,9 @@ def main(argv: list[str]) -> int:
                         help="seconds to wait for Celery's chord body")
     parser.add_argument("--no-celery", action="store_true",
                         help="skip the Celery+Redis figures")
+    parser.add_argument("--group-only", action="store_true",
+                        help="only the group figure: no workers, no Celery (to compare "
+                             "two checkouts, run alternately)")
     args = parser.parse_args(argv)
     members = 1_000 if args.quick else args.members
     steps = 50 if args.quick else args.steps
@@ -123,7 +130,19 @@ def main(argv: list[str]) -> int:
     rows.append((f"group of {members:,}: enqueue /s (median of {rounds} A/B rounds)",
                  f"{members / grouped:,.0f}",
                  f"{many / grouped:.2f}× apply_many's {members / many:,.0f}/s"))
+    cpu = _group_cpu(dsn, one, group, members, rounds)
+    if cpu is not None:
+        rows.append((f"group of {members:,}: CPU ms per send, client + its server "
+                     f"process (mean of {rounds})", f"{cpu['group']:.1f}",
+                     f"{cpu['many'] / cpu['group']:.2f}× apply_many's {cpu['many']:.1f}"))
     _reset(dsn)
+    if args.group_only:
+        print("| figure | pgqueue | against pgqueue's own |\n|---|---|---|\n"
+              + "\n".join(f"| {' | '.join(row)} |" for row in rows))
+        print(f"rounds, ms: apply_many {_ms(times['many'])}; group {_ms(times['group'])}; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        app.close()
+        return 0
 
     procs = _workers(args.workers, args.concurrency)
     try:
@@ -198,6 +217,42 @@ def main(argv: list[str]) -> int:
         print(f"| single job, send to result p50 ms | {mine['single_p50'] * 1000:.2f} | "
               f"{theirs['single_p50'] * 1000:.2f} | |")
     return 0
+
+
+def _group_cpu(dsn: str, one: Any, group: Any, members: int,
+               rounds: int) -> dict[str, float] | None:
+    """CPU time of a send, this thread's and its server process's (read from /proc: a
+    server on this machine, readable by this user), apply_many and group interleaved on
+    one connection: unlike wall time, hardly moved by other work on a shared machine.
+    None where the server process cannot be read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent = {"many": 0.0, "group": 0.0}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        stat = f"/proc/{row[0] if row else 0}/stat"
+
+        def server() -> float:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+
+        try:
+            server()
+        except OSError:
+            return None
+        for round_ in range(rounds):
+            for kind in ("many", "group") if round_ % 2 == 0 else ("group", "many"):
+                _reset(dsn)
+                before, mine = server(), time.thread_time()
+                if kind == "many":
+                    one.apply_many([() for _ in range(members)], connection=conn)
+                else:
+                    group(one.s() for _ in range(members)).apply_async(connection=conn)
+                spent[kind] += time.thread_time() - mine + server() - before
+    return {kind: total / rounds * 1000 for kind, total in spent.items()}
+
+
+def _ms(seconds: list[float]) -> str:
+    return " ".join(f"{s * 1000:.0f}" for s in seconds)
 
 
 def _celery(members: int, steps: int, processes: int, concurrency: int,

@@ -74,6 +74,39 @@ def uuid() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def uuids(n: int) -> list[str]:
+    """``n`` new task ids, as ``n`` calls of :func:`uuid` would make them (consecutive
+    in one millisecond, so in creation order) at a quarter of the cost: a group of
+    10,000 members takes its ids here."""
+    global _uuid7_last
+    if n < 1:
+        return []
+    ms = time.time_ns() // 1_000_000
+    with _uuid7_lock:
+        last_ms, last_tail = _uuid7_last
+        if ms > last_ms:
+            first = _random.getrandbits(73)
+        else:
+            ms, first = last_ms, last_tail + 1
+        fits = first + n <= 1 << 74
+        if fits:
+            _uuid7_last = (ms, first + n - 1)
+    if not fits:  # the counter runs out within this millisecond: one at a time
+        return [uuid() for _ in range(n)]
+    head = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76)
+    ids: list[str] = []
+    tail, stop = first, first + n
+    while tail < stop:  # in runs whose first 20 hex digits are the same: formatted once
+        low = 0x8000_0000_0000_0000 | (tail & 0x3FFF_FFFF_FFFF_FFFF)
+        last12 = low & 0xFFFF_FFFF_FFFF
+        count = min(stop - tail, (1 << 48) - last12)
+        h = f"{head | (tail >> 62) << 64:032x}"
+        prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{low >> 48:04x}-"
+        ids += [f"{prefix}{x:012x}" for x in range(last12, last12 + count)]
+        tail += count
+    return ids
+
+
 def import_object(path: str) -> Any:
     """Import ``pkg.module:attr``, ``pkg.module.attr`` or ``pkg.module``."""
     module_name, _, attr = path.partition(":")

@@ -33,10 +33,16 @@ def _task_name(task: Any) -> str:
     raise TypeError(f"a signature needs a task or a task name, not {task!r}")
 
 
+_dict_new = dict.__new__
+
+
 class Signature(dict[str, Any]):
     """``task.s(1, 2)``: a task name with arguments and options, to send now, later, or
     as a step of a workflow. ``a.s() | b.s()`` is a :class:`chain`."""
 
+    # _app in a slot: a group of 10,000 signatures makes no instance dict for it (a third
+    # of what each costs); __dict__ and __weakref__ keep what a dict subclass allows.
+    __slots__ = ("_app", "__dict__", "__weakref__")
     #: subtask_type -> class, for :meth:`from_dict`.
     TYPES: dict[str, type[Signature]] = {}
     _app: App | None
@@ -74,9 +80,13 @@ class Signature(dict[str, Any]):
               immutable: bool = False) -> Signature:
         """``task.s(*args, **kwargs)`` without the checks: a name, a tuple and a dict are
         what ``s()`` always has (a group of 10,000 builds 10,000 of them)."""
-        sig = dict.__new__(cls)
-        dict.__init__(sig, task=task, args=list(args), kwargs=kwargs, options={},
-                      subtask_type=None, immutable=immutable)
+        sig = _dict_new(cls)  # item by item: no keyword dict to build and copy
+        sig["task"] = task
+        sig["args"] = list(args)
+        sig["kwargs"] = kwargs
+        sig["options"] = {}
+        sig["subtask_type"] = None
+        sig["immutable"] = immutable
         sig._app = app
         return sig
 
@@ -281,7 +291,7 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
 
 
 def _signatures(tasks: Iterable[Any], app: App | None) -> list[Signature]:
-    return [maybe_signature(t, app) for t in tasks]
+    return [t if isinstance(t, Signature) else maybe_signature(t, app) for t in tasks]
 
 
 class _Composite(Signature):

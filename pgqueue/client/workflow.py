@@ -21,7 +21,7 @@ import psycopg
 from pgqueue import limits, tracing
 from pgqueue.canvas.signatures import Signature, chain, chord, chunks, group, maybe_signature
 from pgqueue.client.producer import JobBatch, JobBuilder, _execute_on, insert_jobs
-from pgqueue.utils import check_json, json_dumps, uuid
+from pgqueue.utils import check_json, json_dumps, uuid, uuids
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -46,12 +46,29 @@ class _Entry:
     given: str | None = None
 
 
+@dataclass(slots=True)
+class _Members:
+    """Consecutive members of a flat group that are plain signatures of one task, as the
+    rows ``apply_many`` would make of them (``{"id", "args", "kwargs"}``): a group of
+    10,000 builds no per-member entry, and its rows go to the batch as they are."""
+
+    task: str
+    options: dict[str, Any]
+    root_id: str
+    group_id: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: every row's args is a list and its kwargs empty: nothing to check or convert
+    plain: bool = True
+    #: the rows are all of the group's members, their ids made in order by one uuids()
+    whole: bool = False
+
+
 @dataclass
 class Plan:
     """What one send writes: jobs to insert now, steps that wait, groups to remember."""
 
     app: App
-    entries: list[_Entry] = field(default_factory=list)
+    entries: list[_Entry | _Members] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     groups: list[tuple[str, list[str]]] = field(default_factory=list)
     #: ids that some step waits for: their results are stored even if ignored.
@@ -124,18 +141,6 @@ class Plan:
             previous = result
         return exits, result
 
-    def _fast_entry(self, sig: Signature, options: dict[str, Any], gid: str) -> str:
-        """A group member that is a plain task signature without options of its own."""
-        self.size += 1
-        if self.size > limits.MAX_CANVAS_STEPS:
-            raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
-                             "steps; send it in parts")
-        job_id = uuid()
-        root = self.root_id = self.root_id or job_id
-        self.entries.append(_Entry(sig["task"], sig["args"], sig["kwargs"], options, job_id,
-                                   None, root, gid))
-        return job_id
-
     def _group(self, sig: Signature, after: list[str], grouped: bool,
                inherited: dict[str, Any], group_id: str | None, header_id: str | None,
                level: int) -> tuple[list[str], Any]:
@@ -158,15 +163,29 @@ class Plan:
         plain = not (after or grouped or links or errbacks)
         shared = dict(options)
         app = self.app
+        run: _Members | None = None
+        fresh = iter(uuids(len(members)) if plain else ())
+        counted = 0  # plain members not yet in self.size
         for member in members:
             if not isinstance(member, Signature):
                 member = maybe_signature(member, app)
             if plain and member.get("subtask_type") is None and not member["options"]:
-                # the common flat group: a job each, as apply_many would make them
-                job_id = self._fast_entry(member, shared, gid)
+                # the common flat group: a row each, as apply_many would make them
+                counted += 1
+                task, args, kwargs = member["task"], member["args"], member["kwargs"]
+                job_id = next(fresh)
+                if run is None or run.task != task:
+                    run = self._members(task, shared, gid, job_id)
+                    add_row = run.rows.append
+                add_row({"id": job_id, "args": args, "kwargs": kwargs})
+                if kwargs or type(args) is not list:
+                    run.plain = False
                 exits.append(job_id)
-                results.append(AsyncResult(job_id, app=app, task_name=member["task"]))
+                results.append(AsyncResult(job_id, app, task))
                 continue
+            run = None
+            self._count(counted)
+            counted = 0
             if links or errbacks:
                 member = member.clone()
                 for link in links:
@@ -177,8 +196,25 @@ class Plan:
                                             level + 1)
             exits += member_exits
             results += result.results if getattr(result, "is_group", False) else [result]
+        self._count(counted)
+        if run is not None and len(run.rows) == len(exits):
+            run.whole = True
         self.groups.append((gid, exits))
         return exits, GroupResult(gid, results, app=self.app)
+
+    def _count(self, steps: int) -> None:
+        self.size += steps
+        if self.size > limits.MAX_CANVAS_STEPS:
+            raise ValueError(f"the workflow has more than {limits.MAX_CANVAS_STEPS:,} "
+                             "steps; send it in parts")
+
+    def _members(self, task: str, options: dict[str, Any], gid: str, first: str) -> _Members:
+        """A new run of plain members; ``first``, its first row's id, is the workflow's
+        root when it has none yet."""
+        root = self.root_id = self.root_id or first
+        run = _Members(task, options, root, gid)
+        self.entries.append(run)
+        return run
 
     def _chord(self, sig: Signature, after: list[str], grouped: bool,
                inherited: dict[str, Any], group_id: str | None, header_id: str | None,
@@ -321,64 +357,110 @@ class Plan:
             if step["id"] in self.followed:
                 step["job"]["options"]["followed"] = True
         tracing.inject_steps(self.steps)
-        grouped: dict[tuple[Any, ...], list[_Entry]] = {}
+        buckets: dict[tuple[Any, ...], _Bucket] = {}
         keys: dict[int, str] = {}  # options dicts shared by many entries: one key each
         followed = self.followed
         last: _Entry | None = None
-        same: list[_Entry] = []
+        bucket: _Bucket | None = None
+
+        def bucket_of(head: _Entry | _Members, parent: str | None, is_followed: bool
+                      ) -> _Bucket:
+            opts = keys.get(id(head.options))
+            if opts is None:
+                opts = keys[id(head.options)] = \
+                    json_dumps(_plain(head.options)) if head.options else ""
+            key = (head.task, parent, head.root_id, head.group_id, is_followed, opts)
+            found = buckets.get(key)
+            if found is None:
+                found = buckets[key] = _Bucket(head, parent, is_followed)
+            return found
+
         for entry in self.entries:
-            if last is not None and entry.options is last.options \
+            if isinstance(entry, _Members):
+                last = None
+                for rows, is_followed in _by_followed(entry.rows, followed):
+                    bucket_of(entry, None, is_followed).items.append((entry, rows))
+                continue
+            if bucket is not None and last is not None and entry.options is last.options \
                     and entry.task == last.task and entry.group_id == last.group_id \
                     and entry.parent_id == last.parent_id and entry.root_id == last.root_id \
                     and (entry.id in followed) == (last.id in followed):
-                same.append(entry)  # a run of a group's members: the previous one's key
+                bucket.items.append(entry)  # a run of a group's members: the same key
                 continue
-            opts = keys.get(id(entry.options))
-            if opts is None:
-                opts = keys[id(entry.options)] = \
-                    json_dumps(_plain(entry.options)) if entry.options else ""
-            key = (entry.task, entry.parent_id, entry.root_id, entry.group_id,
-                   entry.id in followed, opts)
-            same = grouped.setdefault(key, [])
-            same.append(entry)
+            bucket = bucket_of(entry, entry.parent_id, entry.id in followed)
+            bucket.items.append(entry)
             last = entry
-        batches = []
-        for same in grouped.values():
-            first = same[0]
-            options = {**first.options, "parent_id": first.parent_id,
-                       "root_id": first.root_id, "group_id": first.group_id}
-            options.pop("connection", None)
-            builder = JobBuilder(self.app, first.task, self.app.tasks.get(first.task), options)
-            if not builder.row_id and not any(e.given for e in same):
-                # each with the id the plan gave it; arguments checked as row() checks
-                rows = [{"id": e.id, "args": e.args, "kwargs": e.kwargs}
-                        if type(e.args) is list and not e.kwargs else _row(builder, e)
-                        for e in same]
-            else:
-                rows = []
-                for entry in same:
-                    builder.row_id, builder.given_id = entry.id, entry.given
-                    rows.append(builder.row(entry.args, entry.kwargs))
-                builder.row_id = builder.given_id = None
-            batch = JobBatch(first.task, builder.shared(), rows, connection,
-                             builder.max_bytes, builder.max_depth, options.get("headers"),
-                             options.get("retry_policy"), builder.on_duplicate)
-            if first.id in self.followed:
-                shared = dict(batch.shared)
-                shared["options"] = json_dumps({**json.loads(shared["options"]),
-                                                "followed": True})
-                batch.shared = shared
-            batches.append(batch)
+        batches = [self._batch(b, connection) for b in buckets.values()]
         if batches and not batches[-1].keyed:
             batches[-1].statement = "canvas_send"
-            batches[-1].extra = self.parts()
+            batches[-1].extra = self.parts(batches[-1].rows)
         return batches
 
-    def parts(self) -> dict[str, Any]:
-        """The parameters of the waiting steps and the groups (``_CANVAS_PARTS``)."""
-        return {"steps": json_dumps(self.steps) if self.steps else "[]",
-                "groups": json_dumps([{"id": g, "members": "{" + ",".join(m) + "}"}
-                                      for g, m in self.groups]) if self.groups else "[]"}
+    def _batch(self, bucket: _Bucket, connection: Any) -> JobBatch:
+        """The JobBatch of one bucket: its rows, each with the id the plan gave it and
+        its arguments checked as ``JobBuilder.row()`` checks them."""
+        head = bucket.head
+        options = {**head.options, "parent_id": bucket.parent_id, "root_id": head.root_id,
+                   "group_id": head.group_id}
+        options.pop("connection", None)
+        builder = JobBuilder(self.app, head.task, self.app.tasks.get(head.task), options)
+        items = bucket.items
+        for item in items:
+            if isinstance(item, tuple) and not item[0].plain:
+                member_rows = item[1]  # checked in place: the list stays the run's
+                for i, r in enumerate(member_rows):
+                    member_rows[i] = _row(builder, r["id"], r["args"], r["kwargs"], None)
+        if len(items) == 1 and isinstance(items[0], tuple):
+            rows = items[0][1]  # a flat group of one task: its rows as they were made
+        else:
+            rows = []
+            for item in items:
+                if isinstance(item, tuple):
+                    rows += item[1]
+                elif type(item.args) is list and not item.kwargs and not item.given:
+                    rows.append({"id": item.id, "args": item.args, "kwargs": item.kwargs})
+                else:
+                    rows.append(_row(builder, item.id, item.args, item.kwargs, item.given))
+        batch = JobBatch(head.task, builder.shared(), rows, connection,
+                         builder.max_bytes, builder.max_depth, options.get("headers"),
+                         options.get("retry_policy"), builder.on_duplicate)
+        if bucket.followed:
+            shared = dict(batch.shared)
+            shared["options"] = json_dumps({**json.loads(shared["options"]),
+                                            "followed": True})
+            batch.shared = shared
+        return batch
+
+    def parts(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The parameters of the waiting steps and the groups (``_canvas_parts`` in
+        queries.py): the groups as array literals, every group's members in one (a uuid[]
+        parses in a fraction of what the same ids cost as JSON strings), with where each
+        one starts and ends. A group whose members are exactly ``rows``, the jobs of the
+        statement that carries the parts, in id order, is ``rows_group``: the statement
+        reads its members from the rows it inserts."""
+        rows_group = None
+        if rows is not None:
+            rows_group = next((e.group_id for e in self.entries
+                               if isinstance(e, _Members) and e.whole and e.rows is rows),
+                              None)
+        members: list[str] = []
+        ids, firsts, lasts = [], [], []
+        for gid, exits in self.groups:
+            if gid == rows_group:
+                continue
+            ids.append(gid)
+            firsts.append(str(len(members) + 1))
+            members += exits
+            lasts.append(str(len(members)))
+        parts: dict[str, Any] = {
+            "steps": json_dumps(self.steps) if self.steps else "[]",
+            "group_ids": "{" + ",".join(ids) + "}",
+            "group_members": "{" + ",".join(members) + "}",
+            "group_firsts": "{" + ",".join(firsts) + "}",
+            "group_lasts": "{" + ",".join(lasts) + "}"}
+        if rows is not None:
+            parts["rows_group"] = rows_group
+        return parts
 
     def write(self, connection: Any, batches: list[JobBatch] | None = None) -> None:
         """Insert everything on ``connection``, inside the caller's transaction (or
@@ -398,21 +480,44 @@ def _carried(batches: list[JobBatch]) -> bool:
 
 
 def _one_statement(batches: list[JobBatch]) -> bool:
-    """A plan written by one statement, atomic alone: no BEGIN, no COMMIT."""
-    return len(batches) == 1 and _carried(batches) and not batches[0].keyed
+    """A plan written by one statement, atomic alone: no BEGIN, no COMMIT (a batch with
+    a unique_key is never ``canvas_send``: :meth:`Plan.batches` looked already)."""
+    return len(batches) == 1 and _carried(batches)
 
 
-def _row(builder: JobBuilder, entry: _Entry) -> dict[str, Any]:
-    """``builder.row()`` of an entry under the id the plan gave it."""
-    args, kwargs = entry.args, entry.kwargs
-    if not isinstance(args, list) or not isinstance(kwargs, dict) \
-            or not all(isinstance(k, str) for k in kwargs):
-        builder.row_id = entry.id
-        try:
-            return builder.row(args, kwargs)
-        finally:
-            builder.row_id = None
-    return {"id": entry.id, "args": args, "kwargs": kwargs}
+def _row(builder: JobBuilder, row_id: str, args: Any, kwargs: Any,
+         given: str | None) -> dict[str, Any]:
+    """``builder.row()`` under the id the plan gave the job (and its task id as given)."""
+    builder.row_id, builder.given_id = row_id, given
+    try:
+        return builder.row(args, kwargs)
+    finally:
+        builder.row_id = builder.given_id = None
+
+
+def _by_followed(rows: list[dict[str, Any]], followed: set[str]
+                 ) -> list[tuple[list[dict[str, Any]], bool]]:
+    """``rows`` split into those no step waits for and those one does (whose results
+    are kept): a flat group's members are all one or all the other."""
+    if not followed:
+        return [(rows, False)]
+    mine = [row for row in rows if row["id"] in followed]
+    if len(mine) == len(rows):
+        return [(rows, True)]
+    if not mine:
+        return [(rows, False)]
+    return [(mine, True), ([row for row in rows if row["id"] not in followed], False)]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """The jobs of one batch: the entry or members whose options they share, and what
+    goes in it (entries, and runs of members with their rows)."""
+
+    head: _Entry | _Members
+    parent_id: str | None
+    followed: bool
+    items: list[Any] = field(default_factory=list)
 
 
 class _NoBatchType:
