@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import limits, reads, states
+from pgqueue import db, limits, reads, states
 from pgqueue.db.listener import Listener
 from pgqueue.exceptions import PermissionDenied, TaskError, TaskRevokedError, TimeoutError
 
@@ -59,9 +59,10 @@ def read_row(app: App, job_id: str | None, primary: bool = False) -> list[Any]:
     # nothing there, the whole table: a producer's clock may be wrong and an id made up,
     # so that no row is ever hidden. Only a UUIDv7 has a time: any other was read whole.
     recent = _has_time(job_id)
+    bounded = "_recent" if db.prepare_threshold(app.dsn) is not None else "_recent_unprepared"
 
     def read(name: str) -> list[Any]:
-        rows = execute(f"{name}_recent" if recent else name, {"id": job_id})
+        rows = execute(name + bounded if recent else name, {"id": job_id})
         return rows if rows or not recent else execute(name, {"id": job_id})
 
     if app not in _arguments_hidden:

@@ -93,15 +93,20 @@ def explain(db: psycopg.Connection[Any], job_id: str) -> list[Any]:
         f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE read_recent('{job_id}')".encode()).fetchall()
 
 
-@pytest.mark.parametrize("plan_mode", ["force_custom_plan", "force_generic_plan"])
+@pytest.mark.parametrize(("statement", "plan_mode"), [
+    ("result_get_recent", "force_generic_plan"),  # prepared: pruned as the plan starts
+    ("result_get_recent", "force_custom_plan"),
+    ("result_get_recent_unprepared", "force_custom_plan"),  # pruned as it is planned
+    ("result_get_recent_unprepared", "force_generic_plan"),
+])
 def test_a_read_by_a_uuid7_reads_the_days_since_its_time_only(
-        app: App, db: psycopg.Connection[Any], plan_mode: str) -> None:
+        app: App, db: psycopg.Connection[Any], statement: str, plan_mode: str) -> None:
     assert migrations.partition_results(app.dsn, app.schema)
     for days_ago in (1, 3, 10):
         db.execute("SELECT results_partition_add((now() AT TIME ZONE 'UTC')::date - %s)",
                    [days_ago])
-    statement = Queries(app.schema)["result_get_recent"].decode().replace("%(id)s", "$1")
-    db.execute(f"PREPARE read_recent(uuid) AS {statement}")
+    text = Queries(app.schema)[statement].decode().replace("%(id)s", "$1")
+    db.execute(f"PREPARE read_recent(uuid) AS {text}")
     db.execute(f"SET plan_cache_mode = {plan_mode}")
     today = db.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')").fetchone()
     assert today is not None
