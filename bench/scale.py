@@ -211,15 +211,18 @@ def add_history(adapter: Any, rows: int, per_day: int) -> dict[str, float]:
     return timings
 
 
-def get_latency_ms(adapter: Any, probes: int) -> dict[str, float]:
+def get_latency_ms(adapter: Any, probes: int, kind: str = "v7") -> dict[str, float]:
     """``AsyncResult(id).get()`` of finished jobs (rows written just before), each a new
-    handle: the read path of a caller that asks for a result."""
+    handle: the read path of a caller that asks for a result. ``kind``: ids as pgqueue
+    makes them (``v7``, with their time) or with no time (``v4``, as custom task ids)."""
     import uuid
+
+    from pgqueue.utils import uuid7
 
     from .apps import pgqueue_app
     from .systems.pgqueue_sys import SCHEMA
 
-    ids = [str(uuid.uuid4()) for _ in range(probes)]
+    ids = [str(uuid7() if kind == "v7" else uuid.uuid4()) for _ in range(probes)]
     adapter.db.execute(_schema_sql(
         "INSERT INTO {s}.results (id, queue, task, state, result, created_at) "
         "SELECT id, 'default', 'probe', 'SUCCESS', '1', now() FROM unnest(%(ids)s::uuid[]) id",
@@ -280,7 +283,8 @@ def scenario_history(adapter: Any, config: str, jobs: int, history: int, per_day
         adapter.results_since = adapter.db.execute("SELECT now()").fetchone()[0]
         return {"drain_stored": drain(adapter, config, jobs, "noop_stored",
                                       label=f"history-{tag}"),
-                "get": get_latency_ms(adapter, probes)}
+                "get": get_latency_ms(adapter, probes),
+                "get_v4": get_latency_ms(adapter, probes, "v4")}
 
     empty = measure("empty")
     env.log(f"adding {history:,} finished results, {per_day:,} a day")
@@ -366,7 +370,9 @@ def report_history(result: dict[str, Any]) -> str:
          loaded["get"]["p50_ms"]),
         ("AsyncResult.get() of a finished job, p99 ms", empty["get"]["p99_ms"],
          loaded["get"]["p99_ms"]),
-        ("leaf partitions a look-up by id reads", empty["get"]["partitions"],
+        ("AsyncResult.get(), an id with no time (uuid4), p50 ms",
+         empty.get("get_v4", {}).get("p50_ms", 0.0), loaded.get("get_v4", {}).get("p50_ms", 0.0)),
+        ("leaf partitions of results", empty["get"]["partitions"],
          loaded["get"]["partitions"]),
     ]
     for name, before, after in figures:
@@ -444,3 +450,232 @@ def main(plan_quick: bool, hold: float | None, backlog: int | None,
     print(f"\nBacklog check worker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
           f"bench/results/scale-{stamp}.json")
     return 0
+
+
+# -- history A/B (``python -m bench.scale``) ----------------------------------------------
+# The history check above runs one code on one layout, empty then loaded. This one runs,
+# on each layout, the code of this checkout and of a baseline checkout in turns (round
+# after round), with an empty history, then with ``history`` results, then with the
+# history gone again (the drift of a loaded machine shows as empty ≠ emptied).
+# Job ids are UUIDv7, made in SQL from the clock, as pgqueue's producers make them.
+_V7 = ("(lpad(to_hex((extract(epoch FROM {t}) * 1000)::bigint), 12, '0') || '7'"
+       " || substr(md5({seed}), 1, 3) || '8' || substr(md5({seed}), 4, 15))::uuid")
+
+
+def _v7(moment: str, seed: str) -> str:
+    return _V7.format(t=moment, seed=seed)
+
+
+_HISTORY_ID = _v7("d - interval '1 minute'", "i::text || %(day)s::text")
+
+
+def ab_fill_jobs(db: psycopg.Connection[Any], schema: str, n: int) -> None:
+    db.execute(_schema_sql(
+        "INSERT INTO {s}.jobs (id, queue, task) "
+        f"SELECT {_v7('clock_timestamp()', 'random()::text')}, 'default', 'noop_stored'"
+        "  FROM generate_series(1, %(n)s)", schema), {"n": n})
+    db.execute(_schema_sql("ANALYZE {s}.jobs", schema))
+
+
+def ab_add_history(db: psycopg.Connection[Any], schema: str, rows: int,
+                   per_day: int) -> dict[str, float]:
+    """``rows`` results, ``per_day`` on each day before today (1% FAILURE), UUIDv7 ids
+    made a minute before each finish; set-based, one statement per day."""
+    started = time.perf_counter()
+    days = -(-rows // per_day)
+    for day in range(days, 0, -1):
+        n = min(per_day, rows - (days - day) * per_day)
+        db.execute(_schema_sql("SELECT {s}.results_partition_add("
+                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", schema),
+                   {"day": day})
+        db.execute(_schema_sql(
+            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
+            "                         finished_at) "
+            f"SELECT {_HISTORY_ID},"
+            "       'default', 'backlog',"
+            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
+            "       d - interval '1 minute', d - interval '1 second', d "
+            "  FROM generate_series(1, %(n)s) AS i,"
+            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
+            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
+            "                       * interval '1 second') AS t(d)", schema),
+            {"n": n, "day": day})
+        env.log(f"{schema}: {(days - day + 1) * per_day:,} history rows")
+    db.execute(_schema_sql("VACUUM ANALYZE {s}.results", schema))
+    return {"seconds": time.perf_counter() - started, "days": float(days)}
+
+
+def ab_drop_history(db: psycopg.Connection[Any], schema: str) -> None:
+    """The history goes (the day partitions before today, or every row of a plain table)."""
+    if db.execute(_schema_sql("SELECT relkind = 'p' FROM pg_class "
+                              "WHERE oid = '{s}.results'::regclass", schema)).fetchone()[0]:
+        db.execute(_schema_sql(
+            "SELECT count(*) FROM {s}.results_partition_prune("
+            " date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
+            " date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', NULL)", schema))
+    else:
+        db.execute(_schema_sql("TRUNCATE {s}.results", schema))
+    db.execute(_schema_sql("VACUUM ANALYZE {s}.results", schema))
+
+
+# Run in a process of the side's code: AsyncResult(id).get() of finished jobs, a new
+# handle each, after a warm-up; prints {"v7": [ms...], "v4": [ms...]}.
+_GET_PROBE = r"""
+import json, sys, time, uuid
+from pgqueue import App
+from pgqueue.utils import uuid7
+import psycopg
+dsn, schema, probes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = App("probe", dsn=dsn, schema=schema)
+out = {}
+with psycopg.connect(dsn, autocommit=True) as db:
+    for kind, make in (("v7", lambda: str(uuid7())), ("v4", lambda: str(uuid.uuid4()))):
+        ids = [make() for _ in range(probes + 10)]
+        db.execute(f'INSERT INTO "{schema}".results (id, queue, task, state, result,'
+                   ' created_at) SELECT i, %s, %s, %s, %s, now()'
+                   ' FROM unnest(%s::uuid[]) i', ["default", "probe", "SUCCESS", "1", ids])
+        for i in ids[:10]:
+            app.AsyncResult(i).get(timeout=5)
+        times = []
+        for i in ids[10:]:
+            started = time.perf_counter()
+            assert app.AsyncResult(i).get(timeout=5) == 1
+            times.append((time.perf_counter() - started) * 1000)
+        out[kind] = times
+print(json.dumps(out))
+"""
+
+
+def ab_get(code: Any, schema: str, probes: int) -> dict[str, float]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _GET_PROBE, env.database_dsn(), schema,
+                           str(probes)], env={**os.environ, "PYTHONPATH": str(code)},
+                          cwd=code, check=True, capture_output=True, text=True)
+    times = json.loads(done.stdout)
+    return {f"get_{kind}_p50_ms": median(t) for kind, t in times.items()}
+
+
+def ab_drain(db: psycopg.Connection[Any], code: Any, schema: str, jobs: int,
+             concurrency: int) -> dict[str, float]:
+    """One worker of ``code`` draining ``jobs`` noop_stored jobs: rate, CPU per job."""
+    from .flow import _backends, _left, _stop, _workers
+    from .measure import CpuMeter, TreeMeter
+
+    ab_fill_jobs(db, schema, jobs)
+    procs = _workers(code, schema, 1, concurrency)
+    worker_cpu, server_cpu = TreeMeter([p.pid for p in procs]), CpuMeter(lambda: _backends(db))
+    try:
+        deadline = time.monotonic() + 120
+        while (left := _left(db, schema)) >= jobs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{schema}: the worker of {code} took no job in 120 s")
+            time.sleep(0.005)
+        started, first = time.perf_counter(), left
+        worker_cpu.start()
+        server_cpu.start()
+        while _left(db, schema) > 0:
+            if time.perf_counter() - started > 600:
+                raise RuntimeError(f"{schema}: drain did not end in 600 s")
+            time.sleep(0.005)
+            server_cpu.sample()
+        seconds = time.perf_counter() - started
+        return {"rate": first / seconds, "worker_cpu_us": worker_cpu.stop() / first * 1e6,
+                "server_cpu_us": server_cpu.stop() / first * 1e6}
+    finally:
+        _stop(procs)
+        # what autovacuum does within a minute of a partition's first rows: without
+        # statistics the planner may AND the id index with the finish-time one
+        db.execute(_schema_sql("ANALYZE {s}.results", schema))
+
+
+def ab_history(layouts: list[str], baseline: Any, history: int, per_day: int, rounds: int,
+               jobs: int, probes: int, concurrency: int) -> dict[str, Any]:
+    import os
+    from pathlib import Path
+
+    from pgqueue.db import migrations
+
+    from .flow import _fresh
+
+    os.environ["BENCH_KEEP_RESULTS"] = "1"  # the workers' pruner keeps the history
+    this = env.REPO_ROOT
+    sides = {"baseline": Path(baseline), "this": this}
+    env.ensure_database()
+    out: dict[str, Any] = {}
+    with psycopg.connect(env.database_dsn(harness=True), autocommit=True) as db:
+        for layout in layouts:
+            schema = f"bench_hist_{layout}"
+            _fresh(db, this, schema)
+            if layout == "partitioned":
+                migrations.partition_results(env.database_dsn(), schema)
+            phases: dict[str, Any] = {}
+            for phase in ("empty", "loaded", "emptied"):
+                if phase == "loaded":
+                    out[f"{layout}_loading"] = ab_add_history(db, schema, history, per_day)
+                elif phase == "emptied":
+                    ab_drop_history(db, schema)
+                runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+                for _ in range(rounds):
+                    for side, code in sides.items():
+                        run = {**ab_drain(db, code, schema, jobs, concurrency),
+                               **ab_get(code, schema, probes)}
+                        runs[side].append(run)
+                        env.log(f"{layout} {phase} {side}: " + ", ".join(
+                            f"{k} {v:,.2f}" for k, v in run.items()))
+                phases[phase] = runs
+            out[layout] = phases
+            db.execute(_schema_sql("DROP SCHEMA {s} CASCADE", schema))
+    return out
+
+
+def report_ab(result: dict[str, Any], layouts: list[str]) -> str:
+    figures = ("rate", "server_cpu_us", "worker_cpu_us", "get_v7_p50_ms", "get_v4_p50_ms")
+    lines = ["| layout | code | figure | empty | loaded | emptied | loaded vs empty+emptied |",
+             "|---|---|---|---|---|---|---|"]
+    for layout in layouts:
+        for side in ("baseline", "this"):
+            for figure in figures:
+                m = {phase: median([r[figure] for r in result[layout][phase][side]])
+                     for phase in ("empty", "loaded", "emptied")}
+                calm = (m["empty"] + m["emptied"]) / 2
+                lines.append(f"| {layout} | {side} | {figure} | {m['empty']:,.2f} | "
+                             f"{m['loaded']:,.2f} | {m['emptied']:,.2f} | "
+                             f"{_pct(m['loaded'], calm)} |")
+    return "\n".join(lines)
+
+
+def main_ab(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=(
+        "History A/B: drain and AsyncResult.get() with an empty history, with N results, "
+        "and with the history gone again, this checkout and a baseline in turns"))
+    parser.add_argument("--baseline", required=True, help="another checkout (its code)")
+    parser.add_argument("--history", type=int, default=10_000_000)
+    parser.add_argument("--per-day", type=int, default=1_000_000)
+    parser.add_argument("--layouts", default="plain,partitioned")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--drain-jobs", type=int, default=20_000)
+    parser.add_argument("--probes", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=10)
+    options = parser.parse_args(argv)
+    layouts = options.layouts.split(",")
+    result = ab_history(layouts, options.baseline, options.history, options.per_day,
+                        options.rounds, options.drain_jobs, options.probes,
+                        options.concurrency)
+    env.RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (env.RESULTS_DIR / f"history-ab-{stamp}.json").write_text(json.dumps(result, indent=1))
+    text = report_ab(result, layouts)
+    (env.RESULTS_DIR / "latest-history-ab.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_ab())

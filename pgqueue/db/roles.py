@@ -25,6 +25,8 @@ KINDS = ("producer", "worker", "control", "reader")
 # The kind of role each named statement needs, where it is not the worker's.
 _NEEDS = {
     "producer": ("job_insert", "job_insert_one", "job_unique_holders", "result_get",
+                 "result_get_recent", "result_get_state_recent",
+                 "result_get_recent_unprepared", "result_get_state_recent_unprepared",
                  "result_get_state", "result_forget", "job_insert_claimed",
                  "unique_claim_holders"),
     "control": ("job_revoke", "job_abort", "job_purge", "control_request_insert",
