@@ -1,13 +1,5 @@
-"""Flow-control checks (``python -m bench.flow``), the two figures of issue 16:
+"""Flow-control checks (``python -m bench.flow``), the figures of issue 16:
 
-1. **Unlimited drain, A/B**: the drain rate of a queue with no limit, by this checkout
-   (the limiter code present) and by another one (``--baseline``, default
-   ``/work/main``: the code before flow control), taking turns, ``--repeats`` each, one
-   ``pgqueue worker -P threads -c 100`` per run. Each side migrates its own schema with
-   its own code; the jobs are inserted by the same plain SQL for both.
-3. **Enqueue→start latency, keyed and plain** (``--latency-jobs`` each, sent one at a
-   time to one idle worker): ``results.started_at - created_at``, medians and the
-   slowest; a job with a free ``concurrency_key`` should start as fast as a plain one.
 1. **Unlimited drain, A/B**: the drain rate of a queue with no limit, with the limiter
    code present and without it, taking turns, ``--repeats`` each, one ``pgqueue worker
    -P threads -c 100`` per run. Without it is, by default, this checkout's worker with
@@ -18,6 +10,9 @@
 2. **A queue limited to 200/s** (``--rate``) for ``--seconds`` (60) with 3 worker
    processes: the starts counted from ``results.started_at`` over the window, the rate
    they make, and the most starts in any 1-second window.
+3. **Enqueue→start latency, keyed and plain** (``--latency-jobs`` each, sent one at a
+   time to one idle worker): ``results.started_at - created_at``, medians and the
+   slowest; a job with a free ``concurrency_key`` should start as fast as a plain one.
 
 Writes ``bench/results/flow-*.json`` and prints a small table.
 """
