@@ -271,6 +271,25 @@ def test_a_coroutine_that_swallows_every_cancel_gives_its_slot_back(
         assert "TimeLimitExceeded" in repr(job.result)
 
 
+def test_abandoned_coroutines_are_capped_at_the_concurrency(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """-c 1 abandons one coroutine (or thread) at most: a second that swallows its
+    terminate keeps its slot (logged) until it returns; then the next job runs."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1")
+        for n, ms in enumerate((60_000, 3_000)):
+            job = correct_app.send_task("correct_tasks.async_stubborn", [ms])
+            wait_until(lambda n=n: len(lines(marks, "began")) == n + 1, timeout=30,
+                       message="the coroutine")
+            correct_app.control.revoke(job.id, terminate=True)
+            wait_until(lambda job=job: job.state == "REVOKED", timeout=30,
+                       message=f"the job revoked\n{worker.output()}")
+        wait_until(lambda: "1 abandoned already (the most this pool abandons)"
+                   in worker.output(), timeout=30, message="the cap reached")
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=60) == 7
+        assert worker.proc.poll() is None
+
+
 def test_async_tasks_show_started_even_when_the_default_executor_is_busy(
         correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
     """The STARTED write of an async task with track_started (sent by name: the row does
