@@ -71,6 +71,7 @@ class AsyncioPool(ThreadPool):
         #: STARTED writes of coroutines (see execute_async): as many at once as slots,
         #: never behind what the tasks run in the loop's default executor.
         self._writer = ThreadPoolExecutor(size, thread_name_prefix="pgqueue-asyncio-started")
+        self._writer_size = size
 
     def start(self) -> None:
         self._loop_thread.start()
@@ -104,8 +105,11 @@ class AsyncioPool(ThreadPool):
     def _resize_writer(self, size: int) -> None:
         """On the loop, where coroutines hand it their writes: none goes to the old one
         after its shutdown (the writes it has go on)."""
+        if size == self._writer_size:
+            return
         old, self._writer = self._writer, ThreadPoolExecutor(
             size, thread_name_prefix="pgqueue-asyncio-started")
+        self._writer_size = size
         old.shutdown(wait=False)
 
     def _serve_loop(self) -> None:
