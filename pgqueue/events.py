@@ -28,7 +28,7 @@ import reprlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pgqueue.app import App
 
 logger = logging.getLogger("pgqueue.events")
+T = TypeVar("T")
 
 TASK_EVENTS = ("task-sent", "task-received", "task-started", "task-succeeded",
                "task-failed", "task-retried", "task-revoked", "task-rejected")
@@ -319,6 +320,13 @@ class Receiver:
     def itercapture(self, limit: int | None = None, timeout: float | None = None
                     ) -> Iterator[dict[str, Any]]:
         """Yield each event received (with ``local_received``), in the order sent."""
+        yield from self.itercapture_as(parse, limit, timeout)
+
+    def itercapture_as(self, read: Callable[[str], T | None], limit: int | None = None,
+                       timeout: float | None = None) -> Iterator[T]:
+        """:meth:`itercapture` of ``read(payload)`` for each NOTIFY payload received, in
+        the order sent; one ``read`` makes None is not an event (not counted, skipped).
+        ``pgqueue events --json`` reads payloads this way, to print them as they came."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):
             raise ValueError(f"limit must be a whole number above 0, got {limit!r}")
@@ -339,7 +347,7 @@ class Receiver:
                     return
                 registration.refresh_due()
                 for note in conn.notifies(timeout=wait, stop_after=1):
-                    event = parse(note.payload)
+                    event = read(note.payload)
                     if event is None:
                         continue
                     count += 1

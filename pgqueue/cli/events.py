@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +18,47 @@ def _time(event: dict[str, Any]) -> str:
     if not isinstance(stamp, (int, float)):
         return "?"
     return datetime.fromtimestamp(stamp, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+class _Repeated(ValueError):
+    """A JSON object that gives one name twice."""
+
+
+def _distinct(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _Repeated
+    return found
+
+
+def json_lines() -> Callable[[str], str | None]:
+    """What ``--json`` prints for a NOTIFY payload; None when it is not an event.
+
+    The payload as its sender wrote it, with ``local_received`` added, when it is one
+    line of ASCII JSON that decodes to an event and names no field twice (at any depth),
+    as pgqueue's publishers write them: a line costs the decoding that checks it, not an
+    encoding too. Any other event is encoded again from what ``pgqueue.events.parse``
+    reads. Either way a JSON reader gets the event as ``app.events.Receiver`` hands it
+    over: the same fields, values and order."""
+    from pgqueue.events import json_encoder, parse
+
+    checked = json.JSONDecoder(object_pairs_hook=_distinct).raw_decode
+    compact = json_encoder()  # json.dumps(event, separators=(",", ":"), default=str)
+
+    def line(payload: str) -> str | None:
+        try:
+            event, end = checked(payload)
+        except ValueError:  # not JSON, a name given twice, or whitespace before the object
+            pass
+        else:
+            if end == len(payload) and isinstance(event, dict) \
+                    and isinstance(event.get("type"), str) and "local_received" not in event \
+                    and payload.isascii() and "\n" not in payload and "\r" not in payload:
+                return f'{payload[:-1]},"local_received":{time.time()!r}}}'
+        received = parse(payload)
+        return None if received is None else compact(received)
+
+    return line
 
 
 class Tail:
@@ -60,7 +104,9 @@ def dump(event: dict[str, Any]) -> str:
 @schema_option
 @click.option("-d", "--dump", "as_dump", is_flag=True,
               help="Every field of every event, as `celery events --dump` prints them.")
-@click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("-j", "--json", "as_json", is_flag=True,
+              help="One JSON object per line (ASCII, no spaces between items): each event "
+                   "as its sender wrote it, and local_received (when this command got it).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Stop after N events.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -72,17 +118,15 @@ def events(app_path: str | None, dsn: str | None, schema: str | None, as_dump: b
     Ctrl-C, --limit or --timeout."""
     if as_dump and as_json:
         raise click.UsageError("--dump and --json: choose one")
-    from pgqueue.events import json_encoder
-
     app = make_app(app_path, dsn, schema)
-    as_line = json_encoder(", ", ": ")  # json.dumps(event, default=str), built once
     tail = Tail()
     receiver = app.events.Receiver()
     try:
+        if as_json:
+            for line in receiver.itercapture_as(json_lines(), limit=limit, timeout=timeout):
+                click.echo(line)
+            return
         for event in receiver.itercapture(limit=limit, timeout=timeout):
-            if as_json:
-                click.echo(as_line(event))
-            else:
-                click.echo(dump(event) if as_dump else tail.line(event))
+            click.echo(dump(event) if as_dump else tail.line(event))
     except KeyboardInterrupt:
         pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 import reprlib
@@ -10,6 +12,7 @@ import time
 import traceback as tb
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -279,23 +282,29 @@ def _execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcom
         raise
 
 
-async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcome:
+async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str,
+                        writer: Executor | None = None) -> Outcome:
+    """``execute()`` for the asyncio pool. ``writer`` runs the STARTED write (a blocking
+    statement) of a task with ``track_started`` sent by name; the loop's default executor
+    when None, which the tasks' own ``asyncio.to_thread()`` calls may keep busy."""
     traced = tracing.processing(job)
     if traced is None:
-        return await _execute_async(app, job, worker_id, hostname)
+        return await _execute_async(app, job, worker_id, hostname, writer)
     with traced:
-        return traced.ended(await _execute_async(app, job, worker_id, hostname))
+        return traced.ended(await _execute_async(app, job, worker_id, hostname, writer))
 
 
-async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str
-                         ) -> Outcome:
+async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str,
+                         writer: Executor | None) -> Outcome:
     task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task
     request = make_request(job, worker_id, hostname)
     try:
         if _tracks_start(app, task, job):
-            await asyncio.to_thread(announce_start, app, task, job, request)
+            write = functools.partial(contextvars.copy_context().run, announce_start, app,
+                                      task, job, request)  # in the job's context (tracing)
+            await asyncio.get_running_loop().run_in_executor(writer, write)
         if is_async(task):
             outcome = await run_task_async(task, job, request)
         else:  # the asyncio pool runs plain tasks in its own threads, through execute();

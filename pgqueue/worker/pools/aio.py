@@ -9,11 +9,15 @@ and ``revoke(terminate=True)`` act as in :mod:`.threads`: the terminate is raise
 thread, and one that the task swallows costs it its thread after ``TERMINATE_GRACE``
 (abandoned, counted, at most ``size`` at once) while a new thread takes the slot.
 
-For a coroutine, a hard ``time_limit`` cancels it and the job ends FAILURE with
-:class:`TimeLimitExceeded`; ``soft_time_limit`` is not supported there (cancellation is
-the only interruption asyncio has), so it is applied as the hard limit when no hard
-limit is set. ``revoke(terminate=True)`` cancels the job's coroutine and the job ends
-REVOKED.
+For a coroutine, as for a thread, the pool records the outcome first and then
+interrupts: ``revoke(terminate=True)`` records the job REVOKED, and a hard
+``time_limit`` FAILURE with :class:`TimeLimitExceeded` (``soft_time_limit`` is not
+supported there: cancellation is the only interruption asyncio has, so it is applied as
+the hard limit when no hard limit is set); then its coroutine is cancelled. Whatever the
+coroutine does from then on (it may catch the ``CancelledError`` and return) is logged
+at INFO and dropped. One that is still running ``TERMINATE_GRACE`` after the cancel is
+abandoned as a thread is: its slot takes the next job, it runs on (counted with the
+abandoned threads, at most ``size`` at once) and gives nothing back when it ends.
 
 A terminate that comes after the claim but before the job began (the worker holds the
 job, the claim loop has not handed it over, or the loop or a thread has not begun it) is
@@ -25,10 +29,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 
 from pgqueue.canvas.builtins import builtin_task
-from pgqueue.worker.execution import ClaimedJob, crashed, execute_async, is_async, safe_repr
+from pgqueue.worker.execution import (
+    ClaimedJob,
+    Outcome,
+    crashed,
+    execute_async,
+    is_async,
+    safe_repr,
+)
 from pgqueue.worker.pools.base import (
     JobContext,
     QueuePool,
@@ -36,7 +47,7 @@ from pgqueue.worker.pools.base import (
     terminated_outcome,
     time_limit_outcome,
 )
-from pgqueue.worker.pools.threads import ThreadPool
+from pgqueue.worker.pools.threads import TERMINATE_GRACE, ThreadPool
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -49,10 +60,18 @@ class AsyncioPool(ThreadPool):
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._serve_loop, name="pgqueue-asyncio",
                                              daemon=True)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        #: Ids of running coroutines that terminate() cancelled (a cancel of the pool's).
-        self._cancelled: set[str] = set()
+        #: Running coroutines: job id -> (its task, the job).
+        self._tasks: dict[str, tuple[asyncio.Task[None], ClaimedJob]] = {}
+        #: Ids of running coroutines whose outcome the pool recorded (terminate() or the
+        #: time limit): what they do from then on is not their job's outcome.
+        self._settled: set[str] = set()
+        #: Coroutines still running whose slot went to the next job (see _stop_coroutine).
+        self._abandoned_tasks: set[asyncio.Task[None]] = set()
         self._threads_started = False
+        #: STARTED writes of coroutines (see execute_async): as many at once as slots,
+        #: never behind what the tasks run in the loop's default executor.
+        self._writer = ThreadPoolExecutor(size, thread_name_prefix="pgqueue-asyncio-started")
+        self._writer_size = size
 
     def start(self) -> None:
         self._loop_thread.start()
@@ -66,10 +85,8 @@ class AsyncioPool(ThreadPool):
                         self._add_executor()
             super().submit(job)
             return
-        self.take()
-        future: Future[None] = asyncio.run_coroutine_threadsafe(self._run_coroutine(job),
-                                                                self._loop)
-        future.add_done_callback(lambda _: self.give())
+        self.take()  # given back when the coroutine ends (or is abandoned)
+        asyncio.run_coroutine_threadsafe(self._run_coroutine(job), self._loop)
 
     def _runs_in_a_thread(self, job: ClaimedJob) -> bool:
         """A plain function task; an unknown task's coroutine only records its failure."""
@@ -83,6 +100,17 @@ class AsyncioPool(ThreadPool):
                 QueuePool.resize(self, size)
             else:  # the first plain task starts the threads, as many as the size then
                 Slots.resize(self, size)
+        self._loop.call_soon_threadsafe(self._resize_writer, size)
+
+    def _resize_writer(self, size: int) -> None:
+        """On the loop, where coroutines hand it their writes: none goes to the old one
+        after its shutdown (the writes it has go on)."""
+        if size == self._writer_size:
+            return
+        old, self._writer = self._writer, ThreadPoolExecutor(
+            size, thread_name_prefix="pgqueue-asyncio-started")
+        self._writer_size = size
+        old.shutdown(wait=False)
 
     def _serve_loop(self) -> None:
         """Run the loop until shutdown. A task can make it return (``loop.stop()``) or let
@@ -106,6 +134,8 @@ class AsyncioPool(ThreadPool):
             await self._run_job(job)
         except BaseException as exc:  # nothing a job does may stop the loop
             self.context.finished(crashed(job, exc))
+        finally:
+            self._coroutine_ended(job)
 
     async def _run_job(self, job: ClaimedJob) -> None:
         current = asyncio.current_task()
@@ -113,46 +143,114 @@ class AsyncioPool(ThreadPool):
         with self._running_lock:
             first = self._terminate_first.take(job.id)
             if not first:
-                self._tasks[job.id] = current
+                self._tasks[job.id] = (current, job)
         if first:
             self.context.finished(terminated_outcome(self.context, job))
             return
         hard, soft = self.context.limits(job)
         limit = hard or soft
         ctx = self.context
+        timer = None if limit is None else self._loop.call_later(
+            limit, self._coroutine_overrun, job, current, limit)
+        outcome: Outcome | None = None
+        cancelled: asyncio.CancelledError | None = None
         try:
             ctx.started(job)
-            outcome = await asyncio.wait_for(
-                execute_async(ctx.app, job, ctx.worker_id, ctx.hostname), limit)
-        except asyncio.TimeoutError:
-            assert limit is not None
-            outcome = time_limit_outcome(job, limit)
-        except asyncio.CancelledError:
-            with self._running_lock:
-                if job.id not in self._cancelled:
-                    raise
-            outcome = terminated_outcome(self.context, job)
+            outcome = await execute_async(ctx.app, job, ctx.worker_id, ctx.hostname,
+                                          self._writer)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
         finally:
+            if timer is not None:
+                timer.cancel()
             with self._running_lock:
                 self._tasks.pop(job.id, None)
-                self._cancelled.discard(job.id)
+                settled = job.id in self._settled
+                self._settled.discard(job.id)
+        if settled:  # terminate() or the time limit recorded the outcome already
+            if outcome is not None:
+                logger.info("Task %s[%s] ended %s after it was stopped; it stays as "
+                            "recorded then", job.display, job.id, outcome.state)
+            return
+        if cancelled is not None:
+            raise cancelled
+        assert outcome is not None
         ctx.finished(outcome)
 
     def terminate(self, job_id: str) -> bool:
-        """Stop ``job_id``, which the worker holds: cancel its coroutine, stop its thread
-        as ``-P threads`` does, or, when it has not begun, make sure it never runs."""
-        with self._running_lock:  # the coroutine's begin takes it too: no gap between
-            task = self._tasks.get(job_id)
-            if task is not None:
-                self._cancelled.add(job_id)
+        """Stop ``job_id``, which the worker holds: record it REVOKED and cancel its
+        coroutine, stop its thread as ``-P threads`` does, or, when it has not begun,
+        make sure it never runs."""
+        with self._running_lock:  # the coroutine's begin and end take it too: no gap
+            entry = self._tasks.get(job_id)
+            if entry is not None:
+                if job_id in self._settled:
+                    return True  # stopped already (terminated, or past its time limit)
+                self._settled.add(job_id)
             elif job_id not in self._running:
                 self._terminate_first.add(job_id)
                 return True
-        if task is None:
+        if entry is None:
             return super().terminate(job_id)  # in a thread
-        self._loop.call_soon_threadsafe(task.cancel)
+        task, job = entry
+        self.context.finished(terminated_outcome(self.context, job))
+        self._loop.call_soon_threadsafe(self._stop_coroutine, job, task,
+                                        "did not stop when terminated")
         return True
+
+    def _coroutine_overrun(self, job: ClaimedJob, task: asyncio.Task[None], limit: float
+                           ) -> None:
+        """At the hard time limit (on the loop): record the failure, then cancel."""
+        with self._running_lock:
+            entry = self._tasks.get(job.id)
+            if entry is None or entry[0] is not task or job.id in self._settled:
+                return
+            self._settled.add(job.id)
+        self.context.finished(time_limit_outcome(job, limit))
+        self._stop_coroutine(job, task, f"exceeded its time limit ({limit:.1f}s)")
+
+    def _stop_coroutine(self, job: ClaimedJob, task: asyncio.Task[None], why: str) -> None:
+        """Cancel a coroutine whose outcome is recorded; if it is still running after
+        ``TERMINATE_GRACE`` (it swallowed the cancel), give its slot to the next job."""
+        task.cancel()
+        self._loop.call_later(TERMINATE_GRACE, self._abandon_coroutine, job, task, why)
+
+    def _abandon_coroutine(self, job: ClaimedJob, task: asyncio.Task[None], why: str
+                           ) -> None:
+        if task.done():
+            return
+        with self._cond:
+            if task in self._abandoned_tasks or self._closing:
+                return
+            if self.abandoned >= self.max_abandoned:
+                logger.error("Task %s[%s] %s; %d abandoned already (the most this pool "
+                             "abandons): this slot stays busy until the task returns",
+                             job.display, job.id, why, self.abandoned)
+                return
+            self._abandoned_tasks.add(task)
+            self.abandoned += 1
+            self._busy -= 1
+            self._cond.notify_all()
+            abandoned = self.abandoned
+        logger.warning("Task %s[%s] %s: its coroutine is abandoned and may still be running "
+                       "(%d abandoned now); its slot takes the next job", job.display,
+                       job.id, why, abandoned)
+
+    def _coroutine_ended(self, job: ClaimedJob) -> None:
+        """Give the slot back, unless it was given when the coroutine was abandoned."""
+        task = asyncio.current_task()
+        with self._cond:
+            if task not in self._abandoned_tasks:
+                self._busy -= 1
+                self._cond.notify_all()
+                return
+            self._abandoned_tasks.discard(task)
+            self.abandoned -= 1
+            abandoned = self.abandoned
+        logger.warning("Task %s[%s]: its abandoned coroutine returned (%d abandoned now)",
+                       job.display, job.id, abandoned)
 
     def shutdown(self) -> None:
         super().shutdown()
+        self._loop.call_soon_threadsafe(self._writer.shutdown, False)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -314,3 +314,83 @@ def test_events_command_with_a_worker_process(app: App, pg_dsn: str, schema: str
     dump = subprocess.run([PGQUEUE, "events", "--dump", "--limit", "1", "--timeout", "0.5"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert dump.returncode == 0 and dump.stdout == ""
+
+
+# -- pgqueue events --json prints payloads as they came ------------------------------------
+def _json_payloads() -> tuple[list[str], list[str]]:
+    """What publishers send (pgqueue's own encoding), and what any role that may NOTIFY
+    could send instead."""
+    made = [encode({"type": "task-succeeded", "hostname": "w@h", "timestamp": 1.5e9,
+                    "utcoffset": 0, "pid": 7, "clock": n, "uuid": f"id-{n}",
+                    "result": text, "runtime": 0.25})
+            for n, text in enumerate([
+                "plain", 'quote " backslash \\ slash / tab \t', "line\nbreak\r\n",
+                "é ü 漢字 \U0001f600 \u2028\u2029", "nul \x00 end", "\ud800 lone", ""])]
+    made += [encode({"type": "custom-big", "hostname": "w@h", "text": "x" * 20_000}),
+             encode({"type": "custom-deep", "hostname": "w@h",
+                      "nested": {"list": [1, [2, {"three": None}], 1e300, -0.0, 2 ** 70]}}),
+             encode({"type": "custom-nan", "value": float("nan"), "inf": float("-inf")})]
+    hostile = [
+        '{"type":"raw","text":"é 漢字"}',  # not ASCII: was escaped, still is
+        '{\n  "type": "pretty",\n  "n": 1\n}',  # several lines: one line out
+        '  {"type":"leading-space"}', '{"type":"trailing-space"}  ',
+        '{"type":"twice","uuid":"first","uuid":"second"}',  # the last one counts, once
+        '{"type":"nested-twice","x":{"a":1,"a":2}}',
+        '{"type":"own-local","local_received":"forged","after":1}',
+        '{"type":"escapes","s":"\\/ \\u0041 \\ud83d\\ude00 \\"","n":1.50,"e":1E3}',
+        '{"type":"' + "t" * 7000 + '"}',
+    ]
+    return made, hostile
+
+
+def _pairs(line: str) -> list[tuple[str, Any]]:
+    return json.loads(line, object_pairs_hook=list)  # type: ignore[no-any-return]
+
+
+def test_events_json_prints_payloads_as_received_and_every_line_reads_as_before(
+        app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any]) -> None:
+    """`pgqueue events --json` prints a payload of pgqueue's as it came, with
+    local_received added, and re-encodes only other ones: a JSON reader gets from each
+    line what the command printed before (its json.dumps of the received event), field
+    for field and in order; one line per event, ASCII; non-events skipped as before."""
+    import os
+    import time
+
+    from pgqueue.events import json_encoder, parse
+
+    made, hostile = _json_payloads()
+    payloads = made + hostile
+    junk = ["not json", "[1, 2]", '{"no": "type"}', '{"type": 5}', "", "{}"]
+    env = {**os.environ, "PGQUEUE_DSN": pg_dsn, "PGQUEUE_SCHEMA": schema}
+    tail = subprocess.Popen([PGQUEUE, "events", "--json", "--limit", str(len(payloads)),
+                             "--timeout", "120"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        wait_until(lambda: db.execute("SELECT count(*) FROM event_listeners").fetchone()
+                   == (1,) or tail.poll() is not None, 60, message="the command listening")
+        before = time.time()
+        for n, payload in enumerate(payloads):
+            db.execute("SELECT pg_notify(%s, %s)", [app.queries.events_channel, payload])
+            if n < len(junk):
+                db.execute("SELECT pg_notify(%s, %s)", [app.queries.events_channel, junk[n]])
+        out, err = tail.communicate(timeout=120)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    after = time.time()
+    assert tail.returncode == 0, err
+    assert out.isascii()
+    lines = out.decode().splitlines()
+    assert len(lines) == len(payloads)
+    was = json_encoder(", ", ": ")  # what --json printed before
+    for payload, line in zip(payloads, lines, strict=True):
+        old = was(parse(payload))
+        new = _pairs(line)
+        assert repr([p for p in new if p[0] != "local_received"]) \
+            == repr([p for p in _pairs(old) if p[0] != "local_received"]), (payload, line)
+        assert [k for k, _ in new].count("local_received") == 1
+        assert [k for k, _ in new][-1] == "local_received" or "own-local" in payload
+        stamp = dict(new)["local_received"]
+        assert isinstance(stamp, float) and before <= stamp <= after, line
+    for payload, line in zip(made, lines[:len(made)], strict=True):  # as they came
+        assert line.startswith(payload[:-1] + ',"local_received":'), payload

@@ -221,6 +221,108 @@ def test_a_plain_task_stuck_past_its_time_limit_under_asyncio_frees_its_slot(
         assert worker.proc.poll() is None
 
 
+# -- -P asyncio: a coroutine stopped is stopped, whatever it does about the cancel ----------
+def test_a_terminated_coroutine_that_swallows_the_cancel_and_returns_ends_revoked(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """As in -P threads: the terminate records REVOKED, then cancels; the coroutine
+    catches the CancelledError and returns "swallowed", which is logged and dropped."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1", "-l", "INFO")
+        job = correct_app.send_task("correct_tasks.async_swallower", [60_000])
+        wait_until(lambda: lines(marks, "began"), timeout=30, message="the coroutine")
+        correct_app.control.revoke(job.id, terminate=True)
+        wait_until(lambda: job.state == "REVOKED", timeout=10,
+                   message=f"the job revoked at once\n{worker.output()}")
+        wait_until(lambda: "ended SUCCESS after it was stopped" in worker.output(),
+                   timeout=10, message="the coroutine's return, logged and dropped")
+        assert lines(marks, "swallowed")
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=10) == 7
+        assert "Dropping late outcome" not in worker.output()
+        assert "Traceback" not in worker.output()
+    assert job.state == "REVOKED"
+    assert "terminated" in str(job.result)
+
+
+@pytest.mark.parametrize("how", ["terminate", "time_limit"])
+def test_a_coroutine_that_swallows_every_cancel_gives_its_slot_back(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path, how: str) -> None:
+    """It catches each CancelledError and awaits on: the job ends as the pool recorded it
+    (REVOKED, or FAILURE at its time limit), and a second later the coroutine is
+    abandoned like a thread that does the same: its one slot runs the next job."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1")
+        options: dict[str, Any] = {"time_limit": 1} if how == "time_limit" else {}
+        job = correct_app.send_task("correct_tasks.async_stubborn", [60_000], **options)
+        wait_until(lambda: lines(marks, "began"), timeout=30, message="the coroutine")
+        if how == "terminate":
+            correct_app.control.revoke(job.id, terminate=True)
+        wait_until(lambda: job.state in ("REVOKED", "FAILURE"), timeout=30,
+                   message=f"the job stopped\n{worker.output()}")
+        wait_until(lambda: lines(marks, "swallowed"), timeout=10,
+                   message="the coroutine swallowing its cancel")
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=30) == 7
+        assert "its coroutine is abandoned and may still be running (1 abandoned now)" \
+            in worker.output()
+        assert worker.proc.poll() is None
+    if how == "terminate":
+        assert job.state == "REVOKED"
+    else:
+        assert job.state == "FAILURE"
+        assert "TimeLimitExceeded" in repr(job.result)
+
+
+def test_abandoned_coroutines_are_capped_at_the_concurrency(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """-c 1 abandons one coroutine (or thread) at most: a second that swallows its
+    terminate keeps its slot (logged) until it returns; then the next job runs."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c", "1")
+        for n, ms in enumerate((60_000, 3_000)):
+            job = correct_app.send_task("correct_tasks.async_stubborn", [ms])
+            wait_until(lambda n=n: len(lines(marks, "began")) == n + 1, timeout=30,
+                       message="the coroutine")
+            correct_app.control.revoke(job.id, terminate=True)
+            wait_until(lambda job=job: job.state == "REVOKED", timeout=30,
+                       message=f"the job revoked\n{worker.output()}")
+        wait_until(lambda: "1 abandoned already (the most this pool abandons)"
+                   in worker.output(), timeout=30, message="the cap reached")
+        assert correct_app.send_task("correct_tasks.quick", [7]).get(timeout=60) == 7
+        assert worker.proc.poll() is None
+
+
+def test_async_tasks_show_started_even_when_the_default_executor_is_busy(
+        correct_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """The STARTED write of an async task with track_started (sent by name: the row does
+    not say so yet) is a blocking statement, run off the loop. The loop's default
+    executor (min(32, cores + 4) threads) is the tasks' own, for asyncio.to_thread():
+    with every one of its threads held by tasks, 20 more tracked tasks must still show
+    STARTED while they run, as their slots allow."""
+    import os
+
+    default_threads = min(32, (os.cpu_count() or 1) + 4)
+    tracked = 20
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "asyncio", "-c",
+                       str(default_threads + tracked))
+        holders = [correct_app.send_task("correct_tasks.holds_a_default_thread", [120])
+                   for _ in range(default_threads)]
+        wait_until(lambda: len(lines(marks, "holding")) == default_threads, timeout=60,
+                   message="the default executor's threads all held")
+        jobs = [correct_app.send_task("correct_tasks.tracked_until_released", [120])
+                for _ in range(tracked)]
+        try:
+            wait_until(lambda: len(lines(marks, "arrived")) == tracked, timeout=60,
+                       message=f"the tracked tasks running\n{worker.output()}")
+            wait_until(lambda: all(j.state == "STARTED" for j in jobs), timeout=30,
+                       message="every running tracked task shown STARTED: "
+                               f"{[j.state for j in jobs]}")
+        finally:
+            with marks.open("a") as f:
+                f.write("release\n")
+        for job in [*jobs, *holders]:
+            assert job.get(timeout=60) is True
+
+
 # -- a terminate that comes after its job ended ---------------------------------------------
 def test_a_terminate_after_the_job_ended_stops_its_retry_for_a_while(
         correct_app: App, pg_dsn: str, schema: str, db: psycopg.Connection[Any],

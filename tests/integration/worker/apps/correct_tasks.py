@@ -80,6 +80,71 @@ async def async_sleeper(self, ms, hold_until_terminated=False):
 
 
 @app.task(bind=True)
+async def async_swallower(self, ms):
+    """A coroutine that catches the first CancelledError and returns normally."""
+    import asyncio
+
+    mark(f"began {self.request.id}")
+    try:
+        await asyncio.sleep(ms / 1000)
+    except asyncio.CancelledError:
+        mark(f"swallowed {self.request.id}")
+    return "swallowed"
+
+
+@app.task(bind=True)
+async def async_stubborn(self, ms):
+    """A coroutine that swallows every CancelledError and awaits on for ``ms``
+    milliseconds."""
+    import asyncio
+
+    mark(f"began {self.request.id}")
+    deadline = time.monotonic() + ms / 1000
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            mark(f"swallowed {self.request.id}")
+    return "stubborn"
+
+
+@app.task(bind=True)
+async def holds_a_default_thread(self, seconds):
+    """A coroutine that waits in the loop's default executor (``asyncio.to_thread``)
+    until the marks file says ``release`` (or ``seconds`` pass)."""
+    import asyncio
+
+    await asyncio.to_thread(_wait_for_release, f"holding {self.request.id}", seconds)
+    return True
+
+
+@app.task(bind=True, track_started=True)
+async def tracked_until_released(self, seconds):
+    """``track_started``; says it arrived, then awaits ``release`` in the marks file."""
+    import asyncio
+
+    mark(f"arrived {self.request.id}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _released():
+            return True
+        await asyncio.sleep(0.05)
+    raise RuntimeError("never released")
+
+
+def _released():
+    with open(os.environ["CORRECT_MARKS"]) as marks:
+        return any(line == "release\n" for line in marks)
+
+
+def _wait_for_release(text, seconds):
+    mark(text)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not _released():
+        time.sleep(0.05)
+
+
+@app.task(bind=True)
 def plain_sleeper(self, ms, hold_until_terminated=False):
     """A plain function that says it began and when it ended (``-P asyncio`` runs it in
     a thread)."""
