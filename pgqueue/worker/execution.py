@@ -67,6 +67,10 @@ class ClaimedJob:
     headers: dict[str, Any] | None = None
     #: The task id as sent when it is not the row's uuid (``task_id="order-42"``).
     task_id: str | None = None
+    #: The state its pool recorded when it stopped the run (REVOKED on terminate,
+    #: FAILURE at the hard time limit); set once, before the run is interrupted. What
+    #: the run does from then on is not the job's outcome (see :meth:`_Attempt._after`).
+    stopped: str | None = None
 
     @property
     def known_id(self) -> str:
@@ -419,6 +423,13 @@ class _Attempt:
         return self._after(*_raised(self.task, self.job, exc, runtime), None)
 
     def _after(self, outcome: Outcome, cause: BaseException | None, value: Any) -> Outcome:
+        stopped = self.job.stopped
+        if stopped is not None and outcome.state != stopped:
+            # The pool ended the job already (a terminate, a hard time limit) and the task
+            # went on: hooks of another ending would tell of an outcome that does not
+            # stand. task_postrun says "interrupted" (state None), as when it is not
+            # swallowed; Celery's killed child runs none of them.
+            return outcome
         self.state = outcome.state
         self.retval = hooks.after_run(self.task, self.job, self.request, outcome, value, cause)
         return outcome

@@ -433,11 +433,13 @@ class Worker:
 
     def _job_finished(self, outcome: Outcome) -> bool:
         accepted = self.finisher.put(outcome)
+        if not accepted:  # settled before (the finisher logs it): counted then, once
+            return False
         aborts.discard(outcome.job_id)
         if self.sizing is not None:
             self.sizing.finished(outcome.runtime)
         self.processed += 1
-        if self.events.enabled and accepted:
+        if self.events.enabled:
             self._event_finished(outcome)
         elif self._started_at:  # events turned off while it ran
             self._started_at.pop(outcome.job_id, None)
@@ -526,8 +528,9 @@ class Worker:
         logger.info("Worker %s stopped after %d jobs", self.worker_id, self.processed)
         signals.worker_shutdown.send_contained(sender=self)
         if self.pool.abandoned:
-            logger.warning("%d threads abandoned at their time limits may still be running "
-                           "until the process exits", self.pool.abandoned)
+            logger.warning("%d abandoned tasks (threads or coroutines that went on past "
+                           "their time limit or terminate) may still be running until the "
+                           "process exits", self.pool.abandoned)
 
     def _wait_for_running_jobs(self) -> bool:
         """Wait until every held job has an outcome. A thread still running a job that

@@ -31,6 +31,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from pgqueue import states
 from pgqueue.canvas.builtins import builtin_task
 from pgqueue.worker.execution import (
     ClaimedJob,
@@ -44,6 +45,7 @@ from pgqueue.worker.pools.base import (
     JobContext,
     QueuePool,
     Slots,
+    ended_after_stop,
     terminated_outcome,
     time_limit_outcome,
 )
@@ -62,9 +64,6 @@ class AsyncioPool(ThreadPool):
                                              daemon=True)
         #: Running coroutines: job id -> (its task, the job).
         self._tasks: dict[str, tuple[asyncio.Task[None], ClaimedJob]] = {}
-        #: Ids of running coroutines whose outcome the pool recorded (terminate() or the
-        #: time limit): what they do from then on is not their job's outcome.
-        self._settled: set[str] = set()
         #: Coroutines still running whose slot went to the next job (see _stop_coroutine).
         self._abandoned_tasks: set[asyncio.Task[None]] = set()
         self._threads_started = False
@@ -133,7 +132,10 @@ class AsyncioPool(ThreadPool):
         try:
             await self._run_job(job)
         except BaseException as exc:  # nothing a job does may stop the loop
-            self.context.finished(crashed(job, exc))
+            if job.stopped is not None:
+                ended_after_stop(job, "with an error")
+            else:
+                self.context.finished(crashed(job, exc))
         finally:
             self._coroutine_ended(job)
 
@@ -163,14 +165,11 @@ class AsyncioPool(ThreadPool):
         finally:
             if timer is not None:
                 timer.cancel()
-            with self._running_lock:
+            with self._running_lock:  # from here, job.stopped is final
                 self._tasks.pop(job.id, None)
-                settled = job.id in self._settled
-                self._settled.discard(job.id)
-        if settled:  # terminate() or the time limit recorded the outcome already
+        if job.stopped is not None:  # terminate() or the time limit recorded the outcome
             if outcome is not None:
-                logger.info("Task %s[%s] ended %s after it was stopped; it stays as "
-                            "recorded then", job.display, job.id, outcome.state)
+                ended_after_stop(job, outcome.state)
             return
         if cancelled is not None:
             raise cancelled
@@ -184,9 +183,9 @@ class AsyncioPool(ThreadPool):
         with self._running_lock:  # the coroutine's begin and end take it too: no gap
             entry = self._tasks.get(job_id)
             if entry is not None:
-                if job_id in self._settled:
+                if entry[1].stopped is not None:
                     return True  # stopped already (terminated, or past its time limit)
-                self._settled.add(job_id)
+                entry[1].stopped = states.REVOKED
             elif job_id not in self._running:
                 self._terminate_first.add(job_id)
                 return True
@@ -203,9 +202,9 @@ class AsyncioPool(ThreadPool):
         """At the hard time limit (on the loop): record the failure, then cancel."""
         with self._running_lock:
             entry = self._tasks.get(job.id)
-            if entry is None or entry[0] is not task or job.id in self._settled:
+            if entry is None or entry[0] is not task or job.stopped is not None:
                 return
-            self._settled.add(job.id)
+            job.stopped = states.FAILURE
         self.context.finished(time_limit_outcome(job, limit))
         self._stop_coroutine(job, task, f"exceeded its time limit ({limit:.1f}s)")
 

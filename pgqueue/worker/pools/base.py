@@ -83,6 +83,14 @@ def time_limit_outcome(job: ClaimedJob, limit: float) -> Outcome:
                    with_traceback=False)
 
 
+def ended_after_stop(job: ClaimedJob, state: str) -> None:
+    """A run ``state`` of a job its pool stopped (and recorded) before: dropped, counted
+    nowhere; logged at INFO, since a task that swallows its interruption is no fault of
+    the worker's."""
+    logger.info("Task %s[%s] ended %s after it was stopped; it stays %s as recorded then",
+                job.display, job.id, state, job.stopped)
+
+
 def terminated_outcome(context: JobContext, job: ClaimedJob,
                        signum: int | None = None) -> Outcome:
     """REVOKED for a job terminated on request; sends ``task_revoked`` (in the worker's
@@ -139,7 +147,8 @@ class TerminateFirst:
 
 class Pool(Protocol):
     size: int
-    #: Threads past their hard time limit, no longer counted in ``size``, maybe running.
+    #: Threads and coroutines the pool stopped (hard time limit, terminate) that went on:
+    #: no longer counted in ``size``, maybe running still.
     abandoned: int
 
     def start(self) -> None: ...
@@ -214,6 +223,16 @@ class RunningJob:
     def begin(self, job: ClaimedJob) -> None:
         with self.lock:
             self.job = job
+
+    def stop(self, job: ClaimedJob, state: str) -> bool:
+        """Mark ``job`` ended by the pool as ``state``, whose outcome the caller records
+        next; False if it ended meanwhile or was stopped already. After :meth:`end`,
+        ``job.stopped`` says for good whether the pool or the run settles the job."""
+        with self.lock:
+            if self.job is not job or job.stopped is not None:
+                return False
+            job.stopped = state
+            return True
 
     def interrupt(self, job: ClaimedJob, exc_type: type[BaseException]) -> None:
         with self.lock:
@@ -326,7 +345,10 @@ class QueuePool(Slots):
             executor.end()
         except BaseException as exc:
             executor.end()
-            self.context.finished(crashed(job, exc))
+            if job.stopped is not None:
+                ended_after_stop(job, "with an error")
+            else:
+                self.context.finished(crashed(job, exc))
 
     def _run(self, executor: Executor, job: ClaimedJob) -> None:
         raise NotImplementedError

@@ -5,13 +5,15 @@ running task; one that comes after the claim but before the run (the worker hold
 job, the claim loop has not handed it over yet) is kept and applied when the job is
 handed over: it then never runs. The task runs in the claim loop's thread, so one that
 catches the interruption and goes on holds the worker until it returns (use ``-P
-threads`` or ``-P processes`` for tasks that may).
+threads`` or ``-P processes`` for tasks that may); the job stays REVOKED, and what the
+task returns then is logged at INFO and dropped.
 """
 
 from __future__ import annotations
 
 import threading
 
+from pgqueue import states
 from pgqueue.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from pgqueue.worker.execution import ClaimedJob, Terminated, crashed, failure
 from pgqueue.worker.pools.base import (
@@ -19,6 +21,7 @@ from pgqueue.worker.pools.base import (
     RunningJob,
     Slots,
     TerminateFirst,
+    ended_after_stop,
     terminated_outcome,
 )
 
@@ -44,7 +47,10 @@ class SoloPool(Slots):
             self._slot.end()
         except BaseException as exc:  # nothing a job does may stop the claim loop
             self._slot.end()
-            self.context.finished(crashed(job, exc))
+            if job.stopped is not None:
+                ended_after_stop(job, "with an error")
+            else:
+                self.context.finished(crashed(job, exc))
 
     def _run(self, job: ClaimedJob) -> None:
         hard, soft = self.context.limits(job)
@@ -72,6 +78,9 @@ class SoloPool(Slots):
             self._slot.end()
             if timer is not None:
                 timer.cancel()
+        if job.stopped is not None:  # terminated, and the task swallowed it
+            ended_after_stop(job, outcome.state)
+            return
         self.context.finished(outcome)
 
     def take_unstarted(self) -> list[ClaimedJob]:
@@ -85,6 +94,8 @@ class SoloPool(Slots):
             if job is None or job.id != job_id:
                 self._terminate_first.add(job_id)
                 return True
+        if not self._slot.stop(job, states.REVOKED):
+            return job.stopped is not None  # terminated already, or it ended
         self.context.finished(terminated_outcome(self.context, job))
         self._slot.interrupt(job, Terminated)
         return True

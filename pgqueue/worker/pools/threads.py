@@ -8,7 +8,8 @@ at the hard ``time_limit`` the job is recorded FAILURE and its slot goes to a ne
 :class:`~pgqueue.worker.execution.Terminated` in its thread. A Python thread cannot be
 killed: a task that catches the exception and goes on keeps running, so after
 ``TERMINATE_GRACE`` its thread is abandoned as past a hard time limit, and a new thread
-takes its slot (what it returns later is dropped).
+takes its slot. What it returns later is logged at INFO and dropped: it counts nowhere
+(``processed``, metrics), and fires no hook of another ending than the one recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from pgqueue import states
 from pgqueue.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from pgqueue.worker.execution import ClaimedJob, Terminated
 from pgqueue.worker.pools.base import (
@@ -24,6 +26,7 @@ from pgqueue.worker.pools.base import (
     QueuePool,
     RunningJob,
     TerminateFirst,
+    ended_after_stop,
     terminated_outcome,
     time_limit_outcome,
 )
@@ -58,9 +61,11 @@ class ThreadPool(QueuePool):
             if running is None:
                 self._terminate_first.add(job_id)
                 return True
-        if running.job is None:
-            return False  # it ended meanwhile
         job = running.job
+        if job is None:
+            return False  # it ended meanwhile
+        if not running.stop(job, states.REVOKED):
+            return job.stopped is not None  # stopped already (its time limit), or it ended
         self.context.finished(terminated_outcome(self.context, job))
         running.interrupt(job, Terminated)
         if isinstance(running, Executor):
@@ -97,12 +102,16 @@ class ThreadPool(QueuePool):
             self._running.pop(job.id, None)
             for timer in timers:
                 timer.cancel()
+        if job.stopped is not None:  # final once end() returned: see RunningJob.stop
+            ended_after_stop(job, outcome.state)
+            return
         self.context.finished(outcome)
 
     def _overrun(self, executor: Executor, job: ClaimedJob, limit: float) -> None:
         """At the hard time limit: record the failure, and free the slot."""
-        if not self.context.finished(time_limit_outcome(job, limit)):
-            return  # it ended meanwhile
+        if not executor.stop(job, states.FAILURE):
+            return  # it ended meanwhile, or was terminated
+        self.context.finished(time_limit_outcome(job, limit))
         if self._abandon(executor, job, f"exceeded its time limit ({limit:.1f}s)"):
             executor.interrupt(job, TimeLimitExceeded)
 

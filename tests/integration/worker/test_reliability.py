@@ -185,9 +185,11 @@ def test_hard_time_limit_in_threads_fails_job_and_fences_late_outcome(app: App) 
         result = stuck.delay()
         with pytest.raises(TimeLimitExceeded):
             result.get(timeout=10)
+        assert worker.pool.abandoned == 1
         release.set()
-        wait_until(lambda: worker.processed >= 2, message="late outcome handed in")
+        wait_until(lambda: worker.pool.abandoned == 0, message="the late return handled")
         assert result.state == "FAILURE"  # the late "late" was dropped
+        assert worker.processed == 1  # and counted nowhere
 
 
 def test_asyncio_pool_runs_coroutines_concurrently(app: App) -> None:

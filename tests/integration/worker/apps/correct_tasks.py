@@ -46,14 +46,69 @@ def abortable(self, ms):
 @app.task(bind=True)
 def stubborn(self, ms):
     """Swallows every interruption (terminate too) and runs on for ``ms`` milliseconds."""
-    mark(f"began {self.request.id}")
+    return _run_stubbornly(self.request.id, ms)
+
+
+def _run_stubbornly(task_id, ms):
+    mark(f"began {task_id}")
     deadline = time.monotonic() + ms / 1000
     while time.monotonic() < deadline:
         try:
             time.sleep(0.01)
         except BaseException:  # noqa: BLE001 - the point of this task
-            mark(f"swallowed {self.request.id}")
+            mark(f"swallowed {task_id}")
+    mark(f"returns {task_id}")
     return "stubborn"
+
+
+class Hooked(app.Task):
+    """Writes ``hook <name> <id> <state or exception>`` for each hook that runs."""
+
+    def on_success(self, retval, task_id, args, kwargs):
+        mark(f"hook on_success {task_id} SUCCESS")
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        mark(f"hook on_failure {task_id} {type(exc).__name__}")
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        mark(f"hook after_return {task_id} {status}")
+
+
+@app.task(bind=True, base=Hooked)
+def hooked_stubborn(self, ms):
+    """``stubborn``, with hooks and signals that write what they see."""
+    return _run_stubbornly(self.request.id, ms)
+
+
+@app.task(bind=True, base=Hooked)
+async def hooked_async_stubborn(self, ms):
+    """A coroutine that swallows every CancelledError and returns after ``ms``."""
+    import asyncio
+
+    mark(f"began {self.request.id}")
+    deadline = time.monotonic() + ms / 1000
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            mark(f"swallowed {self.request.id}")
+    mark(f"returns {self.request.id}")
+    return "stubborn"
+
+
+def _signal_marks(name):
+    def receiver(sender=None, task_id=None, request=None, state=None, terminated=None,
+                 **_):
+        job_id = task_id or (request.id if request is not None else None) \
+            or sender.request.id
+        seen = state if name == "task_postrun" else terminated
+        mark(f"hook {name} {job_id} {seen}")
+    return receiver
+
+
+for _name in ("task_success", "task_failure", "task_postrun", "task_revoked"):
+    for _task in (hooked_stubborn, hooked_async_stubborn):
+        getattr(signals, _name).connect(_signal_marks(_name), sender=_task, weak=False)
 
 
 @app.task
