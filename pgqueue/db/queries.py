@@ -671,6 +671,60 @@ TEMPLATES: dict[str, str] = {
     "canvas_start_done": """
         UPDATE {schema}.canvas_starts SET result_id = %(result_id)s WHERE starter = %(starter)s
     """,
+    # The groups older than ``older_than`` seconds (``result_expires``) that nothing
+    # needs any more, in canvas_groups_created_idx order from past (``after_at``,
+    # ``after_id``) (NULL: from the start): ``limit`` groups are read, and those with no
+    # member live in jobs or canvas_steps (a chain's last step), no chord body
+    # (``parent_id`` is the group) in jobs, and no result of theirs younger than the
+    # retention, are deleted. A chord body waits in canvas_steps only while a member
+    # is live, so that case needs no look-up of its own. A group is written in
+    # the statement that inserts its members, and nothing makes a finished member live
+    # again within the retention but a retry by hand, so what this snapshot saw holds.
+    # Returns the groups deleted, the groups read and the last one read.
+    "canvas_group_prune": """
+        WITH read AS (
+            SELECT g.id, g.created_at, g.members FROM {schema}.canvas_groups g
+             WHERE g.created_at < now() - make_interval(secs => %(older_than)s)
+               AND (g.created_at, g.id) > (
+                       coalesce(%(after_at)s::timestamptz, '-infinity'),
+                       coalesce(%(after_id)s::uuid, '00000000-0000-0000-0000-000000000000'))
+             ORDER BY g.created_at, g.id
+             LIMIT %(limit)s
+        ), idle AS (
+            SELECT r.id FROM read r
+             WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = ANY(r.members))
+               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.parent_id = r.id)
+               AND NOT EXISTS (SELECT 1 FROM {schema}.canvas_steps s
+                                WHERE s.id = ANY(r.members))
+               AND NOT EXISTS (SELECT 1 FROM {schema}.results x
+                                WHERE x.id = ANY(r.members)
+                                  AND x.finished_at >= now()
+                                      - make_interval(secs => %(older_than)s))
+               AND NOT EXISTS (SELECT 1 FROM {schema}.results x
+                                WHERE x.parent_id = r.id
+                                  AND x.finished_at >= now()
+                                      - make_interval(secs => %(older_than)s))
+        ), deleted AS (
+            DELETE FROM {schema}.canvas_groups g WHERE g.id IN (SELECT id FROM idle)
+            RETURNING 1
+        ), last AS (
+            SELECT created_at, id FROM read ORDER BY created_at DESC, id DESC LIMIT 1
+        )
+        SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM read),
+               (SELECT created_at FROM last), (SELECT id::text FROM last)
+    """,
+    # Claims of starters no longer live (a periodic workflow's starter job): later
+    # starts delete them too (canvas_start_claim), but a schedule that stops starting
+    # would leave its last ones for ever.
+    "canvas_start_prune": """
+        WITH pruned AS (
+            DELETE FROM {schema}.canvas_starts s
+             WHERE s.created_at < now() - interval '1 minute'
+               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter)
+            RETURNING 1
+        )
+        SELECT count(*) FROM pruned
+    """,
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
     # The final outcomes among ``ids`` (a GroupResult's members), for one wake-up.

@@ -119,7 +119,7 @@ def test_unstorable_value_of_a_followed_step_fails_it_clearly(
     t = make_tasks(app)
     with running_worker(app):
         result = chain(t["unstorable"].s(1), t["plus"].s()).apply_async()
-        with pytest.raises(Exception):
+        with pytest.raises((TypeError, ValueError), match="return value of task unstorable"):
             result.get(timeout=GET)
     state, _ = _result(db, result.parent.id) or (None, None)
     assert state == states.FAILURE
