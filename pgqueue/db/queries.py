@@ -51,6 +51,10 @@ _NOTIFY_DONE = """
 # step that follows reads it (see sql/migrations/0006_canvas.sql).
 _STORED = """moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS'
                        AND NOT options @> '{{"followed": true}}'::jsonb)"""
+# The wake-up of a statement whose new jobs (``new``) all go to the queue %(queue)s.
+_WAKE_ONE_QUEUE = """
+            SELECT pg_notify(%(jobs_channel)s, %(queue)s::text)
+             WHERE EXISTS (SELECT 1 FROM new WHERE state = 'queued')"""
 _NOTIFY_QUEUES = """
     SELECT pg_notify(%(jobs_channel)s, queue)
       FROM (SELECT DISTINCT queue FROM {woken}) q
@@ -261,10 +265,12 @@ TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     # Returns how many rows went in (fewer than sent when a unique_key already existed),
     # the NOTIFYs sent, and the ids that went in with a unique_key, comma-separated (only
-    # those can have been skipped; a bulk send without keys builds no list).
+    # those can have been skipped; a bulk send without keys builds no list). Its jobs
+    # share one queue: one wake-up if any is queued, without sorting the rows for their
+    # distinct queues (as canvas_send).
     "job_insert": f"""
         WITH new AS ({_insert_jobs()}
-        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        ), woken AS ({_WAKE_ONE_QUEUE})
         SELECT count(*), (SELECT count(*) FROM woken),
                string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
     """,
@@ -634,9 +640,7 @@ TEMPLATES: dict[str, str] = {
     # 10,000 rows for their distinct queues.
     "canvas_send": f"""
         WITH new AS ({_insert_jobs()}
-        ), woken AS (
-            SELECT pg_notify(%(jobs_channel)s, %(queue)s::text)
-             WHERE EXISTS (SELECT 1 FROM new WHERE state = 'queued')
+        ), woken AS ({_WAKE_ONE_QUEUE}
         ), {_canvas_parts(_CANVAS_ROWS_GROUP)}
         SELECT count(*), (SELECT count(*) FROM woken),
                string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
