@@ -684,6 +684,10 @@ TEMPLATES: dict[str, str] = {
     # is live, so that case needs no look-up of its own. A group is written in
     # the statement that inserts its members, and nothing makes a finished member live
     # again within the retention but a retry by hand, so what this snapshot saw holds.
+    # Each test is a scalar subquery, run per group read through an index, never turned
+    # into an anti-join (which may read all of results or jobs, even with no group
+    # read); the age of a result is an expression, not ``finished_at >= <cutoff>``, for
+    # which the planner would probe results_finished_at_idx's ends on every run.
     # Returns the groups deleted, the groups read and the last one read.
     "canvas_group_prune": """
         WITH read AS (
@@ -696,18 +700,18 @@ TEMPLATES: dict[str, str] = {
              LIMIT %(limit)s
         ), idle AS (
             SELECT r.id FROM read r
-             WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = ANY(r.members))
-               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.parent_id = r.id)
-               AND NOT EXISTS (SELECT 1 FROM {schema}.canvas_steps s
-                                WHERE s.id = ANY(r.members))
-               AND NOT EXISTS (SELECT 1 FROM {schema}.results x
-                                WHERE x.id = ANY(r.members)
-                                  AND x.finished_at >= now()
-                                      - make_interval(secs => %(older_than)s))
-               AND NOT EXISTS (SELECT 1 FROM {schema}.results x
-                                WHERE x.parent_id = r.id
-                                  AND x.finished_at >= now()
-                                      - make_interval(secs => %(older_than)s))
+             WHERE (SELECT 1 FROM {schema}.jobs j WHERE j.id = ANY(r.members) LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.jobs j WHERE j.parent_id = r.id LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.canvas_steps s WHERE s.id = ANY(r.members)
+                     LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.results x
+                     WHERE x.id = ANY(r.members)
+                       AND x.finished_at + make_interval(secs => %(older_than)s) >= now()
+                     LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.results x
+                     WHERE x.parent_id = r.id
+                       AND x.finished_at + make_interval(secs => %(older_than)s) >= now()
+                     LIMIT 1) IS NULL
         ), deleted AS (
             DELETE FROM {schema}.canvas_groups g WHERE g.id IN (SELECT id FROM idle)
             RETURNING 1
@@ -717,6 +721,15 @@ TEMPLATES: dict[str, str] = {
         SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM read),
                (SELECT created_at FROM last), (SELECT id::text FROM last)
     """,
+    # Whether the oldest group is past the retention: the first entry of
+    # canvas_groups_created_idx (an EXISTS may be planned as a sequential scan),
+    # so that a run with no group to read does not plan canvas_group_prune (its planning
+    # reads a few buffers of results' indexes).
+    "canvas_group_due": """
+        SELECT coalesce((SELECT created_at FROM {schema}.canvas_groups
+                          ORDER BY created_at, id LIMIT 1)
+                        < now() - make_interval(secs => %(older_than)s), false)
+    """,
     # Claims of starters no longer live (a periodic workflow's starter job): later
     # starts delete them too (canvas_start_claim), but a schedule that stops starting
     # would leave its last ones for ever.
@@ -724,7 +737,7 @@ TEMPLATES: dict[str, str] = {
         WITH pruned AS (
             DELETE FROM {schema}.canvas_starts s
              WHERE s.created_at < now() - interval '1 minute'
-               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter)
+               AND (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter) IS NULL
             RETURNING 1
         )
         SELECT count(*) FROM pruned

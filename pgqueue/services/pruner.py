@@ -121,8 +121,10 @@ class Pruner:
         retention = self.result_expires
         if retention:
             db.execute(self.queries["job_history_prune"], {"older_than": retention})
-            groups_pause = run_batches(lambda: self._prune_groups(db, retention),
-                                       self.group_batch, self.run_seconds)
+            if self._groups_after is not None or db.execute(
+                    self.queries["canvas_group_due"], {"older_than": retention})[0][0]:
+                groups_pause = run_batches(lambda: self._prune_groups(db, retention),
+                                           self.group_batch, self.run_seconds)
         self.by_rows = self._kinds(db)
         if not self.by_rows:
             return self.interval if groups_pause is None else groups_pause

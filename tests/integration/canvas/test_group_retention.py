@@ -169,6 +169,7 @@ def test_the_group_prune_reads_through_its_index(
                                ("2000-01-01T00:00:00Z", "00000000-0000-0000-0000-000000000001")):
         scans += plan_scans(db, app.queries["canvas_group_prune"], {
             "older_than": DAY, "limit": 100, "after_at": after_at, "after_id": after_id})
+    scans += plan_scans(db, app.queries["canvas_group_due"], {"older_than": DAY})
     assert ("Index Scan", "canvas_groups") in scans or \
         ("Index Only Scan", "canvas_groups") in scans, scans
     assert not [s for s in scans if "Seq Scan" in s[0]
@@ -208,3 +209,18 @@ def test_steps_and_edges_empty_themselves_whatever_the_ending(
             "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM canvas_steps), "
             "(SELECT count(*) FROM canvas_edges)").fetchone() == (0, 0, 0),
             timeout=GET, message="nothing left waiting")
+
+
+def test_starter_claims_go_once_their_starter_is_gone(
+        app: App, db: psycopg.Connection[Any], conn: Dedicated) -> None:
+    """A periodic workflow's start claims were pruned only by later starts: a schedule
+    that stopped left its last ones for ever."""
+    t = make_tasks(app)
+    live = t["add"].delay(1, 1)  # a starter job still queued
+    db.execute("INSERT INTO canvas_starts (starter, result_id, created_at) VALUES "
+               "(gen_random_uuid(), 'x', now() - interval '1 hour'), "
+               "(%s, 'y', now() - interval '1 hour'), "
+               "(gen_random_uuid(), NULL, now())", [live.id])
+    Pruner(app.queries, None, worker_ttl=60).run_once(conn)  # whatever result_expires
+    assert db.execute("SELECT result_id FROM canvas_starts ORDER BY 1").fetchall() == [
+        ("y",), (None,)]
