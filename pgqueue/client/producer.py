@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from pgqueue import celery_compat, db, limits, tracing
 from pgqueue.client import publish
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
-from pgqueue.utils import check_json, json_dumps, utcnow, uuid
+from pgqueue.utils import check_json, json_dumps, utcnow, uuid, uuids
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -268,7 +268,9 @@ class JobBuilder:
                 f"{name}: concurrency_limit", getattr(task, "concurrency_limit", None) or 1)
         return opts
 
-    def row(self, args: Any, kwargs: Any) -> dict[str, Any]:
+    def row(self, args: Any, kwargs: Any, row_id: str | None = None) -> dict[str, Any]:
+        """One job's row; ``row_id`` an id made ahead (``uuids``) when no task_id is
+        given."""
         if args is None:
             args = []
         elif not isinstance(args, (list, tuple)):
@@ -286,7 +288,7 @@ class JobBuilder:
         if self.given_id is not None:
             return {"id": self.row_id, "task_id": self.given_id, "args": list(args),
                     "kwargs": kwargs}
-        return {"id": self.row_id or uuid(), "args": list(args), "kwargs": kwargs}
+        return {"id": self.row_id or row_id or uuid(), "args": list(args), "kwargs": kwargs}
 
     def shared(self) -> dict[str, Any]:
         """The values every job of this call shares, as statement parameters. Plain
@@ -766,13 +768,22 @@ def build_rows(
     else:
         keys = None
     builder = _builder(app, task_name, task, options)
+    if not isinstance(calls, (list, tuple)):
+        try:
+            calls = list(calls)
+        except TypeError:
+            raise TypeError(f"{task_name}: the calls must be an iterable of (args, kwargs) "
+                            f"or args, not {type(calls).__name__}") from None
+    # the ids in one call, a quarter of the cost of one uuid() each (10,000 jobs: ~4 ms)
+    ids = iter(uuids(len(calls)) if builder.row_id is None else [])
     rows = []
+    row = builder.row
     for call in calls:
         if pairs or (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
                      and isinstance(call[0], (list, tuple))):
-            rows.append(builder.row(call[0], call[1]))
+            rows.append(row(call[0], call[1], next(ids, None)))
         else:
-            rows.append(builder.row(call, None))
+            rows.append(row(call, None, next(ids, None)))
     if keys is not None:
         _give_keys(task_name, rows, keys)
     for option in ("task_id", "unique_key"):

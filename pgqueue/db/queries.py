@@ -61,6 +61,10 @@ _NOTIFY_DONE = """
 # step that follows reads it (see sql/migrations/0006_canvas.sql).
 _STORED = """moved WHERE NOT ((ignore_result OR task_ignores_result) AND final_state = 'SUCCESS'
                        AND NOT options @> '{{"followed": true}}'::jsonb)"""
+# The wake-up of a statement whose new jobs (``new``) all go to the queue %(queue)s.
+_WAKE_ONE_QUEUE = """
+            SELECT pg_notify(%(jobs_channel)s, %(queue)s::text)
+             WHERE EXISTS (SELECT 1 FROM new WHERE state = 'queued')"""
 _NOTIFY_QUEUES = """
     SELECT pg_notify(%(jobs_channel)s, queue)
       FROM (SELECT DISTINCT queue FROM {woken}) q
@@ -274,10 +278,12 @@ TEMPLATES: dict[str, str] = {
     # -- jobs -----------------------------------------------------------------------
     # Returns how many rows went in (fewer than sent when a unique_key already existed),
     # the NOTIFYs sent, and the ids that went in with a unique_key, comma-separated (only
-    # those can have been skipped; a bulk send without keys builds no list).
+    # those can have been skipped; a bulk send without keys builds no list). Its jobs
+    # share one queue: one wake-up if any is queued, without sorting the rows for their
+    # distinct queues (as canvas_send).
     "job_insert": f"""
         WITH new AS ({_insert_jobs()}
-        ), woken AS ({_NOTIFY_QUEUES.format(woken="new WHERE state = 'queued'")})
+        ), woken AS ({_WAKE_ONE_QUEUE})
         SELECT count(*), (SELECT count(*) FROM woken),
                string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
     """,
@@ -647,9 +653,7 @@ TEMPLATES: dict[str, str] = {
     # 10,000 rows for their distinct queues.
     "canvas_send": f"""
         WITH new AS ({_insert_jobs()}
-        ), woken AS (
-            SELECT pg_notify(%(jobs_channel)s, %(queue)s::text)
-             WHERE EXISTS (SELECT 1 FROM new WHERE state = 'queued')
+        ), woken AS ({_WAKE_ONE_QUEUE}
         ), {_canvas_parts(_CANVAS_ROWS_GROUP)}
         SELECT count(*), (SELECT count(*) FROM woken),
                string_agg(id::text, ',') FILTER (WHERE unique_key IS NOT NULL) FROM new
@@ -683,6 +687,73 @@ TEMPLATES: dict[str, str] = {
     """,
     "canvas_start_done": """
         UPDATE {schema}.canvas_starts SET result_id = %(result_id)s WHERE starter = %(starter)s
+    """,
+    # The groups older than ``older_than`` seconds (``result_expires``) that nothing
+    # needs any more, in canvas_groups_created_idx order from past (``after_at``,
+    # ``after_id``) (NULL: from the start): ``limit`` groups are read, and those with no
+    # member live in jobs or canvas_steps (a chain's last step), no chord body
+    # (``parent_id`` is the group) in jobs, and no result of theirs younger than the
+    # retention, are deleted. A chord body waits in canvas_steps only while a member
+    # is live, so that case needs no look-up of its own. A group is written in
+    # the statement that inserts its members, and nothing makes a finished member live
+    # again within the retention but a retry by hand, so what this snapshot saw holds.
+    # Each test is a scalar subquery, run per group read through an index, never turned
+    # into an anti-join (which may read all of results or jobs, even with no group
+    # read); the age of a result is an expression, not ``finished_at >= <cutoff>``, for
+    # which the planner would probe results_finished_at_idx's ends on every run.
+    # Returns the groups deleted, the groups read and the last one read.
+    "canvas_group_prune": """
+        WITH read AS (
+            SELECT g.id, g.created_at, g.members FROM {schema}.canvas_groups g
+             WHERE g.created_at < now() - make_interval(secs => %(older_than)s)
+               AND (g.created_at, g.id) > (
+                       coalesce(%(after_at)s::timestamptz, '-infinity'),
+                       coalesce(%(after_id)s::uuid, '00000000-0000-0000-0000-000000000000'))
+             ORDER BY g.created_at, g.id
+             LIMIT %(limit)s
+        ), idle AS (
+            SELECT r.id FROM read r
+             WHERE (SELECT 1 FROM {schema}.jobs j WHERE j.id = ANY(r.members) LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.jobs j WHERE j.parent_id = r.id LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.canvas_steps s WHERE s.id = ANY(r.members)
+                     LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.results x
+                     WHERE x.id = ANY(r.members)
+                       AND x.finished_at + make_interval(secs => %(older_than)s) >= now()
+                     LIMIT 1) IS NULL
+               AND (SELECT 1 FROM {schema}.results x
+                     WHERE x.parent_id = r.id
+                       AND x.finished_at + make_interval(secs => %(older_than)s) >= now()
+                     LIMIT 1) IS NULL
+        ), deleted AS (
+            DELETE FROM {schema}.canvas_groups g WHERE g.id IN (SELECT id FROM idle)
+            RETURNING 1
+        ), last AS (
+            SELECT created_at, id FROM read ORDER BY created_at DESC, id DESC LIMIT 1
+        )
+        SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM read),
+               (SELECT created_at FROM last), (SELECT id::text FROM last)
+    """,
+    # Whether the oldest group is past the retention: the first entry of
+    # canvas_groups_created_idx (an EXISTS may be planned as a sequential scan),
+    # so that a run with no group to read does not plan canvas_group_prune (its planning
+    # reads a few buffers of results' indexes).
+    "canvas_group_due": """
+        SELECT coalesce((SELECT created_at FROM {schema}.canvas_groups
+                          ORDER BY created_at, id LIMIT 1)
+                        < now() - make_interval(secs => %(older_than)s), false)
+    """,
+    # Claims of starters no longer live (a periodic workflow's starter job): later
+    # starts delete them too (canvas_start_claim), but a schedule that stops starting
+    # would leave its last ones for ever.
+    "canvas_start_prune": """
+        WITH pruned AS (
+            DELETE FROM {schema}.canvas_starts s
+             WHERE s.created_at < now() - interval '1 minute'
+               AND (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter) IS NULL
+            RETURNING 1
+        )
+        SELECT count(*) FROM pruned
     """,
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",

@@ -1,4 +1,5 @@
-"""The pruner: results expired row by row, and workers long gone.
+"""The pruner: results expired row by row, workflow groups past the same retention,
+and workers long gone.
 
 By default ``results`` is a plain table and every expired result is deleted here. Once
 it is partitioned (``pgqueue migrate --partition-results``), results go by whole
@@ -39,6 +40,12 @@ class Pruner:
     workers long gone. When results is partitioned, only a retention shorter than a day
     (and the DEFAULT partition's rows): the :class:`Partitioner` drops whole days.
 
+    The rows of ``canvas_groups`` (a group's members, for ``GroupResult.restore`` and a
+    chord body's parent) go ``result_expires`` after the group was sent, once nothing
+    of it is live and no result of its members or chord body is younger than that
+    (``canvas_group_prune``), ``group_batch`` groups a statement; and claims of
+    periodic workflow starters no longer live (``canvas_start_prune``).
+
     A run deletes batches in the order of ``results_finished_at_idx`` (see
     :func:`run_batches`) until caught up or ``run_seconds`` have passed, and asks to run
     again soon when there is more. When a catch-up has lasted longer than
@@ -59,8 +66,13 @@ class Pruner:
                  interval: float = 60.0, batch: int = 5000, run_seconds: float = 1.0,
                  behind_after: float | None = None,
                  result_expires_failed: float | None = None,
-                 archive_schema: str | None = None) -> None:
+                 archive_schema: str | None = None, group_batch: int = 100) -> None:
         self.queries = queries
+        self.group_batch = group_batch
+        self.groups_deleted = 0
+        # canvas_group_prune reads on from the last group read until it has read them
+        # all: the old groups still live at the front are not read again on every run
+        self._groups_after: tuple[datetime, str] | None = None
         self.result_expires = result_expires
         # None: as long as successes; 0: for ever
         self.failed_expires = (result_expires if result_expires_failed is None
@@ -104,11 +116,18 @@ class Pruner:
     def run_once(self, db: Dedicated) -> float:
         db.execute(self.queries["worker_prune"], {"older_than": self.worker_ttl})
         db.execute(self.queries["unique_claim_prune"])  # claims that can never hold again
-        if self.result_expires:
-            db.execute(self.queries["job_history_prune"], {"older_than": self.result_expires})
+        db.execute(self.queries["canvas_start_prune"])
+        groups_pause = None
+        retention = self.result_expires
+        if retention:
+            db.execute(self.queries["job_history_prune"], {"older_than": retention})
+            if self._groups_after is not None or db.execute(
+                    self.queries["canvas_group_due"], {"older_than": retention})[0][0]:
+                groups_pause = run_batches(lambda: self._prune_groups(db, retention),
+                                           self.group_batch, self.run_seconds)
         self.by_rows = self._kinds(db)
         if not self.by_rows:
-            return self.interval
+            return self.interval if groups_pause is None else groups_pause
         started = time.monotonic()
         # A catch-up goes on from the run before only if that run asked to go on and was
         # not cut off since (a lost leader lease, an outage).
@@ -122,9 +141,20 @@ class Pruner:
         self._ran_at = time.monotonic()
         if pause is None:
             self._catch_up_since = None
-            return self.interval
+            return self.interval if groups_pause is None else groups_pause
         self._check_behind(db)
-        return pause
+        return pause if groups_pause is None else min(pause, groups_pause)
+
+    def _prune_groups(self, db: Dedicated, seconds: float) -> int:
+        """One batch of groups, read on from the last one read: how many were read."""
+        after_at, after_id = self._groups_after or (None, None)
+        deleted, read, last_at, last_id = db.execute(self.queries["canvas_group_prune"], {
+            "older_than": seconds, "limit": self.group_batch,
+            "after_at": after_at, "after_id": after_id})[0]
+        self.groups_deleted += deleted
+        # a short batch read the last of them: the next run starts from the oldest again
+        self._groups_after = (last_at, last_id) if read >= self.group_batch else None
+        return int(read)
 
     def _kinds(self, db: Dedicated) -> list[Kind]:
         """What to delete row by row, by the layout of results (it may be converted

@@ -376,7 +376,7 @@ def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome,
                           and not outcome.ignore_result else None,
                           runtime=outcome.runtime)
         hooks.revoked(task, request)
-    if task.ignore_result:
+    if task.ignore_result and not followed(job):
         outcome.ignore_result = True
     log_outcome(job, outcome)
     if outcome.ignore_result and outcome.state == states.SUCCESS:
@@ -472,8 +472,16 @@ def _cancelled_from_outside() -> bool:
 _Ended = tuple[Outcome, BaseException | None]
 
 
+def followed(job: ClaimedJob) -> bool:
+    """Whether a workflow step waits on the job (the next step of a chain, a chord body,
+    a link): its result is then stored whatever ``ignore_result`` says, since that step
+    reads it, as Celery passes the value on. The finish keeps the row too (``_STORED``
+    in pgqueue/db/queries.py)."""
+    return job.options.get("followed") is True
+
+
 def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> _Ended:
-    if task.ignore_result or job.ignore_result:
+    if (task.ignore_result or job.ignore_result) and not followed(job):
         # Never stored (the finish drops it), so it need not be storable; conclude() drops
         # it once logged, and task.apply() returns it.
         return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime,

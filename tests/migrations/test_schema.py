@@ -291,6 +291,8 @@ EXPECTED_INDEXES = {
                          "USING btree (before, step)",
     "canvas_groups_pkey": "CREATE UNIQUE INDEX canvas_groups_pkey ON SCHEMA.canvas_groups "
                           "USING btree (id)",
+    "canvas_groups_created_idx": "CREATE INDEX canvas_groups_created_idx ON "
+                                 "SCHEMA.canvas_groups USING btree (created_at, id)",
     "canvas_starts_pkey": "CREATE UNIQUE INDEX canvas_starts_pkey ON SCHEMA.canvas_starts "
                           "USING btree (starter)",
     "jobs_parent_idx": "CREATE INDEX jobs_parent_idx ON SCHEMA.jobs USING btree (parent_id) "
