@@ -116,6 +116,27 @@ _RESULT_GET = """
 """
 _RECENT_FOLDED = " AND finished_at >= {schema}.result_id_since(%(id)s::uuid)"
 _RECENT = " AND finished_at >= least({schema}.result_id_since(%(id)s::uuid), now())"
+
+
+def _bounded(name: str, template: str) -> dict[str, str]:
+    """A statement that reads results by ``%(id)s`` (``{since}`` after its condition), as
+    ``name`` (every result), ``name_recent`` (since the time in the id, a bound capped by
+    now() for a prepared statement: one generic plan that prunes as it starts) and
+    ``name_recent_unprepared`` (a bound the planner folds: planned for those days only).
+    Nothing found bounded may still be there unbounded: see pgqueue.result.read_bounded."""
+    return {name: template.format(since=""),
+            f"{name}_recent": template.format(since=_RECENT),
+            f"{name}_recent_unprepared": template.format(since=_RECENT_FOLDED)}
+
+
+_RESULT_GET_MANY = """
+        SELECT id::text, state, result, error, traceback, finished_at
+          FROM {{schema}}.results WHERE id = ANY(%(ids)s::uuid[]){since}
+"""
+_MANY_RECENT = """
+           AND finished_at >= least((SELECT min({schema}.result_id_since(i))
+                                       FROM unnest(%(ids)s::uuid[]) i), now())"""
+
 # Delete control requests past their retention; writers of new requests run it.
 _PRUNE_CONTROL = """pruned AS (
             DELETE FROM {schema}.control_requests
@@ -687,30 +708,42 @@ TEMPLATES: dict[str, str] = {
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
     # The final outcomes among ``ids`` (a GroupResult's members), for one wake-up.
-    "result_get_many": """
-        SELECT id::text, state, result, error, traceback, finished_at
-          FROM {schema}.results WHERE id = ANY(%(ids)s::uuid[])
+    "result_get_many": _RESULT_GET_MANY.format(since=""),
+    # The same, reading only the results that finished since the earliest time in the
+    # ids (see "result_get_recent"; pruned as the statement runs), and naming the ids
+    # live in jobs (a NULL state): those not final and not live are read again with
+    # "result_get_many" (pgqueue.result.GroupResult), so that no row is ever hidden.
+    "result_get_many_recent": _RESULT_GET_MANY.format(since=_MANY_RECENT) + """
+        UNION ALL
+        SELECT id::text, NULL, NULL, NULL, NULL, NULL
+          FROM {schema}.jobs WHERE id = ANY(%(ids)s::uuid[])
     """,
     # Where a job came from and what it started: its parent_id, and the ids whose
     # parent_id it is (live, final or still waiting in a workflow), oldest first.
-    "result_parent": """
-        SELECT parent_id::text FROM {schema}.results WHERE id = %(id)s
-        UNION ALL SELECT parent_id::text FROM {schema}.jobs WHERE id = %(id)s
-        UNION ALL SELECT parent_id::text FROM {schema}.canvas_steps WHERE id = %(id)s
-    """,
+    **_bounded("result_parent", """
+        SELECT parent_id::text FROM {{schema}}.results WHERE id = %(id)s{since}
+        UNION ALL SELECT parent_id::text FROM {{schema}}.jobs WHERE id = %(id)s
+        UNION ALL SELECT parent_id::text FROM {{schema}}.canvas_steps WHERE id = %(id)s
+    """),
     # The steps of the workflow ``id`` belongs to (its root's) that have not started:
-    # queued, scheduled or retrying jobs and steps still waiting for others.
-    "workflow_unstarted": """
+    # queued, scheduled or retrying jobs and steps still waiting for others. Its root is
+    # read in the results since the time in the id first; the whole of results only
+    # when none was found elsewhere (coalesce runs a subquery only when it needs it).
+    "workflow_unstarted": f"""
         WITH root AS (
-            SELECT coalesce((SELECT root_id FROM {schema}.jobs WHERE id = %(id)s),
-                            (SELECT root_id FROM {schema}.results WHERE id = %(id)s),
-                            (SELECT root_id FROM {schema}.canvas_steps WHERE id = %(id)s),
-                            %(id)s::uuid) AS id
+            SELECT coalesce(
+                (SELECT coalesce(root_id, id) FROM {{schema}}.jobs WHERE id = %(id)s),
+                (SELECT coalesce(root_id, id) FROM {{schema}}.results
+                  WHERE id = %(id)s{_RECENT}),
+                (SELECT coalesce(root_id, id) FROM {{schema}}.canvas_steps
+                  WHERE id = %(id)s),
+                (SELECT coalesce(root_id, id) FROM {{schema}}.results WHERE id = %(id)s),
+                %(id)s::uuid) AS id
         )
-        SELECT j.id::text FROM {schema}.jobs j, root
+        SELECT j.id::text FROM {{schema}}.jobs j, root
          WHERE (j.root_id = root.id OR j.id = root.id) AND j.state <> 'started'
         UNION ALL
-        SELECT s.id::text FROM {schema}.canvas_steps s, root WHERE s.root_id = root.id
+        SELECT s.id::text FROM {{schema}}.canvas_steps s, root WHERE s.root_id = root.id
     """,
     "result_children": """
         SELECT id::text, task, created_at FROM (
@@ -1145,7 +1178,10 @@ TEMPLATES: dict[str, str] = {
         )
         SELECT count(*) FROM pruned
     """,
-    "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
+    # Forget a result: first in the results since the time in the id; when that deleted
+    # nothing, in the whole of results (pgqueue.result.AsyncResult.forget).
+    **_bounded("result_forget",
+               "DELETE FROM {{schema}}.results WHERE id = %(id)s{since} RETURNING 1"),
     # The oldest expired results of one kind (``success``: SUCCESS, false: every other
     # state, NULL: all), in the order of results_finished_at_idx, deleted by their row
     # address (a TID scan: no second index look-up per row). All of them on a plain
