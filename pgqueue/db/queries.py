@@ -1182,6 +1182,25 @@ TEMPLATES: dict[str, str] = {
     # nothing, in the whole of results (pgqueue.result.AsyncResult.forget).
     **_bounded("result_forget",
                "DELETE FROM {{schema}}.results WHERE id = %(id)s{since} RETURNING 1"),
+    # The next ``limit`` notes of results_early after ``after`` (by its primary key),
+    # deleted when their id has no result any more; (the last id read, how many read,
+    # how many deleted). A note written again meanwhile (a result of its id, sent again,
+    # that this statement cannot see yet) is a newer version of the row: the delete
+    # waits for it, finds xmin changed and leaves it (sql/migrations/0016).
+    "results_early_prune": """
+        WITH scanned AS MATERIALIZED (
+            SELECT id, xmin AS version FROM {schema}.results_early
+             WHERE %(after)s::uuid IS NULL OR id > %(after)s::uuid
+             ORDER BY id LIMIT %(limit)s
+        ), gone AS (
+            DELETE FROM {schema}.results_early e USING scanned s
+             WHERE e.id = s.id AND e.xmin = s.version
+               AND NOT EXISTS (SELECT 1 FROM {schema}.results r WHERE r.id = e.id)
+            RETURNING 1
+        )
+        SELECT (SELECT id FROM scanned ORDER BY id DESC LIMIT 1)::text,
+               (SELECT count(*) FROM scanned), (SELECT count(*) FROM gone)
+    """,
     # The oldest expired results of one kind (``success``: SUCCESS, false: every other
     # state, NULL: all), in the order of results_finished_at_idx, deleted by their row
     # address (a TID scan: no second index look-up per row). All of them on a plain
@@ -1574,6 +1593,8 @@ END $pgqueue$
     # the statements that end jobs (worker, rescuer, revoke) bound their look-up of an
     # earlier result by id unless the id is noted here (0013)
     "GRANT SELECT ON {schema}.results_early TO {worker}, {control}",
+    # the pruner deletes the notes of results gone (pgqueue.services.pruner)
+    "GRANT DELETE ON {schema}.results_early TO {worker}",
     # the maintenance leader adds and drops the partitions of results (0010); only the
     # owner may, so through these functions, which run as their owner
     "GRANT EXECUTE ON FUNCTION {schema}.results_partition_add(date),"

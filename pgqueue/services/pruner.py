@@ -99,6 +99,10 @@ class Pruner:
         self._read_to: dict[bool | None, datetime] = {}
         self._read_since: dict[bool | None, float] = {}
         self._ran_at = -math.inf
+        # results_early_prune: the last note read (None: from the start), and how many
+        # notes it has deleted
+        self._early_after: str | None = None
+        self.early_deleted = 0
         self._warned_at = -math.inf
 
     def run_once(self, db: Dedicated) -> float:
@@ -106,6 +110,7 @@ class Pruner:
         db.execute(self.queries["unique_claim_prune"])  # claims that can never hold again
         if self.result_expires:
             db.execute(self.queries["job_history_prune"], {"older_than": self.result_expires})
+        self._prune_early(db)
         self.by_rows = self._kinds(db)
         if not self.by_rows:
             return self.interval
@@ -177,6 +182,19 @@ class Pruner:
         if last is not None:
             self._read_to[success] = last
         return int(read)
+
+    def _prune_early(self, db: Dedicated) -> None:
+        """The notes of ``results_early`` whose results are gone, a batch at a time in
+        the order of its primary key, from where the last run stopped (at least one
+        batch a run); a pass that reaches the end starts from the beginning next run."""
+        deadline = time.monotonic() + self.run_seconds
+        while True:
+            last, read, deleted = db.execute(self.queries["results_early_prune"], {
+                "after": self._early_after, "limit": self.batch})[0]
+            self.early_deleted += deleted
+            self._early_after = last if read == self.batch else None
+            if self._early_after is None or time.monotonic() >= deadline:
+                return
 
     def _check_behind(self, db: Dedicated) -> None:
         assert self._catch_up_since is not None
