@@ -32,6 +32,7 @@ HOSTILE = [
     (str(uuid7()), timedelta(0)),
     ("6f1c2e0a-3b4d-4e5f-8a6b-7c8d9e0f1a2b", timedelta(0)),  # v4
     ("order-17", timedelta(0)),  # custom: a uuid5 row id
+    ("{" + uuid7_at(NOW + timedelta(days=2)).upper() + "}", timedelta(0)),  # braced v7
 ]
 
 
@@ -57,7 +58,7 @@ def store(db: psycopg.Connection[Any], task_id: str, ago: timedelta,
 
 @pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
     "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
-    "v4", "custom"])
+    "v4", "custom", "braced-v7-ahead"])
 def test_every_read_by_id_finds_a_result_whatever_its_id(
         app: App, db: psycopg.Connection[Any], layout: str, task_id: str,
         ago: timedelta) -> None:
