@@ -1119,11 +1119,19 @@ TEMPLATES: dict[str, str] = {
     # to jobs under their id, queued, with a fresh count of attempts; the outcome they
     # leave is kept in job_history. ``defaults``: per task (NULL: any other), the
     # max_retries, options and ignore_result of a new send. A job whose id is live again,
-    # or whose unique_key a live job holds, stays where it is.
+    # or whose unique_key a live job holds, stays where it is. By ``ids``, only the days
+    # since the earliest time in them are read (-infinity for an id noted in
+    # results_early, see _replace_results), and the rows picked are deleted in their day.
     "result_retry": f"""
         WITH picked AS (
-            SELECT r.id FROM {{schema}}.results r
-             WHERE (%(ids)s::uuid[] IS NULL OR r.id = ANY(%(ids)s::uuid[]))
+            SELECT r.id, r.finished_at FROM {{schema}}.results r
+             WHERE (%(ids)s::uuid[] IS NULL OR r.id = ANY(%(ids)s::uuid[])
+                    AND r.finished_at >= (
+                        SELECT min(CASE WHEN e.id IS NULL
+                                        THEN {{schema}}.result_id_since(i)
+                                        ELSE '-infinity' END)
+                          FROM unnest(%(ids)s::uuid[]) i
+                          LEFT JOIN {{schema}}.results_early e ON e.id = i))
                AND (%(task)s::text IS NULL OR r.task = %(task)s::text)
                AND r.state = ANY(%(states)s::text[])
                AND (%(since)s::timestamptz IS NULL OR r.finished_at >= %(since)s::timestamptz)
@@ -1134,7 +1142,8 @@ TEMPLATES: dict[str, str] = {
              LIMIT %(limit)s
                FOR UPDATE OF r
         ), moved AS (
-            DELETE FROM {{schema}}.results r USING picked WHERE r.id = picked.id
+            DELETE FROM {{schema}}.results r USING picked
+             WHERE r.id = picked.id AND r.finished_at = picked.finished_at
             RETURNING r.*
         ), kept AS (
             INSERT INTO {{schema}}.job_history (

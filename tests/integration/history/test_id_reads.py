@@ -146,3 +146,18 @@ def test_a_read_by_a_uuid7_reads_the_days_since_its_time_only(
     whole_id = str(uuid.uuid4())
     whole = _explain(db, text, kind, [whole_id] if many else whole_id)
     assert f"results_p{old}_success" in whole and len(whole) > len(fresh)
+
+
+@pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
+    "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
+    "v4", "custom", "braced-v7-ahead"])
+def test_a_retry_by_hand_moves_the_result_whatever_its_id(
+        app: App, db: psycopg.Connection[Any], layout: str, task_id: str,
+        ago: timedelta) -> None:
+    """Retry by ids reads the days since the earliest time in them, all days for an id
+    noted in results_early: every failed result is found and moved back to jobs."""
+    rid = store(db, task_id, ago)
+    db.execute("UPDATE results SET state = 'FAILURE' WHERE id = %s", [rid])
+    assert app.retry([task_id]) == [task_id]
+    assert db.execute("SELECT count(*) FROM results WHERE id = %s", [rid]).fetchone() == (0,)
+    assert db.execute("SELECT state FROM jobs WHERE id = %s", [rid]).fetchall() == [("queued",)]
