@@ -884,7 +884,8 @@ TEMPLATES: dict[str, str] = {
     # link) ends REVOKED ("purged") instead of vanishing: its row in results fires the
     # canvas trigger, which stops what waits for it (sql/migrations/0006_canvas.sql).
     # A row results may hold already (a job sent again by app.retry) is updated; no
-    # unique index on results.id is needed.
+    # unique index on results.id is needed. It is looked for in the days since the
+    # earliest time in the ids purged (all days for an id noted in results_early).
     "job_purge": f"""
         WITH purged AS (
             DELETE FROM {{schema}}.jobs
@@ -899,6 +900,10 @@ TEMPLATES: dict[str, str] = {
                SET state = 'REVOKED', result = NULL, error = %(reason)s, traceback = NULL,
                    finished_at = now()
               FROM followed f WHERE r.id = f.id
+               AND r.finished_at >= (
+                   SELECT min(CASE WHEN e.id IS NULL THEN {{schema}}.result_id_since(n.id)
+                                   ELSE '-infinity' END)
+                     FROM followed n LEFT JOIN {{schema}}.results_early e ON e.id = n.id)
             RETURNING r.id
         ), stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})

@@ -161,3 +161,24 @@ def test_a_retry_by_hand_moves_the_result_whatever_its_id(
     assert app.retry([task_id]) == [task_id]
     assert db.execute("SELECT count(*) FROM results WHERE id = %s", [rid]).fetchone() == (0,)
     assert db.execute("SELECT state FROM jobs WHERE id = %s", [rid]).fetchall() == [("queued",)]
+
+
+@pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
+    "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
+    "v4", "custom", "braced-v7-ahead"])
+def test_a_purge_revises_the_result_a_followed_job_already_has(
+        app: App, db: psycopg.Connection[Any], layout: str, task_id: str,
+        ago: timedelta) -> None:
+    """A job sent again (it has a result) waits in a queue, a workflow step after it: the
+    purge makes its one result REVOKED, found wherever its id's time says."""
+    rid = store(db, task_id, ago)
+    db.execute("INSERT INTO jobs (id, queue, task, state) VALUES (%s, 'default', 't', 'queued')",
+               [rid])
+    step = str(uuid7())
+    db.execute("""INSERT INTO canvas_steps (id, task, job, after, remaining, runs_on, pass)
+                  VALUES (%s, 't', '{"queue": "default"}', ARRAY[%s::uuid], 1, 'success',
+                          'one')""", [step, rid])
+    db.execute("INSERT INTO canvas_edges (before, step) VALUES (%s, %s)", [rid, step])
+    assert app.control.purge() == 1
+    assert db.execute("SELECT state FROM results WHERE id = %s",
+                      [rid]).fetchall() == [("REVOKED",)]
