@@ -55,15 +55,9 @@ def read_row(app: App, job_id: str | None, primary: bool = False) -> list[Any]:
     if job_id is None:
         return []
     execute = app.execute if primary else functools.partial(reads.execute, app)
-    # First the results since the time in the id (partitioned results: those days only);
-    # nothing there, the whole table: a producer's clock may be wrong and an id made up,
-    # so that no row is ever hidden. Only a UUIDv7 has a time: any other was read whole.
-    recent = _has_time(job_id)
-    bounded = "_recent" if db.prepare_threshold(app.dsn) is not None else "_recent_unprepared"
 
     def read(name: str) -> list[Any]:
-        rows = execute(name + bounded if recent else name, {"id": job_id})
-        return rows if rows or not recent else execute(name, {"id": job_id})
+        return read_bounded(app, name, job_id, execute)
 
     if app not in _arguments_hidden:
         try:
@@ -75,7 +69,21 @@ def read_row(app: App, job_id: str | None, primary: bool = False) -> list[Any]:
     return read("result_get_state")
 
 
-def _has_time(row_id: str) -> bool:
+def read_bounded(app: App, name: str, row_id: str,
+                 execute: Callable[[str, dict[str, Any]], list[Any]] | None = None
+                 ) -> list[Any]:
+    """The rows of statement ``name`` (one of queries._bounded's) for ``row_id``: first
+    in the results since the time in the id (partitioned results: those days only);
+    nothing there, in the whole table: a producer's clock may be wrong and an id made
+    up, so that no row is ever hidden. Only a UUIDv7 has a time: any other is read whole."""
+    run = app.execute if execute is None else execute
+    if not has_time(row_id):
+        return run(name, {"id": row_id})
+    bounded = "_recent" if db.prepare_threshold(app.dsn) is not None else "_recent_unprepared"
+    return run(name + bounded, {"id": row_id}) or run(name, {"id": row_id})
+
+
+def has_time(row_id: str) -> bool:
     """Whether the row id is a UUIDv7 (canonical form, as limits.row_id gives it)."""
     return len(row_id) == 36 and row_id[14] == "7"
 
@@ -353,7 +361,7 @@ class AsyncResult:
     def forget(self) -> None:
         """Delete the stored result."""
         if self.row_id is not None:
-            self.app.execute("result_forget", {"id": self.row_id})
+            read_bounded(self.app, "result_forget", self.row_id)
 
     def retry(self) -> AsyncResult:
         """Send this job again under the same id, if it ended FAILURE or REVOKED (else
@@ -381,7 +389,7 @@ class AsyncResult:
         if self._parent is None:
             if self.row_id is None:
                 return None
-            rows = self.app.execute("result_parent", {"id": self.row_id})
+            rows = read_bounded(self.app, "result_parent", self.row_id)
             parent_id = next((r[0] for r in rows if r[0]), None)
             if parent_id is not None:
                 self._parent = (GroupResult.restore(parent_id, app=self.app, missing=None)
@@ -617,8 +625,8 @@ class ResultSet:
         ids = [r.row_id for r in leaves if r.row_id is not None]
         found: dict[str, ResultMeta] = {}
         for start in range(0, len(ids), 5000):
-            rows = self.app.execute("result_get_many", {"ids": ids[start:start + 5000]})
-            for job_id, state, result, error, traceback, finished_at in rows:
+            for job_id, state, result, error, traceback, finished_at in self._finals(
+                    ids[start:start + 5000]):
                 if state == states.FAILURE:
                     result = rebuild_exception(result, error)
                 elif state == states.REVOKED:
@@ -632,6 +640,20 @@ class ResultSet:
             else:
                 by_id[result.id] = found.get(result.row_id or "") or ResultMeta(states.PENDING)
         return by_id
+
+    def _finals(self, ids: list[str]) -> list[Any]:
+        """The ``result_get_many`` rows of ``ids``: first in the results since the earliest
+        time in them, then, for the ids neither found there nor live, in the whole table
+        (see :func:`read_bounded`)."""
+        if not all(has_time(i) for i in ids):
+            return self.app.execute("result_get_many", {"ids": ids})
+        rows = self.app.execute("result_get_many_recent", {"ids": ids})
+        finals = [row for row in rows if row[1] is not None]
+        seen = {row[0] for row in rows}
+        unseen = [i for i in ids if i not in seen]
+        if unseen:
+            finals += self.app.execute("result_get_many", {"ids": unseen})
+        return finals
 
     def completed_count(self) -> int:
         """How many members succeeded."""

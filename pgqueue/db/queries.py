@@ -120,6 +120,27 @@ _RESULT_GET = """
 """
 _RECENT_FOLDED = " AND finished_at >= {schema}.result_id_since(%(id)s::uuid)"
 _RECENT = " AND finished_at >= least({schema}.result_id_since(%(id)s::uuid), now())"
+
+
+def _bounded(name: str, template: str) -> dict[str, str]:
+    """A statement that reads results by ``%(id)s`` (``{since}`` after its condition), as
+    ``name`` (every result), ``name_recent`` (since the time in the id, a bound capped by
+    now() for a prepared statement: one generic plan that prunes as it starts) and
+    ``name_recent_unprepared`` (a bound the planner folds: planned for those days only).
+    Nothing found bounded may still be there unbounded: see pgqueue.result.read_bounded."""
+    return {name: template.format(since=""),
+            f"{name}_recent": template.format(since=_RECENT),
+            f"{name}_recent_unprepared": template.format(since=_RECENT_FOLDED)}
+
+
+_RESULT_GET_MANY = """
+        SELECT id::text, state, result, error, traceback, finished_at
+          FROM {{schema}}.results WHERE id = ANY(%(ids)s::uuid[]){since}
+"""
+_MANY_RECENT = """
+           AND finished_at >= least((SELECT min({schema}.result_id_since(i))
+                                       FROM unnest(%(ids)s::uuid[]) i), now())"""
+
 # Delete control requests past their retention; writers of new requests run it.
 _PRUNE_CONTROL = """pruned AS (
             DELETE FROM {schema}.control_requests
@@ -758,30 +779,42 @@ TEMPLATES: dict[str, str] = {
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",
     # The final outcomes among ``ids`` (a GroupResult's members), for one wake-up.
-    "result_get_many": """
-        SELECT id::text, state, result, error, traceback, finished_at
-          FROM {schema}.results WHERE id = ANY(%(ids)s::uuid[])
+    "result_get_many": _RESULT_GET_MANY.format(since=""),
+    # The same, reading only the results that finished since the earliest time in the
+    # ids (see "result_get_recent"; pruned as the statement runs), and naming the ids
+    # live in jobs (a NULL state): those not final and not live are read again with
+    # "result_get_many" (pgqueue.result.GroupResult), so that no row is ever hidden.
+    "result_get_many_recent": _RESULT_GET_MANY.format(since=_MANY_RECENT) + """
+        UNION ALL
+        SELECT id::text, NULL, NULL, NULL, NULL, NULL
+          FROM {schema}.jobs WHERE id = ANY(%(ids)s::uuid[])
     """,
     # Where a job came from and what it started: its parent_id, and the ids whose
     # parent_id it is (live, final or still waiting in a workflow), oldest first.
-    "result_parent": """
-        SELECT parent_id::text FROM {schema}.results WHERE id = %(id)s
-        UNION ALL SELECT parent_id::text FROM {schema}.jobs WHERE id = %(id)s
-        UNION ALL SELECT parent_id::text FROM {schema}.canvas_steps WHERE id = %(id)s
-    """,
+    **_bounded("result_parent", """
+        SELECT parent_id::text FROM {{schema}}.results WHERE id = %(id)s{since}
+        UNION ALL SELECT parent_id::text FROM {{schema}}.jobs WHERE id = %(id)s
+        UNION ALL SELECT parent_id::text FROM {{schema}}.canvas_steps WHERE id = %(id)s
+    """),
     # The steps of the workflow ``id`` belongs to (its root's) that have not started:
-    # queued, scheduled or retrying jobs and steps still waiting for others.
-    "workflow_unstarted": """
+    # queued, scheduled or retrying jobs and steps still waiting for others. Its root is
+    # read in the results since the time in the id first; the whole of results only
+    # when none was found elsewhere (coalesce runs a subquery only when it needs it).
+    "workflow_unstarted": f"""
         WITH root AS (
-            SELECT coalesce((SELECT root_id FROM {schema}.jobs WHERE id = %(id)s),
-                            (SELECT root_id FROM {schema}.results WHERE id = %(id)s),
-                            (SELECT root_id FROM {schema}.canvas_steps WHERE id = %(id)s),
-                            %(id)s::uuid) AS id
+            SELECT coalesce(
+                (SELECT coalesce(root_id, id) FROM {{schema}}.jobs WHERE id = %(id)s),
+                (SELECT coalesce(root_id, id) FROM {{schema}}.results
+                  WHERE id = %(id)s{_RECENT}),
+                (SELECT coalesce(root_id, id) FROM {{schema}}.canvas_steps
+                  WHERE id = %(id)s),
+                (SELECT coalesce(root_id, id) FROM {{schema}}.results WHERE id = %(id)s),
+                %(id)s::uuid) AS id
         )
-        SELECT j.id::text FROM {schema}.jobs j, root
+        SELECT j.id::text FROM {{schema}}.jobs j, root
          WHERE (j.root_id = root.id OR j.id = root.id) AND j.state <> 'started'
         UNION ALL
-        SELECT s.id::text FROM {schema}.canvas_steps s, root WHERE s.root_id = root.id
+        SELECT s.id::text FROM {{schema}}.canvas_steps s, root WHERE s.root_id = root.id
     """,
     "result_children": """
         SELECT id::text, task, created_at FROM (
@@ -922,7 +955,8 @@ TEMPLATES: dict[str, str] = {
     # link) ends REVOKED ("purged") instead of vanishing: its row in results fires the
     # canvas trigger, which stops what waits for it (sql/migrations/0006_canvas.sql).
     # A row results may hold already (a job sent again by app.retry) is updated; no
-    # unique index on results.id is needed.
+    # unique index on results.id is needed. It is looked for in the days since the
+    # earliest time in the ids purged (all days for an id noted in results_early).
     "job_purge": f"""
         WITH purged AS (
             DELETE FROM {{schema}}.jobs
@@ -937,6 +971,10 @@ TEMPLATES: dict[str, str] = {
                SET state = 'REVOKED', result = NULL, error = %(reason)s, traceback = NULL,
                    finished_at = now()
               FROM followed f WHERE r.id = f.id
+               AND r.finished_at >= (
+                   SELECT min(CASE WHEN e.id IS NULL THEN {{schema}}.result_id_since(n.id)
+                                   ELSE '-infinity' END)
+                     FROM followed n LEFT JOIN {{schema}}.results_early e ON e.id = n.id)
             RETURNING r.id
         ), stored AS (
             INSERT INTO {{schema}}.results ({_RESULT_COLUMNS})
@@ -1157,11 +1195,19 @@ TEMPLATES: dict[str, str] = {
     # to jobs under their id, queued, with a fresh count of attempts; the outcome they
     # leave is kept in job_history. ``defaults``: per task (NULL: any other), the
     # max_retries, options and ignore_result of a new send. A job whose id is live again,
-    # or whose unique_key a live job holds, stays where it is.
+    # or whose unique_key a live job holds, stays where it is. By ``ids``, only the days
+    # since the earliest time in them are read (-infinity for an id noted in
+    # results_early, see _replace_results), and the rows picked are deleted in their day.
     "result_retry": f"""
         WITH picked AS (
-            SELECT r.id FROM {{schema}}.results r
-             WHERE (%(ids)s::uuid[] IS NULL OR r.id = ANY(%(ids)s::uuid[]))
+            SELECT r.id, r.finished_at FROM {{schema}}.results r
+             WHERE (%(ids)s::uuid[] IS NULL OR r.id = ANY(%(ids)s::uuid[])
+                    AND r.finished_at >= (
+                        SELECT min(CASE WHEN e.id IS NULL
+                                        THEN {{schema}}.result_id_since(i)
+                                        ELSE '-infinity' END)
+                          FROM unnest(%(ids)s::uuid[]) i
+                          LEFT JOIN {{schema}}.results_early e ON e.id = i))
                AND (%(task)s::text IS NULL OR r.task = %(task)s::text)
                AND r.state = ANY(%(states)s::text[])
                AND (%(since)s::timestamptz IS NULL OR r.finished_at >= %(since)s::timestamptz)
@@ -1172,7 +1218,8 @@ TEMPLATES: dict[str, str] = {
              LIMIT %(limit)s
                FOR UPDATE OF r
         ), moved AS (
-            DELETE FROM {{schema}}.results r USING picked WHERE r.id = picked.id
+            DELETE FROM {{schema}}.results r USING picked
+             WHERE r.id = picked.id AND r.finished_at = picked.finished_at
             RETURNING r.*
         ), kept AS (
             INSERT INTO {{schema}}.job_history (
@@ -1216,7 +1263,29 @@ TEMPLATES: dict[str, str] = {
         )
         SELECT count(*) FROM pruned
     """,
-    "result_forget": "DELETE FROM {schema}.results WHERE id = %(id)s",
+    # Forget a result: first in the results since the time in the id; when that deleted
+    # nothing, in the whole of results (pgqueue.result.AsyncResult.forget).
+    **_bounded("result_forget",
+               "DELETE FROM {{schema}}.results WHERE id = %(id)s{since} RETURNING 1"),
+    # The next ``limit`` notes of results_early after ``after`` (by its primary key),
+    # deleted when their id has no result any more; (the last id read, how many read,
+    # how many deleted). A note written again meanwhile (a result of its id, sent again,
+    # that this statement cannot see yet) is a newer version of the row: the delete
+    # waits for it, finds xmin changed and leaves it (sql/migrations/0016).
+    "results_early_prune": """
+        WITH scanned AS MATERIALIZED (
+            SELECT id, xmin AS version FROM {schema}.results_early
+             WHERE %(after)s::uuid IS NULL OR id > %(after)s::uuid
+             ORDER BY id LIMIT %(limit)s
+        ), gone AS (
+            DELETE FROM {schema}.results_early e USING scanned s
+             WHERE e.id = s.id AND e.xmin = s.version
+               AND NOT EXISTS (SELECT 1 FROM {schema}.results r WHERE r.id = e.id)
+            RETURNING 1
+        )
+        SELECT (SELECT id FROM scanned ORDER BY id DESC LIMIT 1)::text,
+               (SELECT count(*) FROM scanned), (SELECT count(*) FROM gone)
+    """,
     # The oldest expired results of one kind (``success``: SUCCESS, false: every other
     # state, NULL: all), in the order of results_finished_at_idx, deleted by their row
     # address (a TID scan: no second index look-up per row). All of them on a plain
@@ -1609,6 +1678,8 @@ END $pgqueue$
     # the statements that end jobs (worker, rescuer, revoke) bound their look-up of an
     # earlier result by id unless the id is noted here (0013)
     "GRANT SELECT ON {schema}.results_early TO {worker}, {control}",
+    # the pruner deletes the notes of results gone (pgqueue.services.pruner)
+    "GRANT DELETE ON {schema}.results_early TO {worker}",
     # the maintenance leader adds and drops the partitions of results (0010); only the
     # owner may, so through these functions, which run as their owner
     "GRANT EXECUTE ON FUNCTION {schema}.results_partition_add(date),"

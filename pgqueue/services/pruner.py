@@ -111,6 +111,10 @@ class Pruner:
         self._read_to: dict[bool | None, datetime] = {}
         self._read_since: dict[bool | None, float] = {}
         self._ran_at = -math.inf
+        # results_early_prune: the last note read (None: from the start), and how many
+        # notes it has deleted
+        self._early_after: str | None = None
+        self.early_deleted = 0
         self._warned_at = -math.inf
 
     def run_once(self, db: Dedicated) -> float:
@@ -125,6 +129,7 @@ class Pruner:
                     self.queries["canvas_group_due"], {"older_than": retention})[0][0]:
                 groups_pause = run_batches(lambda: self._prune_groups(db, retention),
                                            self.group_batch, self.run_seconds)
+        self._prune_early(db)
         self.by_rows = self._kinds(db)
         if not self.by_rows:
             return self.interval if groups_pause is None else groups_pause
@@ -207,6 +212,19 @@ class Pruner:
         if last is not None:
             self._read_to[success] = last
         return int(read)
+
+    def _prune_early(self, db: Dedicated) -> None:
+        """The notes of ``results_early`` whose results are gone, a batch at a time in
+        the order of its primary key, from where the last run stopped (at least one
+        batch a run); a pass that reaches the end starts from the beginning next run."""
+        deadline = time.monotonic() + self.run_seconds
+        while True:
+            last, read, deleted = db.execute(self.queries["results_early_prune"], {
+                "after": self._early_after, "limit": self.batch})[0]
+            self.early_deleted += deleted
+            self._early_after = last if read == self.batch else None
+            if self._early_after is None or time.monotonic() >= deadline:
+                return
 
     def _check_behind(self, db: Dedicated) -> None:
         assert self._catch_up_since is not None
