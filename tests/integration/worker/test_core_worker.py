@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from datetime import datetime, timedelta, timezone
@@ -180,9 +181,13 @@ def test_countdown_and_eta_start_no_earlier_and_within_a_second(
         asked = dict(rows(db, "SELECT id::text, run_at FROM jobs WHERE state = 'scheduled'"))
         assert len(asked) == 4
         wait_until(lambda: len(started) == 4, timeout=15, message="the delayed jobs to run")
+    # a second with LISTEN; polling through a pooler adds up to one poll (docs/deploying.md)
+    via = os.environ.get("PGQUEUE_TEST_VIA_PGBOUNCER")
+    polling = bool(via) and via != "listen"
+    bound = 1.0 + (float(app.conf.worker_poll_interval) if polling else 0.0)
     for job in jobs:
         late = (started[job.id] - asked[job.id]).total_seconds()
-        assert 0 <= late < 1.0, f"started {late:.3f}s after its run_at"
+        assert 0 <= late < bound, f"started {late:.3f}s after its run_at"
 
 
 # -- retries --------------------------------------------------------------------------------
