@@ -11,7 +11,8 @@ thread, and one that the task swallows costs it its thread after ``TERMINATE_GRA
 
 For a coroutine, as for a thread, the pool records the outcome first and then
 interrupts: ``revoke(terminate=True)`` records the job REVOKED, and a hard
-``time_limit`` FAILURE with :class:`TimeLimitExceeded` (``soft_time_limit`` is not
+``time_limit`` FAILURE with :class:`TimeLimitExceeded`, sending ``task_failure`` from a
+thread of the pool, not the loop (``soft_time_limit`` is not
 supported there: cancellation is the only interruption asyncio has, so it is applied as
 the hard limit when no hard limit is set); then its coroutine is cancelled. Whatever the
 coroutine does from then on (it may catch the ``CancelledError`` and return) is logged
@@ -46,8 +47,11 @@ from pgqueue.worker.pools.base import (
     QueuePool,
     Slots,
     ended_after_stop,
+    log_time_limit,
+    settle_run,
     terminated_outcome,
     time_limit_outcome,
+    time_limit_reached,
 )
 from pgqueue.worker.pools.threads import TERMINATE_GRACE, ThreadPool
 
@@ -174,7 +178,7 @@ class AsyncioPool(ThreadPool):
         if cancelled is not None:
             raise cancelled
         assert outcome is not None
-        ctx.finished(outcome)
+        settle_run(ctx, job, outcome)
 
     def terminate(self, job_id: str) -> bool:
         """Stop ``job_id``, which the worker holds: record it REVOKED and cancel its
@@ -206,7 +210,13 @@ class AsyncioPool(ThreadPool):
                 return
             job.stopped = states.FAILURE
         self.context.finished(time_limit_outcome(job, limit))
+        log_time_limit(job, limit, "recorded FAILURE, cancelling it")
         self._stop_coroutine(job, task, f"exceeded its time limit ({limit:.1f}s)")
+        # Off the loop: a receiver (an error tracker's network call) must not hold it.
+        try:
+            self._writer.submit(time_limit_reached, self.context, job, limit)
+        except RuntimeError:  # shut down: the worker is stopping
+            time_limit_reached(self.context, job, limit)
 
     def _stop_coroutine(self, job: ClaimedJob, task: asyncio.Task[None], why: str) -> None:
         """Cancel a coroutine whose outcome is recorded; if it is still running after

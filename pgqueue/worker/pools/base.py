@@ -18,6 +18,11 @@ code) that thread **may still be running**: it is counted apart ("abandoned", in
 log), and its late outcome is dropped (fenced). At most ``concurrency`` threads are
 abandoned at once; past that, a job over its limit keeps its slot until it returns.
 Use ``-P processes`` when a hard limit must really stop the code.
+
+In every pool, a job stopped at its hard time limit is logged at ERROR and sends
+``task_failure`` once, with :class:`TimeLimitExceeded`, from the worker's process as the
+pool records it (:func:`time_limit_reached`), as Celery's prefork parent does; what the
+task does after is logged at INFO and counts nowhere (:func:`settle_run`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from pgqueue.worker.execution import (
     failure,
     make_request,
     safe_str,
+    settle,
 )
 from pgqueue.worker.holdings import EARLY_MAX, EARLY_TTL
 
@@ -78,9 +84,24 @@ class JobContext:
         return execute(self.app, job, self.worker_id, self.hostname)
 
 
+def _time_limit_error(limit: float) -> TimeLimitExceeded:
+    return TimeLimitExceeded(f"Time limit ({limit}s) exceeded")
+
+
 def time_limit_outcome(job: ClaimedJob, limit: float) -> Outcome:
-    return failure(job, TimeLimitExceeded(f"Time limit ({limit}s) exceeded"),
-                   with_traceback=False)
+    return failure(job, _time_limit_error(limit), with_traceback=False)
+
+
+def time_limit_reached(context: JobContext, job: ClaimedJob, limit: float) -> None:
+    """``task_failure`` (with :class:`TimeLimitExceeded`) for a job its pool recorded
+    FAILURE at its hard time limit and interrupted: sent once, where the pool stopped it
+    (the worker's process, never the killed child), whatever the task does after."""
+    hooks.failed_outside(context.app.tasks.get(job.task), job, _time_limit_error(limit))
+
+
+def log_time_limit(job: ClaimedJob, limit: float, action: str) -> None:
+    logger.error("Task %s[%s] exceeded its time limit (%.1fs): %s", job.display, job.id,
+                 limit, action)
 
 
 def ended_after_stop(job: ClaimedJob, state: str) -> None:
@@ -89,6 +110,16 @@ def ended_after_stop(job: ClaimedJob, state: str) -> None:
     the worker's."""
     logger.info("Task %s[%s] ended %s after it was stopped; it stays %s as recorded then",
                 job.display, job.id, state, job.stopped)
+
+
+def settle_run(context: JobContext, job: ClaimedJob, outcome: Outcome) -> None:
+    """Hand over what a run returned, once ``job.stopped`` is final: logged (the one line
+    per job) and recorded, or, for a job its pool stopped first, dropped with an INFO line
+    and no line of an ending it did not have."""
+    if job.stopped is not None:
+        ended_after_stop(job, outcome.state)
+        return
+    context.finished(settle(job, outcome))
 
 
 def terminated_outcome(context: JobContext, job: ClaimedJob,
