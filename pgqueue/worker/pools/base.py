@@ -132,6 +132,18 @@ def terminated_outcome(context: JobContext, job: ClaimedJob,
     return Outcome(job.id, job.attempt, states.REVOKED, error="terminated by request")
 
 
+def discarded_outcome(context: JobContext, job: ClaimedJob) -> Outcome:
+    """REVOKED, without running, for a job claimed again (a retry, a rescue) after it was
+    revoked while an earlier attempt ran (``options.revoked``, set by the revoke in the
+    row); sends ``task_revoked`` (not terminated), as Celery's worker does when it
+    discards a revoked id it receives."""
+    request = make_request(job, context.worker_id, context.hostname)
+    hooks.revoked(context.app.tasks.get(job.task), request)
+    logger.info("Discarding revoked task: %s[%s]", job.display, job.id)
+    return Outcome(job.id, job.attempt, states.REVOKED, error="revoked by request",
+                   logged=True)
+
+
 class TerminateFirst:
     """Terminates asked for jobs the worker holds but its pool has not begun: the job
     is then never run. A request is kept ``ttl`` seconds (the gap it covers is the claim
@@ -139,9 +151,12 @@ class TerminateFirst:
     requests for jobs it does not hold yet, ``Holdings``), and at most ``most`` are kept.
 
     One whose job ended before it came (it raced the job's end) lapses then: until it
-    does, a retry of that job handed to this pool is terminated too, as Celery's worker
-    discards a revoked id it sees again. Not thread-safe: the pool calls it under the
-    lock that orders its begins and terminates.
+    does, a retry of that job handed to this pool is terminated too. That is only a
+    fallback: the revoke flags the row of a started job (``options.revoked``), and the
+    worker that claims any later attempt, whichever and whenever, ends it REVOKED
+    without running it (:func:`discarded_outcome`), as Celery's workers discard a revoked
+    id. Not thread-safe: the pool calls it under the lock that orders its begins and
+    terminates.
     """
 
     def __init__(self, ttl: float = EARLY_TTL, most: int = EARLY_MAX) -> None:
