@@ -11,7 +11,7 @@ import reprlib
 import time
 import traceback as tb
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -290,20 +290,28 @@ def _execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcom
         raise
 
 
+#: Runs a named statement with its parameters (``App.execute``'s shape).
+Statement = Callable[[str, dict[str, Any]], Any]
+
+
 async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str,
-                        writer: Executor | None = None) -> Outcome:
+                        writer: Executor | None = None,
+                        statement: Statement | None = None) -> Outcome:
     """``execute()`` for the asyncio pool. ``writer`` runs the STARTED write (a blocking
     statement) of a task with ``track_started`` sent by name; the loop's default executor
-    when None, which the tasks' own ``asyncio.to_thread()`` calls may keep busy."""
+    when None, which the tasks' own ``asyncio.to_thread()`` calls may keep busy.
+    ``statement`` runs it: ``app.execute`` when None, whose pool the tasks' own sends
+    may keep busy."""
     traced = tracing.processing(job)
     if traced is None:
-        return await _execute_async(app, job, worker_id, hostname, writer)
+        return await _execute_async(app, job, worker_id, hostname, writer, statement)
     with traced:
-        return traced.ended(await _execute_async(app, job, worker_id, hostname, writer))
+        return traced.ended(await _execute_async(app, job, worker_id, hostname, writer,
+                                                 statement))
 
 
 async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str,
-                         writer: Executor | None) -> Outcome:
+                         writer: Executor | None, statement: Statement | None) -> Outcome:
     task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task
@@ -311,7 +319,7 @@ async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: st
     try:
         if _tracks_start(app, task, job):
             write = functools.partial(contextvars.copy_context().run, announce_start, app,
-                                      task, job, request)  # in the job's context (tracing)
+                                      task, job, request, statement)  # in the job's context
             await asyncio.get_running_loop().run_in_executor(writer, write)
         if is_async(task):
             outcome = await run_task_async(task, job, request)
@@ -363,12 +371,15 @@ def _tracks_start(app: App, task: Task, job: ClaimedJob) -> bool:
     return bool(track) and not job.options.get("track_started")
 
 
-def announce_start(app: App, task: Task, job: ClaimedJob, request: Request) -> None:
+def announce_start(app: App, task: Task, job: ClaimedJob, request: Request,
+                   statement: Statement | None = None) -> None:
     """Publish STARTED for a task with ``track_started`` sent by a producer that did not
-    know it (a job sent by name); otherwise the row already says so, at no cost."""
+    know it (a job sent by name); otherwise the row already says so, at no cost.
+    ``statement`` runs the write (``app.execute`` when None)."""
     if _tracks_start(app, task, job):
-        app.execute("job_progress", {"id": job.id, "state": states.STARTED, "meta": None,
-                                     "attempt": job.attempt, "worker": request.worker})
+        (statement or app.execute)("job_progress", {
+            "id": job.id, "state": states.STARTED, "meta": None, "attempt": job.attempt,
+            "worker": request.worker})
 
 
 def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome,

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from pgqueue import states
 from pgqueue.canvas.builtins import builtin_task
+from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.worker.execution import (
     ClaimedJob,
     Outcome,
@@ -55,7 +58,59 @@ from pgqueue.worker.pools.base import (
 )
 from pgqueue.worker.pools.threads import TERMINATE_GRACE, ThreadPool
 
+if TYPE_CHECKING:
+    from pgqueue.app import App
+
 logger = logging.getLogger("pgqueue.worker")
+
+
+class StartedConnections:
+    """The connections the STARTED writes of coroutines run on: their own, at most
+    ``most`` (opened as needed), not the app's producer pool, which tasks that send or
+    ``get()`` a lot keep busy (measured: 19 coroutines sending from threads held those
+    writes back 2 to 3 times their round trip). Not durable, as the claim that they
+    follow is not: a crash loses no more than a progress mark."""
+
+    def __init__(self, app: App, most: int) -> None:
+        self.app = app
+        self.most = max(1, most)
+        self._free: queue.SimpleQueue[Dedicated] = queue.SimpleQueue()
+        self._opened: list[Dedicated] = []
+        self._lock = threading.Lock()
+
+    def execute(self, name: str, params: dict[str, Any]) -> list[Any]:
+        """Run statement ``name`` (``App.execute``'s shape) on one of these connections;
+        once more on a new connection when the one taken turns out dead."""
+        db = self._take()
+        try:
+            try:
+                return db.execute(self.app.queries[name], params)
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                db.close()
+                return db.execute(self.app.queries[name], params)
+        finally:
+            self._free.put(db)
+
+    def _take(self) -> Dedicated:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if len(self._opened) < self.most:
+                db = Dedicated(self.app.dsn, self.app.schema, "started", durable=False)
+                self._opened.append(db)
+                return db
+        return self._free.get()
+
+    def close(self) -> None:
+        """Close them all; call when no write runs any more."""
+        with self._lock:
+            opened = list(self._opened)
+        for db in opened:
+            db.close()
 
 
 class AsyncioPool(ThreadPool):
@@ -72,9 +127,12 @@ class AsyncioPool(ThreadPool):
         self._abandoned_tasks: set[asyncio.Task[None]] = set()
         self._threads_started = False
         #: STARTED writes of coroutines (see execute_async): as many at once as slots,
-        #: never behind what the tasks run in the loop's default executor.
+        #: never behind what the tasks run in the loop's default executor, on
+        #: connections of their own (never behind the tasks' own sends).
         self._writer = ThreadPoolExecutor(size, thread_name_prefix="pgqueue-asyncio-started")
         self._writer_size = size
+        self._started_on = StartedConnections(context.app,
+                                              int(context.app.conf.producer_pool_size))
 
     def start(self) -> None:
         self._loop_thread.start()
@@ -163,7 +221,7 @@ class AsyncioPool(ThreadPool):
         try:
             ctx.started(job)
             outcome = await execute_async(ctx.app, job, ctx.worker_id, ctx.hostname,
-                                          self._writer)
+                                          self._writer, self._started_on.execute)
         except asyncio.CancelledError as exc:
             cancelled = exc
         finally:
@@ -261,5 +319,17 @@ class AsyncioPool(ThreadPool):
 
     def shutdown(self) -> None:
         super().shutdown()
-        self._loop.call_soon_threadsafe(self._writer.shutdown, False)
+        self._loop.call_soon_threadsafe(self._close_writer)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _close_writer(self) -> None:
+        """On the loop (no write is handed to the writer after this): its connections
+        are closed once the writes it has are done, in a thread, not to hold the loop."""
+        writer = self._writer
+
+        def close() -> None:
+            writer.shutdown(wait=True)
+            self._started_on.close()
+
+        threading.Thread(target=close, name="pgqueue-asyncio-started-close",
+                         daemon=True).start()

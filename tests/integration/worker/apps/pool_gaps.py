@@ -14,6 +14,8 @@ from pgqueue import App, TimeLimitExceeded, signals
 app = App("pool_gaps")
 # A fast rescuer keeps the tests quick; production defaults are longer.
 app.conf.update(leader_ttl_seconds=2, maintenance_interval=0.3)
+if os.environ.get("POOL_GAPS_PRODUCER_POOL"):
+    app.conf.producer_pool_size = int(os.environ["POOL_GAPS_PRODUCER_POOL"])
 
 
 def mark(text):
@@ -203,3 +205,46 @@ def retries_after(self, word):
         _wait_for(word)
         raise self.retry(countdown=0)
     return "ran again"
+
+
+# -- STARTED writes of async tasks beside tasks that send (the producer pool, 4) ----------
+@app.task(bind=True, track_started=True)
+async def tracked_probe(self):
+    """``track_started`` (a producer sending by name does not know it, so the worker
+    writes STARTED before the body runs): when its body began."""
+    return time.time()
+
+
+@app.task(bind=True)
+async def untracked_probe(self):
+    return time.time()
+
+
+@app.task(bind=True)
+async def sends_in_a_loop(self, n, queue):
+    """Sends ``n`` jobs to ``queue``, one at a time, each from a thread (a blocking send
+    must not hold the loop)."""
+    for i in range(n):
+        await asyncio.to_thread(app.send_task, "pool_gaps.quick", [i], queue=queue)
+    return n
+
+
+def _hold_a_producer_connection(text, word):
+    with app.connection():
+        mark(text)
+        _wait_for(word)
+
+
+@app.task(bind=True)
+async def holds_a_producer_connection(self, word):
+    """Holds one connection of the app's pool (from a thread) until ``word``."""
+    await asyncio.to_thread(_hold_a_producer_connection, f"holding {self.request.id}", word)
+    return True
+
+
+@app.task(bind=True, track_started=True)
+async def tracked_waits_for(self, word):
+    mark(f"began {self.request.id} {os.getpid()}")
+    while not _marked(word):
+        await asyncio.sleep(0.02)
+    return word
