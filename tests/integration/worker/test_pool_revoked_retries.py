@@ -81,3 +81,17 @@ def test_a_revoke_flags_a_started_row_whatever_its_options_hold(
     assert gaps_app.control.revoke(job.id) == []  # started: left to its worker
     [(options,)] = db.execute("SELECT options FROM jobs").fetchall()
     assert options == {"revoked": True}
+
+
+def test_an_abort_does_not_flag_the_row_revoked(
+        gaps_app: App, db: psycopg.Connection[Any]) -> None:
+    """An aborted job that is rescued runs again, told (is_aborted() True), as in
+    Celery: abort shares the revoke's statement, but not its flag."""
+    from pgqueue.contrib.abortable import AbortableAsyncResult
+
+    [job] = gaps_app.send_many("pool_gaps.quick", [[1]])
+    db.execute("UPDATE jobs SET state = 'started', worker = 'w', attempt = 1, "
+               "lease_expires_at = now() + interval '1 minute'")
+    AbortableAsyncResult(job.id, app=gaps_app).abort()
+    [(options,)] = db.execute("SELECT options FROM jobs").fetchall()
+    assert options.get("aborted") is True and "revoked" not in options
