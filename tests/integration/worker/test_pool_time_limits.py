@@ -148,3 +148,21 @@ def test_task_failure_of_a_time_limit_reaches_a_receiver_that_raises(
         assert worker.proc.poll() is None
     assert isinstance(job.result, TimeLimitExceeded)
 
+
+
+def test_solo_keeps_the_hard_limit_of_a_task_that_swallows_its_soft_limit(
+        gaps_app: App, pg_dsn: str, schema: str, marks: Path) -> None:
+    """-P solo with a soft limit below the hard one: the soft limit is raised in the
+    task (which swallows it), and the hard one still ends the job FAILURE at its time,
+    with task_failure; the worker runs the next job once the task returns."""
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "solo", "-l", "INFO")
+        job = gaps_app.send_task("pool_gaps.swallower", [3_000], soft_time_limit=0.5,
+                                 time_limit=1)
+        wait_until(lambda: job.state == "FAILURE", timeout=30,
+                   message=f"the hard limit\n{worker.output()}")
+        assert isinstance(job.result, TimeLimitExceeded)
+        wait_until(lambda: named(marks, job.id, "task_failure"), timeout=30,
+                   message="task_failure")
+        assert gaps_app.send_task("pool_gaps.quick", [7]).get(timeout=30) == 7
+    assert len(lines(marks, "swallowed", job.id)) >= 2  # the soft limit, then the hard
