@@ -15,7 +15,9 @@ number of the job it begins, and when, in memory it shares with its supervisor (
 message, no wake-up of the worker: the supervisor reads it when it wakes anyway, at the
 latest every ``_POLL`` seconds, and before it takes the outcome). Until then the job is
 ``reserved`` (``inspect reserved``), not started; its hard time limit runs from the
-child's start, bounded by the same limit from the hand-over while it has not begun.
+child's start, bounded by the same limit from the hand-over while it has not begun. A
+child that dies before it begins the job (in ``worker_process_init``, say) costs the job
+no attempt: a new child gets it, once.
 """
 
 from __future__ import annotations
@@ -299,12 +301,8 @@ class ProcessPool(QueuePool):
         # Until the child begins the job, the limit runs from the hand-over: a child that
         # never gets to it (stuck in worker_process_init) holds the slot no longer.
         deadline = time.monotonic() + hard if hard else None
-        try:
-            number = child.hand(job, soft)
-        except OSError:
-            child = self._replace(child)
-            number = child.hand(job, soft)
-        started = False
+        child, number = self._hand(child, job, soft)
+        started = handed_again = False
         while True:
             # The exit sentinel wakes us when the child dies, with or without EOF; the pid
             # is polled too, for a child whose forked process holds both open.
@@ -322,6 +320,17 @@ class ProcessPool(QueuePool):
                         raise EOFError
                     outcome, recycle = child.conn.recv()
                 except (EOFError, OSError):
+                    if not started and not handed_again:
+                        # Nothing of the job ran: a new child gets it, at no attempt's
+                        # cost (once: a job that kills children before they begin it
+                        # is lost as any other).
+                        handed_again = True
+                        logger.error("Child %s died before it began %s[%s] (exitcode %s); "
+                                     "handing the job to a new child", child.process.pid,
+                                     job.display, job.id, child.process.exitcode)
+                        deadline = time.monotonic() + hard if hard else None
+                        child, number = self._hand(self._replace(child), job, soft)
+                        continue
                     self._lost(job, child)
                     return self._replace(child)
                 self.context.finished(outcome)
@@ -341,6 +350,16 @@ class ProcessPool(QueuePool):
                 self.context.finished(terminated_outcome(self.context, job, signal.SIGKILL))
                 self._kill(child)
                 return self._spawn()
+
+    def _hand(self, child: _Child, job: ClaimedJob, soft: float | None
+              ) -> tuple[_Child, int]:
+        """Send ``job`` to ``child`` (to a new child if its pipe is gone): the child that
+        has it, and the job's number there (:meth:`_Child.begun`)."""
+        try:
+            return child, child.hand(job, soft)
+        except OSError:
+            child = self._replace(child)
+            return child, child.hand(job, soft)
 
     def _terminated(self, job: ClaimedJob) -> bool:
         with self._lock:

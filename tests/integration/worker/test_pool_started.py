@@ -108,3 +108,24 @@ def test_active_lists_only_the_jobs_that_started(
         assert job.id not in ids(inspect.reserved())
         mark(marks, "done")
         assert job.get(timeout=30) == "done"
+
+
+def test_a_child_that_dies_before_it_begins_its_job_costs_the_job_no_attempt(
+        gaps_app: App, pg_dsn: str, schema: str, marks: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hostile: the child dies (os._exit) in worker_process_init with a job in its pipe.
+    Nothing of the job ran: a new child runs it, and a job with no retry left ends
+    SUCCESS, not WorkerLostError."""
+    flag = tmp_path / "die-once"
+    flag.touch()
+    monkeypatch.setenv("POOL_GAPS_CHILD_DIES_ONCE", str(flag))
+    with workers() as procs:
+        worker = start(procs, pg_dsn, schema, "-P", "processes", "-c", "1", "-l", "INFO")
+        wait_until(lambda: lines(marks, "dying"), timeout=30, message="the doomed child")
+        job = gaps_app.send_task("pool_gaps.quick", [7], max_retries=0)
+        inspect = gaps_app.control.inspect(timeout=10)
+        wait_until(lambda: job.id in ids(inspect.reserved()), timeout=30,
+                   message="the job in the doomed child's pipe")
+        mark(marks, "die")
+        assert job.get(timeout=30) == 7
+        assert "died before it began" in worker.output()

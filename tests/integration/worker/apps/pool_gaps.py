@@ -248,3 +248,18 @@ async def tracked_waits_for(self, word):
     while not _marked(word):
         await asyncio.sleep(0.02)
     return word
+
+if os.environ.get("POOL_GAPS_CHILD_DIES_ONCE"):
+    # One child (the first to take the flag file) dies in worker_process_init once
+    # "die" is marked, before it begins the job it was handed.
+    def _die_once(**_):
+        flag = os.environ["POOL_GAPS_CHILD_DIES_ONCE"]
+        try:
+            os.rename(flag, flag + ".taken")
+        except FileNotFoundError:
+            return
+        mark(f"dying {os.getpid()}")
+        _wait_for("die")
+        os._exit(7)
+
+    signals.worker_process_init.connect(_die_once, weak=False)
