@@ -117,7 +117,8 @@ class Control:
         by_row = {row: str(i) for i in given if (row := limits.row_id(str(i))) is not None}
         channels = self.app.queries.channels()
         rows = self.app.execute("job_revoke", {"ids": list(by_row), "reason":
-                                               "revoked by request", **channels})
+                                               "revoked by request", "flag_started": True,
+                                               **channels})
         revoked = {str(r[0]) for r in rows}
         running = [row for row in by_row if row not in revoked]
         if terminate and running:

@@ -10,14 +10,19 @@ a worker knows is asked of it by a control request: ``reserved``, ``registered``
 the table says which worker holds each job, and only the workers that hold some are
 asked which of theirs have not started.
 
-``reserved`` is Celery's "received, not started": the jobs a worker has claimed and not
-yet handed to a free slot of its pool. A worker claims only as many jobs as it has free
-slots, so such a job waits only for the claim loop to get to it (after the
-``task_received`` handlers of the jobs claimed before it in the same batch) or, in the
-processes pool, for a child to be replaced first; the list is empty most of the time.
-The table cannot tell these jobs from running ones (a claim is the start as far as the
-row knows), so ``active`` lists them too until they start; ``query_task`` says
-``reserved`` for them, as Celery does.
+``reserved`` is Celery's "received, not started": the jobs a worker has claimed and its
+pool has not begun. A worker claims only as many jobs as it has free slots, so such a
+job waits only for the claim loop to get to it (after the ``task_received`` handlers of
+the jobs claimed before it in the same batch) or, in the processes pool, for its child
+to begin it (a child being replaced, or still in ``worker_process_init``); the list is
+empty most of the time. The table cannot tell these jobs from running ones (a claim is
+the start as far as the row knows, and one more write per job to tell them apart would
+cost every job): ``active`` and ``query_task`` read the held jobs from the table, then
+ask only the workers that hold some which of theirs have not started, and
+``active`` leaves those out while ``query_task`` says ``reserved`` for them, as Celery
+does. When no answer comes (a worker that does not reply within the timeout, or a
+caller with the reader role alone, who may not ask), the table's answer stands: such
+jobs are then listed as active.
 """
 
 from __future__ import annotations
@@ -147,9 +152,15 @@ class Inspect:
         return answer
 
     def active(self, safe: bool | None = None) -> dict[str, Any] | None:
-        """The jobs each worker runs now (``safe=True``: arguments as short reprs), and
-        those it has claimed and is about to start (:meth:`reserved`)."""
-        return self._held(None, safe)
+        """The jobs each worker runs now (``safe=True``: arguments as short reprs), not
+        those it has claimed and not started yet (:meth:`reserved`): the workers that hold
+        jobs are asked which (see the module's doc)."""
+        held = self._held(None, safe)
+        if held is None:
+            return None
+        waiting = self._not_started([node for node, jobs in held.items() if jobs])
+        return {node: [job for job in jobs if job["id"] not in waiting.get(node, {})]
+                for node, jobs in held.items()}
 
     def scheduled(self, safe: bool | None = None) -> dict[str, Any] | None:
         """Jobs waiting for their eta (or retry delay) in each worker's queues, soonest

@@ -54,6 +54,6 @@ class AbortableAsyncResult(AsyncResult):
         if row_id is None:  # not a task id: no job to abort
             return
         channels = self.app.queries.channels()
-        self.app.execute("job_revoke",
-                         {"ids": [row_id], "reason": "aborted by request", **channels})
+        self.app.execute("job_revoke", {"ids": [row_id], "reason": "aborted by request",
+                                        "flag_started": False, **channels})
         self.app.execute("job_abort", {"ids": [row_id], "retention": RETENTION, **channels})

@@ -635,6 +635,13 @@ TEMPLATES: dict[str, str] = {
     # Jobs that have not started end REVOKED at once; started ones are left to their worker.
     # So do workflow steps still waiting for others (canvas_steps); the results trigger
     # then revokes the steps after them (sql/migrations/0006_canvas.sql).
+    # With ``flag_started`` (a revoke; not an abort, whose job runs on, told, if it is
+    # rescued) a started job is flagged (options.revoked): whatever ends this attempt, the
+    # job never runs again (a retry, a snooze, a rescue of a lost attempt end REVOKED when
+    # claimed, on any worker), as Celery's workers discard a revoked id. It is every row
+    # not deleted, not only those seen started: a row that a retry, a rescue or a claim
+    # changed while this statement waited for it is flagged too (its state then is no
+    # longer the one the snapshot saw).
     "job_revoke": f"""
         WITH jobs_moved AS (
             DELETE FROM {{schema}}.jobs
@@ -642,6 +649,13 @@ TEMPLATES: dict[str, str] = {
             RETURNING id, queue, task, args, kwargs, priority, attempt, worker, unique_key,
                       parent_id, root_id, group_id, meta, created_at, started_at, headers,
                       task_id
+        ), flagged AS (
+            UPDATE {{schema}}.jobs
+               SET options = CASE WHEN jsonb_typeof(options) = 'object'
+                                  THEN options ELSE jsonb_build_object() END
+                             || jsonb_build_object('revoked', true)
+             WHERE %(flag_started)s::boolean AND id = ANY(%(ids)s::uuid[])
+               AND id NOT IN (SELECT id FROM jobs_moved)
         ), steps_moved AS (
             DELETE FROM {{schema}}.canvas_steps
              WHERE id = ANY(%(ids)s::uuid[])

@@ -11,7 +11,7 @@ import reprlib
 import time
 import traceback as tb
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,6 +122,8 @@ class Outcome:
     #: have known the task's setting).
     ignore_result: bool = False
     snooze: float | None = None
+    #: Its line is in the log already (a job refused before it ran: expired, unknown).
+    logged: bool = False
 
     def finish_record(self) -> dict[str, Any]:
         return {"id": self.job_id, "attempt": self.attempt, "state": self.state,
@@ -216,13 +218,15 @@ def prepare(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Task | 
                     job.display, job.id, job.expires_at.isoformat())
         hooks.revoked(task, make_request(job, worker_id, hostname), expired=True)
         return Outcome(job.id, job.attempt, states.REVOKED,
-                       error=f"expired at {job.expires_at.isoformat()}")
+                       error=f"expired at {job.expires_at.isoformat()}", logged=True)
     if task is None:
         exc = NotRegistered(
             f"Task of kind {job.task!r} never registered, please make sure it's imported."
         )
         logger.error("Received unregistered task of type %r [%s]", job.task, job.id)
-        return failure(job, exc, with_traceback=False)
+        outcome = failure(job, exc, with_traceback=False)
+        outcome.logged = True
+        return outcome
     if job.options.get("errback"):
         job.args = errback_arguments(app, task, job.args)
     return task
@@ -286,20 +290,28 @@ def _execute(app: App, job: ClaimedJob, worker_id: str, hostname: str) -> Outcom
         raise
 
 
+#: Runs a named statement with its parameters (``App.execute``'s shape).
+Statement = Callable[[str, dict[str, Any]], Any]
+
+
 async def execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str,
-                        writer: Executor | None = None) -> Outcome:
+                        writer: Executor | None = None,
+                        statement: Statement | None = None) -> Outcome:
     """``execute()`` for the asyncio pool. ``writer`` runs the STARTED write (a blocking
     statement) of a task with ``track_started`` sent by name; the loop's default executor
-    when None, which the tasks' own ``asyncio.to_thread()`` calls may keep busy."""
+    when None, which the tasks' own ``asyncio.to_thread()`` calls may keep busy.
+    ``statement`` runs it: ``app.execute`` when None, whose pool the tasks' own sends
+    may keep busy."""
     traced = tracing.processing(job)
     if traced is None:
-        return await _execute_async(app, job, worker_id, hostname, writer)
+        return await _execute_async(app, job, worker_id, hostname, writer, statement)
     with traced:
-        return traced.ended(await _execute_async(app, job, worker_id, hostname, writer))
+        return traced.ended(await _execute_async(app, job, worker_id, hostname, writer,
+                                                 statement))
 
 
 async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: str,
-                         writer: Executor | None) -> Outcome:
+                         writer: Executor | None, statement: Statement | None) -> Outcome:
     task = prepare(app, job, worker_id, hostname)
     if isinstance(task, Outcome):
         return task
@@ -307,7 +319,7 @@ async def _execute_async(app: App, job: ClaimedJob, worker_id: str, hostname: st
     try:
         if _tracks_start(app, task, job):
             write = functools.partial(contextvars.copy_context().run, announce_start, app,
-                                      task, job, request)  # in the job's context (tracing)
+                                      task, job, request, statement)  # in the job's context
             await asyncio.get_running_loop().run_in_executor(writer, write)
         if is_async(task):
             outcome = await run_task_async(task, job, request)
@@ -359,18 +371,24 @@ def _tracks_start(app: App, task: Task, job: ClaimedJob) -> bool:
     return bool(track) and not job.options.get("track_started")
 
 
-def announce_start(app: App, task: Task, job: ClaimedJob, request: Request) -> None:
+def announce_start(app: App, task: Task, job: ClaimedJob, request: Request,
+                   statement: Statement | None = None) -> None:
     """Publish STARTED for a task with ``track_started`` sent by a producer that did not
-    know it (a job sent by name); otherwise the row already says so, at no cost."""
+    know it (a job sent by name); otherwise the row already says so, at no cost.
+    ``statement`` runs the write (``app.execute`` when None)."""
     if _tracks_start(app, task, job):
-        app.execute("job_progress", {"id": job.id, "state": states.STARTED, "meta": None,
-                                     "attempt": job.attempt, "worker": request.worker})
+        (statement or app.execute)("job_progress", {
+            "id": job.id, "state": states.STARTED, "meta": None, "attempt": job.attempt,
+            "worker": request.worker})
 
 
 def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome,
              request: Request) -> Outcome:
-    """Apply an abort requested while the job ran, then log the one line per job."""
-    if task.abortable and outcome.state != states.REVOKED and aborts.is_aborted(app, job.id):
+    """Apply an abort requested while the job ran (not to one its pool stopped: that
+    ended already). The one line per job is the pool's to log (:func:`settle`), once
+    the outcome stands."""
+    if task.abortable and job.stopped is None and outcome.state != states.REVOKED \
+            and aborts.is_aborted(app, job.id):
         outcome = Outcome(job.id, job.attempt, states.REVOKED, error="aborted by request",
                           result=outcome.result if outcome.state == states.SUCCESS
                           and not outcome.ignore_result else None,
@@ -378,9 +396,19 @@ def conclude(app: App, task: Task, job: ClaimedJob, outcome: Outcome,
         hooks.revoked(task, request)
     if task.ignore_result and not followed(job):
         outcome.ignore_result = True
-    log_outcome(job, outcome)
+    return outcome
+
+
+def settle(job: ClaimedJob, outcome: Outcome) -> Outcome:
+    """The outcome of a run that stands (its pool did not stop it first): log the one
+    line per job, then drop the result of an ``ignore_result`` success, which is never
+    stored nor checked (see :func:`_succeeded`), so that it is neither pickled nor sent.
+    Pools call it after the run, once ``job.stopped`` is final: a stopped job's late
+    return logs no line of an ending it did not have (see ``ended_after_stop``)."""
+    if not outcome.logged:
+        log_outcome(job, outcome)
+        outcome.logged = True
     if outcome.ignore_result and outcome.state == states.SUCCESS:
-        # Never stored, and not checked (see _succeeded): neither pickle nor send it.
         outcome.result = None
     return outcome
 
@@ -430,8 +458,10 @@ class _Attempt:
             # stand. task_postrun says "interrupted" (state None), as when it is not
             # swallowed; Celery's killed child runs none of them.
             return outcome
+        # At a hard time limit the pool sent task_failure itself (hooks.failed_outside).
         self.state = outcome.state
-        self.retval = hooks.after_run(self.task, self.job, self.request, outcome, value, cause)
+        self.retval = hooks.after_run(self.task, self.job, self.request, outcome, value, cause,
+                                      failure_sent=stopped == states.FAILURE)
         return outcome
 
 
@@ -482,7 +512,7 @@ def followed(job: ClaimedJob) -> bool:
 
 def _succeeded(task: Task, job: ClaimedJob, value: Any, runtime: float) -> _Ended:
     if (task.ignore_result or job.ignore_result) and not followed(job):
-        # Never stored (the finish drops it), so it need not be storable; conclude() drops
+        # Never stored (the finish drops it), so it need not be storable; settle() drops
         # it once logged, and task.apply() returns it.
         return Outcome(job.id, job.attempt, states.SUCCESS, result=value, runtime=runtime,
                        ignore_result=True), None
@@ -557,7 +587,7 @@ def crashed(job: ClaimedJob, exc: BaseException, what: str | None = None) -> Out
         trace = None
     return Outcome(job.id, job.attempt, states.FAILURE, error=error, traceback=trace,
                    result={"exc_type": "RuntimeError", "exc_module": "builtins",
-                           "exc_message": [error]})
+                           "exc_message": [error]}, logged=True)
 
 
 def safe_str(value: object) -> str:

@@ -12,6 +12,14 @@ after the run only watches it: a hook or receiver that raises (``SystemExit`` in
 is logged, and the outcome stays what the task made it. They run where the task runs
 (the child process under ``-P processes``, the event loop under ``-P asyncio``), before
 the outcome is handed to the finisher, inside the job's time limits.
+
+A job its pool ends from outside the run is another matter. At a hard time limit (and
+when a ``-P processes`` child dies with the job and no retry is left) the pool records
+FAILURE and sends ``task_failure`` itself, once, in the worker's process, whatever the
+task does next (:func:`failed_outside`), as Celery's prefork parent does; the run's own
+hooks (``on_failure``, ``after_return``, ``task_postrun``) run only where the task's
+code sees the interruption and lets it out: in a thread (``-P threads``, ``solo``, plain
+tasks under ``asyncio``), not in a killed child nor in a cancelled coroutine.
 """
 
 from __future__ import annotations
@@ -58,10 +66,11 @@ def postrun(task: Task, job: ClaimedJob, retval: Any, state: str | None) -> None
 
 
 def after_run(task: Task, job: ClaimedJob, request: Request, outcome: Outcome,
-              value: Any, cause: BaseException | None) -> Any:
+              value: Any, cause: BaseException | None, *, failure_sent: bool = False) -> Any:
     """The hooks and signals for how the run ended; returns Celery's ``retval`` (the
     return value, or the exception of a FAILURE or RETRY) for ``task_postrun``.
-    ``cause``: the exception behind a FAILURE or RETRY outcome."""
+    ``cause``: the exception behind a FAILURE or RETRY outcome. ``failure_sent``: the
+    pool sent ``task_failure`` already (:func:`failed_outside`), so it is not sent twice."""
     args, kwargs = job.args, job.kwargs
     if outcome.state == states.SUCCESS:
         call_hook(task, job, "on_success", value, job.known_id, args, kwargs)
@@ -82,12 +91,23 @@ def after_run(task: Task, job: ClaimedJob, request: Request, outcome: Outcome,
                                               einfo=einfo)
         return cause
     call_hook(task, job, "on_failure", cause, job.known_id, args, kwargs, einfo)
-    if signals.task_failure.has_receivers_for(task):
+    if not failure_sent and signals.task_failure.has_receivers_for(task):
         signals.task_failure.send_contained(
             sender=task, task_id=job.known_id, exception=cause, args=args, kwargs=kwargs,
             traceback=cause.__traceback__, einfo=einfo)
     call_hook(task, job, "after_return", outcome.state, cause, job.known_id, args, kwargs, einfo)
     return cause
+
+
+def failed_outside(task: Task | None, job: ClaimedJob, exc: BaseException) -> None:
+    """``task_failure`` for a job its pool ended FAILURE from outside the run (a hard
+    time limit; a child lost with the job), sent where the pool records it: in the
+    worker's process, with no traceback of the task's (Celery's prefork parent sends it
+    so, with :class:`TimeLimitExceeded` or :class:`WorkerLostError`)."""
+    if task is not None and signals.task_failure.has_receivers_for(task):
+        signals.task_failure.send_contained(
+            sender=task, task_id=job.known_id, exception=exc, args=job.args,
+            kwargs=job.kwargs, traceback=exc.__traceback__, einfo=ExceptionInfo(exc))
 
 
 def revoked(task: Task | None, request: Request, *, terminated: bool = False,

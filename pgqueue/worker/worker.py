@@ -36,7 +36,12 @@ from pgqueue.worker.finisher import Finisher
 from pgqueue.worker.gates import Gates
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.holdings import Holdings
-from pgqueue.worker.pools.base import JobContext, Pool, terminated_outcome
+from pgqueue.worker.pools.base import (
+    JobContext,
+    Pool,
+    discarded_outcome,
+    terminated_outcome,
+)
 from pgqueue.worker.pools.solo import SoloPool
 from pgqueue.worker.pools.threads import ThreadPool
 from pgqueue.worker.remote import RemoteControl
@@ -399,8 +404,12 @@ class Worker:
             if "terminate" in early:
                 logger.info("Terminating job %s on request", job.id)
                 stopped.append(job)
+            elif job.options.get("revoked") is True:  # revoked while it ran before
+                stopped.append(job)
         for job in stopped:
-            self._job_finished(terminated_outcome(self._job_context, job))
+            self._job_finished(discarded_outcome(self._job_context, job)
+                               if job.options.get("revoked") is True
+                               else terminated_outcome(self._job_context, job))
         return [job for job in jobs if job.id not in {s.id for s in stopped}] if stopped else jobs
 
     def _received(self, job: ClaimedJob) -> None:

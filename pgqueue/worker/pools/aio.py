@@ -11,7 +11,8 @@ thread, and one that the task swallows costs it its thread after ``TERMINATE_GRA
 
 For a coroutine, as for a thread, the pool records the outcome first and then
 interrupts: ``revoke(terminate=True)`` records the job REVOKED, and a hard
-``time_limit`` FAILURE with :class:`TimeLimitExceeded` (``soft_time_limit`` is not
+``time_limit`` FAILURE with :class:`TimeLimitExceeded`, sending ``task_failure`` from a
+thread of the pool, not the loop (``soft_time_limit`` is not
 supported there: cancellation is the only interruption asyncio has, so it is applied as
 the hard limit when no hard limit is set); then its coroutine is cancelled. Whatever the
 coroutine does from then on (it may catch the ``CancelledError`` and return) is logged
@@ -28,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from pgqueue import states
 from pgqueue.canvas.builtins import builtin_task
+from pgqueue.db.connection import Dedicated, is_connection_error
 from pgqueue.worker.execution import (
     ClaimedJob,
     Outcome,
@@ -46,12 +50,67 @@ from pgqueue.worker.pools.base import (
     QueuePool,
     Slots,
     ended_after_stop,
+    log_time_limit,
+    settle_run,
     terminated_outcome,
     time_limit_outcome,
+    time_limit_reached,
 )
 from pgqueue.worker.pools.threads import TERMINATE_GRACE, ThreadPool
 
+if TYPE_CHECKING:
+    from pgqueue.app import App
+
 logger = logging.getLogger("pgqueue.worker")
+
+
+class StartedConnections:
+    """The connections the STARTED writes of coroutines run on: their own, at most
+    ``most`` (opened as needed), not the app's producer pool, which tasks that send or
+    ``get()`` a lot keep busy (measured: 19 coroutines sending from threads held those
+    writes back 2 to 3 times their round trip). Not durable, as the claim that they
+    follow is not: a crash loses no more than a progress mark."""
+
+    def __init__(self, app: App, most: int) -> None:
+        self.app = app
+        self.most = max(1, most)
+        self._free: queue.SimpleQueue[Dedicated] = queue.SimpleQueue()
+        self._opened: list[Dedicated] = []
+        self._lock = threading.Lock()
+
+    def execute(self, name: str, params: dict[str, Any]) -> list[Any]:
+        """Run statement ``name`` (``App.execute``'s shape) on one of these connections;
+        once more on a new connection when the one taken turns out dead."""
+        db = self._take()
+        try:
+            try:
+                return db.execute(self.app.queries[name], params)
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                db.close()
+                return db.execute(self.app.queries[name], params)
+        finally:
+            self._free.put(db)
+
+    def _take(self) -> Dedicated:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if len(self._opened) < self.most:
+                db = Dedicated(self.app.dsn, self.app.schema, "started", durable=False)
+                self._opened.append(db)
+                return db
+        return self._free.get()
+
+    def close(self) -> None:
+        """Close them all; call when no write runs any more."""
+        with self._lock:
+            opened = list(self._opened)
+        for db in opened:
+            db.close()
 
 
 class AsyncioPool(ThreadPool):
@@ -68,9 +127,12 @@ class AsyncioPool(ThreadPool):
         self._abandoned_tasks: set[asyncio.Task[None]] = set()
         self._threads_started = False
         #: STARTED writes of coroutines (see execute_async): as many at once as slots,
-        #: never behind what the tasks run in the loop's default executor.
+        #: never behind what the tasks run in the loop's default executor, on
+        #: connections of their own (never behind the tasks' own sends).
         self._writer = ThreadPoolExecutor(size, thread_name_prefix="pgqueue-asyncio-started")
         self._writer_size = size
+        self._started_on = StartedConnections(context.app,
+                                              int(context.app.conf.producer_pool_size))
 
     def start(self) -> None:
         self._loop_thread.start()
@@ -159,7 +221,7 @@ class AsyncioPool(ThreadPool):
         try:
             ctx.started(job)
             outcome = await execute_async(ctx.app, job, ctx.worker_id, ctx.hostname,
-                                          self._writer)
+                                          self._writer, self._started_on.execute)
         except asyncio.CancelledError as exc:
             cancelled = exc
         finally:
@@ -174,7 +236,7 @@ class AsyncioPool(ThreadPool):
         if cancelled is not None:
             raise cancelled
         assert outcome is not None
-        ctx.finished(outcome)
+        settle_run(ctx, job, outcome)
 
     def terminate(self, job_id: str) -> bool:
         """Stop ``job_id``, which the worker holds: record it REVOKED and cancel its
@@ -206,7 +268,13 @@ class AsyncioPool(ThreadPool):
                 return
             job.stopped = states.FAILURE
         self.context.finished(time_limit_outcome(job, limit))
+        log_time_limit(job, limit, "recorded FAILURE, cancelling it")
         self._stop_coroutine(job, task, f"exceeded its time limit ({limit:.1f}s)")
+        # Off the loop: a receiver (an error tracker's network call) must not hold it.
+        try:
+            self._writer.submit(time_limit_reached, self.context, job, limit)
+        except RuntimeError:  # shut down: the worker is stopping
+            time_limit_reached(self.context, job, limit)
 
     def _stop_coroutine(self, job: ClaimedJob, task: asyncio.Task[None], why: str) -> None:
         """Cancel a coroutine whose outcome is recorded; if it is still running after
@@ -251,5 +319,17 @@ class AsyncioPool(ThreadPool):
 
     def shutdown(self) -> None:
         super().shutdown()
-        self._loop.call_soon_threadsafe(self._writer.shutdown, False)
+        self._loop.call_soon_threadsafe(self._close_writer)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _close_writer(self) -> None:
+        """On the loop (no write is handed to the writer after this): its connections
+        are closed once the writes it has are done, in a thread, not to hold the loop."""
+        writer = self._writer
+
+        def close() -> None:
+            writer.shutdown(wait=True)
+            self._started_on.close()
+
+        threading.Thread(target=close, name="pgqueue-asyncio-started-close",
+                         daemon=True).start()

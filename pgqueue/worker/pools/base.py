@@ -18,6 +18,11 @@ code) that thread **may still be running**: it is counted apart ("abandoned", in
 log), and its late outcome is dropped (fenced). At most ``concurrency`` threads are
 abandoned at once; past that, a job over its limit keeps its slot until it returns.
 Use ``-P processes`` when a hard limit must really stop the code.
+
+In every pool, a job stopped at its hard time limit is logged at ERROR and sends
+``task_failure`` once, with :class:`TimeLimitExceeded`, from the worker's process as the
+pool records it (:func:`time_limit_reached`), as Celery's prefork parent does; what the
+task does after is logged at INFO and counts nowhere (:func:`settle_run`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from pgqueue.worker.execution import (
     failure,
     make_request,
     safe_str,
+    settle,
 )
 from pgqueue.worker.holdings import EARLY_MAX, EARLY_TTL
 
@@ -78,9 +84,24 @@ class JobContext:
         return execute(self.app, job, self.worker_id, self.hostname)
 
 
+def _time_limit_error(limit: float) -> TimeLimitExceeded:
+    return TimeLimitExceeded(f"Time limit ({limit}s) exceeded")
+
+
 def time_limit_outcome(job: ClaimedJob, limit: float) -> Outcome:
-    return failure(job, TimeLimitExceeded(f"Time limit ({limit}s) exceeded"),
-                   with_traceback=False)
+    return failure(job, _time_limit_error(limit), with_traceback=False)
+
+
+def time_limit_reached(context: JobContext, job: ClaimedJob, limit: float) -> None:
+    """``task_failure`` (with :class:`TimeLimitExceeded`) for a job its pool recorded
+    FAILURE at its hard time limit and interrupted: sent once, where the pool stopped it
+    (the worker's process, never the killed child), whatever the task does after."""
+    hooks.failed_outside(context.app.tasks.get(job.task), job, _time_limit_error(limit))
+
+
+def log_time_limit(job: ClaimedJob, limit: float, action: str) -> None:
+    logger.error("Task %s[%s] exceeded its time limit (%.1fs): %s", job.display, job.id,
+                 limit, action)
 
 
 def ended_after_stop(job: ClaimedJob, state: str) -> None:
@@ -89,6 +110,16 @@ def ended_after_stop(job: ClaimedJob, state: str) -> None:
     the worker's."""
     logger.info("Task %s[%s] ended %s after it was stopped; it stays %s as recorded then",
                 job.display, job.id, state, job.stopped)
+
+
+def settle_run(context: JobContext, job: ClaimedJob, outcome: Outcome) -> None:
+    """Hand over what a run returned, once ``job.stopped`` is final: logged (the one line
+    per job) and recorded, or, for a job its pool stopped first, dropped with an INFO line
+    and no line of an ending it did not have."""
+    if job.stopped is not None:
+        ended_after_stop(job, outcome.state)
+        return
+    context.finished(settle(job, outcome))
 
 
 def terminated_outcome(context: JobContext, job: ClaimedJob,
@@ -101,6 +132,18 @@ def terminated_outcome(context: JobContext, job: ClaimedJob,
     return Outcome(job.id, job.attempt, states.REVOKED, error="terminated by request")
 
 
+def discarded_outcome(context: JobContext, job: ClaimedJob) -> Outcome:
+    """REVOKED, without running, for a job claimed again (a retry, a rescue) after it was
+    revoked while an earlier attempt ran (``options.revoked``, set by the revoke in the
+    row); sends ``task_revoked`` (not terminated), as Celery's worker does when it
+    discards a revoked id it receives."""
+    request = make_request(job, context.worker_id, context.hostname)
+    hooks.revoked(context.app.tasks.get(job.task), request)
+    logger.info("Discarding revoked task: %s[%s]", job.display, job.id)
+    return Outcome(job.id, job.attempt, states.REVOKED, error="revoked by request",
+                   logged=True)
+
+
 class TerminateFirst:
     """Terminates asked for jobs the worker holds but its pool has not begun: the job
     is then never run. A request is kept ``ttl`` seconds (the gap it covers is the claim
@@ -108,9 +151,12 @@ class TerminateFirst:
     requests for jobs it does not hold yet, ``Holdings``), and at most ``most`` are kept.
 
     One whose job ended before it came (it raced the job's end) lapses then: until it
-    does, a retry of that job handed to this pool is terminated too, as Celery's worker
-    discards a revoked id it sees again. Not thread-safe: the pool calls it under the
-    lock that orders its begins and terminates.
+    does, a retry of that job handed to this pool is terminated too. That is only a
+    fallback: the revoke flags the row of a started job (``options.revoked``), and the
+    worker that claims any later attempt, whichever and whenever, ends it REVOKED
+    without running it (:func:`discarded_outcome`), as Celery's workers discard a revoked
+    id. Not thread-safe: the pool calls it under the lock that orders its begins and
+    terminates.
     """
 
     def __init__(self, ttl: float = EARLY_TTL, most: int = EARLY_MAX) -> None:

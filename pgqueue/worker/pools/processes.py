@@ -3,14 +3,26 @@
 Each slot is a supervisor thread in the worker that owns one child. The supervisor hands
 the child a job over a pipe and waits for the outcome until the job's hard time limit;
 past it, the child is killed and replaced, and the job ends FAILURE with
-:class:`TimeLimitExceeded`. A child that dies mid-job (crash, OOM kill) costs the job an
-attempt: it runs again while retries remain, else ends FAILURE with
-:class:`WorkerLostError`. Children are recycled after ``max_tasks_per_child`` jobs or
-when their peak memory passes ``max_memory_per_child`` (KiB, as in Celery).
+:class:`TimeLimitExceeded` (``task_failure`` is sent from the worker's process, as
+Celery's prefork parent sends it). A child that dies mid-job (crash, OOM kill,
+``os._exit``) costs the job an attempt: it runs again while retries remain, else ends
+FAILURE with :class:`WorkerLostError` (and ``task_failure``). Children are recycled after
+``max_tasks_per_child`` jobs or when their peak memory passes ``max_memory_per_child``
+(KiB, as in Celery).
+
+A job starts when its child begins it, not when it is handed over: the child marks the
+number of the job it begins, and when, in memory it shares with its supervisor (no
+message, no wake-up of the worker: the supervisor reads it when it wakes anyway, at the
+latest every ``_POLL`` seconds, and before it takes the outcome). Until then the job is
+``reserved`` (``inspect reserved``), not started; its hard time limit runs from the
+child's start, bounded by the same limit from the hand-over while it has not begun. A
+child that dies before it begins the job (in ``worker_process_init``, say) costs the job
+no attempt: a new child gets it, once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -28,15 +40,17 @@ from typing import Any
 from pgqueue import signals, states
 from pgqueue.exceptions import SoftTimeLimitExceeded, WorkerLostError
 from pgqueue.utils import utcnow
-from pgqueue.worker import aborts
-from pgqueue.worker.execution import ClaimedJob, Outcome, crashed, failure
+from pgqueue.worker import aborts, hooks
+from pgqueue.worker.execution import ClaimedJob, Outcome, crashed, failure, settle
 from pgqueue.worker.pools.base import (
     Executor,
     JobContext,
     QueuePool,
     TerminateFirst,
+    log_time_limit,
     terminated_outcome,
     time_limit_outcome,
+    time_limit_reached,
 )
 
 logger = logging.getLogger("pgqueue.worker")
@@ -44,8 +58,14 @@ logger = logging.getLogger("pgqueue.worker")
 _POLL = 0.05
 
 
+#: What a child shares with its supervisor: [how many jobs it began, the monotonic time
+#: (system-wide on Linux) it began the last]. Written by the child only, time first.
+Began = Any
+
+
 def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
-                max_memory_kib: int | None, inherited: list[Connection]) -> None:
+                max_memory_kib: int | None, inherited: list[Connection],
+                began: Began) -> None:
     # The worker's ends of every pipe, this child's own included: held here, they would
     # hide the worker's death from this child (no EOF) and a sibling's from the worker.
     for end in inherited:
@@ -60,14 +80,14 @@ def _child_main(conn: Connection, context: JobContext, max_tasks: int | None,
     signal.signal(signal.SIGALRM, soft_limit)
     signals.worker_process_init.send_contained(sender=None)
     try:
-        _serve_jobs(conn, context, max_tasks, max_memory_kib)
+        _serve_jobs(conn, context, max_tasks, max_memory_kib, began)
     finally:
         signals.worker_process_shutdown.send_contained(sender=None, pid=os.getpid(),
                                                        exitcode=0)
 
 
 def _serve_jobs(conn: Connection, context: JobContext, max_tasks: int | None,
-                max_memory_kib: int | None) -> None:
+                max_memory_kib: int | None, began: Began) -> None:
     parent = os.getppid()
     done = 0
     while True:
@@ -84,6 +104,8 @@ def _serve_jobs(conn: Connection, context: JobContext, max_tasks: int | None,
             return
         job, soft = item
         escaped = False
+        began[1] = time.monotonic()
+        began[0] = done + 1  # this job has begun (read by the supervisor)
         try:
             if soft:
                 signal.setitimer(signal.ITIMER_REAL, soft)
@@ -94,6 +116,12 @@ def _serve_jobs(conn: Connection, context: JobContext, max_tasks: int | None,
             outcome, escaped = crashed(job, exc), True
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            # Here, not in the worker: a child is never stopped but killed, so what it
+            # returns stands (the line is the run's, as in Celery's children).
+            outcome = settle(job, outcome)
+        except BaseException as exc:  # a log handler that raises
+            outcome, escaped = crashed(job, exc), True
         done += 1
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         recycle = bool(escaped or (max_tasks and done >= max_tasks)
@@ -127,10 +155,25 @@ def _no_record_half_written() -> Iterator[None]:
 
 
 class _Child:
-    def __init__(self, process: BaseProcess, conn: Connection, generation: int = 0) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, began: Began,
+                 generation: int = 0) -> None:
         self.process = process
         self.conn = conn
+        self.began = began
+        self.sent = 0  # jobs handed to it: the number of the one it runs now
         self.generation = generation  # the pool's restarts when it was forked
+
+    def hand(self, job: ClaimedJob, soft: float | None) -> int:
+        """Send ``job`` to the child; its number, for :meth:`begun`."""
+        self.conn.send((job, soft))
+        self.sent += 1
+        return self.sent
+
+    def begun(self, number: int) -> float | None:
+        """When (monotonic) the child began job ``number``; None if it has not yet."""
+        if self.began[0] < number:
+            return None
+        return float(self.began[1])
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -187,16 +230,17 @@ class ProcessPool(QueuePool):
         with self._lock:
             parent_end, child_end = self._mp.Pipe()
             self._parent_ends.add(parent_end)
+            began = self._mp.RawArray(ctypes.c_double, 2)
             process = self._mp.Process(
                 target=_child_main, name="pgqueue-child", daemon=True,
                 args=(child_end, self.context, self.max_tasks, self.max_memory,
-                      list(self._parent_ends)))
+                      list(self._parent_ends), began))
             try:
                 with _no_record_half_written():
                     process.start()
             finally:
                 child_end.close()
-            child = _Child(process, parent_end, self._generation)
+            child = _Child(process, parent_end, began, self._generation)
             self._children.add(child)
         return child
 
@@ -253,25 +297,41 @@ class ProcessPool(QueuePool):
             return child
         if not child.process.is_alive():
             child = self._replace(child)
-        self.context.started(job)
         hard, soft = self.context.limits(job)
+        # Until the child begins the job, the limit runs from the hand-over: a child that
+        # never gets to it (stuck in worker_process_init) holds the slot no longer.
         deadline = time.monotonic() + hard if hard else None
-        try:
-            child.conn.send((job, soft))
-        except OSError:
-            child = self._replace(child)
-            child.conn.send((job, soft))
+        child, number = self._hand(child, job, soft)
+        started = handed_again = False
         while True:
             # The exit sentinel wakes us when the child dies, with or without EOF; the pid
             # is polled too, for a child whose forked process holds both open.
-            if wait([child.conn, child.process.sentinel], _POLL) \
-                    or not child.process.is_alive():
+            ready = wait([child.conn, child.process.sentinel], _POLL) \
+                or not child.process.is_alive()
+            if not started:
+                began = child.begun(number)
+                if began is not None:  # before its outcome: the child wrote it first
+                    started = True
+                    self.context.started(job)
+                    deadline = began + hard if hard else None
+            if ready:
                 try:
                     if not child.conn.poll():
                         raise EOFError
                     outcome, recycle = child.conn.recv()
                 except (EOFError, OSError):
-                    self.context.finished(self._lost(job, child))
+                    if not started and not handed_again:
+                        # Nothing of the job ran: a new child gets it, at no attempt's
+                        # cost (once: a job that kills children before they begin it
+                        # is lost as any other).
+                        handed_again = True
+                        logger.error("Child %s died before it began %s[%s] (exitcode %s); "
+                                     "handing the job to a new child", child.process.pid,
+                                     job.display, job.id, child.process.exitcode)
+                        deadline = time.monotonic() + hard if hard else None
+                        child, number = self._hand(self._replace(child), job, soft)
+                        continue
+                    self._lost(job, child)
                     return self._replace(child)
                 self.context.finished(outcome)
                 if recycle:
@@ -280,23 +340,35 @@ class ProcessPool(QueuePool):
                 return child
             if deadline is not None and time.monotonic() > deadline:
                 assert hard is not None
-                logger.error("Task %s[%s] exceeded its time limit (%.1fs): killing child %s",
-                             job.display, job.id, hard, child.process.pid)
+                log_time_limit(job, hard, f"killing child {child.process.pid}")
                 # Recorded first: nothing that waits for the child may delay the outcome.
                 self.context.finished(time_limit_outcome(job, hard))
                 self._kill(child)
+                time_limit_reached(self.context, job, hard)
                 return self._spawn()
             if self._terminated(job):
                 self.context.finished(terminated_outcome(self.context, job, signal.SIGKILL))
                 self._kill(child)
                 return self._spawn()
 
+    def _hand(self, child: _Child, job: ClaimedJob, soft: float | None
+              ) -> tuple[_Child, int]:
+        """Send ``job`` to ``child`` (to a new child if its pipe is gone): the child that
+        has it, and the job's number there (:meth:`_Child.begun`)."""
+        try:
+            return child, child.hand(job, soft)
+        except OSError:
+            child = self._replace(child)
+            return child, child.hand(job, soft)
+
     def _terminated(self, job: ClaimedJob) -> bool:
         with self._lock:
             return self._terminate.take(job.id)
 
-    def _lost(self, job: ClaimedJob, child: _Child) -> Outcome:
-        """The child died with the job: retry while retries remain, else WorkerLostError."""
+    def _lost(self, job: ClaimedJob, child: _Child) -> None:
+        """The child died with the job: retry while retries remain, else WorkerLostError
+        (and ``task_failure``, as Celery's parent sends it for a child whose hooks died
+        with it)."""
         child.reap(1)
         code = child.process.exitcode
         error = WorkerLostError(f"Worker exited prematurely: exitcode {code} "
@@ -304,6 +376,8 @@ class ProcessPool(QueuePool):
         logger.error("Task %s[%s] raised %s; replacing child %s", job.display, job.id, error,
                      child.process.pid)
         if job.max_retries is None or job.attempt <= job.max_retries:
-            return Outcome(job.id, job.attempt, states.RETRY, error=f"WorkerLostError: {error}",
-                           run_at=utcnow())
-        return failure(job, error, with_traceback=False)
+            self.context.finished(Outcome(job.id, job.attempt, states.RETRY,
+                                          error=f"WorkerLostError: {error}", run_at=utcnow()))
+            return
+        self.context.finished(failure(job, error, with_traceback=False))
+        hooks.failed_outside(self.context.app.tasks.get(job.task), job, error)

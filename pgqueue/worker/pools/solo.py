@@ -7,6 +7,11 @@ handed over: it then never runs. The task runs in the claim loop's thread, so on
 catches the interruption and goes on holds the worker until it returns (use ``-P
 threads`` or ``-P processes`` for tasks that may); the job stays REVOKED, and what the
 task returns then is logged at INFO and dropped.
+
+Time limits: ``soft_time_limit`` raises :class:`SoftTimeLimitExceeded` in the task; at the
+hard ``time_limit`` the job is recorded FAILURE (``task_failure`` is sent) and
+:class:`TimeLimitExceeded` is raised in the task. One that swallows it holds the worker
+until it returns, as for a terminate, and stays FAILURE.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from pgqueue.worker.pools.base import (
     Slots,
     TerminateFirst,
     ended_after_stop,
+    log_time_limit,
+    settle_run,
     terminated_outcome,
+    time_limit_outcome,
+    time_limit_reached,
 )
 
 
@@ -54,9 +63,12 @@ class SoloPool(Slots):
 
     def _run(self, job: ClaimedJob) -> None:
         hard, soft = self.context.limits(job)
-        limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
-        exc_type = SoftTimeLimitExceeded if soft and limit == soft else TimeLimitExceeded
-        timer = threading.Timer(limit, self._slot.interrupt, (job, exc_type)) if limit else None
+        timers = []
+        if soft:
+            timers.append(threading.Timer(soft, self._slot.interrupt,
+                                          (job, SoftTimeLimitExceeded)))
+        if hard:
+            timers.append(threading.Timer(hard, self._overrun, (job, hard)))
         with self._lock:
             first = self._terminate_first.take(job.id)
             if not first:
@@ -64,7 +76,7 @@ class SoloPool(Slots):
         if first:
             self.context.finished(terminated_outcome(self.context, job))
             return
-        if timer is not None:
+        for timer in timers:
             timer.daemon = True
             timer.start()
         try:
@@ -76,12 +88,19 @@ class SoloPool(Slots):
             outcome = failure(job, exc, with_traceback=False)  # landed outside the task
         finally:
             self._slot.end()
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
-        if job.stopped is not None:  # terminated, and the task swallowed it
-            ended_after_stop(job, outcome.state)
-            return
-        self.context.finished(outcome)
+        settle_run(self.context, job, outcome)  # job.stopped is final once end() returned
+
+    def _overrun(self, job: ClaimedJob, limit: float) -> None:
+        """At the hard time limit (in the timer's thread): record the failure, interrupt
+        the task, then send task_failure."""
+        if not self._slot.stop(job, states.FAILURE):
+            return  # it ended meanwhile, or was terminated
+        self.context.finished(time_limit_outcome(job, limit))
+        log_time_limit(job, limit, "recorded FAILURE, interrupting it")
+        self._slot.interrupt(job, TimeLimitExceeded)
+        time_limit_reached(self.context, job, limit)
 
     def take_unstarted(self) -> list[ClaimedJob]:
         return []

@@ -9,7 +9,8 @@ at the hard ``time_limit`` the job is recorded FAILURE and its slot goes to a ne
 killed: a task that catches the exception and goes on keeps running, so after
 ``TERMINATE_GRACE`` its thread is abandoned as past a hard time limit, and a new thread
 takes its slot. What it returns later is logged at INFO and dropped: it counts nowhere
-(``processed``, metrics), and fires no hook of another ending than the one recorded.
+(``processed``, metrics), logs no "succeeded" line, and fires no hook of another ending
+than the one recorded.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from pgqueue.worker.pools.base import (
     QueuePool,
     RunningJob,
     TerminateFirst,
-    ended_after_stop,
+    log_time_limit,
+    settle_run,
     terminated_outcome,
     time_limit_outcome,
+    time_limit_reached,
 )
 
 logger = logging.getLogger("pgqueue.worker")
@@ -102,18 +105,18 @@ class ThreadPool(QueuePool):
             self._running.pop(job.id, None)
             for timer in timers:
                 timer.cancel()
-        if job.stopped is not None:  # final once end() returned: see RunningJob.stop
-            ended_after_stop(job, outcome.state)
-            return
-        self.context.finished(outcome)
+        settle_run(self.context, job, outcome)  # job.stopped is final once end() returned
 
     def _overrun(self, executor: Executor, job: ClaimedJob, limit: float) -> None:
-        """At the hard time limit: record the failure, and free the slot."""
+        """At the hard time limit: record the failure, free the slot, interrupt the task,
+        then send task_failure."""
         if not executor.stop(job, states.FAILURE):
             return  # it ended meanwhile, or was terminated
         self.context.finished(time_limit_outcome(job, limit))
+        log_time_limit(job, limit, "recorded FAILURE, interrupting it")
         if self._abandon(executor, job, f"exceeded its time limit ({limit:.1f}s)"):
             executor.interrupt(job, TimeLimitExceeded)
+        time_limit_reached(self.context, job, limit)
 
     def _abandon(self, executor: Executor, job: ClaimedJob, why: str) -> bool:
         """Give the slot of ``executor``, still running ``job`` (settled already), to a
