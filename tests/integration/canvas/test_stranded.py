@@ -287,8 +287,10 @@ def test_a_step_edited_to_wait_for_nothing_is_failed(
     db.execute("DELETE FROM canvas_edges WHERE before = %s", [unwaited.id])
     with running_worker(app):
         assert counted.parent.parent.get(timeout=GET) == 2
-    # a step's id changed by hand: its edge points at nothing, it waits for nothing
-    db.execute("UPDATE canvas_steps SET id = gen_random_uuid() WHERE id = %s", [renamed.id])
+    # a step's id changed by hand (and its job into nonsense): its edge points at
+    # nothing, it waits for nothing
+    db.execute("UPDATE canvas_steps SET id = gen_random_uuid(), job = '[1]' WHERE id = %s",
+               [renamed.id])
     sweeper = StepSweeper(app.queries, grace=GRACE)
     sweep_until(sweeper, conn, lambda: waiting(db)[0] == 0, "the stranded steps ended")
     assert len(sweeper.ended) == 4
