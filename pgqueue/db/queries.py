@@ -41,6 +41,15 @@ def _replace_results(rows: str) -> str:
             RETURNING 1)"""
 
 
+def _since(id_expr: str) -> str:
+    """The earliest finish time a result of the id ``id_expr`` can have (see
+    _replace_results): the time in the id, or -infinity for an id in results_early. A
+    bound on ``finished_at`` that prunes the partitions of the days before it."""
+    return (f"(CASE WHEN (SELECT 1 FROM {{schema}}.results_early x WHERE x.id = {id_expr})"
+            f" IS NULL THEN {{schema}}.result_id_since({id_expr})"
+            " ELSE '-infinity'::timestamptz END)")
+
+
 # In the INSERT that follows _replace_results: it reads `replaced` (once, before its first
 # row), so the DELETE has run before it inserts. A data-modifying WITH that nothing reads
 # runs after the main statement, and on a plain results table (its primary key on id) the
@@ -659,7 +668,7 @@ TEMPLATES: dict[str, str] = {
         ), steps_moved AS (
             DELETE FROM {{schema}}.canvas_steps
              WHERE id = ANY(%(ids)s::uuid[])
-            RETURNING id, job ->> 'queue' AS queue, task,
+            RETURNING id, coalesce(job ->> 'queue', 'default') AS queue, task,
                       coalesce(job -> 'args', '[]') AS args,
                       coalesce(job -> 'kwargs', jsonb_build_object()) AS kwargs,
                       0::smallint AS priority, 0 AS attempt, NULL::text AS worker,
@@ -705,14 +714,12 @@ TEMPLATES: dict[str, str] = {
     """,
     # A starter job (celery.chain, ... : a periodic workflow) claims its start before it
     # sends the workflow, in the same transaction: NULL when it started it already (a run
-    # after its worker died), else the claim's row. Claims whose starter is no longer live
-    # are pruned (a rescued starter is live until it runs again).
+    # after its worker died), else the claim's row. Two probes of canvas_starts_pkey:
+    # claims whose starter is no longer live are the pruner's (canvas_start_prune), not
+    # every start's (whose NOT EXISTS over all claims became a hash anti-join reading
+    # every row of jobs once a few thousand claims were waiting).
     "canvas_start_claim": """
-        WITH pruned AS (
-            DELETE FROM {schema}.canvas_starts s
-             WHERE s.created_at < now() - interval '1 minute'
-               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = s.starter)
-        ), claimed AS (
+        WITH claimed AS (
             INSERT INTO {schema}.canvas_starts (starter) VALUES (%(starter)s::uuid)
             ON CONFLICT (starter) DO NOTHING
             RETURNING starter
@@ -789,6 +796,120 @@ TEMPLATES: dict[str, str] = {
             RETURNING 1
         )
         SELECT count(*) FROM pruned
+    """,
+    # -- the canvas sweeper (pgqueue.services.sweeper): steps nothing will ever release --
+    # ``limit`` waiting steps in canvas_steps_pkey order after ``after_id`` (NULL: from
+    # the first); of those sent more than ``grace`` seconds ago, the predecessors they
+    # still wait for (an edge in canvas_edges) that are not live (in jobs or, a step
+    # themselves, in canvas_steps): ``gone``; and the steps that wait for nothing any
+    # more, no edge left (rows edited by plain SQL): ``stranded``. Each test is a scalar
+    # subquery on a primary key, never an anti-join that may read a whole table.
+    # Returns the steps read, the last one read, ``gone`` and ``stranded``.
+    "canvas_step_scan": """
+        WITH read AS (
+            SELECT s.id, s.after, s.created_at FROM {schema}.canvas_steps s
+             WHERE s.id > coalesce(%(after_id)s::uuid, '00000000-0000-0000-0000-000000000000')
+             ORDER BY s.id
+             LIMIT %(limit)s
+        ), old AS (
+            SELECT id, after FROM read
+             WHERE created_at < now() - make_interval(secs => %(grace)s)
+        ), pending AS (
+            SELECT o.id AS step, b.id AS before
+              FROM old o, unnest(o.after) AS b(id)
+             WHERE (SELECT 1 FROM {schema}.canvas_edges e
+                     WHERE e.before = b.id AND e.step = o.id) IS NOT NULL
+        ), gone AS (
+            SELECT DISTINCT p.before FROM pending p
+             WHERE (SELECT 1 FROM {schema}.jobs j WHERE j.id = p.before) IS NULL
+               AND (SELECT 1 FROM {schema}.canvas_steps w WHERE w.id = p.before) IS NULL
+        )
+        SELECT (SELECT count(*) FROM read),
+               (SELECT id::text FROM read ORDER BY id DESC LIMIT 1),
+               ARRAY(SELECT before::text FROM gone),
+               ARRAY(SELECT id::text FROM old WHERE id NOT IN (SELECT step FROM pending))
+    """,
+    # The predecessors ``ids`` (``gone`` above, a grace period ago), ended if still
+    # waited for and still not live. Their edges are locked first, so that a second
+    # sweeper (two leaders for a moment) finds them consumed and ends nothing twice.
+    # One with a result (its edges outlived it: a restore or replica that ran without
+    # triggers) has its result row rewritten as it is, which fires canvas_advance on it
+    # ("replayed"). One with no result gets a REVOKED row with the error ``reason``
+    # ("lost"): canvas_advance then stops what waits for it, runs its link_error
+    # callbacks, fails a chord body naming it, exactly as after a revoke. Its task and
+    # queue are unknown; its root (and group, for a chord's member) are those of a step
+    # that waited for it. Results are read by id in the days since the id's time
+    # (every day for an id noted in results_early), as _replace_results reads them.
+    "canvas_lost_end": f"""
+        WITH locked AS (
+            SELECT e.before FROM {{schema}}.canvas_edges e
+             WHERE e.before = ANY(%(ids)s::uuid[])
+             ORDER BY e.before, e.step
+               FOR UPDATE
+        ), lost AS (
+            SELECT DISTINCT l.before AS id FROM locked l
+             WHERE (SELECT 1 FROM {{schema}}.jobs j WHERE j.id = l.before) IS NULL
+               AND (SELECT 1 FROM {{schema}}.canvas_steps w WHERE w.id = l.before) IS NULL
+        ), found AS (
+            SELECT l.id, (SELECT 1 FROM {{schema}}.results r
+                           WHERE r.id = l.id AND r.finished_at >= {_since("l.id")}
+                           LIMIT 1) IS NOT NULL AS final
+              FROM lost l
+        ), replayed AS (
+            UPDATE {{schema}}.results r SET state = r.state
+              FROM found f
+             WHERE f.final AND r.id = f.id AND r.finished_at >= {_since("f.id")}
+            RETURNING r.id
+        ), known AS (
+            SELECT DISTINCT ON (e.before) e.before AS id, s.root_id,
+                   CASE WHEN s.pass = 'list' THEN s.parent_id END AS group_id
+              FROM {{schema}}.canvas_edges e JOIN {{schema}}.canvas_steps s ON s.id = e.step
+             WHERE e.before IN (SELECT id FROM found WHERE NOT final)
+             ORDER BY e.before, s.id
+        ), stored AS (
+            INSERT INTO {{schema}}.results (id, queue, task, state, error, root_id, group_id,
+                                          created_at)
+            SELECT f.id, '<unknown>', '<unknown>', 'REVOKED', %(reason)s, k.root_id,
+                   k.group_id, now()
+              FROM found f LEFT JOIN known k ON k.id = f.id
+             WHERE NOT f.final
+            RETURNING id
+        ), notified AS ({_NOTIFY_DONE.format(finished="stored")})
+        SELECT ARRAY(SELECT id::text FROM stored), ARRAY(SELECT id::text FROM replayed),
+               (SELECT count(*) FROM notified)
+    """,
+    # The steps ``ids`` (``stranded`` above, a grace period ago) that still wait for
+    # nothing: moved into results as FAILURE (MalformedJob, the error ``reason``), which
+    # fires canvas_advance on them: what follows them stops, their link_error callbacks
+    # run. Their row is read only where it holds the right types.
+    "canvas_stranded_fail": f"""
+        WITH moved AS (
+            DELETE FROM {{schema}}.canvas_steps s
+             WHERE s.id = ANY(%(ids)s::uuid[])
+               AND (SELECT 1 FROM unnest(s.after) AS b(id)
+                     WHERE (SELECT 1 FROM {{schema}}.canvas_edges e
+                             WHERE e.before = b.id AND e.step = s.id) IS NOT NULL
+                     LIMIT 1) IS NULL
+            RETURNING s.*
+        ), stored AS (
+            INSERT INTO {{schema}}.results (id, queue, task, state, result, error, args,
+                                          kwargs, parent_id, root_id, group_id, created_at)
+            SELECT m.id, coalesce(m.job ->> 'queue', 'default'), m.task, 'FAILURE',
+                   jsonb_build_object('exc_type', 'MalformedJob',
+                                      'exc_module', 'pgqueue.exceptions',
+                                      'exc_message', jsonb_build_array(%(reason)s::text)),
+                   'MalformedJob: ' || %(reason)s,
+                   CASE WHEN jsonb_typeof(m.job -> 'args') = 'array' THEN m.job -> 'args'
+                        ELSE '[]'::jsonb END,
+                   CASE WHEN jsonb_typeof(m.job -> 'kwargs') = 'object' THEN m.job -> 'kwargs'
+                        ELSE '{{{{}}}}'::jsonb END,
+                   m.parent_id, m.root_id, m.group_id, m.created_at
+              FROM moved m
+             WHERE (SELECT 1 FROM {{schema}}.results r
+                     WHERE r.id = m.id AND r.finished_at >= {_since("m.id")}) IS NULL
+            RETURNING id
+        ), notified AS ({_NOTIFY_DONE.format(finished="stored")})
+        SELECT ARRAY(SELECT id::text FROM stored), (SELECT count(*) FROM notified)
     """,
     "canvas_group_get": "SELECT members::text[] FROM {schema}.canvas_groups WHERE id = %(id)s",
     "canvas_group_forget": "DELETE FROM {schema}.canvas_groups WHERE id = %(id)s",

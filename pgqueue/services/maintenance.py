@@ -1,8 +1,8 @@
 """The loop that runs the background services, and the list of what the leader runs.
 
 Each service (one module each in this package: leader, stager, rescuer, pruner, aging,
-scheduler; the heartbeat is the worker's) is a small class with ``run_once(db)`` (tests
-call it directly) that returns the seconds until it wants to run again.
+scheduler, sweeper; the heartbeat is the worker's) is a small class with ``run_once(db)``
+(tests call it directly) that returns the seconds until it wants to run again.
 :class:`Maintenance` is the thin loop around them. Services marked ``leader_only`` run
 only in the process holding the leader lease; all of them are idempotent, so two leaders
 overlapping for a moment do no harm.
@@ -23,6 +23,7 @@ from pgqueue.services.partitions import Partitioner
 from pgqueue.services.pruner import Pruner
 from pgqueue.services.rescuer import Rescuer
 from pgqueue.services.stager import Stager
+from pgqueue.services.sweeper import StepSweeper
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -51,6 +52,7 @@ def leader_services(app: App) -> list[Any]:
                worker_ttl=float(conf.worker_lease_seconds) * 4,
                result_expires_failed=conf.seconds("result_expires_failed"),
                archive_schema=conf.result_archive_schema),
+        StepSweeper(app.queries),  # workflow steps whose predecessor is lost
         *optional_services(app),
     ]
 
