@@ -186,29 +186,38 @@ def add_history(adapter: Any, rows: int, per_day: int) -> dict[str, float]:
 
     db = adapter.db
     started = time.perf_counter()
-    days = -(-rows // per_day)
-    for day in range(days, 0, -1):
-        n = min(per_day, rows - (days - day) * per_day)
-        db.execute(_schema_sql("SELECT {s}.results_partition_add("
-                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", SCHEMA),
-                   {"day": day})
-        db.execute(_schema_sql(
-            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
-            "                         finished_at) "
-            "SELECT gen_random_uuid(), 'default', %(task)s,"
-            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
-            "       d - interval '1 minute', d - interval '1 second', d "
-            "  FROM generate_series(1, %(n)s) AS i,"
-            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
-            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
-            "                       * interval '1 second') AS t(d)", SCHEMA),
-            {"task": BACKLOG_TASK, "n": n, "day": day})
-        env.log(f"history: {(days - day + 1) * per_day:,} rows")
+    days = _insert_history(db, SCHEMA, rows, per_day, "gen_random_uuid()")
     timings = {"insert_s": time.perf_counter() - started, "days": float(days)}
     started = time.perf_counter()
     db.execute(_schema_sql("VACUUM ANALYZE {s}.results", SCHEMA))
     timings["vacuum_s"] = time.perf_counter() - started
     return timings
+
+
+def _insert_history(db: psycopg.Connection[Any], schema: str, rows: int, per_day: int,
+                    ids: str) -> int:
+    """``rows`` finished results of BACKLOG_TASK (1% FAILURE), ``per_day`` on each day
+    before today, each day's in its partition (added first; a plain table takes them as
+    they come), ids made by the SQL ``ids``; set-based, one statement per day. The days."""
+    days = -(-rows // per_day)
+    for day in range(days, 0, -1):
+        n = min(per_day, rows - (days - day) * per_day)
+        db.execute(_schema_sql("SELECT {s}.results_partition_add("
+                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", schema),
+                   {"day": day})
+        db.execute(_schema_sql(
+            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
+            "                         finished_at) "
+            f"SELECT {ids}, 'default', %(task)s,"
+            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
+            "       d - interval '1 minute', d - interval '1 second', d "
+            "  FROM generate_series(1, %(n)s) AS i,"
+            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
+            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
+            "                       * interval '1 second') AS t(d)", schema),
+            {"task": BACKLOG_TASK, "n": n, "day": day})
+        env.log(f"{schema}: {(days - day + 1) * per_day:,} history rows")
+    return days
 
 
 def get_latency_ms(adapter: Any, probes: int, kind: str = "v7") -> dict[str, float]:
@@ -482,25 +491,7 @@ def ab_add_history(db: psycopg.Connection[Any], schema: str, rows: int,
     """``rows`` results, ``per_day`` on each day before today (1% FAILURE), UUIDv7 ids
     made a minute before each finish; set-based, one statement per day."""
     started = time.perf_counter()
-    days = -(-rows // per_day)
-    for day in range(days, 0, -1):
-        n = min(per_day, rows - (days - day) * per_day)
-        db.execute(_schema_sql("SELECT {s}.results_partition_add("
-                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", schema),
-                   {"day": day})
-        db.execute(_schema_sql(
-            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
-            "                         finished_at) "
-            f"SELECT {_HISTORY_ID},"
-            "       'default', 'backlog',"
-            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
-            "       d - interval '1 minute', d - interval '1 second', d "
-            "  FROM generate_series(1, %(n)s) AS i,"
-            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
-            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
-            "                       * interval '1 second') AS t(d)", schema),
-            {"n": n, "day": day})
-        env.log(f"{schema}: {(days - day + 1) * per_day:,} history rows")
+    days = _insert_history(db, schema, rows, per_day, _HISTORY_ID)
     db.execute(_schema_sql("VACUUM ANALYZE {s}.results", schema))
     return {"seconds": time.perf_counter() - started, "days": float(days)}
 
@@ -562,29 +553,12 @@ def ab_get(code: Any, schema: str, probes: int) -> dict[str, float]:
 def ab_drain(db: psycopg.Connection[Any], code: Any, schema: str, jobs: int,
              concurrency: int) -> dict[str, float]:
     """One worker of ``code`` draining ``jobs`` noop_stored jobs: rate, CPU per job."""
-    from .flow import _backends, _left, _stop, _workers
-    from .measure import CpuMeter, TreeMeter
+    from .flow import _stop, _workers, time_drain
 
     ab_fill_jobs(db, schema, jobs)
     procs = _workers(code, schema, 1, concurrency)
-    worker_cpu, server_cpu = TreeMeter([p.pid for p in procs]), CpuMeter(lambda: _backends(db))
     try:
-        deadline = time.monotonic() + 120
-        while (left := _left(db, schema)) >= jobs:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{schema}: the worker of {code} took no job in 120 s")
-            time.sleep(0.005)
-        started, first = time.perf_counter(), left
-        worker_cpu.start()
-        server_cpu.start()
-        while _left(db, schema) > 0:
-            if time.perf_counter() - started > 600:
-                raise RuntimeError(f"{schema}: drain did not end in 600 s")
-            time.sleep(0.005)
-            server_cpu.sample()
-        seconds = time.perf_counter() - started
-        return {"rate": first / seconds, "worker_cpu_us": worker_cpu.stop() / first * 1e6,
-                "server_cpu_us": server_cpu.stop() / first * 1e6}
+        return time_drain(db, schema, jobs, procs)
     finally:
         _stop(procs)
         # what autovacuum does within a minute of a partition's first rows: without
