@@ -21,6 +21,7 @@ runs in the orchestrator.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -396,8 +397,6 @@ def main_history(plan_quick: bool, history: int | None, per_day: int | None,
                  run_scenario: Callable[..., dict[str, Any]],
                  config: str | None = None) -> int:
     """The history check alone (``--scale --history N``)."""
-    import json
-
     config = config or HOLD_CONFIGS["pgqueue"]
     jobs = 3_000 if plan_quick else 20_000
     history = history or (300_000 if plan_quick else 10_000_000)
@@ -405,16 +404,10 @@ def main_history(plan_quick: bool, history: int | None, per_day: int | None,
     result = run_scenario("pgqueue", "scale_history", {
         "config": config, "jobs": jobs, "history": history, "per_day": per_day,
         "probes": 60 if plan_quick else 300})
-    env.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (env.RESULTS_DIR / f"history-{stamp}.json").write_text(json.dumps(result, indent=1))
-    text = (report_history(result) if "error" not in result
-            else f"History check failed: {result['error']}")
-    (env.RESULTS_DIR / "latest-history.md").write_text(text + "\n")
-    print()
-    print(text)
-    print(f"\nWorker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
-          f"bench/results/history-{stamp}.json")
+    written = _publish("history", result, lambda: (
+        report_history(result) if "error" not in result
+        else f"History check failed: {result['error']}"))
+    print(f"\nWorker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: {written}")
     return 0
 
 
@@ -425,8 +418,6 @@ def main(plan_quick: bool, hold: float | None, backlog: int | None,
          run_scenario: Callable[..., dict[str, Any]], config: str | None = None,
          systems: list[str] | None = None) -> int:
     """The backlog check (pgqueue), then the open-transaction check for each system."""
-    import json
-
     config = config or HOLD_CONFIGS["pgqueue"]
     jobs = 3_000 if plan_quick else 20_000
     backlog = backlog or (100_000 if plan_quick else 1_000_000)
@@ -442,23 +433,33 @@ def main(plan_quick: bool, hold: float | None, backlog: int | None,
         hold_results.append(run_scenario(name, "scale_hold", {
             "config": config if name == "pgqueue" else HOLD_CONFIGS[name], "jobs": jobs,
             "hold": hold}))
+
+    def report() -> str:
+        out = [report_backlog(backlog_result) if "error" not in backlog_result
+               else f"Backlog check failed: {backlog_result['error']}"]
+        for result in hold_results:
+            out.append(report_hold(result) if "error" not in result
+                       else f"Open-transaction check failed: {result['error']}")
+        return "\n\n".join(out)
+
+    written = _publish("scale", {"backlog": backlog_result, "hold": hold_results}, report)
+    print(f"\nBacklog check worker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
+          f"{written}")
+    return 0
+
+
+def _publish(kind: str, result: Any, report: Callable[[], str]) -> str:
+    """``result`` in bench/results/KIND-<time>.json (first: a report that fails loses
+    no figure), then what ``report`` makes of it in latest-KIND.md and on stdout; the
+    JSON file's path from the checkout's root."""
     env.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (env.RESULTS_DIR / f"scale-{stamp}.json").write_text(json.dumps(
-        {"backlog": backlog_result, "hold": hold_results}, indent=1))
-    out = []
-    out.append(report_backlog(backlog_result) if "error" not in backlog_result
-               else f"Backlog check failed: {backlog_result['error']}")
-    for result in hold_results:
-        out.append(report_hold(result) if "error" not in result
-                   else f"Open-transaction check failed: {result['error']}")
-    text = "\n\n".join(out)
-    (env.RESULTS_DIR / "latest-scale.md").write_text(text + "\n")
+    path = env.RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    text = report()
+    (env.RESULTS_DIR / f"latest-{kind}.md").write_text(text + "\n")
     print()
     print(text)
-    print(f"\nBacklog check worker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
-          f"bench/results/scale-{stamp}.json")
-    return 0
+    return str(path.relative_to(env.REPO_ROOT))
 
 
 # -- history A/B (``python -m bench.scale``) ----------------------------------------------
@@ -538,7 +539,6 @@ print(json.dumps(out))
 
 
 def ab_get(code: Any, schema: str, probes: int) -> dict[str, float]:
-    import json
     import os
     import subprocess
     import sys
@@ -624,8 +624,6 @@ def report_ab(result: dict[str, Any], layouts: list[str]) -> str:
 
 def main_ab(argv: list[str] | None = None) -> int:
     import argparse
-    import json
-
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=(
         "History A/B: drain and AsyncResult.get() with an empty history, with N results, "
         "and with the history gone again, this checkout and a baseline in turns"))
@@ -642,12 +640,7 @@ def main_ab(argv: list[str] | None = None) -> int:
     result = ab_history(layouts, options.baseline, options.history, options.per_day,
                         options.rounds, options.drain_jobs, options.probes,
                         options.concurrency)
-    env.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (env.RESULTS_DIR / f"history-ab-{stamp}.json").write_text(json.dumps(result, indent=1))
-    text = report_ab(result, layouts)
-    (env.RESULTS_DIR / "latest-history-ab.md").write_text(text + "\n")
-    print(text)
+    _publish("history-ab", result, lambda: report_ab(result, layouts))
     return 0
 
 
