@@ -35,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from . import env
-from .measure import CpuMeter, TreeMeter
+from .measure import CpuMeter, TreeMeter, observe_drain
 
 QUEUE = "default"
 
@@ -113,7 +113,7 @@ def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
           ungated: bool = False, task: str = "noop", keep_column: bool = False,
           strip: Callable[[psycopg.Connection[Any], str], None] | None = None
           ) -> dict[str, float]:
-    """One worker draining ``jobs`` jobs of ``task`` (start-up not counted): jobs per
+    """One worker draining ``jobs`` jobs of ``task`` (:func:`time_drain`): jobs per
     second, and worker and Postgres CPU per job (µs; steadier than the rate on a loaded
     machine). ``ungated``: the bench-only baseline without flow control; ``strip``
     changes the fresh schema before the fill (a bench-only baseline's)."""
@@ -124,21 +124,28 @@ def drain(db: psycopg.Connection[Any], code: Path, schema: str, jobs: int,
         strip(db, schema)
     _fill(db, schema, task, jobs)
     procs = _workers(code, schema, 1, 100, UNGATED_APP if ungated else APP)
-    worker_cpu, server_cpu = TreeMeter([p.pid for p in procs]), CpuMeter(lambda: _backends(db))
     try:
-        while (left := _left(db, schema)) >= jobs:
-            time.sleep(0.005)
-        started, first = time.perf_counter(), left
-        worker_cpu.start()
-        server_cpu.start()
-        while _left(db, schema) > 0:
-            time.sleep(0.005)
-            server_cpu.sample()
-        seconds = time.perf_counter() - started
-        return {"rate": first / seconds, "worker_cpu_us": worker_cpu.stop() / first * 1e6,
-                "server_cpu_us": server_cpu.stop() / first * 1e6}
+        return time_drain(db, schema, jobs, procs)
     finally:
         _stop(procs)
+
+
+def time_drain(db: psycopg.Connection[Any], schema: str, jobs: int, procs: list[Any],
+               timeout: float = 720.0) -> dict[str, float]:
+    """The clock of :func:`drain` (and bench.scale's history A/B): ``procs``, started on a
+    queue of ``jobs`` jobs, emptying it, polled every 5 ms from the harness's connection
+    (start-up not counted; a worker that exits, or ``timeout`` seconds, ends it with an
+    error). Jobs per second, and worker and Postgres CPU per job in µs."""
+    def alive() -> None:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a worker on {schema} exited with {proc.returncode}: "
+                                   f"see {env.RESULTS_DIR / 'logs'}")
+
+    result = observe_drain(jobs, lambda: _left(db, schema), TreeMeter([p.pid for p in procs]),
+                           CpuMeter(lambda: _backends(db)), alive, timeout, every=0.005)
+    figures = result.as_dict()
+    return {figure: figures[figure] for figure in ("rate", "worker_cpu_us", "server_cpu_us")}
 
 
 def limited(db: psycopg.Connection[Any], code: Path, schema: str, rate: float,

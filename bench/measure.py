@@ -219,6 +219,7 @@ def observe_drain(
     server: CpuMeter,
     check: Callable[[], None],
     timeout: float,
+    every: float | None = None,
 ) -> DrainResult:
     """Time a pre-filled queue of ``total`` jobs emptying.
 
@@ -226,6 +227,8 @@ def observe_drain(
     start-up is not counted) and stops at the first poll that sees none; the rate is the
     jobs left at the start divided by the time between. Polls are frequent while waiting
     for the start and near the end, sparse in between, so the poll itself costs little.
+    ``every``: poll every so many seconds instead, sampling ``server`` and calling
+    ``check`` at each poll (bench.flow's A/B clock, whose figures were taken so).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -236,18 +239,21 @@ def observe_drain(
         check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no job finished within {timeout:.0f}s")
-        time.sleep(0.005)
+        time.sleep(every or 0.005)
     worker.start()
     server.start()
     started, at_start = now, left
     last_sample = now
     while left > 0:
-        elapsed = time.perf_counter() - started
-        done = at_start - left
-        rate = done / elapsed if done > 0 and elapsed > 0 else 1000.0
-        # Sleep for a fraction of the expected time left: 5 ms near the end, 200 ms at most.
-        time.sleep(min(0.2, max(0.005, 0.25 * left / rate)))
-        if time.perf_counter() - last_sample > 0.5:
+        if every is None:
+            elapsed = time.perf_counter() - started
+            done = at_start - left
+            rate = done / elapsed if done > 0 and elapsed > 0 else 1000.0
+            # A fraction of the expected time left: 5 ms near the end, 200 ms at most.
+            time.sleep(min(0.2, max(0.005, 0.25 * left / rate)))
+        else:
+            time.sleep(every)
+        if every is not None or time.perf_counter() - last_sample > 0.5:
             server.sample()
             check()
             last_sample = time.perf_counter()

@@ -21,6 +21,7 @@ runs in the orchestrator.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -186,29 +187,38 @@ def add_history(adapter: Any, rows: int, per_day: int) -> dict[str, float]:
 
     db = adapter.db
     started = time.perf_counter()
-    days = -(-rows // per_day)
-    for day in range(days, 0, -1):
-        n = min(per_day, rows - (days - day) * per_day)
-        db.execute(_schema_sql("SELECT {s}.results_partition_add("
-                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", SCHEMA),
-                   {"day": day})
-        db.execute(_schema_sql(
-            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
-            "                         finished_at) "
-            "SELECT gen_random_uuid(), 'default', %(task)s,"
-            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
-            "       d - interval '1 minute', d - interval '1 second', d "
-            "  FROM generate_series(1, %(n)s) AS i,"
-            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
-            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
-            "                       * interval '1 second') AS t(d)", SCHEMA),
-            {"task": BACKLOG_TASK, "n": n, "day": day})
-        env.log(f"history: {(days - day + 1) * per_day:,} rows")
+    days = _insert_history(db, SCHEMA, rows, per_day, "gen_random_uuid()")
     timings = {"insert_s": time.perf_counter() - started, "days": float(days)}
     started = time.perf_counter()
     db.execute(_schema_sql("VACUUM ANALYZE {s}.results", SCHEMA))
     timings["vacuum_s"] = time.perf_counter() - started
     return timings
+
+
+def _insert_history(db: psycopg.Connection[Any], schema: str, rows: int, per_day: int,
+                    ids: str) -> int:
+    """``rows`` finished results of BACKLOG_TASK (1% FAILURE), ``per_day`` on each day
+    before today, each day's in its partition (added first; a plain table takes them as
+    they come), ids made by the SQL ``ids``; set-based, one statement per day. The days."""
+    days = -(-rows // per_day)
+    for day in range(days, 0, -1):
+        n = min(per_day, rows - (days - day) * per_day)
+        db.execute(_schema_sql("SELECT {s}.results_partition_add("
+                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", schema),
+                   {"day": day})
+        db.execute(_schema_sql(
+            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
+            "                         finished_at) "
+            f"SELECT {ids}, 'default', %(task)s,"
+            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
+            "       d - interval '1 minute', d - interval '1 second', d "
+            "  FROM generate_series(1, %(n)s) AS i,"
+            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
+            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
+            "                       * interval '1 second') AS t(d)", schema),
+            {"task": BACKLOG_TASK, "n": n, "day": day})
+        env.log(f"{schema}: {(days - day + 1) * per_day:,} history rows")
+    return days
 
 
 def get_latency_ms(adapter: Any, probes: int, kind: str = "v7") -> dict[str, float]:
@@ -387,8 +397,6 @@ def main_history(plan_quick: bool, history: int | None, per_day: int | None,
                  run_scenario: Callable[..., dict[str, Any]],
                  config: str | None = None) -> int:
     """The history check alone (``--scale --history N``)."""
-    import json
-
     config = config or HOLD_CONFIGS["pgqueue"]
     jobs = 3_000 if plan_quick else 20_000
     history = history or (300_000 if plan_quick else 10_000_000)
@@ -396,16 +404,10 @@ def main_history(plan_quick: bool, history: int | None, per_day: int | None,
     result = run_scenario("pgqueue", "scale_history", {
         "config": config, "jobs": jobs, "history": history, "per_day": per_day,
         "probes": 60 if plan_quick else 300})
-    env.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (env.RESULTS_DIR / f"history-{stamp}.json").write_text(json.dumps(result, indent=1))
-    text = (report_history(result) if "error" not in result
-            else f"History check failed: {result['error']}")
-    (env.RESULTS_DIR / "latest-history.md").write_text(text + "\n")
-    print()
-    print(text)
-    print(f"\nWorker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
-          f"bench/results/history-{stamp}.json")
+    written = _publish("history", result, lambda: (
+        report_history(result) if "error" not in result
+        else f"History check failed: {result['error']}"))
+    print(f"\nWorker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: {written}")
     return 0
 
 
@@ -416,8 +418,6 @@ def main(plan_quick: bool, hold: float | None, backlog: int | None,
          run_scenario: Callable[..., dict[str, Any]], config: str | None = None,
          systems: list[str] | None = None) -> int:
     """The backlog check (pgqueue), then the open-transaction check for each system."""
-    import json
-
     config = config or HOLD_CONFIGS["pgqueue"]
     jobs = 3_000 if plan_quick else 20_000
     backlog = backlog or (100_000 if plan_quick else 1_000_000)
@@ -433,23 +433,33 @@ def main(plan_quick: bool, hold: float | None, backlog: int | None,
         hold_results.append(run_scenario(name, "scale_hold", {
             "config": config if name == "pgqueue" else HOLD_CONFIGS[name], "jobs": jobs,
             "hold": hold}))
+
+    def report() -> str:
+        out = [report_backlog(backlog_result) if "error" not in backlog_result
+               else f"Backlog check failed: {backlog_result['error']}"]
+        for result in hold_results:
+            out.append(report_hold(result) if "error" not in result
+                       else f"Open-transaction check failed: {result['error']}")
+        return "\n\n".join(out)
+
+    written = _publish("scale", {"backlog": backlog_result, "hold": hold_results}, report)
+    print(f"\nBacklog check worker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
+          f"{written}")
+    return 0
+
+
+def _publish(kind: str, result: Any, report: Callable[[], str]) -> str:
+    """``result`` in bench/results/KIND-<time>.json (first: a report that fails loses
+    no figure), then what ``report`` makes of it in latest-KIND.md and on stdout; the
+    JSON file's path from the checkout's root."""
     env.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (env.RESULTS_DIR / f"scale-{stamp}.json").write_text(json.dumps(
-        {"backlog": backlog_result, "hold": hold_results}, indent=1))
-    out = []
-    out.append(report_backlog(backlog_result) if "error" not in backlog_result
-               else f"Backlog check failed: {backlog_result['error']}")
-    for result in hold_results:
-        out.append(report_hold(result) if "error" not in result
-                   else f"Open-transaction check failed: {result['error']}")
-    text = "\n\n".join(out)
-    (env.RESULTS_DIR / "latest-scale.md").write_text(text + "\n")
+    path = env.RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    text = report()
+    (env.RESULTS_DIR / f"latest-{kind}.md").write_text(text + "\n")
     print()
     print(text)
-    print(f"\nBacklog check worker: pgqueue {config}; {jobs:,} jobs per drain. Raw results: "
-          f"bench/results/scale-{stamp}.json")
-    return 0
+    return str(path.relative_to(env.REPO_ROOT))
 
 
 # -- history A/B (``python -m bench.scale``) ----------------------------------------------
@@ -482,25 +492,7 @@ def ab_add_history(db: psycopg.Connection[Any], schema: str, rows: int,
     """``rows`` results, ``per_day`` on each day before today (1% FAILURE), UUIDv7 ids
     made a minute before each finish; set-based, one statement per day."""
     started = time.perf_counter()
-    days = -(-rows // per_day)
-    for day in range(days, 0, -1):
-        n = min(per_day, rows - (days - day) * per_day)
-        db.execute(_schema_sql("SELECT {s}.results_partition_add("
-                               "(now() AT TIME ZONE 'UTC')::date - %(day)s)", schema),
-                   {"day": day})
-        db.execute(_schema_sql(
-            "INSERT INTO {s}.results (id, queue, task, state, result, created_at, started_at,"
-            "                         finished_at) "
-            f"SELECT {_HISTORY_ID},"
-            "       'default', 'backlog',"
-            "       CASE WHEN i %% 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, to_jsonb(i),"
-            "       d - interval '1 minute', d - interval '1 second', d "
-            "  FROM generate_series(1, %(n)s) AS i,"
-            "       LATERAL (SELECT ((now() AT TIME ZONE 'UTC')::date - %(day)s)::timestamp"
-            "                       AT TIME ZONE 'UTC' + i * (86399.0 / %(n)s)"
-            "                       * interval '1 second') AS t(d)", schema),
-            {"n": n, "day": day})
-        env.log(f"{schema}: {(days - day + 1) * per_day:,} history rows")
+    days = _insert_history(db, schema, rows, per_day, _HISTORY_ID)
     db.execute(_schema_sql("VACUUM ANALYZE {s}.results", schema))
     return {"seconds": time.perf_counter() - started, "days": float(days)}
 
@@ -547,7 +539,6 @@ print(json.dumps(out))
 
 
 def ab_get(code: Any, schema: str, probes: int) -> dict[str, float]:
-    import json
     import os
     import subprocess
     import sys
@@ -562,29 +553,12 @@ def ab_get(code: Any, schema: str, probes: int) -> dict[str, float]:
 def ab_drain(db: psycopg.Connection[Any], code: Any, schema: str, jobs: int,
              concurrency: int) -> dict[str, float]:
     """One worker of ``code`` draining ``jobs`` noop_stored jobs: rate, CPU per job."""
-    from .flow import _backends, _left, _stop, _workers
-    from .measure import CpuMeter, TreeMeter
+    from .flow import _stop, _workers, time_drain
 
     ab_fill_jobs(db, schema, jobs)
     procs = _workers(code, schema, 1, concurrency)
-    worker_cpu, server_cpu = TreeMeter([p.pid for p in procs]), CpuMeter(lambda: _backends(db))
     try:
-        deadline = time.monotonic() + 120
-        while (left := _left(db, schema)) >= jobs:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{schema}: the worker of {code} took no job in 120 s")
-            time.sleep(0.005)
-        started, first = time.perf_counter(), left
-        worker_cpu.start()
-        server_cpu.start()
-        while _left(db, schema) > 0:
-            if time.perf_counter() - started > 600:
-                raise RuntimeError(f"{schema}: drain did not end in 600 s")
-            time.sleep(0.005)
-            server_cpu.sample()
-        seconds = time.perf_counter() - started
-        return {"rate": first / seconds, "worker_cpu_us": worker_cpu.stop() / first * 1e6,
-                "server_cpu_us": server_cpu.stop() / first * 1e6}
+        return time_drain(db, schema, jobs, procs)
     finally:
         _stop(procs)
         # what autovacuum does within a minute of a partition's first rows: without
@@ -650,8 +624,6 @@ def report_ab(result: dict[str, Any], layouts: list[str]) -> str:
 
 def main_ab(argv: list[str] | None = None) -> int:
     import argparse
-    import json
-
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=(
         "History A/B: drain and AsyncResult.get() with an empty history, with N results, "
         "and with the history gone again, this checkout and a baseline in turns"))
@@ -668,12 +640,7 @@ def main_ab(argv: list[str] | None = None) -> int:
     result = ab_history(layouts, options.baseline, options.history, options.per_day,
                         options.rounds, options.drain_jobs, options.probes,
                         options.concurrency)
-    env.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (env.RESULTS_DIR / f"history-ab-{stamp}.json").write_text(json.dumps(result, indent=1))
-    text = report_ab(result, layouts)
-    (env.RESULTS_DIR / "latest-history-ab.md").write_text(text + "\n")
-    print(text)
+    _publish("history-ab", result, lambda: report_ab(result, layouts))
     return 0
 
 

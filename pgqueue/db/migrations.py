@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,19 +83,12 @@ def migrate(dsn: str, schema: str, *, roles: bool = False,
     create roles; when it may not, ``report`` gets one line and the schema is migrated
     all the same.
     """
-    queries = Queries(schema)
-    with db.connect(dsn, autocommit=False) as conn:
-        try:
-            with conn.transaction():
-                conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
-                todo = pending(conn, schema)
-                if todo:
-                    _apply(conn, queries, todo)
-                if roles:
-                    group_roles.ensure(conn, schema, report or logger.warning)
-        except psycopg.errors.InsufficientPrivilege as error:
-            raise _refused(conn, schema, error) from None
-        return todo
+    with _locked(dsn, schema) as (conn, queries, todo):
+        if todo:
+            _apply(conn, queries, todo)
+        if roles:
+            group_roles.ensure(conn, schema, report or logger.warning)
+    return todo
 
 
 def partition_results(dsn: str, schema: str) -> bool:
@@ -103,21 +97,31 @@ def partition_results(dsn: str, schema: str) -> bool:
     (every migration applied, else :class:`SchemaMissing`), by the role that owns the
     tables; holds ``results`` locked while it copies the rows.
     """
+    with _locked(dsn, schema) as (conn, queries, todo):
+        if todo:
+            raise SchemaMissing(
+                f"schema {schema!r} lacks migration {todo[0].path.name}: run "
+                f"`pgqueue migrate` before converting its results")
+        conn.execute(queries["schema_search_path"])
+        row = conn.execute(queries["results_partition"]).fetchone()
+    return bool(row and row[0])
+
+
+@contextmanager
+def _locked(dsn: str, schema: str
+            ) -> Iterator[tuple[psycopg.Connection[Any], Queries, list[Migration]]]:
+    """One transaction that holds the schema's migration lock (concurrent migrations and
+    conversions wait for each other): its connection, the schema's queries and the
+    migrations still pending. Committed when the block ends; a grant the block lacks is
+    raised as :class:`PermissionDenied`, on one line."""
     queries = Queries(schema)
     with db.connect(dsn, autocommit=False) as conn:
         try:
             with conn.transaction():
                 conn.execute(queries["migration_lock"], {"key": f"pgqueue.migrate:{schema}"})
-                todo = pending(conn, schema)
-                if todo:
-                    raise SchemaMissing(
-                        f"schema {schema!r} lacks migration {todo[0].path.name}: run "
-                        f"`pgqueue migrate` before converting its results")
-                conn.execute(queries["schema_search_path"])
-                row = conn.execute(queries["results_partition"]).fetchone()
+                yield conn, queries, pending(conn, schema)
         except psycopg.errors.InsufficientPrivilege as error:
             raise _refused(conn, schema, error) from None
-        return bool(row and row[0])
 
 
 def _apply(conn: psycopg.Connection[Any], queries: Queries, todo: list[Migration]) -> None:

@@ -12,41 +12,21 @@ import pytest
 from pgqueue import App, chain, signature, states
 from pgqueue.exceptions import TaskRevokedError
 from tests.conftest import running_worker, wait_until
+from tests.integration.canvas.conftest import CanvasTasks
 
 GET = 30  # seconds: generous on a loaded machine
 
 
-def make_tasks(app: App) -> dict[str, Any]:
-    @app.task(name="add")
-    def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="mul")
-    def mul(x: int, y: int) -> int:
-        return x * y
-
-    @app.task(name="boom")
-    def boom(*args: Any) -> None:
-        raise ZeroDivisionError("boom")
-
-    @app.task(name="record", bind=True)
-    def record(self: Any, *args: Any) -> list[Any]:
-        return [self.request.id, *args]
-
-    return {"add": add, "mul": mul, "boom": boom, "record": record}
-
-
-def test_pipe_makes_a_chain_not_a_dict_merge(app: App) -> None:
-    t = make_tasks(app)
-    workflow = t["add"].s(2, 2) | t["mul"].s(8)
+def test_pipe_makes_a_chain_not_a_dict_merge(tasks: CanvasTasks) -> None:
+    workflow = tasks.add.s(2, 2) | tasks.mul.s(8)
     assert isinstance(workflow, chain)
     assert [s.task for s in workflow.tasks] == ["add", "mul"]
 
 
-def test_chain_passes_each_result_on(app: App, db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
+def test_chain_passes_each_result_on(
+        app: App, tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
     with running_worker(app):
-        result = (t["add"].s(2, 2) | t["mul"].s(8) | t["add"].s(1)).apply_async()
+        result = (tasks.add.s(2, 2) | tasks.mul.s(8) | tasks.add.s(1)).apply_async()
         assert result.get(timeout=GET) == 33
         assert result.parent.get(timeout=GET) == 32
         assert result.parent.parent.get(timeout=GET) == 4
@@ -61,24 +41,22 @@ def test_chain_passes_each_result_on(app: App, db: psycopg.Connection[Any]) -> N
     assert db.execute("SELECT count(*) FROM canvas_edges").fetchone() == (0,)
 
 
-def test_immutable_step_ignores_the_result(app: App) -> None:
-    t = make_tasks(app)
+def test_immutable_step_ignores_the_result(app: App, tasks: CanvasTasks) -> None:
     with running_worker(app):
-        result = chain(t["add"].s(2, 2), t["mul"].si(3, 3)).apply_async()
+        result = chain(tasks.add.s(2, 2), tasks.mul.si(3, 3)).apply_async()
         assert result.get(timeout=GET) == 9
 
 
-def test_partial_args_go_first(app: App) -> None:
-    t = make_tasks(app)
+def test_partial_args_go_first(app: App, tasks: CanvasTasks) -> None:
     with running_worker(app):
-        assert t["add"].s(2).apply_async((8,)).get(timeout=GET) == 10
-        assert chain(t["add"].s(1), t["mul"].s(10)).apply_async((4,)).get(timeout=GET) == 50
+        assert tasks.add.s(2).apply_async((8,)).get(timeout=GET) == 10
+        assert chain(tasks.add.s(1), tasks.mul.s(10)).apply_async((4,)).get(timeout=GET) == 50
 
 
-def test_failed_step_stops_the_chain(app: App, db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
+def test_failed_step_stops_the_chain(
+        app: App, tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
     with running_worker(app):
-        result = (t["add"].s(1, 1) | t["boom"].s() | t["add"].s(1) | t["mul"].s(2))\
+        result = (tasks.add.s(1, 1) | tasks.boom.s() | tasks.add.s(1) | tasks.mul.s(2))\
             .apply_async()
         with pytest.raises(ZeroDivisionError):
             result.get(timeout=GET)
@@ -94,9 +72,7 @@ def test_failed_step_stops_the_chain(app: App, db: psycopg.Connection[Any]) -> N
     assert db.execute("SELECT count(*) FROM canvas_steps").fetchone() == (0,)
 
 
-def test_link_and_link_error_on_apply_async(app: App) -> None:
-    t = make_tasks(app)
-
+def test_link_and_link_error_on_apply_async(app: App, tasks: CanvasTasks) -> None:
     @app.task(name="on_error")
     def on_error(request: Any, exc: BaseException, traceback: str | None) -> list[Any]:
         return [request.id, request.task, type(exc).__name__, str(exc),
@@ -107,13 +83,13 @@ def test_link_and_link_error_on_apply_async(app: App) -> None:
         return task_id
 
     with running_worker(app):
-        ok = t["add"].apply_async((2, 3), link=t["mul"].s(10))
+        ok = tasks.add.apply_async((2, 3), link=tasks.mul.s(10))
         assert ok.get(timeout=GET) == 5
         child = wait_until(lambda: ok.children, timeout=GET, message="link sent")[0]
         assert child.get(timeout=GET) == 50
 
-        bad = t["boom"].apply_async(link=t["mul"].s(10),
-                                    link_error=[on_error.s(), old_style.s()])
+        bad = tasks.boom.apply_async(link=tasks.mul.s(10),
+                                     link_error=[on_error.s(), old_style.s()])
         with pytest.raises(ZeroDivisionError):
             bad.get(timeout=GET)
         children = wait_until(lambda: len(bad.children) == 3 and bad.children,
@@ -127,10 +103,9 @@ def test_link_and_link_error_on_apply_async(app: App) -> None:
             by_task["mul"].get(timeout=GET)
 
 
-def test_link_to_an_unknown_task_fails_clearly(app: App) -> None:
-    t = make_tasks(app)
+def test_link_to_an_unknown_task_fails_clearly(app: App, tasks: CanvasTasks) -> None:
     with running_worker(app):
-        first = t["add"].apply_async((1, 2), link=signature("no.such.task", app=app))
+        first = tasks.add.apply_async((1, 2), link=signature("no.such.task", app=app))
         assert first.get(timeout=GET) == 3
         child = wait_until(lambda: first.children, timeout=GET, message="link")[0]
         with pytest.raises(Exception, match="never registered"):
@@ -138,9 +113,8 @@ def test_link_to_an_unknown_task_fails_clearly(app: App) -> None:
         assert child.state == states.FAILURE
 
 
-def test_revoking_a_waiting_step_revokes_the_rest(app: App) -> None:
-    t = make_tasks(app)
-    result = (t["add"].s(1, 1) | t["add"].s(1) | t["add"].s(1)).apply_async()
+def test_revoking_a_waiting_step_revokes_the_rest(app: App, tasks: CanvasTasks) -> None:
+    result = (tasks.add.s(1, 1) | tasks.add.s(1) | tasks.add.s(1)).apply_async()
     result.parent.revoke()
     with running_worker(app):
         assert result.parent.parent.get(timeout=GET) == 2
@@ -149,11 +123,11 @@ def test_revoking_a_waiting_step_revokes_the_rest(app: App) -> None:
         assert result.state == states.REVOKED
 
 
-def test_stale_finish_does_not_advance(app: App, db: psycopg.Connection[Any]) -> None:
+def test_stale_finish_does_not_advance(
+        app: App, tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
     """A finish fenced out (the job is not this worker's attempt) moves nothing, and
     nothing follows from it."""
-    t = make_tasks(app)
-    result = (t["add"].s(1, 1) | t["add"].s(1)).apply_async()
+    result = (tasks.add.s(1, 1) | tasks.add.s(1)).apply_async()
     first = result.parent
     db.execute("UPDATE jobs SET state = 'started', worker = 'w1', attempt = 1 "
                "WHERE id = %s", (first.id,))
@@ -176,11 +150,10 @@ def test_stale_finish_does_not_advance(app: App, db: psycopg.Connection[Any]) ->
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
 
 
-def test_revoke_workflow_revokes_every_unstarted_step(app: App,
+def test_revoke_workflow_revokes_every_unstarted_step(tasks: CanvasTasks,
                                                       db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
-    result = chain(t["add"].s(1, 1), t["add"].s(1), t["mul"].s(2)).apply_async()
-    other = t["add"].delay(5, 5)
+    result = chain(tasks.add.s(1, 1), tasks.add.s(1), tasks.mul.s(2)).apply_async()
+    other = tasks.add.delay(5, 5)
     revoked = result.revoke_workflow()
     assert len(revoked) == 3
     assert {r[0] for r in db.execute("SELECT state FROM results").fetchall()} == {"REVOKED"}
@@ -190,8 +163,8 @@ def test_revoke_workflow_revokes_every_unstarted_step(app: App,
         result.get(timeout=GET)
 
 
-def test_a_retried_step_retries_alone(app: App, db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
+def test_a_retried_step_retries_alone(
+        app: App, tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
     runs: list[int] = []
 
     @app.task(name="flaky", bind=True, max_retries=3, default_retry_delay=0)
@@ -202,7 +175,7 @@ def test_a_retried_step_retries_alone(app: App, db: psycopg.Connection[Any]) -> 
         return x * 10
 
     with running_worker(app):
-        result = chain(t["add"].s(1, 1), flaky.s(), t["add"].s(1)).apply_async()
+        result = chain(tasks.add.s(1, 1), flaky.s(), tasks.add.s(1)).apply_async()
         assert result.get(timeout=GET) == 21
     assert runs == [2, 2, 2]
     # the step before ran once, the step after once
@@ -210,10 +183,9 @@ def test_a_retried_step_retries_alone(app: App, db: psycopg.Connection[Any]) -> 
         == [("add", 1), ("flaky", 3), ("add", 1)]
 
 
-def test_steps_may_have_task_ids_that_are_not_uuids(app: App) -> None:
-    t = make_tasks(app)
-    result = chain(t["add"].s(1, 1).set(task_id="first-step"),
-                   t["add"].s(1).set(task_id="order-42")).apply_async()
+def test_steps_may_have_task_ids_that_are_not_uuids(app: App, tasks: CanvasTasks) -> None:
+    result = chain(tasks.add.s(1, 1).set(task_id="first-step"),
+                   tasks.add.s(1).set(task_id="order-42")).apply_async()
     assert (result.id, result.parent.id) == ("order-42", "first-step")
     with running_worker(app):
         assert result.get(timeout=GET) == 3

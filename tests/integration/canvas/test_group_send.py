@@ -12,24 +12,9 @@ import pytest
 
 from pgqueue import App, GroupResult, chain, chord, group, utils
 from tests.conftest import running_worker
+from tests.integration.canvas.conftest import CanvasTasks
 
 GET = 60
-
-
-def make_tasks(app: App) -> dict[str, Any]:
-    @app.task(name="add")
-    def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="mul")
-    def mul(x: int, y: int) -> int:
-        return x * y
-
-    @app.task(name="tsum")
-    def tsum(values: list[int]) -> int:
-        return sum(values)
-
-    return {"add": add, "mul": mul, "tsum": tsum}
 
 
 def _members(db: psycopg.Connection[Any], gid: str) -> list[str]:
@@ -39,10 +24,9 @@ def _members(db: psycopg.Connection[Any], gid: str) -> list[str]:
     return list(row[0])
 
 
-def test_flat_group_is_its_jobs_and_one_group_row(app: App,
+def test_flat_group_is_its_jobs_and_one_group_row(app: App, tasks: CanvasTasks,
                                                    db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
-    result = group(t["add"].s(i, i) for i in range(500)).apply_async()
+    result = group(tasks.add.s(i, i) for i in range(500)).apply_async()
     ids = [r.id for r in result.results]
     assert _members(db, result.id) == ids
     assert db.execute("SELECT count(*) FROM canvas_steps").fetchone() == (0,)
@@ -61,10 +45,9 @@ def test_flat_group_is_its_jobs_and_one_group_row(app: App,
         assert result.get(timeout=GET) == [2 * i for i in range(500)]
 
 
-def test_mixed_and_nested_groups_keep_their_order(app: App,
+def test_mixed_and_nested_groups_keep_their_order(app: App, tasks: CanvasTasks,
                                                   db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
-    add, mul = t["add"], t["mul"]
+    add, mul = tasks.add, tasks.mul
     # tasks alternating, a member with options of its own, a nested group, an empty one
     members = [add.s(1, 1), mul.s(2, 3), add.s(2, 2).set(priority=5),
                group(mul.s(3, 3), add.s(4, 4)), group([], app=app), mul.s(5, 5)]
@@ -84,9 +67,9 @@ def test_mixed_and_nested_groups_keep_their_order(app: App,
         assert restored.join(timeout=GET) == [2, 6, 4, 9, 8, 25]
 
 
-def test_members_with_keyword_arguments(app: App, db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
-    result = group(t["add"].s(i, y=1) for i in range(200)).apply_async()
+def test_members_with_keyword_arguments(
+        app: App, tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
+    result = group(tasks.add.s(i, y=1) for i in range(200)).apply_async()
     ids = [r.id for r in result.results]
     assert _members(db, result.id) == ids
     kwargs = db.execute("SELECT args, kwargs FROM jobs ORDER BY id").fetchall()
@@ -96,31 +79,30 @@ def test_members_with_keyword_arguments(app: App, db: psycopg.Connection[Any]) -
 
 
 def test_a_group_past_the_step_limit_is_refused_whole(
-        app: App, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        tasks: CanvasTasks, db: psycopg.Connection[Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from pgqueue import limits
 
-    t = make_tasks(app)
     monkeypatch.setattr(limits, "MAX_CANVAS_STEPS", 100)
     with pytest.raises(ValueError, match="more than 100 steps; send it in parts"):
-        group(t["add"].s(i, i) for i in range(101)).apply_async()
+        group(tasks.add.s(i, i) for i in range(101)).apply_async()
     with pytest.raises(ValueError, match="more than 100 steps"):  # nested, then flat
-        group([group(t["add"].s(i, i) for i in range(60)),
-               *(t["add"].s(i, i) for i in range(41))]).apply_async()
+        group([group(tasks.add.s(i, i) for i in range(60)),
+               *(tasks.add.s(i, i) for i in range(41))]).apply_async()
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM canvas_groups").fetchone() == (0,)
-    assert len(group(t["add"].s(i, i) for i in range(100)).apply_async().results) == 100
+    assert len(group(tasks.add.s(i, i) for i in range(100)).apply_async().results) == 100
 
 
 def test_group_that_a_step_waits_for_keeps_its_results(
-        app: App, db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
-    result = chain(group(t["add"].s(i, i) for i in range(50)), t["tsum"].s()).apply_async()
+        app: App, tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
+    result = chain(group(tasks.add.s(i, i) for i in range(50)), tasks.tsum.s()).apply_async()
     followed = db.execute("SELECT count(*) FROM jobs WHERE options @> "
                           "'{\"followed\": true}'").fetchone()
     assert followed == (50,)  # their results are stored, whatever ignore_result says
     with running_worker(app, concurrency=4):
         assert result.get(timeout=GET) == sum(2 * i for i in range(50))
-    big = chord((t["add"].s(i, 1) for i in range(300)), t["tsum"].s()).apply_async()
+    big = chord((tasks.add.s(i, 1) for i in range(300)), tasks.tsum.s()).apply_async()
     assert _members(db, big.parent.id) == [r.id for r in big.parent.results]
     with running_worker(app, concurrency=4):
         assert big.get(timeout=GET) == sum(i + 1 for i in range(300))
@@ -132,10 +114,9 @@ def test_group_that_a_step_waits_for_keeps_its_results(
     (lambda sig: sig.__setitem__("args", [object()]), "argument 0"),
     (lambda sig: sig.__setitem__("args", ["nul\x00"]), "NUL"),
 ])
-def test_a_bad_member_leaves_nothing(app: App, db: psycopg.Connection[Any],
+def test_a_bad_member_leaves_nothing(tasks: CanvasTasks, db: psycopg.Connection[Any],
                                      spoil: Any, message: str) -> None:
-    t = make_tasks(app)
-    members = [t["add"].s(i, i) for i in range(1000)]
+    members = [tasks.add.s(i, i) for i in range(1000)]
     spoil(members[700])
     with pytest.raises((TypeError, ValueError), match=message) as caught:
         group(members).apply_async()
@@ -145,11 +126,10 @@ def test_a_bad_member_leaves_nothing(app: App, db: psycopg.Connection[Any],
 
 
 def test_a_member_id_taken_by_a_live_job_leaves_nothing(
-        app: App, db: psycopg.Connection[Any]) -> None:
-    t = make_tasks(app)
-    taken = t["add"].apply_async((0, 0))
-    members = [t["add"].s(i, i) for i in range(100)]
-    members[50] = t["add"].s(1, 1).set(task_id=taken.id)
+        tasks: CanvasTasks, db: psycopg.Connection[Any]) -> None:
+    taken = tasks.add.apply_async((0, 0))
+    members = [tasks.add.s(i, i) for i in range(100)]
+    members[50] = tasks.add.s(1, 1).set(task_id=taken.id)
     with pytest.raises(Exception, match="already exists"):
         group(members).apply_async()
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)

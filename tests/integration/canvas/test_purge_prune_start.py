@@ -141,8 +141,10 @@ def test_a_rescued_starter_does_not_send_its_workflow_twice(
         first.wait()
         assert db.execute("SELECT state FROM jobs WHERE id = %s",
                           (starter.id,)).fetchone() == ("started",)
+        # the leases of every job the dead worker held run out now (the workflow's first
+        # step too, when the other thread had claimed it: 30 s of waiting otherwise)
         db.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 minute' "
-                   "WHERE id = %s", (starter.id,))
+                   "WHERE state = 'started'")
         Rescuer(app.queries, interval=1).run_once(conn)
         assert db.execute("SELECT state FROM jobs WHERE id = %s",
                           (starter.id,)).fetchone() == ("queued",)

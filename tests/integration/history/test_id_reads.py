@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from pgqueue import App, AsyncResult, ResultSet
-from pgqueue.db import migrations
 from pgqueue.db.queries import Queries
 from pgqueue.limits import row_id
 from pgqueue.utils import uuid7
+from tests.integration.history.conftest import partition_with_days
 from tests.integration.history.test_id_bounds import scanned_leaves, uuid7_at
 
 NOW = datetime.now(timezone.utc)
@@ -34,13 +34,10 @@ HOSTILE = [
     ("order-17", timedelta(0)),  # custom: a uuid5 row id
     ("{" + uuid7_at(NOW + timedelta(days=2)).upper() + "}", timedelta(0)),  # braced v7
 ]
-
-
-@pytest.fixture(params=["plain", "partitioned"])
-def layout(request: pytest.FixtureRequest, app: App) -> str:
-    if request.param == "partitioned":
-        assert migrations.partition_results(app.dsn, app.schema)
-    return str(request.param)
+#: A test of reads by id runs once for each of HOSTILE.
+each_hostile_id = pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
+    "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
+    "v4", "custom", "braced-v7-ahead"])
 
 
 def store(db: psycopg.Connection[Any], task_id: str, ago: timedelta,
@@ -56,9 +53,7 @@ def store(db: psycopg.Connection[Any], task_id: str, ago: timedelta,
     return rid
 
 
-@pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
-    "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
-    "v4", "custom", "braced-v7-ahead"])
+@each_hostile_id
 def test_every_read_by_id_finds_a_result_whatever_its_id(
         app: App, db: psycopg.Connection[Any], layout: str, task_id: str,
         ago: timedelta) -> None:
@@ -130,10 +125,7 @@ def _explain(db: psycopg.Connection[Any], text: str, kind: str, value: Any) -> s
 @pytest.mark.parametrize("plan_mode", ["force_generic_plan", "force_custom_plan"])
 def test_a_read_by_a_uuid7_reads_the_days_since_its_time_only(
         app: App, db: psycopg.Connection[Any], statement: str, plan_mode: str) -> None:
-    assert migrations.partition_results(app.dsn, app.schema)
-    for days_ago in (1, 3, 10):
-        db.execute("SELECT results_partition_add((now() AT TIME ZONE 'UTC')::date - %s)",
-                   [days_ago])
+    partition_with_days(app, db)
     many = statement == "result_get_many_recent"
     text = Queries(app.schema)[statement].decode()
     text = text.replace("%(ids)s", "$1") if many else text.replace("%(id)s", "$1")
@@ -148,9 +140,7 @@ def test_a_read_by_a_uuid7_reads_the_days_since_its_time_only(
     assert f"results_p{old}_success" in whole and len(whole) > len(fresh)
 
 
-@pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
-    "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
-    "v4", "custom", "braced-v7-ahead"])
+@each_hostile_id
 def test_a_retry_by_hand_moves_the_result_whatever_its_id(
         app: App, db: psycopg.Connection[Any], layout: str, task_id: str,
         ago: timedelta) -> None:
@@ -163,9 +153,7 @@ def test_a_retry_by_hand_moves_the_result_whatever_its_id(
     assert db.execute("SELECT state FROM jobs WHERE id = %s", [rid]).fetchall() == [("queued",)]
 
 
-@pytest.mark.parametrize(("task_id", "ago"), HOSTILE, ids=[
-    "v7-a-year-ahead", "v7-hours-ahead", "v7-days-behind", "v7-written-before", "v7",
-    "v4", "custom", "braced-v7-ahead"])
+@each_hostile_id
 def test_a_purge_revises_the_result_a_followed_job_already_has(
         app: App, db: psycopg.Connection[Any], layout: str, task_id: str,
         ago: timedelta) -> None:

@@ -5,7 +5,6 @@ shared server."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,39 +12,11 @@ import psycopg
 import pytest
 
 from pgqueue import App
-from tests.acceptance.procs import WorkerProcess, workers
+from tests.acceptance.procs import workers
 from tests.conftest import wait_until
+from tests.integration.worker.conftest import lines, start
 
 pytestmark = pytest.mark.acceptance
-
-APPS = Path(__file__).resolve().parent / "apps"
-
-
-@pytest.fixture
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "marks.txt"
-    path.touch()
-    monkeypatch.setenv("CORRECT_MARKS", str(path))
-    return path
-
-
-@pytest.fixture
-def correct_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
-    application = App("correct", dsn=pg_dsn, schema=schema, set_as_current=False)
-    yield application
-    application.close()
-
-
-def start(procs: list[WorkerProcess], pg_dsn: str, schema: str, *args: str) -> WorkerProcess:
-    worker = WorkerProcess(pg_dsn, schema, "correct_tasks", *args, apps_dir=APPS)
-    procs.append(worker)
-    worker.wait_ready(60)
-    return worker
-
-
-def lines(path: Path, prefix: str) -> list[list[str]]:
-    return [line.split() for line in path.read_text().splitlines()
-            if line.startswith(prefix + " ")]
 
 
 # -- floats keep their type through jsonb ---------------------------------------------------

@@ -6,7 +6,6 @@ nowhere (``processed``, metrics) and fires no hook or signal of a success. Real
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,9 @@ from pgqueue import App
 from tests.acceptance.procs import WorkerProcess, _free_port, workers
 from tests.conftest import wait_until
 from tests.integration.metrics.helpers import parse, sample, scrape
-from tests.integration.worker.test_every_job_ends import lines, start
+from tests.integration.worker.conftest import lines, start
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "marks.txt"
-    path.touch()
-    monkeypatch.setenv("CORRECT_MARKS", str(path))
-    return path
-
-
-@pytest.fixture
-def correct_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
-    application = App("correct", dsn=pg_dsn, schema=schema, set_as_current=False)
-    yield application
-    application.close()
 
 
 def hooks_seen(marks: Path, job_id: str) -> list[str]:
