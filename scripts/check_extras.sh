@@ -5,8 +5,8 @@
 #   scripts/check_extras.sh                 # every extra
 #   scripts/check_extras.sh fastapi django  # some
 #
-# The venvs run one after the other and share the installer's cache (uv's where it is on
-# the PATH, else pip's). The package is built once as a wheel and installed from it (not
+# The venvs run one after the other and share the installer's cache (pip's, or uv's with
+# CHECK_EXTRAS_UV=1). The package is built once as a wheel and installed from it (not
 # editable), and every check runs outside the checkout, so it imports the installed copy,
 # as a user would.
 set -euo pipefail
@@ -24,10 +24,11 @@ started=$SECONDS
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$ROOT"
 wheel="$(ls "$work"/dist/*.whl)"
 
-# install VENV PACKAGE...: uv, where it is on the PATH (.ci/run installs it), resolves and
-# installs the same packages as pip from the same index, several times faster (a minute
-# of CI for the nine extras); pip where it is missing. CHECK_EXTRAS_PIP=1 forces pip.
-if [ -z "${CHECK_EXTRAS_PIP:-}" ] && uv="$(command -v uv)"; then
+# install VENV PACKAGE...: pip, which reads the machine's pip configuration (its indexes,
+# find-links and constraints), as a user's install would. CHECK_EXTRAS_UV=1 uses uv
+# instead, several times faster, for a local run: uv reads none of pip's configuration,
+# so it may resolve other versions than a user's pip.
+if [ -n "${CHECK_EXTRAS_UV:-}" ] && uv="$(command -v uv)"; then
     install() { "$uv" pip install --quiet --python "$1/bin/python" "${@:2}"; }
 else
     install() {
