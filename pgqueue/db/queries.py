@@ -225,11 +225,14 @@ _SCHEDULE_COLUMNS = """
 # Whether the claim ``c`` on a unique key still holds (sends with unique_for= or
 # unique_states=, see unique_claims in sql/migrations/0008_unique_periods.sql): not past
 # its period, and its job in one of its states (NULL states: any, even once the job's row
-# is gone). A job is looked for in jobs, then in results (their states in lower case).
+# is gone). A job is looked for in jobs, then in results (their states in lower case),
+# in the days since its id's time: result_id_bound (sql/migrations/0017) is exact, and
+# prunes the days before it as the statement runs.
 _CLAIM_HOLDS = """((c.expires_at IS NULL OR c.expires_at > now())
           AND (c.states IS NULL OR coalesce(coalesce(
                    (SELECT h.state FROM {schema}.jobs h WHERE h.id = c.job_id),
-                   (SELECT lower(h.state) FROM {schema}.results h WHERE h.id = c.job_id))
+                   (SELECT lower(h.state) FROM {schema}.results h WHERE h.id = c.job_id
+                       AND h.finished_at >= {schema}.result_id_bound(c.job_id)))
                = ANY(c.states), false)))"""
 
 
@@ -366,6 +369,7 @@ TEMPLATES: dict[str, str] = {
     # the states (queued after started, for a claim on queued and success). Claims
     # without period or states hold for ever. A claim a send took meanwhile (its writer
     # unseen by this snapshot, whose look-ups of the new holder would find nothing) stays.
+    # A result is read in the days since its id's time only (see _CLAIM_HOLDS).
     "unique_claim_prune": """
         WITH pruned AS (
             DELETE FROM {schema}.unique_claims c
@@ -375,6 +379,7 @@ TEMPLATES: dict[str, str] = {
                     AND NOT EXISTS (SELECT 1 FROM {schema}.jobs h WHERE h.id = c.job_id)
                     AND NOT EXISTS (SELECT 1 FROM {schema}.results h
                                      WHERE h.id = c.job_id
+                                       AND h.finished_at >= {schema}.result_id_bound(c.job_id)
                                        AND lower(h.state) = ANY(c.states)))
             RETURNING 1
         )

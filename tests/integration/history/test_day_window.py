@@ -18,6 +18,7 @@ from psycopg import sql
 
 from pgqueue import App, AsyncResult, ResultSet, db, result
 from pgqueue.db import migrations
+from pgqueue.db.queries import WINDOWED
 from pgqueue.limits import row_id
 from pgqueue.utils import uuid7
 from tests.integration.history.test_id_bounds import uuid7_at
@@ -339,3 +340,13 @@ def test_reads_by_window_through_pgbouncer(direct_dsn: str, schema: str,
 
 def db_through_pooler(app: App) -> bool:
     return db.prepare_threshold(app.dsn) is None
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWED))
+def test_every_windowed_statement_prepares_on_both_layouts(
+        app: App, db: psycopg.Connection[Any], layout: str, name: str) -> None:
+    start = midnight(datetime.now(UTC))
+    text = app.queries.window(name, start, start + timedelta(days=2))
+    query = text.replace(b"%(ids)s", b"$1").replace(b"%(id)s", b"$1")
+    prepared = db.pgconn.prepare(b"", query)
+    assert prepared.status == psycopg.pq.ExecStatus.COMMAND_OK, prepared.error_message
