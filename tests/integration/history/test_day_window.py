@@ -47,6 +47,8 @@ def reader(request: pytest.FixtureRequest, pg_dsn: str, schema: str) -> Iterator
     """An app that prepares its statements (the default), or one that never does, as
     through a transaction pooler (``transaction_pooling=True``)."""
     pooling: bool | str = True if request.param == "never-prepared" else "auto"
+    if pooling == "auto" and db.through_pooler(pg_dsn):
+        pytest.skip("through a pooler (PGQUEUE_TEST_VIA_PGBOUNCER) nothing is prepared")
     app = App("window", dsn=pg_dsn, schema=schema, transaction_pooling=pooling,
               set_as_current=False)
     assert (db.prepare_threshold(app.dsn) is None) is (pooling is True)
