@@ -121,11 +121,16 @@ def day_window(row_ids: list[str]) -> tuple[datetime, datetime] | None:
     gets it as a literal (queries.WINDOWED)."""
     try:
         days = [(int(i[:8] + i[9:13], 16) - _MARGIN_MS) // _DAY_MS for i in row_ids]
-        if not days or max(days) - min(days) > 1:
-            return None
-        return (_EPOCH + timedelta(days=min(days)), _EPOCH + timedelta(days=max(days) + 2))
-    except (ValueError, OverflowError):
+        first, last = min(days), max(days)
+        return _window(first, last) if last - first <= 1 else None
+    except (ValueError, OverflowError):  # min() of no ids; a time past year 9999
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _window(first: int, last: int) -> tuple[datetime, datetime]:
+    """[day ``first``, the day after day ``last``], days counted from the epoch."""
+    return _EPOCH + timedelta(days=first), _EPOCH + timedelta(days=last + 2)
 
 
 # App -> (schema, when read, whether `results` is partitioned)
