@@ -138,16 +138,21 @@ def test_a_result_is_found_wherever_it_finished(
 
 
 @pytest.mark.parametrize("task_id", ["6f1c2e0a-3b4d-4e5f-8a6b-7c8d9e0f1a2b", "order-17",
-                                     "{" + uuid7_at(NOW + timedelta(days=400)) + "}"],
-                         ids=["v4", "custom", "braced-v7-a-year-ahead"])
+                                     "{" + uuid7_at(NOW + timedelta(days=400)) + "}",
+                                     "FFFFFFFF-FFFF-7FFF-BFFF-FFFFFFFFFFFF",
+                                     "00000000-0000-7000-8000-000000000001"],
+                         ids=["v4", "custom", "braced-v7-a-year-ahead", "v7-year-10889",
+                              "v7-the-epoch"])
 def test_an_id_without_a_usable_time_is_read_whole(
         reader: App, db: psycopg.Connection[Any], layout: str, task_id: str) -> None:
     parent = str(uuid7())
     rid = store(db, task_id, datetime.now(UTC), parent)
     ran = statements_run(reader)
     reads_all(reader, task_id, rid, parent)
-    if task_id[0] != "{":  # no time: never a window, never a bound
+    if "-7" not in task_id:  # no time: never a window, never a bound
         assert not [n for n in ran if "@window" in n or "recent" in n]
+    if task_id[0] == "F":  # a time past what a window can name: bounded, then whole
+        assert not [n for n in ran if "@window" in n]
 
 
 def test_a_job_sent_again_reads_live(reader: App, db: psycopg.Connection[Any],
