@@ -490,13 +490,17 @@ class App:
         if pool is not None and self._pool_pid == current_pid():
             pool.close()
 
-    def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
+    def execute(self, name: str, params: dict[str, Any] | None = None,
+                query: bytes | None = None) -> list[Any]:
         """Run the named statement on a pooled connection and return its rows.
 
         For statements that are safe to repeat: if the connection turns out dead (the
         server restarted while it sat in the pool), the pool is checked and it runs again.
+        ``query``: a form of the statement composed for this call (``Queries.window``),
+        run in its place; ``name`` still says which role a refusal calls for.
         """
-        query = self.queries[name]
+        if query is None:
+            query = self.queries[name]
         for attempt in (1, 2):
             try:
                 with self.connection(roles.needed_for(name)) as conn:

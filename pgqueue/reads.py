@@ -129,15 +129,17 @@ def standby_pool(app: App) -> StandbyPool | None:
         return pool
 
 
-def execute(app: App, name: str, params: dict[str, Any] | None = None) -> list[Any]:
-    """Run the named read-only statement on the standby when there is one and it answers,
-    else on the primary (``app.execute``). Its rows may lag by the standby's replay lag."""
+def execute(app: App, name: str, params: dict[str, Any] | None = None,
+            query: bytes | None = None) -> list[Any]:
+    """Run the named read-only statement (``query``: a form of it composed for this call,
+    see ``App.execute``) on the standby when there is one and it answers, else on the
+    primary (``app.execute``). Its rows may lag by the standby's replay lag."""
     pool = standby_pool(app)
     if pool is not None:
-        rows = pool.execute(name, app.queries[name], params)
+        rows = pool.execute(name, app.queries[name] if query is None else query, params)
         if rows is not None:
             return rows
-    return app.execute(name, params)
+    return app.execute(name, params, query)
 
 
 @contextmanager

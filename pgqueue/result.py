@@ -11,8 +11,10 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from psycopg import sql
 
 from pgqueue import db, limits, reads, states
 from pgqueue.db.listener import Listener
@@ -69,23 +71,92 @@ def read_row(app: App, job_id: str | None, primary: bool = False) -> list[Any]:
     return read("result_get_state")
 
 
-def read_bounded(app: App, name: str, row_id: str,
-                 execute: Callable[[str, dict[str, Any]], list[Any]] | None = None
+class Execute(Protocol):
+    """How a read runs a statement: ``App.execute`` or ``reads.execute`` (a standby)."""
+
+    def __call__(self, name: str, params: dict[str, Any], query: bytes | None = None,
+                 /) -> list[Any]: ...
+
+
+def read_bounded(app: App, name: str, row_id: str, execute: Execute | None = None
                  ) -> list[Any]:
-    """The rows of statement ``name`` (one of queries._bounded's) for ``row_id``: first
-    in the results since the time in the id (partitioned results: those days only);
-    nothing there, in the whole table: a producer's clock may be wrong and an id made
-    up, so that no row is ever hidden. Only a UUIDv7 has a time: any other is read whole."""
-    run = app.execute if execute is None else execute
+    """The rows of statement ``name`` (one of queries._bounded's) for ``row_id``: on
+    partitioned results first in the two UTC days where a result of the id nearly
+    always is (:func:`day_window`); then in the results since the time in the id
+    (partitioned: those days only); nothing there, in the whole table: a producer's
+    clock may be wrong and an id made up, so that no row is ever hidden. Only a UUIDv7
+    has a time: any other is read whole."""
+    run: Execute = app.execute if execute is None else execute
+    params = {"id": row_id}
     if not has_time(row_id):
-        return run(name, {"id": row_id})
+        return run(name, params)
+    window = day_window([row_id]) if partitioned(app, run) else None
+    if window is not None:
+        rows = run(name, params, app.queries.window(name, *window))
+        if rows or window[1] > datetime.now(timezone.utc):
+            # (a result the bounded read would find and the window not would have
+            # finished after the window, in the future: the whole table is next)
+            return rows or run(name, params)
     bounded = "_recent" if db.prepare_threshold(app.dsn) is not None else "_recent_unprepared"
-    return run(name + bounded, {"id": row_id}) or run(name, {"id": row_id})
+    return run(name + bounded, params) or run(name, params)
 
 
 def has_time(row_id: str) -> bool:
     """Whether the row id is a UUIDv7 (canonical form, as limits.row_id gives it)."""
     return len(row_id) == 36 and row_id[14] == "7"
+
+
+_DAY_MS = 86_400_000
+_MARGIN_MS = 3_600_000  # result_id_since's hour for clocks (sql/migrations/0013)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def day_window(row_ids: list[str]) -> tuple[datetime, datetime] | None:
+    """Whole UTC days, [start, end), where the results of ``row_ids`` (UUIDv7s) nearly
+    always are: from the day of the earliest ``result_id_since`` (the time in the id less
+    an hour) to the end of the day after the latest one's. Two days for one id: a job
+    that finishes within a day of being made. None when the ids' days are more than a
+    day apart (the window would name as many partitions as the bounded read) or a time
+    lies past what a datetime holds. The day comes from the ids only; the statement
+    gets it as a literal (queries.WINDOWED)."""
+    try:
+        days = [(int(i[:8] + i[9:13], 16) - _MARGIN_MS) // _DAY_MS for i in row_ids]
+        first, last = min(days), max(days)
+        return _window(first, last) if last - first <= 1 else None
+    except (ValueError, OverflowError):  # min() of no ids; a time past year 9999
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _window(first: int, last: int) -> tuple[datetime, datetime]:
+    """[day ``first``, the day after day ``last``], days counted from the epoch."""
+    return _EPOCH + timedelta(days=first), _EPOCH + timedelta(days=last + 2)
+
+
+# App -> (schema, when read, whether `results` is partitioned)
+_layouts: weakref.WeakKeyDictionary[App, tuple[str, float, bool]] = weakref.WeakKeyDictionary()
+LAYOUT_TTL = 60.0
+
+
+def partitioned(app: App, execute: Execute | None = None) -> bool:
+    """Whether the app's ``results`` is partitioned (``pgqueue migrate
+    --partition-results``), read from the catalog at most once a minute per app. Either
+    answer reads every row: a conversion seen late only costs the reads of that minute
+    their window."""
+    schema = app.schema
+    known = _layouts.get(app)
+    now = time.monotonic()
+    if known is not None and known[0] == schema and now - known[1] < LAYOUT_TTL:
+        return known[2]
+    run: Execute = app.execute if execute is None else execute
+    table = sql.Identifier(schema, "results").as_string(None)
+    try:
+        rows = run("result_partitioned", {"table": table})
+    except PermissionDenied:  # no USAGE on the schema: the read itself says which grant
+        rows = []
+    answer = bool(rows and rows[0][0])
+    _layouts[app] = (schema, now, answer)
+    return answer
 
 
 def current_row(rows: list[Any]) -> tuple[Any, ...] | None:
@@ -562,6 +633,13 @@ class ResultWaiter:
                     event.set()
 
 
+def _found(rows: list[Any], ids: list[str]) -> tuple[list[Any], list[str]]:
+    """The final rows among ``rows`` (a "result_get_many_recent" answer), and the ids
+    with no row there, neither final nor live."""
+    seen = {row[0] for row in rows}
+    return [row for row in rows if row[1] is not None], [i for i in ids if i not in seen]
+
+
 class ResultSet:
     """Several results handled together: wait for all, read their states at once."""
 
@@ -642,17 +720,27 @@ class ResultSet:
         return by_id
 
     def _finals(self, ids: list[str]) -> list[Any]:
-        """The ``result_get_many`` rows of ``ids``: first in the results since the earliest
-        time in them, then, for the ids neither found there nor live, in the whole table
-        (see :func:`read_bounded`)."""
+        """The ``result_get_many`` rows of ``ids``: on partitioned results first in the
+        UTC days of their ids (:func:`day_window`), then in the results since the
+        earliest time in them, then, for the ids neither found there nor live, in the
+        whole table (see :func:`read_bounded`)."""
+        app = self.app
         if not all(has_time(i) for i in ids):
-            return self.app.execute("result_get_many", {"ids": ids})
-        rows = self.app.execute("result_get_many_recent", {"ids": ids})
-        finals = [row for row in rows if row[1] is not None]
-        seen = {row[0] for row in rows}
-        unseen = [i for i in ids if i not in seen]
+            return app.execute("result_get_many", {"ids": ids})
+        finals: list[Any] = []
+        window = day_window(ids) if partitioned(app) else None
+        if window is not None:
+            rows = app.execute("result_get_many", {"ids": ids},
+                               app.queries.window("result_get_many", *window))
+            finals, ids = _found(rows, ids)
+            if not ids:
+                return finals
+            if window[1] > datetime.now(timezone.utc):  # see read_bounded
+                return finals + app.execute("result_get_many", {"ids": ids})
+        more, unseen = _found(app.execute("result_get_many_recent", {"ids": ids}), ids)
+        finals += more
         if unseen:
-            finals += self.app.execute("result_get_many", {"ids": unseen})
+            finals += app.execute("result_get_many", {"ids": unseen})
         return finals
 
     def completed_count(self) -> int:
