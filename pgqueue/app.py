@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import db, signals
 from pgqueue.annotations import annotate, prepare_annotations
-from pgqueue.client.producer import JobBatch, build_rows, insert_jobs
+from pgqueue.client.producer import JobBatch, build_rows, insert_jobs, send_plain
 from pgqueue.config import (
     Settings,
     load_object,
@@ -25,6 +25,7 @@ from pgqueue.config import (
     resolve_schema,
 )
 from pgqueue.db import roles
+from pgqueue.db.connection import Statement
 from pgqueue.db.queries import Queries
 from pgqueue.exceptions import ConfigurationError, NotRegistered
 from pgqueue.signals import Signal
@@ -336,6 +337,10 @@ class App:
             return Signature(name, args, kwargs, app=self).apply_async(  # type: ignore[no-any-return]
                 **options)
         task = _task or self.tasks.get(name)
+        if not options and task is not None:  # delay(): the short way, when it applies
+            sent = send_plain(self, name, task, args, kwargs)
+            if sent is not None:
+                return sent
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         insert_jobs(self, batch)
         return self._results(batch)[0]
@@ -447,6 +452,31 @@ class App:
         finally:
             pool.putconn(conn)
 
+    def run_pooled(self, query: bytes | Statement, params: dict[str, Any] | None,
+                   needs: str = "producer") -> list[Any]:
+        """Run one statement on a pooled connection and return its rows: what
+        ``connection()`` does around one ``db.run``, without the context managers (the
+        producer's single send takes this way, once per ``delay()``). A
+        :class:`~pgqueue.db.connection.Statement` runs through libpq, its rows unread."""
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout:
+            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
+            raise
+        try:
+            if isinstance(query, Statement):
+                query.run(conn, params or {})
+                return []
+            cur = db.run(conn, query, params)
+            return cur.fetchall() if cur.description else []
+        except db.SCHEMA_ERRORS as e:
+            raise db.missing_schema(self.schema, e) from None
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise roles.missing_grant(self.schema, e, needs, conn.info.user) from None
+        finally:
+            pool.putconn(conn)
+
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool = self._pool
         if pool is not None and self._pool_pid == current_pid():
@@ -499,9 +529,7 @@ class App:
         query = self.queries[name]
         for attempt in (1, 2):
             try:
-                with self.connection(roles.needed_for(name)) as conn:
-                    cur = db.run(conn, query, params)
-                    return cur.fetchall() if cur.description else []
+                return self.run_pooled(query, params, roles.needed_for(name))
             except psycopg.OperationalError:
                 if attempt == 2:
                     raise
