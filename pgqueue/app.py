@@ -25,7 +25,7 @@ from pgqueue.config import (
     resolve_schema,
 )
 from pgqueue.db import roles
-from pgqueue.db.connection import Statement
+from pgqueue.db.connection import Parking, Statement
 from pgqueue.db.queries import Queries
 from pgqueue.exceptions import ConfigurationError, NotRegistered
 from pgqueue.signals import Signal
@@ -64,8 +64,10 @@ _inherited: list[object] = []
 def _fresh_state_in_child() -> None:
     for each in list(_all_apps):
         each._lock = threading.RLock()
-        _inherited.extend(x for x in (each._pool, each._waiter) if x is not None)
+        _inherited.extend(x for x in (each._pool, each._waiter, each._parking)
+                          if x is not None)
         each._pool, each._pool_pid, each._waiter = None, 0, None
+        each._parking = Parking()  # the parent's connections stay the parent's
 
 
 os.register_at_fork(after_in_child=_fresh_state_in_child)
@@ -122,6 +124,7 @@ class App:
         # Task name -> (cache key, JobBuilder, settings it was built from): see producer.
         self._builders: dict[str, tuple[tuple[Any, ...], Any, Settings]] = {}
         self._pool_pid = 0
+        self._parking = Parking()
         self._lock = threading.RLock()
         self._queries: Queries | None = None
         self._waiter: ResultWaiter | None = None
@@ -437,12 +440,7 @@ class App:
         # getconn/putconn rather than pool.connection(): on this path (every delay()) the
         # layers of context managers cost more than the pool itself. The connection is
         # in autocommit; putconn rolls back one left in a transaction.
-        pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except PoolTimeout:
-            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
-            raise
+        pool, conn = self._take()
         try:
             yield conn
         except db.SCHEMA_ERRORS as e:  # translate_errors, without its context manager
@@ -450,7 +448,7 @@ class App:
         except psycopg.errors.InsufficientPrivilege as e:
             raise roles.missing_grant(self.schema, e, needs, conn.info.user) from None
         finally:
-            pool.putconn(conn)
+            self._parking.give(pool, conn)
 
     def run_pooled(self, query: bytes | Statement, params: dict[str, Any] | None,
                    needs: str = "producer") -> list[Any]:
@@ -458,12 +456,7 @@ class App:
         ``connection()`` does around one ``db.run``, without the context managers (the
         producer's single send takes this way, once per ``delay()``). A
         :class:`~pgqueue.db.connection.Statement` runs through libpq, its rows unread."""
-        pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except PoolTimeout:
-            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
-            raise
+        pool, conn = self._take()
         try:
             if isinstance(query, Statement):
                 query.run(conn, params or {})
@@ -475,7 +468,17 @@ class App:
         except psycopg.errors.InsufficientPrivilege as e:
             raise roles.missing_grant(self.schema, e, needs, conn.info.user) from None
         finally:
-            pool.putconn(conn)
+            self._parking.give(pool, conn)
+
+    def _take(self) -> tuple[ConnectionPool[psycopg.Connection[Any]], psycopg.Connection[Any]]:
+        """A pooled connection (a parked one if any, see db.Parking) and its pool; give
+        it back with ``self._parking.give(pool, conn)``."""
+        pool = self._get_pool()
+        try:
+            return pool, self._parking.take(pool)
+        except PoolTimeout:
+            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
+            raise
 
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool = self._pool
@@ -518,6 +521,7 @@ class App:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None and self._pool_pid == current_pid():
+            self._parking.unpark()
             pool.close()
 
     def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
@@ -541,6 +545,7 @@ class App:
         with self._lock:
             pool = self._pool if self._pool_pid == current_pid() else None
         if pool is not None:
+            self._parking.unpark()  # into the pool, whose check tries each
             pool.check()
 
     def close(self) -> None:
@@ -553,6 +558,7 @@ class App:
                 self._waiter.stop()
                 self._waiter = None
             if self._pool is not None and self._pool_pid == current_pid():
+                self._parking.unpark()
                 self._pool.close()
             self._pool = None
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import operator
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -15,6 +16,7 @@ import psycopg
 import psycopg.adapt
 from psycopg import generators
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
 from pgqueue.db import queries, roles
 from pgqueue.exceptions import DatabaseUnavailable, SchemaMissing
@@ -215,17 +217,22 @@ class Statement:
                 _check(conn, conn.wait(generators.execute(pgconn)))
                 return
             if self.name not in state.prepared:
-                pgconn.send_prepare(self.name, self.text)
-                _check(conn, conn.wait(generators.execute(pgconn)))
-                state.prepared.add(self.name)
+                self._prepare(conn, state)
             pgconn.send_query_prepared(self.name, values)
             try:
                 _check(conn, conn.wait(generators.execute(pgconn)))
             except psycopg.errors.InvalidSqlStatementName:
-                # Dropped by someone's DEALLOCATE on this connection: prepared again
-                # next time (the statement did not run).
-                state.prepared.discard(self.name)
-                raise
+                # A DEALLOCATE on this connection (someone's, through app.connection())
+                # dropped it; the statement did not run: prepare it again, run it once more.
+                self._prepare(conn, state)
+                pgconn.send_query_prepared(self.name, values)
+                _check(conn, conn.wait(generators.execute(pgconn)))
+
+    def _prepare(self, conn: psycopg.Connection[Any], state: _ConnectionState) -> None:
+        state.prepared.discard(self.name)
+        conn.pgconn.send_prepare(self.name, self.text)
+        _check(conn, conn.wait(generators.execute(conn.pgconn)))
+        state.prepared.add(self.name)
 
     @classmethod
     def of(cls, query: bytes) -> Statement:
@@ -262,6 +269,71 @@ def _check(conn: psycopg.Connection[Any], results: list[psycopg.pq.abc.PGresult]
 _FATAL_ERROR = psycopg.pq.ExecStatus.FATAL_ERROR
 _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
+
+
+class Parking:
+    """Pooled connections given back by an app's threads, kept out of the pool for the
+    next use: an enqueue that finds one parked calls nothing of the pool.
+
+    psycopg_pool's ``getconn``/``putconn`` are some 25 Python calls (logging, locks,
+    statistics, deadlines), a quarter of a ``delay()``'s client instructions. A
+    connection is parked only when it is idle (not in a transaction, not broken) and
+    no thread is waiting in the pool's ``getconn``: while one is, connections go back
+    to the pool, which hands them to it (a parked one could otherwise sit idle while a
+    thread waits). One the pool handed out more than ``SECONDS`` ago goes back to it,
+    so that the pool's own care (``max_lifetime``, ``max_idle``, ``check``, its
+    statistics) reaches every connection within that time. ``unpark`` empties it
+    (after a dead connection, before the pool closes); a forked child starts with an
+    empty one (see App).
+    """
+
+    SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.parked: list[tuple[ConnectionPool[Any], psycopg.Connection[Any]]] = []
+        self.waiting = 0  # threads in the pool's getconn
+
+    def take(self, pool: ConnectionPool[Any]) -> psycopg.Connection[Any]:
+        """A connection of ``pool``: a parked one, else the pool's."""
+        stale = None
+        with self.lock:
+            while self.parked:
+                owner, conn = self.parked.pop()
+                if owner is pool:
+                    return conn
+                stale = (stale or []) + [(owner, conn)]  # of a pool since replaced
+            self.waiting += 1
+        try:
+            for owner, conn in stale or ():
+                owner.putconn(conn)
+            fresh: psycopg.Connection[Any] = pool.getconn()
+        finally:
+            with self.lock:
+                self.waiting -= 1
+        fresh._pgqueue_since = time.monotonic()  # type: ignore[attr-defined]
+        return fresh
+
+    def give(self, pool: ConnectionPool[Any], conn: psycopg.Connection[Any]) -> None:
+        """Park ``conn`` (taken from ``pool``), or give it back to ``pool``."""
+        if (conn.pgconn.transaction_status == _IDLE
+                and time.monotonic() - conn._pgqueue_since  # type: ignore[attr-defined]
+                < self.SECONDS):
+            with self.lock:
+                if not self.waiting:
+                    self.parked.append((pool, conn))
+                    return
+        pool.putconn(conn)
+
+    def unpark(self) -> None:
+        """Give every parked connection back to its pool."""
+        with self.lock:
+            parked, self.parked = self.parked, []
+        for pool, conn in parked:
+            pool.putconn(conn)
+
+
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 #: What a statement raises when ``pgqueue migrate`` has not run on its schema.
