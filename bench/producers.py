@@ -166,17 +166,10 @@ CELERY_ROWS = {"celery_redis_processes": "celery",
 def _celery_systems(wanted: list[str] | None) -> list[str]:
     """The Celery systems to run: those ``--systems`` names (all by default) whose broker
     answers; RabbitMQ is skipped with a line when none does, as in the comparison."""
-    chosen = [s for s in CELERY_ROWS.values() if wanted is None or s in wanted]
-    if "celery" in chosen:
-        env.ensure_redis()
-    if "celery-rabbitmq" in chosen and not env.amqp_ping():
-        host, port = env.amqp_address()
-        env.log(f"producers: celery-rabbitmq skipped: no RabbitMQ answers at {host}:{port} "
-                "(start rabbitmq-server, or set BENCH_AMQP_URL)")
-        chosen.remove("celery-rabbitmq")
-    if chosen:
-        env.ensure_peers_venv()
-    return chosen
+    from .cli import ready
+
+    return ready([s for s in CELERY_ROWS.values() if wanted is None or s in wanted],
+                 what="producers: ")
 
 
 def _celery(system: str, seconds: float) -> dict[str, Any]:
@@ -244,7 +237,7 @@ def main(quick: bool = False, repeats: int | None = None,
     return 0
 
 
-def _pgbench(script: str, seconds: float, durable: bool) -> dict[str, float]:
+def _pgbench(script: reference.Script, seconds: float, durable: bool) -> dict[str, float]:
     for attempt in (1, 2, 3):  # a server shared with other work may be out of connections
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:

@@ -316,7 +316,7 @@ class Parking:
 
     def give(self, pool: ConnectionPool[Any], conn: psycopg.Connection[Any]) -> None:
         """Park ``conn`` (taken from ``pool``), or give it back to ``pool``."""
-        if (conn.pgconn.transaction_status == _IDLE
+        if (conn.pgconn.transaction_status == _IDLE and not pool.closed
                 and time.monotonic() - conn._pgqueue_since  # type: ignore[attr-defined]
                 < self.SECONDS):
             with self.lock:

@@ -17,7 +17,7 @@ import pytest
 import pgqueue.app
 from pgqueue import App, signals
 from pgqueue.client import producer
-from pgqueue.db.connection import Statement
+from pgqueue.db.connection import Parking, Statement
 from tests.conftest import wait_until
 
 COLUMNS = ("queue, task, args, kwargs, state, priority, expires_at, max_retries, parent_id, "
@@ -282,3 +282,40 @@ def test_a_statement_numbers_its_placeholders_once_each() -> None:
     assert statement.names == ("a", "b")
     with pytest.raises(ValueError, match="placeholders"):
         Statement(b"SELECT %s")
+
+
+def test_a_connection_given_back_is_parked_for_the_next_use_for_a_while(
+        direct_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    @direct_app.task(name="t.noop")
+    def noop() -> None: ...
+
+    def pool_requests() -> int:
+        return int(direct_app._get_pool().get_stats().get("requests_num", 0))
+
+    noop.delay()
+    before = pool_requests()
+    for _ in range(5):
+        noop.delay()
+    assert pool_requests() == before  # parked between the sends: the pool is not asked
+    monkeypatch.setattr(Parking, "SECONDS", 0.0)  # handed out too long ago: back it goes
+    for _ in range(5):
+        noop.delay()
+    # the first takes the parked one, which goes back; the four others ask the pool
+    assert pool_requests() == before + 4 and direct_app._parking.parked == []
+
+
+def test_a_settings_change_and_close_leave_no_parked_connection_open(
+        direct_app: App, db: psycopg.Connection[Any], schema: str) -> None:
+    @direct_app.task(name="t.noop")
+    def noop() -> None: ...
+
+    noop.delay()
+    noop.delay()
+    assert app_backends(db, schema)
+    direct_app.conf.producer_durable = False  # the pool is closed, the next use makes one
+    wait_until(lambda: not app_backends(db, schema), message="the old pool's sessions gone")
+    noop.delay()
+    assert app_backends(db, schema)
+    direct_app.close()
+    wait_until(lambda: not app_backends(db, schema), message="every session closed")
+    assert jobs(db) == 3
