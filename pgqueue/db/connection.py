@@ -257,6 +257,9 @@ class _ConnectionState:
 
 
 def _check(conn: psycopg.Connection[Any], results: list[psycopg.pq.abc.PGresult]) -> None:
+    """Raise what ``cursor.execute`` would raise for these results of one statement."""
+    if not results:
+        raise psycopg.InternalError("got no result from the query")
     for result in results:
         status = result.status
         if status == _FATAL_ERROR:
