@@ -291,3 +291,30 @@ def render(summary: dict[str, dict[str, Any]], seconds: float, repeats: int) -> 
                      f"{fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} | "
                      f"{fig['client_cpu_us']:.0f} |")
     return "\n".join(lines)
+
+
+def cpu_rounds(rounds: int = 3, seconds: float = 4) -> list[dict[str, Any]]:
+    """The client's CPU per job alone: 16 processes, then 16 threads of one process,
+    ``rounds`` times in turn, ``seconds`` each, no pgbench and no Celery. CPU time per
+    job moves far less with outside load than rates do: what to compare two versions of
+    the client by (run each in turn) when the machine is not quiet."""
+    reference.setup()
+    dsn = env.database_dsn()
+    figures: list[dict[str, Any]] = []
+    for repeat in range(rounds):
+        for kind, run in (("processes", _processes), ("threads", _threads)):
+            _truncate()
+            got = run(dsn, {}, seconds)
+            got.update(round=repeat + 1, load=os.getloadavg()[0])
+            print(f"{kind:9s} round {repeat + 1}: {got['jobs_per_s']:7,.0f} jobs/s, "
+                  f"client CPU {got['client_cpu_us']:5.0f} µs/job, load average "
+                  f"{got['load']:.1f}", flush=True)
+            figures.append({"kind": kind, **got})
+    return figures
+
+
+if __name__ == "__main__":  # python -m bench.producers [ROUNDS [SECONDS]]: cpu_rounds
+    import sys
+
+    env.ensure_database()
+    cpu_rounds(*(int(a) for a in sys.argv[1:3]))
