@@ -75,6 +75,23 @@ QUICK_CONFIGS = {"pgqueue": ["defaults", "threads-c10", "threads-c100"],
 NOT_IN_POSTGRES = {"celery", "celery-rabbitmq"}
 
 
+def ready(chosen: list[str], what: str = "") -> list[str]:
+    """``chosen`` less the systems whose broker cannot be had: Redis is started when
+    needed, RabbitMQ is skipped with a line when nothing answers; the peers'
+    virtualenv is made when a peer remains (``what``: the check's name in the line)."""
+    chosen = list(chosen)
+    if "celery" in chosen:
+        env.ensure_redis()
+    if "celery-rabbitmq" in chosen and not env.amqp_ping():
+        host, port = env.amqp_address()
+        env.log(f"{what}celery-rabbitmq skipped: no RabbitMQ answers at {host}:{port} "
+                "(start rabbitmq-server, or set BENCH_AMQP_URL)")
+        chosen.remove("celery-rabbitmq")
+    if any(systems.SYSTEMS[s][1] == "peers" for s in chosen):
+        env.ensure_peers_venv()
+    return chosen
+
+
 def run_scenario(system: str, scenario: str, params: dict[str, Any],
                  setup: bool = False) -> dict[str, Any]:
     _, interpreter = systems.SYSTEMS[system]
@@ -295,17 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return scale.main(plan_quick=args.quick, hold=args.hold, backlog=args.backlog,
                           run_scenario=run_scenario, config=args.worker_config,
                           systems=chosen if args.systems_given else ["pgqueue"])
-    if "celery" in chosen:
-        env.ensure_redis()
-    if "celery-rabbitmq" in chosen and not env.amqp_ping():
-        host, port = env.amqp_address()
-        env.log(f"celery-rabbitmq skipped: no RabbitMQ answers at {host}:{port} (start "
-                "rabbitmq-server, or set BENCH_AMQP_URL)")
-        chosen.remove("celery-rabbitmq")
-        if not chosen:
-            raise SystemExit("bench: nothing left to run")
-    if any(systems.SYSTEMS[s][1] == "peers" for s in chosen):
-        env.ensure_peers_venv()
+    chosen = ready(chosen)
+    if not chosen:
+        raise SystemExit("bench: nothing left to run")
 
     raw = compare(chosen, plan)
     refs = reference.run(plan.pgbench_seconds)

@@ -166,17 +166,10 @@ CELERY_ROWS = {"celery_redis_processes": "celery",
 def _celery_systems(wanted: list[str] | None) -> list[str]:
     """The Celery systems to run: those ``--systems`` names (all by default) whose broker
     answers; RabbitMQ is skipped with a line when none does, as in the comparison."""
-    chosen = [s for s in CELERY_ROWS.values() if wanted is None or s in wanted]
-    if "celery" in chosen:
-        env.ensure_redis()
-    if "celery-rabbitmq" in chosen and not env.amqp_ping():
-        host, port = env.amqp_address()
-        env.log(f"producers: celery-rabbitmq skipped: no RabbitMQ answers at {host}:{port} "
-                "(start rabbitmq-server, or set BENCH_AMQP_URL)")
-        chosen.remove("celery-rabbitmq")
-    if chosen:
-        env.ensure_peers_venv()
-    return chosen
+    from .cli import ready
+
+    return ready([s for s in CELERY_ROWS.values() if wanted is None or s in wanted],
+                 what="producers: ")
 
 
 def _celery(system: str, seconds: float) -> dict[str, Any]:
@@ -244,7 +237,7 @@ def main(quick: bool = False, repeats: int | None = None,
     return 0
 
 
-def _pgbench(script: str, seconds: float, durable: bool) -> dict[str, float]:
+def _pgbench(script: reference.Script, seconds: float, durable: bool) -> dict[str, float]:
     for attempt in (1, 2, 3):  # a server shared with other work may be out of connections
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
@@ -298,3 +291,30 @@ def render(summary: dict[str, dict[str, Any]], seconds: float, repeats: int) -> 
                      f"{fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} | "
                      f"{fig['client_cpu_us']:.0f} |")
     return "\n".join(lines)
+
+
+def cpu_rounds(rounds: int = 3, seconds: float = 4) -> list[dict[str, Any]]:
+    """The client's CPU per job alone: 16 processes, then 16 threads of one process,
+    ``rounds`` times in turn, ``seconds`` each, no pgbench and no Celery. CPU time per
+    job moves far less with outside load than rates do: what to compare two versions of
+    the client by (run each in turn) when the machine is not quiet."""
+    reference.setup()
+    dsn = env.database_dsn()
+    figures: list[dict[str, Any]] = []
+    for repeat in range(rounds):
+        for kind, run in (("processes", _processes), ("threads", _threads)):
+            _truncate()
+            got = run(dsn, {}, seconds)
+            got.update(round=repeat + 1, load=os.getloadavg()[0])
+            print(f"{kind:9s} round {repeat + 1}: {got['jobs_per_s']:7,.0f} jobs/s, "
+                  f"client CPU {got['client_cpu_us']:5.0f} µs/job, load average "
+                  f"{got['load']:.1f}", flush=True)
+            figures.append({"kind": kind, **got})
+    return figures
+
+
+if __name__ == "__main__":  # python -m bench.producers [ROUNDS [SECONDS]]: cpu_rounds
+    import sys
+
+    env.ensure_database()
+    cpu_rounds(*(int(a) for a in sys.argv[1:3]))

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlparse
 
 import psycopg
@@ -47,7 +47,14 @@ COMMIT;
 """
 
 
-def setup() -> str:
+class Script(NamedTuple):
+    """A pgbench script and the variables it reads (``-D name=value``)."""
+
+    text: str
+    variables: dict[str, str] = {}
+
+
+def setup() -> Script:
     """Create the reference tables; returns pgqueue's enqueue statement as a script."""
     from pgqueue import App
     from pgqueue.db import migrations
@@ -64,8 +71,12 @@ def setup() -> str:
                                       schema=PGQUEUE_SCHEMA))
 
 
-def pgqueue_enqueue_script(app: App) -> str:
-    """``job_insert_one`` with the values a plain ``noop.delay()`` binds, as literals.
+def pgqueue_enqueue_script(app: App) -> Script:
+    """``job_insert_one`` with the parameters a plain ``noop.delay()`` binds, as pgbench
+    variables: with ``-M prepared`` pgbench sends each ``:name`` as a parameter of the
+    prepared statement, untyped text as pgqueue's producer does, so the server parses
+    and casts the same values (three jsonb among them) on every execution. A NULL
+    parameter is a NULL literal (pgbench cannot bind one), which has nothing to parse.
 
     The id is ``gen_random_uuid()`` (pgbench has no uuid7): random ids land anywhere in
     the primary key instead of at its end, which on a table this small and cached costs
@@ -74,49 +85,67 @@ def pgqueue_enqueue_script(app: App) -> str:
     from pgqueue.client.producer import build_rows
 
     batch = build_rows(app, "noop", None, [((), {})], {"ignore_result": True}, pairs=True)
-    params = batch.single_params()
-    params.update(id=_ID_MARK, jobs_channel=app.queries.jobs_channel)
-    with psycopg.connect(env.database_dsn(harness=True)) as conn:
-        text = psycopg.ClientCursor(conn).mogrify(app.queries["job_insert_one"], params)
-    return text.replace(f"'{_ID_MARK}'::uuid", "gen_random_uuid()").strip() + ";\n"
+    params: dict[str, Any] = batch.single_params()
+    params["jobs_channel"] = app.queries.jobs_channel
+    variables = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = params[name]
+        if name == "id":
+            return "gen_random_uuid()"
+        if value is None:
+            return "NULL"
+        variables[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        return f":{name}"
+
+    text = re.sub(r"%\((\w+)\)s", placeholder, app.queries["job_insert_one"].decode())
+    text = text.replace("gen_random_uuid()::uuid", "gen_random_uuid()")
+    return Script(text.strip() + ";\n", variables)
 
 
-_ID_MARK = "00000000-0000-0000-0000-0000000000aa"  # stands for the id in the rendered text
-
-
-def _pgbench_argv(path: Path, clients: int, seconds: int, prepared: bool = False) -> list[str]:
+def _pgbench_argv(path: Path, clients: int, seconds: int, prepared: bool = False,
+                  variables: dict[str, str] | None = None) -> list[str]:
     parsed = urlparse(env.SERVER_DSN)
+    defines = [arg for name, value in (variables or {}).items()
+               for arg in ("-D", f"{name}={value}")]
     return ["pgbench", "-n", "-f", str(path), "-c", str(clients), "-j", str(clients),
-            "-M", "prepared" if prepared else "simple",
+            "-M", "prepared" if prepared else "simple", *defines,
             "-T", str(seconds), "-h", parsed.hostname or "127.0.0.1",
             "-p", str(parsed.port or 5432), "-U", parsed.username or "postgres", env.DATABASE]
 
 
-def pgbench(script: str, clients: int, seconds: int, prepared: bool = False) -> float:
+def _text(script: str | Script) -> tuple[str, dict[str, str]]:
+    return (script.text, script.variables) if isinstance(script, Script) else (script, {})
+
+
+def pgbench(script: str | Script, clients: int, seconds: int, prepared: bool = False) -> float:
     """Transactions per second of ``script`` (excluding connection time); ``prepared``
-    plans each statement once, as pgqueue's producer does (psycopg prepares a
-    statement from its fifth execution on)."""
+    plans each statement once, as pgqueue's producer does (it prepares its one-row
+    insert once per connection)."""
+    text, variables = _text(script)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "script.sql"
-        path.write_text(script)
-        out = subprocess.run(_pgbench_argv(path, clients, seconds, prepared), capture_output=True,
-                             text=True, check=True).stdout
+        path.write_text(text)
+        out = subprocess.run(_pgbench_argv(path, clients, seconds, prepared, variables),
+                             capture_output=True, text=True, check=True).stdout
     match = re.search(r"tps = ([\d.]+) \((?:without initial connection time|excluding)", out)
     if not match:
         raise RuntimeError(f"could not read tps from pgbench output:\n{out}")
     return float(match.group(1))
 
 
-def pgbench_latency(script: str, clients: int, seconds: int, prepared: bool = False,
+def pgbench_latency(script: str | Script, clients: int, seconds: int, prepared: bool = False,
                     options: str | None = None) -> dict[str, float]:
     """Transactions per second of ``script`` (as ``jobs_per_s``) with the p50/p99 of one
     transaction in ms, from pgbench's per-transaction log; ``options`` goes to each
     session as PGOPTIONS (e.g. ``-c synchronous_commit=off``)."""
     environ = {**os.environ, **({"PGOPTIONS": options} if options else {})}
+    text, variables = _text(script)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "script.sql"
-        path.write_text(script)
-        argv = _pgbench_argv(path, clients, seconds, prepared) + [
+        path.write_text(text)
+        argv = _pgbench_argv(path, clients, seconds, prepared, variables) + [
             "--log", f"--log-prefix={Path(tmp) / 'txn'}"]
         out = subprocess.run(argv, capture_output=True, text=True, check=True,
                              env=environ).stdout

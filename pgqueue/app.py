@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import db, signals
 from pgqueue.annotations import annotate, prepare_annotations
-from pgqueue.client.producer import JobBatch, build_rows, insert_jobs
+from pgqueue.client.producer import JobBatch, build_rows, insert_jobs, send_plain
 from pgqueue.config import (
     Settings,
     load_object,
@@ -25,6 +25,7 @@ from pgqueue.config import (
     resolve_schema,
 )
 from pgqueue.db import roles
+from pgqueue.db.connection import Parking, Statement
 from pgqueue.db.queries import Queries
 from pgqueue.exceptions import ConfigurationError, NotRegistered
 from pgqueue.signals import Signal
@@ -63,8 +64,10 @@ _inherited: list[object] = []
 def _fresh_state_in_child() -> None:
     for each in list(_all_apps):
         each._lock = threading.RLock()
-        _inherited.extend(x for x in (each._pool, each._waiter) if x is not None)
+        _inherited.extend(x for x in (each._pool, each._waiter, each._parking)
+                          if x is not None)
         each._pool, each._pool_pid, each._waiter = None, 0, None
+        each._parking = Parking()  # the parent's connections stay the parent's
 
 
 os.register_at_fork(after_in_child=_fresh_state_in_child)
@@ -121,6 +124,7 @@ class App:
         # Task name -> (cache key, JobBuilder, settings it was built from): see producer.
         self._builders: dict[str, tuple[tuple[Any, ...], Any, Settings]] = {}
         self._pool_pid = 0
+        self._parking = Parking()
         self._lock = threading.RLock()
         self._queries: Queries | None = None
         self._waiter: ResultWaiter | None = None
@@ -336,6 +340,10 @@ class App:
             return Signature(name, args, kwargs, app=self).apply_async(  # type: ignore[no-any-return]
                 **options)
         task = _task or self.tasks.get(name)
+        if not options and task is not None:  # delay(): the short way, when it applies
+            sent = send_plain(self, name, task, args, kwargs)
+            if sent is not None:
+                return sent
         batch = build_rows(self, name, task, [(args, kwargs)], options, pairs=True)
         insert_jobs(self, batch)
         return self._results(batch)[0]
@@ -432,12 +440,7 @@ class App:
         # getconn/putconn rather than pool.connection(): on this path (every delay()) the
         # layers of context managers cost more than the pool itself. The connection is
         # in autocommit; putconn rolls back one left in a transaction.
-        pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except PoolTimeout:
-            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
-            raise
+        pool, conn = self._take()
         try:
             yield conn
         except db.SCHEMA_ERRORS as e:  # translate_errors, without its context manager
@@ -445,7 +448,37 @@ class App:
         except psycopg.errors.InsufficientPrivilege as e:
             raise roles.missing_grant(self.schema, e, needs, conn.info.user) from None
         finally:
-            pool.putconn(conn)
+            self._parking.give(pool, conn)
+
+    def run_pooled(self, query: bytes | Statement, params: dict[str, Any] | None,
+                   needs: str = "producer") -> list[Any]:
+        """Run one statement on a pooled connection and return its rows: what
+        ``connection()`` does around one ``db.run``, without the context managers (the
+        producer's single send takes this way, once per ``delay()``). A
+        :class:`~pgqueue.db.connection.Statement` runs through libpq, its rows unread."""
+        pool, conn = self._take()
+        try:
+            if isinstance(query, Statement):
+                query.run(conn, params or {})
+                return []
+            cur = db.run(conn, query, params)
+            return cur.fetchall() if cur.description else []
+        except db.SCHEMA_ERRORS as e:
+            raise db.missing_schema(self.schema, e) from None
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise roles.missing_grant(self.schema, e, needs, conn.info.user) from None
+        finally:
+            self._parking.give(pool, conn)
+
+    def _take(self) -> tuple[ConnectionPool[psycopg.Connection[Any]], psycopg.Connection[Any]]:
+        """A pooled connection (a parked one if any, see db.Parking) and its pool; give
+        it back with ``self._parking.give(pool, conn)``."""
+        pool = self._get_pool()
+        try:
+            return pool, self._parking.take(pool)
+        except PoolTimeout:
+            db.connect(self.dsn).close()  # raises DatabaseUnavailable with the real cause
+            raise
 
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool = self._pool
@@ -488,6 +521,7 @@ class App:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None and self._pool_pid == current_pid():
+            self._parking.unpark()
             pool.close()
 
     def execute(self, name: str, params: dict[str, Any] | None = None,
@@ -503,9 +537,7 @@ class App:
             query = self.queries[name]
         for attempt in (1, 2):
             try:
-                with self.connection(roles.needed_for(name)) as conn:
-                    cur = db.run(conn, query, params)
-                    return cur.fetchall() if cur.description else []
+                return self.run_pooled(query, params, roles.needed_for(name))
             except psycopg.OperationalError:
                 if attempt == 2:
                     raise
@@ -517,6 +549,7 @@ class App:
         with self._lock:
             pool = self._pool if self._pool_pid == current_pid() else None
         if pool is not None:
+            self._parking.unpark()  # into the pool, whose check tries each
             pool.check()
 
     def close(self) -> None:
@@ -529,6 +562,7 @@ class App:
                 self._waiter.stop()
                 self._waiter = None
             if self._pool is not None and self._pool_pid == current_pid():
+                self._parking.unpark()
                 self._pool.close()
             self._pool = None
 

@@ -153,7 +153,7 @@ class Task:
         transaction), ``unique_key``, ``lease``, ``time_limit``, ``soft_time_limit``."""
         if "link" in options or "link_error" in options:
             return self.signature(args, kwargs).apply_async(**options)  # type: ignore[no-any-return]
-        if self.app.conf.task_always_eager and options.get("connection") is None:
+        if self.app.conf["task_always_eager"] and options.get("connection") is None:
             return self.apply(args, kwargs, task_id=options.get("task_id"))
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -16,7 +17,9 @@ from psycopg.types.json import Jsonb
 
 from pgqueue import celery_compat, db, limits, tracing
 from pgqueue.client import publish
+from pgqueue.db.connection import Statement
 from pgqueue.exceptions import ConfigurationError, DuplicateJob
+from pgqueue.result import AsyncResult
 from pgqueue.utils import check_json, json_dumps, utcnow, uuid, uuids
 
 if TYPE_CHECKING:
@@ -226,6 +229,8 @@ class JobBuilder:
         self.max_bytes = int(conf.task_max_args_bytes)
         self.max_depth = int(conf.task_max_args_depth)
         self._shared: dict[str, Any] | None = None
+        #: Cached for a send without options, and no task-sent events: see send_plain.
+        self.plain = False
 
     def _job_options(
         self, app: App, task: Task | None, options: dict[str, Any], eta: datetime | None
@@ -391,55 +396,76 @@ class JobBatch:
 
     def single_params(self) -> dict[str, Any]:
         """Parameters of ``job_insert_one``: the shared fields and the one row's."""
-        row = self.rows[0]
-        # no arguments is the common case, and worth skipping the encoder for
-        args = self._encode(row["args"], levels=1, brackets=1) if row["args"] else "[]"
-        kwargs = self._encode(row["kwargs"], levels=1, brackets=1) if row["kwargs"] else "{}"
-        if (len(args) + len(kwargs)) * 4 > self.max_bytes:
-            self._check_size(row, len(args.encode()) + len(kwargs.encode()))
-        headers = row.get("headers")
-        return {**self.shared, "id": row["id"], "args": args, "kwargs": kwargs,
-                "headers": None if headers is None else json_dumps(headers),
-                "task_id": row.get("task_id")}
+        return one_params(self.task, self.shared, self.rows[0], self.max_bytes,
+                          self.max_depth)
 
     def _encode(self, value: Any, levels: int, brackets: int) -> str:
-        """``value`` as JSON text, each argument ``levels`` deep in it, which adds
-        ``brackets`` of its own. Arguments that are not JSON, nest deeper than
-        ``max_depth`` (a worker could not decode them) or hold text jsonb refuses are
-        named in the error. Cheap tests of the text come first (arguments with fewer
-        brackets than the limit cannot nest deeper); values are walked only when one
-        fails."""
-        try:
-            text = json_dumps(value)
-        except (TypeError, ValueError, RecursionError):
-            self._fault()
-            raise
-        if (text.count("[") + text.count("{") - brackets > self.max_depth
-                and limits.text_depth_over(text, self.max_depth + levels)) \
-                or limits.suspicious(text):
-            self._fault()
-        return text
-
-    def _fault(self) -> None:
-        """Raise for the first argument at fault, naming it (returns if none is)."""
-        for row in self.rows:
-            for what, key, value in _arguments(self.task, row):
-                if limits.depth_over([value], self.max_depth + 1):
-                    raise ValueError(f"{what} nests lists and dicts more than "
-                                     f"{self.max_depth} levels deep (task_max_args_depth)")
-                check_json(value, what)
-                bad = limits.bad_text([key, value])
-                if bad is not None:
-                    raise ValueError(
-                        f"{what} holds text PostgreSQL cannot store ({limits.show(bad)}): "
-                        "jsonb takes no NUL character (\\u0000) and no lone surrogate")
+        return encode_arguments(self.task, self.rows, value, levels, brackets,
+                                self.max_depth)
 
     def _check_size(self, row: dict[str, Any], size: int) -> None:
-        if size > self.max_bytes:
-            raise ValueError(
-                f"{self.task}: the arguments of job {known_id(row)} are {size:,} bytes as JSON, "
-                f"over task_max_args_bytes ({self.max_bytes:,}); store large data "
-                "elsewhere and pass a reference to it")
+        _check_size(self.task, row, size, self.max_bytes)
+
+
+def one_params(task: str, shared: dict[str, Any], row: dict[str, Any], max_bytes: int,
+               max_depth: int) -> dict[str, Any]:
+    """Parameters of ``job_insert_one`` for ``row``, a job of ``task`` (``shared``: the
+    parameters of its builder, ``max_bytes``, ``max_depth``: task_max_args_bytes and
+    task_max_args_depth)."""
+    # no arguments is the common case, and worth skipping the encoder for
+    args = encode_arguments(task, (row,), row["args"], 1, 1, max_depth) \
+        if row["args"] else "[]"
+    kwargs = encode_arguments(task, (row,), row["kwargs"], 1, 1, max_depth) \
+        if row["kwargs"] else "{}"
+    if (len(args) + len(kwargs)) * 4 > max_bytes:
+        _check_size(task, row, len(args.encode()) + len(kwargs.encode()), max_bytes)
+    headers = row.get("headers")
+    return {**shared, "id": row["id"], "args": args, "kwargs": kwargs,
+            "headers": None if headers is None else json_dumps(headers),
+            "task_id": row.get("task_id")}
+
+
+def encode_arguments(task: str, rows: Sequence[dict[str, Any]], value: Any, levels: int,
+                     brackets: int, max_depth: int) -> str:
+    """``value`` (arguments of ``rows``, jobs of ``task``) as JSON text, each argument
+    ``levels`` deep in it, which adds ``brackets`` of its own. Arguments that are not
+    JSON, nest deeper than ``max_depth`` (a worker could not decode them) or hold text
+    jsonb refuses are named in the error. Cheap tests of the text come first (arguments
+    with fewer brackets than the limit cannot nest deeper); values are walked only when
+    one fails."""
+    try:
+        text = json_dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        _fault(task, rows, max_depth)
+        raise
+    if (text.count("[") + text.count("{") - brackets > max_depth
+            and limits.text_depth_over(text, max_depth + levels)) \
+            or limits.suspicious(text):
+        _fault(task, rows, max_depth)
+    return text
+
+
+def _fault(task: str, rows: Sequence[dict[str, Any]], max_depth: int) -> None:
+    """Raise for the first argument at fault, naming it (returns if none is)."""
+    for row in rows:
+        for what, key, value in _arguments(task, row):
+            if limits.depth_over([value], max_depth + 1):
+                raise ValueError(f"{what} nests lists and dicts more than "
+                                 f"{max_depth} levels deep (task_max_args_depth)")
+            check_json(value, what)
+            bad = limits.bad_text([key, value])
+            if bad is not None:
+                raise ValueError(
+                    f"{what} holds text PostgreSQL cannot store ({limits.show(bad)}): "
+                    "jsonb takes no NUL character (\\u0000) and no lone surrogate")
+
+
+def _check_size(task: str, row: dict[str, Any], size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise ValueError(
+            f"{task}: the arguments of job {known_id(row)} are {size:,} bytes as JSON, "
+            f"over task_max_args_bytes ({max_bytes:,}); store large data "
+            "elsewhere and pass a reference to it")
 
 
 def _arguments(task: str, row: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
@@ -651,6 +677,12 @@ def _insert_pooled(app: App, query: bytes, params: dict[str, Any], batch: JobBat
 
 
 def _insert_on_pool(app: App, query: bytes, params: dict[str, Any], batch: JobBatch) -> int:
+    if batch.single:  # one statement and nothing after it: the pool's shortest way
+        try:
+            app.run_pooled(Statement.of(query), params)
+        except psycopg.errors.UniqueViolation as e:
+            raise _duplicate_id(e, batch.ids) from None
+        return 1
     with app.connection() as conn:
         def run(q: bytes, p: dict[str, Any]) -> list[Any]:
             return _execute(conn, q, p, batch)
@@ -741,8 +773,41 @@ def _builder(app: App, task_name: str, task: Task | None,
         return cast("JobBuilder", cached[1])
     builder = JobBuilder(app, task_name, task, options)
     if builder.expires_at is None:
+        builder.plain = not conf.task_send_sent_event
         app._builders[task_name] = (key, builder, conf)
     return builder
+
+
+def send_plain(app: App, name: str, task: Task, args: Any, kwargs: Any
+               ) -> AsyncResult | None:
+    """``task.delay(*args, **kwargs)``, a send without options, on pgqueue's own pool,
+    the shortest way: the new job's result; None when anything calls for the general way
+    (``build_rows`` and ``insert_jobs``): no cached builder for these settings and task
+    attributes yet (the general way makes it), a connection provider, publish signal
+    receivers, tracing, task-sent events. The row and the statement are the general
+    way's, as are the checks of the arguments and the retry on a dead connection; what
+    it leaves out is the work that cannot apply."""
+    conf = app.conf
+    cached = app._builders.get(name)
+    if (cached is None or cached[0] != (id(conf), conf.generation, _task_defaults(task))
+            or not cached[1].plain or app.connection_provider is not None
+            or publish.wanted(name) or tracing.tracer() is not None):
+        return None
+    builder: JobBuilder = cached[1]
+    row = builder.row(args, kwargs)
+    queries = app.queries
+    params = one_params(name, builder.shared(), row, builder.max_bytes, builder.max_depth)
+    params["jobs_channel"] = queries.jobs_channel
+    statement = Statement.of(queries["job_insert_one"])
+    try:
+        app.run_pooled(statement, params)
+    except psycopg.errors.UniqueViolation as e:
+        raise _duplicate_id(e, [known_id(row)]) from None
+    except psycopg.OperationalError:  # a dead pooled connection: as _insert_pooled does
+        app.check_pool()
+        with suppress(psycopg.errors.UniqueViolation):  # the first try did land
+            app.run_pooled(statement, params)
+    return AsyncResult(row["id"], app=app, task_name=name)
 
 
 def build_rows(

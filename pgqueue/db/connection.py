@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import operator
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
+import psycopg.adapt
+from psycopg import generators
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
 from pgqueue.db import queries, roles
 from pgqueue.exceptions import DatabaseUnavailable, SchemaMissing
@@ -159,6 +165,178 @@ def run(
         cur = conn.cursor()
         conn._pgqueue_cursor = cur  # type: ignore[attr-defined]
     return cur.execute(query, params)
+
+
+class Statement:
+    """One statement sent again and again on pooled connections, straight through
+    libpq: the producer's one-row insert, once per ``delay()``.
+
+    ``cursor.execute`` spends some 70 Python calls on bookkeeping around the two libpq
+    calls that matter (converting the query, its cache of prepared statements, the
+    result's description), as much client CPU as the rest of ``delay()``; with 16
+    producer processes on 2 cores that CPU sets the pace (bench ``--producers``).
+    Here: the ``%(name)s`` placeholders become ``$n`` once, the parameters are dumped as
+    text by psycopg's own dumpers (the statement's casts type them, as the server infers
+    a parameter's type from its cast), and the statement is prepared once per
+    connection under a name of its own; unprepared, as one unnamed statement, through
+    a transaction pooler or with ``prepare_threshold=None``. Its rows are not read:
+    for statements whose result is not wanted.
+    """
+
+    def __init__(self, query: bytes) -> None:
+        names: list[bytes] = []
+
+        def number(match: re.Match[bytes]) -> bytes:
+            if match.group(1) is None:
+                return b"%"  # %%
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return b"$%d" % (names.index(match.group(1)) + 1)
+
+        self.query = query
+        self.text = _PLACEHOLDER.sub(number, query)
+        if b"%" in _PLACEHOLDER.sub(b"", query):
+            raise ValueError("a Statement takes %(name)s placeholders only")
+        self.names = tuple(name.decode() for name in names)
+        pick = operator.itemgetter(*self.names) if self.names else lambda _params: ()
+        # the values in placeholder order, always a tuple (itemgetter of one name is not)
+        self._pick = pick if len(self.names) > 1 else lambda params: (pick(params),)
+        self.name = b"pgqueue_" + hashlib.sha1(self.text).hexdigest()[:20].encode()
+        self.formats = [psycopg.adapt.PyFormat.TEXT] * len(names)
+
+    def run(self, conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
+        """Run it with ``params`` on ``conn`` (in autocommit); errors are psycopg's."""
+        state: _ConnectionState | None = getattr(conn, "_pgqueue_state", None)
+        if state is None:
+            state = conn._pgqueue_state = _ConnectionState(conn)  # type: ignore[attr-defined]
+        values = state.transformer.dump_sequence(self._pick(params), self.formats)
+        pgconn = conn.pgconn
+        with conn.lock:
+            if conn.prepare_threshold is None:  # nothing may outlive the statement
+                pgconn.send_query_params(self.text, values)
+                _check(conn, conn.wait(generators.execute(pgconn)))
+                return
+            if self.name not in state.prepared:
+                self._prepare(conn, state)
+            pgconn.send_query_prepared(self.name, values)
+            try:
+                _check(conn, conn.wait(generators.execute(pgconn)))
+            except psycopg.errors.InvalidSqlStatementName:
+                # A DEALLOCATE on this connection (someone's, through app.connection())
+                # dropped it; the statement did not run: prepare it again, run it once more.
+                self._prepare(conn, state)
+                pgconn.send_query_prepared(self.name, values)
+                _check(conn, conn.wait(generators.execute(pgconn)))
+
+    def _prepare(self, conn: psycopg.Connection[Any], state: _ConnectionState) -> None:
+        state.prepared.discard(self.name)
+        conn.pgconn.send_prepare(self.name, self.text)
+        _check(conn, conn.wait(generators.execute(conn.pgconn)))
+        state.prepared.add(self.name)
+
+    @classmethod
+    def of(cls, query: bytes) -> Statement:
+        """The Statement of ``query``, made once per query text."""
+        found = _statements.get(query)
+        if found is None:
+            found = _statements[query] = cls(query)
+        return found
+
+
+_PLACEHOLDER = re.compile(rb"%\((\w+)\)s|%%")
+_statements: dict[bytes, Statement] = {}
+
+
+class _ConnectionState:
+    """What a connection keeps for :class:`Statement`: its dumpers (they follow the
+    connection's encoding and adapters) and the statements it prepared."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.transformer = psycopg.adapt.Transformer(conn)
+        self.prepared: set[bytes] = set()
+
+
+def _check(conn: psycopg.Connection[Any], results: list[psycopg.pq.abc.PGresult]) -> None:
+    """Raise what ``cursor.execute`` would raise for these results of one statement."""
+    if not results:
+        raise psycopg.InternalError("got no result from the query")
+    for result in results:
+        status = result.status
+        if status == _FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        if status != _TUPLES_OK and status != _COMMAND_OK:
+            raise psycopg.InterfaceError(
+                f"unexpected result from the server: {psycopg.pq.ExecStatus(status).name}")
+
+
+_FATAL_ERROR = psycopg.pq.ExecStatus.FATAL_ERROR
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
+_COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
+
+
+class Parking:
+    """Pooled connections given back by an app's threads, kept out of the pool for the
+    next use: an enqueue that finds one parked calls nothing of the pool.
+
+    psycopg_pool's ``getconn``/``putconn`` are some 25 Python calls (logging, locks,
+    statistics, deadlines), a quarter of a ``delay()``'s client instructions. A
+    connection is parked only when it is idle (not in a transaction, not broken) and
+    no thread is waiting in the pool's ``getconn``: while one is, connections go back
+    to the pool, which hands them to it (a parked one could otherwise sit idle while a
+    thread waits). One the pool handed out more than ``SECONDS`` ago goes back to it,
+    so that the pool's own care (``max_lifetime``, ``max_idle``, ``check``, its
+    statistics) reaches every connection within that time. ``unpark`` empties it
+    (after a dead connection, before the pool closes); a forked child starts with an
+    empty one (see App).
+    """
+
+    SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.parked: list[tuple[ConnectionPool[Any], psycopg.Connection[Any]]] = []
+        self.waiting = 0  # threads in the pool's getconn
+
+    def take(self, pool: ConnectionPool[Any]) -> psycopg.Connection[Any]:
+        """A connection of ``pool``: a parked one, else the pool's."""
+        stale = None
+        with self.lock:
+            while self.parked:
+                owner, conn = self.parked.pop()
+                if owner is pool:
+                    return conn
+                stale = (stale or []) + [(owner, conn)]  # of a pool since replaced
+            self.waiting += 1
+        try:
+            for owner, conn in stale or ():
+                owner.putconn(conn)
+            fresh: psycopg.Connection[Any] = pool.getconn()
+        finally:
+            with self.lock:
+                self.waiting -= 1
+        fresh._pgqueue_since = time.monotonic()  # type: ignore[attr-defined]
+        return fresh
+
+    def give(self, pool: ConnectionPool[Any], conn: psycopg.Connection[Any]) -> None:
+        """Park ``conn`` (taken from ``pool``), or give it back to ``pool``."""
+        if (conn.pgconn.transaction_status == _IDLE and not pool.closed
+                and time.monotonic() - conn._pgqueue_since  # type: ignore[attr-defined]
+                < self.SECONDS):
+            with self.lock:
+                if not self.waiting:
+                    self.parked.append((pool, conn))
+                    return
+        pool.putconn(conn)
+
+    def unpark(self) -> None:
+        """Give every parked connection back to its pool."""
+        with self.lock:
+            parked, self.parked = self.parked, []
+        for pool, conn in parked:
+            pool.putconn(conn)
+
+
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 #: What a statement raises when ``pgqueue migrate`` has not run on its schema.
