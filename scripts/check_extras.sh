@@ -5,10 +5,10 @@
 #   scripts/check_extras.sh                 # every extra
 #   scripts/check_extras.sh fastapi django  # some
 #
-# The venvs run one after the other and share the installer's cache (pip's, or uv's with
-# CHECK_EXTRAS_UV=1). The package is built once as a wheel and installed from it (not
-# editable), and every check runs outside the checkout, so it imports the installed copy,
-# as a user would.
+# The venvs are made side by side (as many at once as the cores) and share the installer's
+# cache (pip's, or uv's with CHECK_EXTRAS_UV=1). The package is built once as a wheel and
+# installed from it (not editable), and every check runs outside the checkout, so it
+# imports the installed copy, as a user would.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -217,23 +217,48 @@ EOF
     [ "$status" -eq 2 ]
 }
 
-failed=()
+# check EXTRA: its venv, its install, its check; says "ok" or "FAILED", and fails with it.
+# The check runs in a bash of its own, where set -e stops it at its first failing step (in
+# this one, a function called as a condition would go on past a failure to its last step).
+check() {
+    local extra="$1" begun=$SECONDS venv="$work/venv-$1" ok=1
+    "$PYTHON" -m venv --without-pip "$venv" && install "$venv" "$wheel[$extra]" \
+        && (cd "$work" && PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" \
+            bash -euo pipefail -c "check_$extra") || ok=0
+    rm -rf "$venv"
+    if [ "$ok" = 0 ]; then
+        echo "FAILED: [$extra] installed alone does not do what its docs page does" >&2
+        return 1
+    fi
+    echo "ok: [$extra] ($((SECONDS - begun))s)"
+}
+
 for extra in "${EXTRAS[@]}"; do
     if ! declare -F "check_$extra" >/dev/null; then
         echo "check_extras: no check for the extra '$extra'" >&2
         exit 2
     fi
-    begun=$SECONDS
-    venv="$work/venv-$extra"
-    "$PYTHON" -m venv --without-pip "$venv"
-    if ! install "$venv" "$wheel[$extra]" \
-        || ! (cd "$work" && PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" "check_$extra"); then
-        echo "FAILED: [$extra] installed alone does not do what its docs page does" >&2
-        failed+=("$extra")
-    else
-        echo "ok: [$extra] ($((SECONDS - begun))s)"
-    fi
-    rm -rf "$venv"
+    export -f "check_$extra"
+done
+export -f install
+export ROOT PYTHON work uv
+
+# CHECK_EXTRAS_JOBS extras at once (default: the cores, at most 4): an install mostly
+# waits on the index and the disk, and each extra has a venv of its own (pip's cache is
+# shared, as by any two pip commands). Each one's output is shown whole, in order.
+jobs_max="${CHECK_EXTRAS_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+[ "$jobs_max" -le 4 ] || jobs_max=4
+for extra in "${EXTRAS[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+        wait -n || true
+    done
+    { if check "$extra"; then touch "$work/ok-$extra"; fi; } >"$work/log-$extra" 2>&1 &
+done
+wait
+failed=()
+for extra in "${EXTRAS[@]}"; do
+    cat "$work/log-$extra"
+    [ -e "$work/ok-$extra" ] || failed+=("$extra")
 done
 
 echo "check_extras: ${#EXTRAS[@]} extras in $((SECONDS - started))s"
