@@ -231,7 +231,9 @@ class Statement:
     def _prepare(self, conn: psycopg.Connection[Any], state: _ConnectionState) -> None:
         state.prepared.discard(self.name)
         conn.pgconn.send_prepare(self.name, self.text)
-        _check(conn, conn.wait(generators.execute(conn.pgconn)))
+        # Already there: the session prepared it before (its name is its text's hash).
+        with suppress(psycopg.errors.DuplicatePreparedStatement):
+            _check(conn, conn.wait(generators.execute(conn.pgconn)))
         state.prepared.add(self.name)
 
     @classmethod

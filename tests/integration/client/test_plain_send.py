@@ -235,6 +235,10 @@ def test_the_insert_is_prepared_once_per_connection_or_not_at_all(
         conn.execute("DEALLOCATE ALL")
     noop.delay()
     assert len(prepared(app)) == 1
+    with app.connection() as conn:  # the session has it, the connection forgot: kept
+        conn._pgqueue_state.prepared.clear()  # type: ignore[attr-defined]
+    noop.delay()
+    assert len(prepared(app)) == 1
     app.close()
 
     unprepared = App("tests", dsn=direct_dsn, schema=schema, transaction_pooling=True)
@@ -246,7 +250,7 @@ def test_the_insert_is_prepared_once_per_connection_or_not_at_all(
         noop2.delay()
     assert prepared(unprepared) == []
     unprepared.close()
-    assert jobs(db) == 7
+    assert jobs(db) == 8
 
 
 def test_a_non_durable_producer_sends_with_synchronous_commit_off(
