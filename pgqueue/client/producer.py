@@ -353,6 +353,9 @@ class JobBatch:
     #: ``unique_for=``/``unique_states=`` given: the keys are claims (``claim_key`` in each
     #: row), not the jobs' ``unique_key`` (see ``unique_claims``).
     scoped: bool = False
+    #: The ids were made here (no ``task_id=``): a result under one can only be this
+    #: send's own job.
+    made_ids: bool = False
     #: The named statement that inserts the batch (one built on ``queries._insert_jobs``
     #: that answers as ``job_insert`` does), and its parameters beyond the batch's: a
     #: workflow writes its waiting steps in the statement of its jobs.
@@ -661,13 +664,17 @@ def _insert_pooled(app: App, query: bytes, params: dict[str, Any], batch: JobBat
     Pooled connections are not pinged before use (that would cost a round trip per
     enqueue); one that died idle (server restart) fails here instead. Retrying is safe:
     ids are made here, so if the first insert did land, the retry meets its own rows,
-    and that counts as success.
+    and that counts as success. A single job with an id made here is sent again only if
+    it has no result either: after a failover the first try may have committed, and its
+    job run and finished, before the retry (job_insert_one_again).
     """
     try:
         return _insert_on_pool(app, query, params, batch)
     except psycopg.OperationalError:
         app.check_pool()  # after a server restart every idle connection is dead
         batch.duplicates.clear()
+    if batch.single and batch.made_ids:  # the first try may have landed and run (failover)
+        query = app.queries["job_insert_one_again"]
     try:
         return _insert_on_pool(app, query, params, batch)
     except DuplicateJob:
@@ -805,8 +812,9 @@ def send_plain(app: App, name: str, task: Task, args: Any, kwargs: Any
         raise _duplicate_id(e, [known_id(row)]) from None
     except psycopg.OperationalError:  # a dead pooled connection: as _insert_pooled does
         app.check_pool()
+        again = queries["job_insert_one_again" if builder.row_id is None else "job_insert_one"]
         with suppress(psycopg.errors.UniqueViolation):  # the first try did land
-            app.run_pooled(statement, params)
+            app.run_pooled(Statement.of(again), params)
     return AsyncResult(row["id"], app=app, task_name=name)
 
 
@@ -865,7 +873,7 @@ def build_rows(
         shared = _claim_rows(task_name, builder, shared, rows)
     return JobBatch(task_name, shared, rows, connection, builder.max_bytes,
                     builder.max_depth, headers, options.get("retry_policy"),
-                    builder.on_duplicate, scoped=scoped)
+                    builder.on_duplicate, scoped=scoped, made_ids=builder.row_id is None)
 
 
 def _claim_rows(task_name: str, builder: JobBuilder, shared: dict[str, Any],

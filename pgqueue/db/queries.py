@@ -417,6 +417,34 @@ TEMPLATES: dict[str, str] = {
         )
         SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
     """,
+    # job_insert_one sent again by the producer after a connection died under the first
+    # try (pgqueue.client.producer): that try may have committed (a failover loses the
+    # answer, not the row) and its job may even have run and finished by now, on another
+    # worker. For an id the producer made, a result of it can only be that job's: not
+    # inserted again. Bounded by result_id_bound, exact for every id (0017).
+    "job_insert_one_again": """
+        WITH new AS (
+            INSERT INTO {schema}.jobs (
+                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
+                max_retries, parent_id, root_id, group_id, ignore_result, options,
+                headers, task_id)
+            SELECT %(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
+                    %(kwargs)s::jsonb,
+                    CASE WHEN %(run_at)s::timestamptz IS NULL
+                              OR %(run_at)s::timestamptz <= now()
+                         THEN 'queued' ELSE 'scheduled' END,
+                    %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
+                    %(expires_at)s::timestamptz, %(max_retries)s::integer,
+                    %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
+                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb,
+                    %(task_id)s::text
+             WHERE NOT EXISTS (
+                   SELECT FROM {schema}.results x WHERE x.id = %(id)s::uuid
+                      AND x.finished_at >= {schema}.result_id_bound(%(id)s::uuid))
+            RETURNING queue, state
+        )
+        SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
+    """,
     # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
     # planner read and sort the whole backlog), then the best ``limit`` of those.
     # Each queue's scan may start after a position (the worker's claim cursor, see

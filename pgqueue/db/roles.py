@@ -24,7 +24,8 @@ KINDS = ("producer", "worker", "control", "reader")
 
 # The kind of role each named statement needs, where it is not the worker's.
 _NEEDS = {
-    "producer": ("job_insert", "job_insert_one", "job_unique_holders", "result_get",
+    "producer": ("job_insert", "job_insert_one", "job_insert_one_again", "job_unique_holders",
+                 "result_get",
                  "result_get_recent", "result_get_state_recent",
                  "result_get_recent_unprepared", "result_get_state_recent_unprepared",
                  "result_get_state", "result_forget", "result_forget_recent",
