@@ -1,5 +1,5 @@
 """Helpers of the tests that run apps/pool_gaps.py in real `pgqueue worker` processes
-(test_pool_*.py). Each test module has its own ``marks`` and ``gaps_app`` fixtures."""
+(test_pool_*.py); their ``marks`` and ``gaps_app`` fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -34,3 +34,9 @@ def named(marks: Path, job_id: str, name: str) -> list[list[str]]:
 
 def job_lines(worker: WorkerProcess, job_id: str) -> list[str]:
     return [line for line in worker.output().splitlines() if job_id in line]
+
+
+def mark(marks: Path, word: str) -> None:
+    """Append ``word`` as a line of the marks file (what a task of pool_gaps waits on)."""
+    with marks.open("a") as out:
+        out.write(f"{word}\n")

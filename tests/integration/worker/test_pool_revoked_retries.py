@@ -6,7 +6,6 @@ running it, as Celery's workers discard a revoked id. Real `pgqueue worker` proc
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +15,9 @@ import pytest
 from pgqueue import App
 from tests.acceptance.procs import workers
 from tests.conftest import wait_until
-from tests.integration.worker.pool_gaps_helpers import lines, start
+from tests.integration.worker.pool_gaps_helpers import lines, mark, start
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "marks.txt"
-    path.touch()
-    monkeypatch.setenv("POOL_GAPS_MARKS", str(path))
-    return path
-
-
-@pytest.fixture
-def gaps_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
-    application = App("pool_gaps", dsn=pg_dsn, schema=schema, set_as_current=False)
-    yield application
-    application.close()
-
-
-def mark(marks: Path, word: str) -> None:
-    with marks.open("a") as out:
-        out.write(f"{word}\n")
 
 
 def test_the_retry_of_a_job_revoked_while_it_ran_is_refused_by_another_worker(

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +13,14 @@ from pgqueue import App
 from tests.acceptance.procs import _free_port, workers
 from tests.conftest import wait_until
 from tests.integration.metrics.helpers import parse, sample, scrape
-from tests.integration.worker.pool_gaps_helpers import (
-    lines,
-    start,
-)
+from tests.integration.worker.pool_gaps_helpers import lines, mark, start
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "marks.txt"
-    path.touch()
-    monkeypatch.setenv("POOL_GAPS_MARKS", str(path))
-    return path
-
-
-@pytest.fixture
-def gaps_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
-    application = App("pool_gaps", dsn=pg_dsn, schema=schema, set_as_current=False)
-    yield application
-    application.close()
 
 
 def ids(answer: dict[str, Any] | None) -> list[str]:
     """The job ids of an inspect answer, every node's."""
     return [job["id"] for jobs in (answer or {}).values() for job in jobs]
-
-
-def mark(marks: Path, word: str) -> None:
-    with marks.open("a") as out:
-        out.write(f"{word}\n")
 
 
 def started_count(port: int) -> float:

@@ -5,7 +5,6 @@ worker` processes (apps/pool_gaps.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,29 +12,9 @@ import pytest
 from pgqueue import App
 from tests.acceptance.procs import workers
 from tests.conftest import wait_until
-from tests.integration.worker.pool_gaps_helpers import lines, start
+from tests.integration.worker.pool_gaps_helpers import lines, mark, start
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "marks.txt"
-    path.touch()
-    monkeypatch.setenv("POOL_GAPS_MARKS", str(path))
-    return path
-
-
-@pytest.fixture
-def gaps_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
-    application = App("pool_gaps", dsn=pg_dsn, schema=schema, set_as_current=False)
-    yield application
-    application.close()
-
-
-def mark(marks: Path, word: str) -> None:
-    with marks.open("a") as out:
-        out.write(f"{word}\n")
 
 
 def test_started_shows_while_the_tasks_hold_every_producer_connection(

@@ -6,7 +6,6 @@ a stopped job succeeded. Real `pgqueue worker` processes (apps/pool_gaps.py)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,21 +22,6 @@ from tests.integration.worker.pool_gaps_helpers import (
 )
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "marks.txt"
-    path.touch()
-    monkeypatch.setenv("POOL_GAPS_MARKS", str(path))
-    return path
-
-
-@pytest.fixture
-def gaps_app(pg_dsn: str, schema: str, marks: Path) -> Iterator[App]:
-    application = App("pool_gaps", dsn=pg_dsn, schema=schema, set_as_current=False)
-    yield application
-    application.close()
 
 
 # (pool, task): the task sleeps 4 s under a 1 s hard limit; a swallower catches its
@@ -147,7 +131,6 @@ def test_task_failure_of_a_time_limit_reaches_a_receiver_that_raises(
         assert gaps_app.send_task("pool_gaps.quick", [7]).get(timeout=30) == 7
         assert worker.proc.poll() is None
     assert isinstance(job.result, TimeLimitExceeded)
-
 
 
 def test_solo_keeps_the_hard_limit_of_a_task_that_swallows_its_soft_limit(
