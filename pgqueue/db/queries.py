@@ -211,6 +211,33 @@ def _insert_jobs(where: str = "") -> str:
 """
 
 
+def _insert_one(source: str) -> str:
+    """The one-row insert of ``job_insert_one``: the row's values (``{row}`` in
+    ``source``: ``VALUES ({row})``, or a ``SELECT {row}`` with a condition), then the
+    NOTIFY of its queue when it is queued."""
+    row = """%(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
+                    %(kwargs)s::jsonb,
+                    CASE WHEN %(run_at)s::timestamptz IS NULL
+                              OR %(run_at)s::timestamptz <= now()
+                         THEN 'queued' ELSE 'scheduled' END,
+                    %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
+                    %(expires_at)s::timestamptz, %(max_retries)s::integer,
+                    %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
+                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb,
+                    %(task_id)s::text"""
+    return f"""
+        WITH new AS (
+            INSERT INTO {{schema}}.jobs (
+                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
+                max_retries, parent_id, root_id, group_id, ignore_result, options,
+                headers, task_id)
+            {source.format(row=row)}
+            RETURNING queue, state
+        )
+        SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
+    """
+
+
 # The job of a schedule, inserted only if the statement's `touched` CTE updated the
 # schedule row (the compare-and-set that makes each fire insert once). A job whose key
 # already finished (it is in results) is not inserted again.
@@ -397,54 +424,16 @@ TEMPLATES: dict[str, str] = {
     # The common single send (``delay()``, no ``unique_key``): one VALUES row, no JSON
     # unpacking and no ON CONFLICT. A single enqueue is bound by this statement's cost
     # and its commit, so it is worth its own text. Returns the NOTIFY sent, if any.
-    "job_insert_one": """
-        WITH new AS (
-            INSERT INTO {schema}.jobs (
-                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
-                max_retries, parent_id, root_id, group_id, ignore_result, options,
-                headers, task_id)
-            VALUES (%(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
-                    %(kwargs)s::jsonb,
-                    CASE WHEN %(run_at)s::timestamptz IS NULL
-                              OR %(run_at)s::timestamptz <= now()
-                         THEN 'queued' ELSE 'scheduled' END,
-                    %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
-                    %(expires_at)s::timestamptz, %(max_retries)s::integer,
-                    %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
-                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb,
-                    %(task_id)s::text)
-            RETURNING queue, state
-        )
-        SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
-    """,
+    "job_insert_one": _insert_one("VALUES ({row})"),
     # job_insert_one sent again by the producer after a connection died under the first
     # try (pgqueue.client.producer): that try may have committed (a failover loses the
     # answer, not the row) and its job may even have run and finished by now, on another
     # worker. For an id the producer made, a result of it can only be that job's: not
     # inserted again. Bounded by result_id_bound, exact for every id (0017).
-    "job_insert_one_again": """
-        WITH new AS (
-            INSERT INTO {schema}.jobs (
-                id, queue, task, args, kwargs, state, priority, run_at, expires_at,
-                max_retries, parent_id, root_id, group_id, ignore_result, options,
-                headers, task_id)
-            SELECT %(id)s::uuid, %(queue)s::text, %(task)s::text, %(args)s::jsonb,
-                    %(kwargs)s::jsonb,
-                    CASE WHEN %(run_at)s::timestamptz IS NULL
-                              OR %(run_at)s::timestamptz <= now()
-                         THEN 'queued' ELSE 'scheduled' END,
-                    %(priority)s::smallint, coalesce(%(run_at)s::timestamptz, now()),
-                    %(expires_at)s::timestamptz, %(max_retries)s::integer,
-                    %(parent_id)s::uuid, %(root_id)s::uuid, %(group_id)s::uuid,
-                    %(ignore_result)s::boolean, %(options)s::jsonb, %(headers)s::jsonb,
-                    %(task_id)s::text
+    "job_insert_one_again": _insert_one("""SELECT {row}
              WHERE NOT EXISTS (
-                   SELECT FROM {schema}.results x WHERE x.id = %(id)s::uuid
-                      AND x.finished_at >= {schema}.result_id_bound(%(id)s::uuid))
-            RETURNING queue, state
-        )
-        SELECT pg_notify(%(jobs_channel)s, queue) FROM new WHERE state = 'queued'
-    """,
+                   SELECT FROM {{schema}}.results x WHERE x.id = %(id)s::uuid
+                      AND x.finished_at >= {{schema}}.result_id_bound(%(id)s::uuid))"""),
     # One ordered scan of the claim index per queue (``queue = ANY(...)`` would make the
     # planner read and sort the whole backlog), then the best ``limit`` of those.
     # Each queue's scan may start after a position (the worker's claim cursor, see
