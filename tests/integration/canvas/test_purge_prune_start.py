@@ -20,32 +20,10 @@ from pgqueue.exceptions import DuplicateJob, TaskRevokedError
 from pgqueue.services.rescuer import Rescuer
 from tests.acceptance.procs import WorkerProcess, workers
 from tests.conftest import running_worker, wait_until
+from tests.integration.canvas.helpers import make_tasks, waiting
 
 GET = 60
 HERE = Path(__file__).resolve().parent
-
-
-def make_tasks(app: App) -> dict[str, Any]:
-    @app.task(name="add")
-    def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="tsum")
-    def tsum(values: list[int]) -> int:
-        return sum(values)
-
-    @app.task(name="note")
-    def note(*args: Any) -> str:
-        return "errback ran"
-
-    return {"add": add, "tsum": tsum, "note": note}
-
-
-def waiting(db: psycopg.Connection[Any]) -> tuple[int, int]:
-    row = db.execute("SELECT (SELECT count(*) FROM canvas_steps), "
-                     "(SELECT count(*) FROM canvas_edges)").fetchone()
-    assert row is not None
-    return row[0], row[1]
 
 
 def test_purge_ends_what_waits_for_the_purged_jobs(

@@ -22,6 +22,7 @@ from pgqueue.services.maintenance import leader_services
 from pgqueue.services.rescuer import Rescuer
 from pgqueue.services.sweeper import StepSweeper
 from tests.conftest import running_worker, wait_until
+from tests.integration.canvas.helpers import make_tasks, waiting
 
 GET = 60
 GRACE = 0.3
@@ -40,29 +41,6 @@ def conn(app: App) -> Iterator[Dedicated]:
     dedicated = Dedicated(app.dsn, app.schema, "test", durable=False)
     yield dedicated
     dedicated.close()
-
-
-def make_tasks(app: App) -> dict[str, Any]:
-    @app.task(name="add")
-    def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="tsum")
-    def tsum(values: list[int]) -> int:
-        return sum(values)
-
-    @app.task(name="note")
-    def note(*args: Any) -> str:
-        return "errback ran"
-
-    return {"add": add, "tsum": tsum, "note": note}
-
-
-def waiting(db: psycopg.Connection[Any]) -> tuple[int, int]:
-    row = db.execute("SELECT (SELECT count(*) FROM canvas_steps), "
-                     "(SELECT count(*) FROM canvas_edges)").fetchone()
-    assert row is not None
-    return row[0], row[1]
 
 
 def sweep_until(sweeper: StepSweeper, conn: Dedicated, done: Callable[[], Any],
